@@ -1,0 +1,361 @@
+"""``include/fleet.yaml`` -> validated, typed objects.
+
+>>> fleet = load_fleet()                      # include/fleet.yaml, cached per process
+>>> fleet.model("half-plus-two").serving.model_name
+'half_plus_two'
+
+A bad file raises :class:`~mlinfra.exceptions.FleetConfigError` listing every
+problem with the file, the line, the field path and what would be accepted::
+
+    include/fleet.yaml:41: models[1].scaling.max_replicas: must be >= min_replicas (2), got 1
+
+The loader is cached by (path, mtime): DAG files may call it at parse time (a
+local file, validated once), and a long-running dag-processor still sees edits.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from mlinfra.durations import parse_duration
+from mlinfra.exceptions import FleetConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_FLEET_FILE = PROJECT_ROOT / "include" / "fleet.yaml"
+FLEET_FILE_ENV = "MLINFRA_FLEET_FILE"
+
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+# Kubernetes resource quantities: 500m, 2, 1.5, 4Gi, 512Mi, 1e3
+K8S_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|e[0-9]+)?$"
+# An OCI repository without tag or digest: [registry[:port]/]path/component
+OCI_REPOSITORY = r"^([a-z0-9.-]+(:[0-9]+)?/)?[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
+GRPC_TARGET = r"^[A-Za-z0-9.-]+:[0-9]{1,5}$"
+CONN_ID = r"^[A-Za-z0-9_.-]+$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+Duration = Annotated[float, Field(ge=0)]
+
+
+def _duration(value: Any) -> float:
+    return parse_duration(value)
+
+
+class KubernetesTarget(_Strict):
+    conn_id: str = Field(default="kubernetes_default", pattern=CONN_ID)
+    namespace: str = Field(pattern=DNS1123_LABEL)
+    deployment: str = Field(pattern=DNS1123_LABEL)
+
+
+class ServingTarget(_Strict):
+    """Where the model's TF Serving answers.
+
+    ``grpc_target`` and ``rest_url`` are the in-cluster addresses; the Airflow
+    connection ``conn_id`` (type ``tf_serving``) carries TLS material and may
+    redirect both (a port-forward, the demo stand-in), so one fleet file serves
+    every environment.
+    """
+
+    conn_id: str = Field(pattern=CONN_ID)
+    model_name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    grpc_target: str = Field(pattern=GRPC_TARGET)
+    rest_url: str = Field(pattern=r"^https?://[^\s/]+(:[0-9]+)?/?$")
+    signature_name: str = "serving_default"
+
+
+class Image(_Strict):
+    repository: str = Field(pattern=OCI_REPOSITORY)
+
+
+class Resources(_Strict):
+    cpu: str = Field(default="1", pattern=K8S_QUANTITY)
+    memory: str = Field(default="2Gi", pattern=K8S_QUANTITY)
+    gpus: int = Field(default=0, ge=0, le=16)
+
+
+class SLO(_Strict):
+    p99_latency_ms: float = Field(gt=0)
+    error_rate: float = Field(default=0.01, ge=0, le=1)
+    availability: float = Field(default=0.99, gt=0, le=1)
+
+
+class MetricTarget(_Strict):
+    """Scale on a metric: ``expr`` evaluated by the fleet's engine against ``value``."""
+
+    expr: str = Field(min_length=1)
+    value: float = Field(gt=0)
+
+
+class ScalingPolicy(_Strict):
+    min_replicas: int = Field(ge=0)
+    max_replicas: int = Field(ge=1)
+    target: MetricTarget | None = None
+    tolerance: float = Field(default=0.1, ge=0, lt=1)
+    scale_up_stabilization: Duration = 0.0
+    scale_down_stabilization: Duration = 300.0
+    max_step_pods: int | None = Field(default=None, ge=1)
+    max_step_percent: float | None = Field(default=None, gt=0)
+    cooldown: Duration = 0.0
+    dry_run: bool = False
+
+    _durations = field_validator(
+        "scale_up_stabilization", "scale_down_stabilization", "cooldown", mode="before"
+    )(classmethod(lambda cls, v: _duration(v)))
+
+    @field_validator("max_replicas")
+    @classmethod
+    def _max_not_below_min(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min_replicas")
+        if low is not None and value < low:
+            raise ValueError(f"must be >= min_replicas ({low}), got {value}")
+        return value
+
+
+class Model(_Strict):
+    name: str = Field(pattern=DNS1123_LABEL)
+    kubernetes: KubernetesTarget
+    serving: ServingTarget
+    image: Image
+    resources: Resources = Resources()
+    smoke_file: str = Field(min_length=1)
+    slo: SLO
+    scaling: ScalingPolicy
+
+    @field_validator("smoke_file")
+    @classmethod
+    def _smoke_file_inside_include(cls, value: str) -> str:
+        if value.startswith("/") or ".." in Path(value).parts:
+            raise ValueError(f"must be a path relative to include/, got {value!r}")
+        return value
+
+
+class Cost(_Strict):
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    gpu_hour: float = Field(ge=0)
+    cpu_hour: float = Field(ge=0)
+
+
+class StoreSettings(_Strict):
+    retention: Duration = 30 * 86400.0
+
+    _retention = field_validator("retention", mode="before")(classmethod(lambda cls, v: _duration(v)))
+
+
+class RuleSettings(_Strict):
+    engine: Literal["local", "prometheus"] = "local"
+    prometheus_conn_id: str = Field(default="prometheus_default", pattern=CONN_ID)
+
+
+class Fleet(_Strict):
+    models: list[Model] = Field(min_length=1)
+    cost: Cost
+    store: StoreSettings = StoreSettings()
+    rules: RuleSettings = RuleSettings()
+    # Where the file came from; relative paths (smoke files) resolve against its folder.
+    source: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Fleet:
+        seen: dict[str, int] = {}
+        for i, m in enumerate(self.models):
+            if m.name in seen:
+                raise _FieldError(
+                    ("models", i, "name"), f"duplicate model name {m.name!r} (also models[{seen[m.name]}])"
+                )
+            seen[m.name] = i
+        deployments: dict[tuple[str, str], int] = {}
+        for i, m in enumerate(self.models):
+            key = (m.kubernetes.namespace, m.kubernetes.deployment)
+            if key in deployments:
+                raise _FieldError(
+                    ("models", i, "kubernetes", "deployment"),
+                    f"deployment {key[0]}/{key[1]} is already used by models[{deployments[key]}]",
+                )
+            deployments[key] = i
+        return self
+
+    def model(self, name: str) -> Model:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(f"no model {name!r} in the fleet; known: {', '.join(self.model_names)}")
+
+    @property
+    def model_names(self) -> list[str]:
+        return [m.name for m in self.models]
+
+    @property
+    def namespaces(self) -> dict[str, list[str]]:
+        """Kubernetes connection id -> namespaces of the fleet on it (sorted, unique)."""
+        out: dict[str, set[str]] = {}
+        for m in self.models:
+            out.setdefault(m.kubernetes.conn_id, set()).add(m.kubernetes.namespace)
+        return {k: sorted(v) for k, v in out.items()}
+
+    def include_path(self, relative: str) -> Path:
+        base = self.source.parent if self.source else PROJECT_ROOT / "include"
+        return base / relative
+
+
+class _FieldError(ValueError):
+    """A cross-field error that knows which field it is about (pydantic cannot say)."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str):
+        self.loc = loc
+        super().__init__(message)
+
+
+# --------------------------------------------------------------------------- loading
+
+_cache: dict[Path, tuple[float, Fleet]] = {}
+_cache_lock = threading.Lock()
+
+
+def fleet_file() -> Path:
+    return Path(os.environ.get(FLEET_FILE_ENV) or DEFAULT_FLEET_FILE)
+
+
+def load_fleet(path: str | os.PathLike[str] | None = None) -> Fleet:
+    """The validated fleet, parsed once per process and file version."""
+    p = Path(path) if path is not None else fleet_file()
+    try:
+        mtime = p.stat().st_mtime
+    except OSError as e:
+        raise FleetConfigError(str(p), [f"cannot read the fleet file: {e.strerror}"]) from None
+    with _cache_lock:
+        hit = _cache.get(p)
+        if hit and hit[0] == mtime:
+            return hit[1]
+        fleet = parse_fleet(p.read_text(encoding="utf-8"), source=p)
+        _cache[p] = (mtime, fleet)
+        return fleet
+
+
+def parse_fleet(text: str, source: str | os.PathLike[str] = "fleet.yaml") -> Fleet:
+    """Validate fleet YAML text; errors name ``source``, line and field path."""
+    name = _display_path(source)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise FleetConfigError(f"{name}{where}", [f"not valid YAML: {problem}"]) from None
+    if not isinstance(data, dict):
+        raise FleetConfigError(
+            name, [f"must be a mapping with 'models' and 'cost', got {type(data).__name__}"]
+        )
+    lines = _line_index(node)
+    try:
+        fleet = Fleet.model_validate(data)
+    except ValidationError as e:
+        problems = [_describe(err, lines) for err in e.errors()]
+        raise FleetConfigError(name, sorted(problems, key=_line_of)) from None
+    return fleet.model_copy(update={"source": Path(source)})
+
+
+def _line_of(problem: str) -> int:
+    """Sort key: problems read top to bottom, as in the file."""
+    head = problem.split(":", 1)[0]
+    return int(head[5:]) if head.startswith("line ") and head[5:].isdigit() else 0
+
+
+def _display_path(source: str | os.PathLike[str]) -> str:
+    p = Path(source)
+    try:
+        return str(p.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(p)
+
+
+def _path_text(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _located(loc: tuple[str | int, ...], message: str, lines: dict[tuple[str | int, ...], int]) -> str:
+    # The nearest enclosing node that has a line: a missing field points at its parent.
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return f"line {lines[loc[:n]]}: {_path_text(loc)}: {message}"
+    return f"{_path_text(loc)}: {message}"
+
+
+def _describe(err: Any, lines: dict[tuple[str | int, ...], int]) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    kind, ctx, got = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind == "missing":
+        msg = "required field is missing"
+    elif kind == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        accepted = ", ".join(parent.model_fields) if parent else "see the documentation"
+        msg = f"unknown field; accepted here: {accepted}"
+    elif kind == "string_pattern_mismatch":
+        msg = f"got {got!r}, which does not match {ctx.get('pattern')}"
+    elif kind == "literal_error":
+        msg = f"must be one of {ctx.get('expected')}, got {got!r}"
+    elif kind == "value_error":
+        error = ctx.get("error")
+        if isinstance(error, _FieldError):  # a cross-field check that knows its field
+            loc = (*loc, *error.loc)
+        msg = str(error) if error is not None else err["msg"]
+    else:
+        msg = f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got!r}"
+    return _located(loc, msg, lines)
+
+
+def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    cls: Any = Fleet
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        args = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+        cls = args[0] if args else ann
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+            return None
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+
+
+def _line_index(node: yaml.Node | None) -> dict[tuple[str | int, ...], int]:
+    """Field path -> 1-based line in the YAML text, from the composed node tree."""
+    out: dict[tuple[str | int, ...], int] = {}
+
+    def walk(n: yaml.Node, path: tuple[str | int, ...]) -> None:
+        out[path] = n.start_mark.line + 1
+        if isinstance(n, yaml.MappingNode):
+            for key, value in n.value:
+                k = key.value
+                out[(*path, k)] = key.start_mark.line + 1
+                walk(value, (*path, k))
+                out[(*path, k)] = key.start_mark.line + 1
+        elif isinstance(n, yaml.SequenceNode):
+            for i, item in enumerate(n.value):
+                walk(item, (*path, i))
+
+    if node is not None:
+        walk(node, ())
+    return out

@@ -1,0 +1,54 @@
+"""Project exceptions: narrow classes, each naming what the user can fix.
+
+Airflow's contributing guide asks new code not to raise ``AirflowException``;
+tasks fail just as well on these, and callers can catch exactly what they expect.
+"""
+
+from __future__ import annotations
+
+
+class MlinfraError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class FleetConfigError(MlinfraError):
+    """``include/fleet.yaml`` (or another fleet file) is missing or invalid.
+
+    ``problems`` holds one line per problem, each naming the file and field path.
+    """
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(f"{path}: {p}" for p in problems))
+
+
+class StoreError(MlinfraError):
+    """The metrics store cannot be reached or used; the message names the connection."""
+
+
+class CollectorError(MlinfraError):
+    """A collector could not read its source (the sweep records it as down)."""
+
+
+class CollectorUnavailable(CollectorError):
+    """A collector's source does not exist on this machine (no NVML driver, ...).
+
+    Not a failure of the sweep: the collector reports ``mlinfra_collector_up 0``.
+    """
+
+
+class ExportError(MlinfraError):
+    """Samples could not be exported (Pushgateway refused or unreachable)."""
+
+
+class RuleFileError(MlinfraError):
+    """A rule file is invalid; the message names the file, line and rule."""
+
+
+class RolloutFailed(MlinfraError):
+    """A Kubernetes rollout did not complete."""
+
+
+class SmokeTestFailed(MlinfraError):
+    """A TF Serving smoke test found a wrong output, an error or a slow response."""

@@ -1,0 +1,1 @@
+"""Clients for the systems mlinfra talks to, configured from Airflow connections."""

@@ -1,0 +1,58 @@
+"""The one data type every collector returns and the store keeps.
+
+A :class:`Sample` is Prometheus's data model: a metric name, a label set, a float
+value and (optionally) a timestamp. Collectors leave ``timestamp`` as ``None``;
+the sweep stamps every sample with the DAG run's logical time when it writes them.
+
+>>> s = Sample("ml_gpu_utilization_percent", {"gpu_id": "0"}, 87.0)
+>>> s.series_key
+('ml_gpu_utilization_percent', (('gpu_id', '0'),))
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def canonical_labels(labels: Mapping[str, str]) -> str:
+    """Labels as canonical JSON (sorted keys, compact): the store's series key."""
+    return json.dumps(dict(sorted(labels.items())), separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    value: float = 0.0
+    timestamp: float | None = None  # seconds since the epoch; None = "the sweep's time"
+
+    def __post_init__(self) -> None:
+        # Label values are strings in Prometheus; coerce once here so that every
+        # collector can pass ints (gpu index, pid) without thinking about it.
+        object.__setattr__(self, "labels", {str(k): str(v) for k, v in self.labels.items()})
+        object.__setattr__(self, "value", float(self.value))
+
+    @property
+    def series_key(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return self.name, tuple(sorted(self.labels.items()))
+
+    def to_json(self) -> list[Any]:
+        return [self.name, dict(self.labels), self.value, self.timestamp]
+
+    @classmethod
+    def from_json(cls, row: list[Any]) -> Sample:
+        name, labels, value, ts = row
+        return cls(name, labels, value, ts)
+
+
+def dumps_samples(samples: Iterable[Sample]) -> str:
+    """Serialize samples compactly (used to stage a collector's output for the sweep)."""
+    # NaN/Inf are legal sample values (Prometheus has them); json allows them by default.
+    return json.dumps([s.to_json() for s in samples], separators=(",", ":"))
+
+
+def loads_samples(payload: str) -> list[Sample]:
+    return [Sample.from_json(row) for row in json.loads(payload)]

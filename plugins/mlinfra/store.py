@@ -1,0 +1,540 @@
+"""The metrics and audit store: the system of record the rules, scaling and reports read.
+
+SQLAlchemy Core over SQLite (default, a WAL-mode file under ``$AIRFLOW_HOME``) or
+PostgreSQL (the Airflow connection ``mlinfra_store``). Not Airflow's metadata DB.
+
+Data model (Prometheus's): a *series* is a metric name plus a label set; a
+*sample* is (series, timestamp, value). Timestamps are stored as integer
+milliseconds; the API takes and returns float seconds.
+
+>>> store = MetricsStore.from_url("sqlite:///:memory:")
+>>> store.write_sweep(1_700_000_000, [Sample("ml_cpu_usage_percent", {"core": "all"}, 12.5)])
+1
+>>> [(s.labels, pts) for s, pts in store.query_range("ml_cpu_usage_percent", (), 1_699_999_000, 1_700_000_000)]
+[({'core': 'all'}, [(1700000000.0, 12.5)])]
+
+The interface is small on purpose:
+
+* writes: :meth:`write_sweep` (one transaction, replaces the sweep at that time),
+  :meth:`write_samples` (upsert by series and timestamp), :meth:`stage` /
+  :meth:`staged` / :meth:`clear_staged` (collector output waiting for its sweep);
+* reads: :meth:`select_series`, :meth:`read_samples`, :meth:`query_range`,
+  :meth:`sweeps`;
+* housekeeping: :meth:`apply_retention`.
+
+Later features add their own tables to :data:`metadata` (alerts, scale events,
+deployments, reports) and keep to the same rules: one transaction per logical
+write, idempotent for the same logical time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from mlinfra.exceptions import StoreError
+from mlinfra.samples import Sample, canonical_labels, dumps_samples, loads_samples
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONN_ID = "mlinfra_store"
+_CHUNK = 500  # rows per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
+
+metadata = sa.MetaData()
+
+series_table = sa.Table(
+    "mlinfra_series",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # sha1(name + canonical labels): a short unique key however long the label set is.
+    sa.Column("fingerprint", sa.String(40), nullable=False, unique=True),
+    sa.Column("name", sa.String(255), nullable=False, index=True),
+    sa.Column("labels", sa.Text, nullable=False),
+)
+
+samples_table = sa.Table(
+    "mlinfra_samples",
+    metadata,
+    # The primary key (series_id, ts) is the index that serves "these series between t1 and t2".
+    sa.Column(
+        "series_id", sa.Integer, sa.ForeignKey("mlinfra_series.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("ts", sa.BigInteger, primary_key=True, autoincrement=False),
+    # NULL stands for NaN: SQLite cannot store NaN and turns it into NULL anyway.
+    sa.Column("value", sa.Double, nullable=True),
+    # Serves replacing one sweep (all series at one ts) and retention (ts < cutoff).
+    sa.Index("ix_mlinfra_samples_ts", "ts"),
+)
+
+sweeps_table = sa.Table(
+    "mlinfra_sweeps",
+    metadata,
+    sa.Column("ts", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("run_id", sa.String(250), nullable=True),
+    sa.Column("written_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("samples", sa.Integer, nullable=False),
+    sa.Column("summary", sa.Text, nullable=True),
+)
+
+staging_table = sa.Table(
+    "mlinfra_staging",
+    metadata,
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("collector", sa.String(64), primary_key=True),
+    sa.Column("ts", sa.BigInteger, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+MatchOp = Literal["=", "!=", "=~", "!~"]
+
+
+@dataclass(frozen=True, slots=True)
+class LabelMatcher:
+    """A Prometheus label matcher; a missing label matches as the empty string."""
+
+    label: str
+    op: MatchOp
+    value: str
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        actual = labels.get(self.label, "")
+        if self.op == "=":
+            return actual == self.value
+        if self.op == "!=":
+            return actual != self.value
+        hit = _regex(self.value).fullmatch(actual) is not None
+        return hit if self.op == "=~" else not hit
+
+
+_regex_cache: dict[str, re.Pattern[str]] = {}
+
+
+def _regex(pattern: str) -> re.Pattern[str]:
+    compiled = _regex_cache.get(pattern)
+    if compiled is None:
+        compiled = _regex_cache[pattern] = re.compile(pattern)
+    return compiled
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    id: int
+    name: str
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class SweepRecord:
+    ts: float
+    run_id: str | None
+    samples: int
+    summary: dict[str, Any] | None
+
+
+def to_ms(t: float | datetime) -> int:
+    """Seconds (or an aware datetime) -> integer milliseconds, the stored unit."""
+    if isinstance(t, datetime):
+        if t.tzinfo is None:
+            raise ValueError(f"naive datetime {t!r}: pass an aware datetime (UTC)")
+        return round(t.timestamp() * 1000)
+    return round(float(t) * 1000)
+
+
+def _fingerprint(name: str, labels_json: str) -> str:
+    return hashlib.sha1(f"{name}\x00{labels_json}".encode(), usedforsecurity=False).hexdigest()
+
+
+class MetricsStore:
+    """Samples, sweeps and staging over one SQLAlchemy engine. Thread-safe; cheap to share."""
+
+    def __init__(self, engine: Engine, *, description: str | None = None):
+        self.engine = engine
+        self.description = description or engine.url.render_as_string(hide_password=True)
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_url(cls, url: str | sa.URL, *, description: str | None = None) -> MetricsStore:
+        return cls(_engine(url), description=description)
+
+    @classmethod
+    def from_connection(cls, conn_id: str = DEFAULT_CONN_ID) -> MetricsStore:
+        """The store behind Airflow connection ``conn_id``; the SQLite default when it is absent."""
+        from mlinfra.connections import get_connection
+
+        conn = get_connection(conn_id)
+        if conn is None:
+            path = default_sqlite_path()
+            return cls.from_url(f"sqlite:///{path}", description=f"{path} (no connection {conn_id!r})")
+        url = url_from_connection(conn)
+        return cls.from_url(
+            url, description=f"connection {conn_id!r} ({url.render_as_string(hide_password=True)})"
+        )
+
+    # ------------------------------------------------------------------ schema / transactions
+
+    def create_schema(self) -> None:
+        """Create the tables if missing (idempotent; called on first use)."""
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            try:
+                metadata.create_all(self.engine, checkfirst=True)
+            except sa.exc.OperationalError as e:
+                raise StoreError(f"metrics store {self.description} is unreachable: {_reason(e)}") from e
+            self._schema_ready = True
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """One transaction; errors become :class:`StoreError` naming the store."""
+        self.create_schema()
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except sa.exc.OperationalError as e:
+            raise StoreError(f"metrics store {self.description}: {_reason(e)}") from e
+
+    # ------------------------------------------------------------------ writes
+
+    def write_sweep(
+        self,
+        ts: float | datetime,
+        samples: Iterable[Sample],
+        *,
+        run_id: str | None = None,
+        summary: dict[str, Any] | None = None,
+    ) -> int:
+        """Write one sweep at ``ts`` in one transaction; returns the number of samples stored.
+
+        Every sample is stamped with ``ts`` (the run's logical time). Writing the same
+        ``ts`` again replaces that sweep entirely, so re-running a DAG run never duplicates.
+        """
+        t = to_ms(ts)
+        by_series = {s.series_key: s for s in samples}  # last one wins within a sweep
+        with self.begin() as conn:
+            ids = self._series_ids(conn, by_series.values())
+            conn.execute(sa.delete(samples_table).where(samples_table.c.ts == t))
+            rows = [
+                {"series_id": ids[key], "ts": t, "value": _db_value(s.value)} for key, s in by_series.items()
+            ]
+            if rows:
+                conn.execute(sa.insert(samples_table), rows)
+            self._upsert(
+                conn,
+                sweeps_table,
+                {
+                    "ts": t,
+                    "run_id": run_id,
+                    "written_at": datetime.now(UTC),
+                    "samples": len(rows),
+                    "summary": json.dumps(summary, sort_keys=True, default=str)
+                    if summary is not None
+                    else None,
+                },
+                keys=("ts",),
+            )
+        return len(rows)
+
+    def write_samples(self, samples: Iterable[Sample], *, default_ts: float | datetime | None = None) -> int:
+        """Upsert samples that carry their own timestamps (history imports, recording rules)."""
+        rows_by_key: dict[tuple[Any, int], Sample] = {}
+        for s in samples:
+            when = s.timestamp if s.timestamp is not None else default_ts
+            if when is None:
+                raise ValueError(f"sample {s.name}{s.labels} has no timestamp and no default_ts was given")
+            rows_by_key[(s.series_key, to_ms(when))] = s
+        if not rows_by_key:
+            return 0
+        with self.begin() as conn:
+            ids = self._series_ids(conn, rows_by_key.values())
+            rows = [
+                {"series_id": ids[key], "ts": t, "value": _db_value(s.value)}
+                for (key, t), s in rows_by_key.items()
+            ]
+            stmt = _insert(conn)(samples_table)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["series_id", "ts"], set_={"value": stmt.excluded.value}
+            )
+            for chunk in _chunks(rows, 5000):
+                conn.execute(stmt, chunk)
+        return len(rows_by_key)
+
+    def _series_ids(self, conn: Connection, samples: Iterable[Sample]) -> dict[Any, int]:
+        wanted: dict[str, tuple[Any, str, str]] = {}
+        for s in samples:
+            labels_json = canonical_labels(s.labels)
+            wanted[_fingerprint(s.name, labels_json)] = (s.series_key, s.name, labels_json)
+        found = self._lookup_fingerprints(conn, list(wanted))
+        missing = [fp for fp in wanted if fp not in found]
+        if missing:
+            stmt = _insert(conn)(series_table).on_conflict_do_nothing(index_elements=["fingerprint"])
+            conn.execute(
+                stmt,
+                [{"fingerprint": fp, "name": wanted[fp][1], "labels": wanted[fp][2]} for fp in missing],
+            )
+            found.update(self._lookup_fingerprints(conn, missing))
+        return {wanted[fp][0]: sid for fp, sid in found.items()}
+
+    @staticmethod
+    def _lookup_fingerprints(conn: Connection, fingerprints: list[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for chunk in _chunks(fingerprints, _CHUNK):
+            rows = conn.execute(
+                sa.select(series_table.c.fingerprint, series_table.c.id).where(
+                    series_table.c.fingerprint.in_(chunk)
+                )
+            )
+            for fp, sid in rows:  # (a Result has .keys(), so dict(result) would misread it)
+                out[fp] = sid
+        return out
+
+    @staticmethod
+    def _upsert(conn: Connection, table: sa.Table, row: dict[str, Any], *, keys: Sequence[str]) -> None:
+        stmt = _insert(conn)(table).values(row)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(keys), set_={k: v for k, v in row.items() if k not in keys}
+        )
+        conn.execute(stmt)
+
+    # ------------------------------------------------------------------ staging
+
+    def stage(self, run_id: str, collector: str, ts: float | datetime, samples: Iterable[Sample]) -> None:
+        """Keep a collector's samples until the sweep's write task takes them (replaces a retry's)."""
+        self._upsert_staging(run_id, collector, to_ms(ts), dumps_samples(samples))
+
+    def _upsert_staging(self, run_id: str, collector: str, ts: int, payload: str) -> None:
+        with self.begin() as conn:
+            self._upsert(
+                conn,
+                staging_table,
+                {
+                    "run_id": run_id,
+                    "collector": collector,
+                    "ts": ts,
+                    "payload": payload,
+                    "created_at": datetime.now(UTC),
+                },
+                keys=("run_id", "collector"),
+            )
+
+    def staged(self, run_id: str) -> dict[str, list[Sample]]:
+        """Collector name -> samples staged for ``run_id``."""
+        with self.begin() as conn:
+            rows = conn.execute(
+                sa.select(staging_table.c.collector, staging_table.c.payload)
+                .where(staging_table.c.run_id == run_id)
+                .order_by(staging_table.c.collector)
+            )
+            return {collector: loads_samples(payload) for collector, payload in rows}
+
+    def clear_staged(self, run_id: str | None = None, *, older_than: float | datetime | None = None) -> int:
+        """Drop staged output of one run, or of every run staged before ``older_than``."""
+        stmt = sa.delete(staging_table)
+        if run_id is not None:
+            stmt = stmt.where(staging_table.c.run_id == run_id)
+        if older_than is not None:
+            stmt = stmt.where(staging_table.c.ts < to_ms(older_than))
+        with self.begin() as conn:
+            return conn.execute(stmt).rowcount or 0
+
+    # ------------------------------------------------------------------ reads
+
+    def select_series(self, name: str | None, matchers: Iterable[LabelMatcher] = ()) -> list[Series]:
+        """Series with metric ``name`` (any name if None) whose labels satisfy every matcher."""
+        stmt = sa.select(series_table.c.id, series_table.c.name, series_table.c.labels)
+        if name is not None:
+            stmt = stmt.where(series_table.c.name == name)
+        ms = list(matchers)
+        out = []
+        with self.begin() as conn:
+            for sid, sname, labels_json in conn.execute(stmt):
+                labels = json.loads(labels_json)
+                if all(m.matches({**labels, "__name__": sname}) for m in ms):
+                    out.append(Series(sid, sname, labels))
+        return out
+
+    def read_samples(
+        self,
+        series_ids: Sequence[int],
+        start: float | datetime,
+        end: float | datetime,
+        *,
+        include_start: bool = True,
+    ) -> dict[int, list[tuple[float, float]]]:
+        """series id -> [(ts seconds, value)] in ``[start, end]`` (or ``(start, end]``), time-ordered."""
+        lo, hi = to_ms(start), to_ms(end)
+        out: dict[int, list[tuple[float, float]]] = {sid: [] for sid in series_ids}
+        lower = samples_table.c.ts >= lo if include_start else samples_table.c.ts > lo
+        with self.begin() as conn:
+            for chunk in _chunks(list(series_ids), _CHUNK):
+                rows = conn.execute(
+                    sa.select(samples_table.c.series_id, samples_table.c.ts, samples_table.c.value)
+                    .where(samples_table.c.series_id.in_(chunk), lower, samples_table.c.ts <= hi)
+                    .order_by(samples_table.c.series_id, samples_table.c.ts)
+                )
+                for sid, t, v in rows:
+                    out[sid].append((t / 1000.0, math.nan if v is None else v))
+        return out
+
+    def query_range(
+        self,
+        name: str | None,
+        matchers: Iterable[LabelMatcher],
+        start: float | datetime,
+        end: float | datetime,
+        *,
+        include_start: bool = True,
+    ) -> list[tuple[Series, list[tuple[float, float]]]]:
+        """Series matching ``name``/``matchers`` with their samples in the window (empty ones left out)."""
+        series = self.select_series(name, matchers)
+        points = self.read_samples([s.id for s in series], start, end, include_start=include_start)
+        return [(s, points[s.id]) for s in series if points[s.id]]
+
+    def sweeps(self, start: float | datetime, end: float | datetime) -> list[SweepRecord]:
+        """Sweeps written with a logical time in ``[start, end)``."""
+        with self.begin() as conn:
+            rows = conn.execute(
+                sa.select(
+                    sweeps_table.c.ts, sweeps_table.c.run_id, sweeps_table.c.samples, sweeps_table.c.summary
+                )
+                .where(sweeps_table.c.ts >= to_ms(start), sweeps_table.c.ts < to_ms(end))
+                .order_by(sweeps_table.c.ts)
+            )
+            return [
+                SweepRecord(t / 1000.0, run_id, n, json.loads(summary) if summary else None)
+                for t, run_id, n, summary in rows
+            ]
+
+    # ------------------------------------------------------------------ housekeeping
+
+    def apply_retention(self, older_than: float | datetime) -> tuple[int, int]:
+        """Delete samples and sweeps before ``older_than`` and series left empty.
+
+        Returns (samples deleted, series deleted). Series churn (pods are renamed
+        on every rollout) would otherwise grow the series table for ever.
+        """
+        cutoff = to_ms(older_than)
+        with self.begin() as conn:
+            n_samples = (
+                conn.execute(sa.delete(samples_table).where(samples_table.c.ts < cutoff)).rowcount or 0
+            )
+            conn.execute(sa.delete(sweeps_table).where(sweeps_table.c.ts < cutoff))
+            conn.execute(sa.delete(staging_table).where(staging_table.c.ts < cutoff))
+            still_used = sa.select(samples_table.c.series_id).where(
+                samples_table.c.series_id == series_table.c.id
+            )
+            n_series = conn.execute(sa.delete(series_table).where(~sa.exists(still_used))).rowcount or 0
+        return n_samples, n_series
+
+
+# ---------------------------------------------------------------------- engines and URLs
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def _engine(url: str | sa.URL) -> Engine:
+    """One engine per URL per process (pools are meant to be shared)."""
+    key = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _engines[key] = _create_engine(sa.make_url(url))
+        return engine
+
+
+def _create_engine(url: sa.URL) -> Engine:
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            # One connection for :memory: so every caller sees the same database.
+            poolclass=sa.pool.StaticPool if database in ("", ":memory:") else None,
+        )
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            # WAL: readers (reports, the UI) never block the sweep's writer, and vice versa.
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def default_sqlite_path() -> Path:
+    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+    return Path(home) / "mlinfra" / "store.db"
+
+
+def url_from_connection(conn: Any) -> sa.URL:
+    """An Airflow connection -> SQLAlchemy URL (postgres/postgresql or sqlite types)."""
+    extra = conn.extra_dejson if getattr(conn, "extra", None) else {}
+    if extra.get("sqlalchemy_url"):
+        return sa.make_url(extra["sqlalchemy_url"])
+    conn_type = (conn.conn_type or "").lower()
+    if conn_type in ("postgres", "postgresql"):
+        return sa.URL.create(
+            "postgresql+psycopg2",
+            username=conn.login or None,
+            password=conn.password or None,
+            host=conn.host or None,
+            port=conn.port or None,
+            database=conn.schema or None,
+            query={
+                k: str(v) for k, v in extra.items() if k in ("sslmode", "sslrootcert", "sslcert", "sslkey")
+            },
+        )
+    if conn_type == "sqlite":
+        return sa.URL.create("sqlite", database=conn.host or str(default_sqlite_path()))
+    raise StoreError(
+        f"connection {conn.conn_id!r} has type {conn.conn_type!r}; the metrics store accepts "
+        "postgres, sqlite, or any type with extra {'sqlalchemy_url': ...}"
+    )
+
+
+def _insert(conn: Connection) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT on both SQLite and PostgreSQL."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialects: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+    if conn.dialect.name not in dialects:  # pragma: no cover - refused at connection time
+        raise StoreError(f"unsupported database {conn.dialect.name!r}: use PostgreSQL or SQLite")
+    return dialects[conn.dialect.name]
+
+
+def _db_value(v: float) -> float | None:
+    return None if math.isnan(v) else v
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _reason(e: sa.exc.DBAPIError) -> str:
+    return str(e.orig).strip().splitlines()[0] if e.orig is not None else str(e)

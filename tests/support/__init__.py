@@ -1,0 +1,1 @@
+"""Local stand-ins and launchers for the real components the tests talk to."""

@@ -1,0 +1,198 @@
+"""Fleet configuration: the shipped file loads; bad files are refused precisely."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlinfra.config import Fleet, load_fleet, parse_fleet
+from mlinfra.exceptions import FleetConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+FLEET = ROOT / "include" / "fleet.yaml"
+
+
+def test_shipped_fleet_loads() -> None:
+    fleet = load_fleet(FLEET)
+    assert fleet.model_names == ["half-plus-two", "resnet50-classifier"]
+    hpt = fleet.model("half-plus-two")
+    assert hpt.serving.model_name == "half_plus_two"
+    assert hpt.scaling.scale_down_stabilization == 300.0  # "5m"
+    assert hpt.scaling.cooldown == 120.0
+    assert fleet.model("resnet50-classifier").resources.gpus == 1
+    assert fleet.store.retention == 30 * 86400
+    assert fleet.namespaces == {"kubernetes_default": ["serving"]}
+    assert fleet.include_path(hpt.smoke_file) == ROOT / "include" / "smoke" / "half_plus_two.json"
+    with pytest.raises(KeyError, match="known: half-plus-two, resnet50-classifier"):
+        fleet.model("nope")
+
+
+def test_loaded_once_per_file_version(tmp_path: Path) -> None:
+    f = tmp_path / "fleet.yaml"
+    f.write_text(FLEET.read_text())
+    first = load_fleet(f)
+    assert load_fleet(f) is first  # cached
+    f.write_text(FLEET.read_text().replace("gpu_hour: 2.48", "gpu_hour: 3.0"))
+    os.utime(f, (time.time() + 5, time.time() + 5))  # mtime resolution can be coarse
+    assert load_fleet(f).cost.gpu_hour == 3.0
+
+
+def _mutate(edit) -> str:  # type: ignore[no-untyped-def]
+    data = yaml.safe_load(FLEET.read_text())
+    edit(data)
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _set(path: str, value):  # type: ignore[no-untyped-def]
+    def edit(data) -> None:  # type: ignore[no-untyped-def]
+        *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
+        node = data
+        for p in parents:
+            node = node[p]
+        if value is _DELETE:
+            del node[last]
+        else:
+            node[last] = value
+
+    return edit
+
+
+_DELETE = object()
+
+BAD_FILES = [
+    # (id, edit, expected fragment of the error)
+    (
+        "max-below-min",
+        _set("models.1.scaling.max_replicas", 1),
+        "models[1].scaling.max_replicas: must be >= min_replicas (2), got 1",
+    ),
+    (
+        "negative-gpus",
+        _set("models.1.resources.gpus", -1),
+        "models[1].resources.gpus: input should be greater than or equal to 0, got -1",
+    ),
+    (
+        "unknown-field",
+        _set("models.0.serving.grpc_port", 8500),
+        "models[0].serving.grpc_port: unknown field; accepted here: conn_id, model_name, grpc_target, rest_url",
+    ),
+    ("missing-slo", _set("models.0.slo", _DELETE), "models[0].slo: required field is missing"),
+    (
+        "bad-k8s-name",
+        _set("models.0.kubernetes.deployment", "Half_Plus_Two"),
+        "models[0].kubernetes.deployment: got 'Half_Plus_Two', which does not match",
+    ),
+    (
+        "bad-duration",
+        _set("models.0.scaling.cooldown", "5 minutes"),
+        "models[0].scaling.cooldown: not a Prometheus duration (like 30s, 5m, 1h30m): '5 minutes'",
+    ),
+    (
+        "negative-duration",
+        _set("models.0.scaling.scale_down_stabilization", -30),
+        "models[0].scaling.scale_down_stabilization: durations cannot be negative, got -30",
+    ),
+    (
+        "bad-engine",
+        _set("rules.engine", "fast"),
+        "rules.engine: must be one of 'local' or 'prometheus', got 'fast'",
+    ),
+    (
+        "image-with-tag",
+        _set("models.0.image.repository", "tensorflow/serving:2.14"),
+        "models[0].image.repository: got 'tensorflow/serving:2.14'",
+    ),
+    (
+        "duplicate-model",
+        lambda d: d["models"].append(dict(d["models"][0])),
+        "models[2].name: duplicate model name 'half-plus-two' (also models[0])",
+    ),
+    (
+        "shared-deployment",
+        _set("models.1.kubernetes.deployment", "half-plus-two"),
+        "models[1].kubernetes.deployment: deployment serving/half-plus-two is already used by models[0]",
+    ),
+    ("no-models", _set("models", []), "models: list should have at least 1 item"),
+    ("missing-cost", _set("cost", _DELETE), "cost: required field is missing"),
+    (
+        "rest-url-with-path",
+        _set("models.0.serving.rest_url", "http://x:8501/v1/models"),
+        "models[0].serving.rest_url: got 'http://x:8501/v1/models'",
+    ),
+    (
+        "smoke-outside-include",
+        _set("models.0.smoke_file", "../../etc/passwd"),
+        "models[0].smoke_file: must be a path relative to include/, got '../../etc/passwd'",
+    ),
+    (
+        "tolerance-too-big",
+        _set("models.0.scaling.tolerance", 1.5),
+        "models[0].scaling.tolerance: input should be less than 1, got 1.5",
+    ),
+    (
+        "string-for-int",
+        _set("models.0.scaling.min_replicas", "two"),
+        "models[0].scaling.min_replicas: input should be a valid integer",
+    ),
+]
+
+
+@pytest.mark.parametrize(("edit", "expected"), [b[1:] for b in BAD_FILES], ids=[b[0] for b in BAD_FILES])
+def test_bad_fleet_files_are_refused_with_path_and_reason(edit, expected: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(FleetConfigError) as err:
+        parse_fleet(_mutate(edit), source="include/fleet.yaml")
+    message = str(err.value)
+    assert expected in message
+    assert message.startswith("include/fleet.yaml: line ")
+
+
+def test_every_problem_is_reported_at_once_with_its_line() -> None:
+    text = textwrap.dedent(
+        """\
+        cost: {gpu_hour: -1, cpu_hour: 0.1}
+        models:
+          - name: a
+            kubernetes: {namespace: serving, deployment: a}
+            serving: {conn_id: c, model_name: a, grpc_target: "a:8500", rest_url: "http://a:8501"}
+            image: {repository: tensorflow/serving}
+            smoke_file: smoke/a.json
+            slo: {p99_latency_ms: 100}
+            scaling: {min_replicas: 3, max_replicas: 2}
+        """
+    )
+    with pytest.raises(FleetConfigError) as err:
+        parse_fleet(text, source="f.yaml")
+    assert err.value.problems == [
+        "line 1: cost.gpu_hour: input should be greater than or equal to 0, got -1",
+        "line 9: models[0].scaling.max_replicas: must be >= min_replicas (3), got 2",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("models: [\n  {name: a\n", "f.yaml:3: not valid YAML"),
+        ("- just\n- a list\n", "f.yaml: must be a mapping with 'models' and 'cost', got list"),
+        ("", "f.yaml: must be a mapping"),
+    ],
+)
+def test_unparseable_files(text: str, expected: str) -> None:
+    with pytest.raises(FleetConfigError, match=expected.replace("[", r"\[")):
+        parse_fleet(text, source="f.yaml")
+
+
+def test_missing_file_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(FleetConfigError, match=r"nope\.yaml: cannot read the fleet file"):
+        load_fleet(tmp_path / "nope.yaml")
+
+
+def test_fleet_objects_are_immutable() -> None:
+    fleet = load_fleet(FLEET)
+    with pytest.raises(Exception, match="frozen"):
+        fleet.models[0].scaling.max_replicas = 100  # type: ignore[misc]
+    assert isinstance(fleet, Fleet)
