@@ -1,0 +1,133 @@
+"""The ``mlinfra`` command line: the same code the DAGs run, without a scheduler.
+
+    mlinfra fleet check [--file include/fleet.yaml]
+    mlinfra sweep [--collectors host,gpu] [--store-url sqlite:////tmp/s.db] [--json]
+    mlinfra store series ml_cpu_usage_percent [--since 1h]
+    mlinfra store retention [--keep 30d]
+
+The store is the Airflow connection ``mlinfra_store`` (or the SQLite default under
+``$AIRFLOW_HOME``) unless ``--store-url`` names another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+
+from mlinfra.durations import format_duration, parse_duration
+from mlinfra.exceptions import MlinfraError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlinfra", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    fleet = sub.add_parser("fleet", help="fleet configuration").add_subparsers(dest="action", required=True)
+    check = fleet.add_parser("check", help="validate a fleet file and print what it declares")
+    check.add_argument("--file", help="fleet file (default: $MLINFRA_FLEET_FILE or include/fleet.yaml)")
+
+    sweep = sub.add_parser("sweep", help="run the collectors once and write one sweep to the store")
+    sweep.add_argument("--collectors", help="comma-separated subset (default: all)")
+    sweep.add_argument("--store-url", help="SQLAlchemy URL instead of the mlinfra_store connection")
+    sweep.add_argument("--no-export", action="store_true", help="do not push to the Pushgateway")
+    sweep.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    store = sub.add_parser("store", help="inspect and maintain the metrics store").add_subparsers(
+        dest="action", required=True
+    )
+    series = store.add_parser("series", help="latest value of each series of a metric")
+    series.add_argument("name")
+    series.add_argument("--since", default="1h", help="look-back window (Prometheus duration)")
+    series.add_argument("--store-url")
+    retention = store.add_parser("retention", help="delete samples older than the retention")
+    retention.add_argument("--keep", help="override the fleet's store.retention (e.g. 7d)")
+    retention.add_argument("--store-url")
+
+    args = parser.parse_args(argv)
+    try:
+        return int(_dispatch(args))
+    except MlinfraError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _store(url: str | None):  # type: ignore[no-untyped-def]
+    from mlinfra.store import MetricsStore
+
+    return MetricsStore.from_url(url) if url else MetricsStore.from_connection()
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from mlinfra.config import load_fleet
+
+    if args.command == "fleet":
+        f = load_fleet(args.file)
+        print(f"{f.source}: {len(f.models)} models, rule engine {f.rules.engine}")
+        for m in f.models:
+            s = m.scaling
+            print(
+                f"  {m.name}: {m.kubernetes.conn_id}/{m.kubernetes.namespace}/{m.kubernetes.deployment} "
+                f"serving {m.serving.model_name} via {m.serving.conn_id}; "
+                f"replicas {s.min_replicas}..{s.max_replicas}; gpus {m.resources.gpus}; "
+                f"p99 <= {m.slo.p99_latency_ms:g} ms"
+            )
+        return 0
+
+    if args.command == "sweep":
+        from mlinfra.export import push_from_connection
+        from mlinfra.sweep import COLLECTORS, collect_and_stage, write_sweep
+
+        names = args.collectors.split(",") if args.collectors else list(COLLECTORS)
+        unknown = sorted(set(names) - set(COLLECTORS))
+        if unknown:
+            print(f"error: unknown collectors {unknown}; known: {', '.join(COLLECTORS)}", file=sys.stderr)
+            return 2
+        fleet, store = load_fleet(), _store(args.store_url)
+        run_id, ts = f"cli__{uuid.uuid4().hex[:12]}", time.time()
+        summaries = [collect_and_stage(n, fleet=fleet, store=store, run_id=run_id, ts=ts) for n in names]
+        summary = write_sweep(
+            store=store,
+            run_id=run_id,
+            ts=ts,
+            summaries=summaries,
+            fleet=fleet,
+            expected=names,
+            export=(lambda _s: None) if args.no_export else push_from_connection,
+        )
+        if args.json:
+            print(json.dumps(summary, indent=2, sort_keys=True))
+        else:
+            print(f"sweep written to {store.description}: {summary['samples']} samples")
+            for name, s in summary["collectors"].items():
+                state = "up" if s["up"] else "DOWN"
+                extra = "; ".join(s.get("errors", []) + [f"skipped {x}" for x in s.get("skipped", [])])
+                print(f"  {name:<11} {state:<5} {s['samples']:>5} samples  {extra}")
+        return 0
+
+    if args.command == "store" and args.action == "series":
+        store = _store(args.store_url)
+        now = time.time()
+        rows = store.query_range(args.name, (), now - parse_duration(args.since), now)
+        for s, points in sorted(rows, key=lambda r: sorted(r[0].labels.items())):
+            t, v = points[-1]
+            labels = ",".join(f'{k}="{val}"' for k, val in sorted(s.labels.items()))
+            print(f"{s.name}{{{labels}}} {v:g}  ({format_duration(now - t)} ago)")
+        if not rows:
+            print(f"no samples of {args.name} in the last {args.since}")
+        return 0
+
+    if args.command == "store" and args.action == "retention":
+        store = _store(args.store_url)
+        keep = parse_duration(args.keep) if args.keep else load_fleet().store.retention
+        deleted, series = store.apply_retention(time.time() - keep)
+        print(f"deleted {deleted} samples and {series} empty series older than {format_duration(keep)}")
+        return 0
+    raise AssertionError(f"unhandled command {args}")  # argparse's required= makes this unreachable
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""One health sweep: run the collectors, stage their samples, write and export the sweep.
+
+The DAG ``infra_health_sweep`` runs each collector as its own task (in parallel on
+a real executor), then one task writes everything in one store transaction at the
+run's logical time. Samples travel between those tasks through the store's staging
+table, never through XCom: XCom carries only the per-collector summaries.
+
+The same functions run without Airflow (``mlinfra sweep``)::
+
+    store = MetricsStore.from_url("sqlite:////tmp/store.db")
+    summaries = [collect_and_stage(n, fleet=load_fleet(), store=store, run_id="cli", ts=now) for n in COLLECTORS]
+    write_sweep(store=store, run_id="cli", ts=now, summaries=summaries, fleet=load_fleet())
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlinfra.collectors.base import CollectorResult
+    from mlinfra.config import Fleet
+    from mlinfra.samples import Sample
+    from mlinfra.store import MetricsStore
+
+log = logging.getLogger(__name__)
+
+# Collector name -> module under mlinfra.collectors exposing ``run(fleet) -> CollectorResult``.
+# Kept as plain names so that DAG files can lay out tasks without importing any collector.
+COLLECTORS: tuple[str, ...] = ("gpu", "host", "kubernetes", "serving")
+STAGING_KEEP_SECONDS = 86400.0  # staged output of runs that never reached their write task
+
+
+def run_collector_module(name: str, fleet: Fleet) -> CollectorResult:
+    if name not in COLLECTORS:
+        raise ValueError(f"unknown collector {name!r}; known: {', '.join(COLLECTORS)}")
+    module = importlib.import_module(f"mlinfra.collectors.{name}")
+    result: CollectorResult = module.run(fleet)
+    return result
+
+
+def collect_and_stage(
+    name: str,
+    *,
+    fleet: Fleet,
+    store: MetricsStore,
+    run_id: str,
+    ts: float | datetime,
+    run: Callable[[str, Fleet], CollectorResult] = run_collector_module,
+) -> dict[str, Any]:
+    """Run one collector, stage its samples for this run, return its summary (for XCom)."""
+    result = run(name, fleet)
+    store.stage(run_id, name, ts, result.samples)
+    summary = result.summary()
+    log.info(
+        "collector %s: up=%s samples=%d duration=%.3fs%s%s",
+        name,
+        result.up,
+        len(result.samples),
+        result.duration_seconds,
+        f" errors={result.errors}" if result.errors else "",
+        f" skipped={result.skipped}" if result.skipped else "",
+    )
+    return summary
+
+
+def write_sweep(
+    *,
+    store: MetricsStore,
+    run_id: str,
+    ts: float | datetime,
+    summaries: Sequence[dict[str, Any] | None],
+    fleet: Fleet,
+    export: Callable[[list[Sample]], int | None] | None = None,
+    expected: Sequence[str] = COLLECTORS,
+    now: Callable[[], float] = time.time,
+) -> dict[str, Any]:
+    """Write every staged sample of ``run_id`` at ``ts`` (one transaction), export, apply retention.
+
+    A collector whose task failed before staging anything is reported as down
+    (``mlinfra_collector_up 0``) instead of silently missing from the sweep.
+    """
+    from mlinfra.export import push_from_connection
+    from mlinfra.samples import Sample
+
+    staged = store.staged(run_id)
+    samples: list[Sample] = [s for name in sorted(staged) for s in staged[name]]
+    by_name = {s["collector"]: s for s in summaries if s}
+    missing = [name for name in expected if name not in staged]
+    for name in missing:
+        samples.append(Sample("mlinfra_collector_up", {"collector": name}, 0.0))
+        by_name.setdefault(
+            name, {"collector": name, "up": False, "samples": 0, "errors": ["collector task did not stage"]}
+        )
+    summary = {
+        "collectors": {name: by_name[name] for name in sorted(by_name)},
+        "down": sorted(name for name, s in by_name.items() if not s.get("up")),
+        "skipped": {name: s["skipped"] for name, s in sorted(by_name.items()) if s.get("skipped")},
+        "samples": len({s.series_key for s in samples}),
+    }
+    summary["samples"] = store.write_sweep(ts, samples, run_id=run_id, summary=summary)
+    store.clear_staged(run_id)
+
+    pushed = (export or push_from_connection)(samples)
+    summary["exported"] = pushed
+    if pushed is None:
+        log.info("no Airflow connection prometheus_pushgateway: export skipped")
+
+    cutoff = now() - fleet.store.retention
+    deleted, dropped_series = store.apply_retention(cutoff)
+    store.clear_staged(older_than=now() - STAGING_KEEP_SECONDS)
+    if deleted or dropped_series:
+        log.info("retention: deleted %d samples and %d empty series", deleted, dropped_series)
+    log.info(
+        "sweep %s at %s: %d samples, down=%s, skipped=%s",
+        run_id,
+        ts,
+        summary["samples"],
+        summary["down"],
+        summary["skipped"],
+    )
+    return summary
