@@ -15,6 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.services import (
+    PostgresServer,
+    ServerHandle,
+    alertmanager_server,
+    postgres_server,
+    prometheus_server,
+    pushgateway_server,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 # A private AIRFLOW_HOME so tests never touch the developer's `make run` instance.
 os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow-test"))
@@ -54,3 +63,36 @@ def sqlite_store(tmp_path: Path) -> Iterator[object]:
     store = MetricsStore.from_url(f"sqlite:///{tmp_path / 'store.db'}")
     yield store
     store.engine.dispose()
+
+
+# ---------------------------------------------------------------------- real servers
+# Session-scoped: each starts once, on loopback, and only when a test asks for it.
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    with postgres_server() as pg:
+        yield pg
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres: PostgresServer) -> str:
+    return postgres.url
+
+
+@pytest.fixture(scope="session")
+def pushgateway() -> Iterator[ServerHandle]:
+    with pushgateway_server() as gw:
+        yield gw
+
+
+@pytest.fixture(scope="session")
+def prometheus(pushgateway: ServerHandle) -> Iterator[ServerHandle]:
+    with prometheus_server(scrape_targets={"pushgateway": pushgateway.url}) as prom:
+        yield prom
+
+
+@pytest.fixture(scope="session")
+def alertmanager() -> Iterator[ServerHandle]:
+    with alertmanager_server() as am:
+        yield am
