@@ -1,0 +1,1324 @@
+"""A local stand-in for the Kubernetes API server that speaks the real HTTP API.
+
+Tests reach it through the real ``kubernetes`` client and the cncf-kubernetes
+provider's ``KubernetesHook``, so what passes here is what a real cluster sees:
+the same paths, query parameters, JSON shapes, ``Status`` errors and bearer token.
+
+>>> standin = KubeStandIn().start()
+>>> dep = standin.add_deployment("serving", "half-plus-two", replicas=3, ready_replicas=2)
+>>> dep["status"]["availableReplicas"], dep["status"]["unavailableReplicas"]
+(2, 1)
+>>> pod = standin.pod_names("serving", deployment="half-plus-two")[0]
+>>> _ = standin.set_pod_status("serving", pod, waiting_reason="CrashLoopBackOff", restarts=7)
+>>> _ = standin.inject_fault("GET", r"/namespaces/batch/pods$", 403)
+>>> path = standin.write_kubeconfig("/tmp/kubeconfig")         # doctest: +SKIP
+>>> env = standin.airflow_connection_env(kubeconfig_path=path)  # doctest: +SKIP
+>>> standin.stop()
+
+What it keeps: namespaces, Deployments and ReplicaSets (``apps/v1``) and Pods
+(``v1``) as plain dicts shaped like the API's objects. A Deployment's status is
+derived from its pods the way the deployment controller would, so tests change a
+pod (:meth:`KubeStandIn.set_pod_status`) and the Deployment follows.
+
+Built to grow: resources are registered in one table (:meth:`register_resource`,
+then :meth:`put_object` / :meth:`get_object`), routes in another
+(:meth:`add_route`), and every request passes the fault injector first
+(:meth:`inject_fault`), so PATCH/apply, the ``scale`` subresource, watches, HPA or
+ScaledObject objects are additions, not rewrites.
+
+Run as a process (``make demo``)::
+
+    python -m tests.support.k8s_standin --port 0 --kubeconfig .demo/kubeconfig \\
+        --seed-fleet include/fleet.yaml
+
+It prints shell-evaluable ``MLINFRA_K8S_STANDIN_URL=...`` and
+``AIRFLOW_CONN_KUBERNETES_DEFAULT=...`` lines and serves until killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import re
+import shlex
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+POD_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
+# Only the anonymous health/version endpoints of a real API server skip authentication.
+UNAUTHENTICATED_PATHS = frozenset({"/version", "/healthz", "/livez", "/readyz"})
+REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    410: "Expired",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
+_RESOURCE_PATH = re.compile(
+    r"/(?:api/v1|apis/(?P<group>[^/]+)/[^/]+)(?:/namespaces/(?P<namespace>[^/]+))?"
+    r"/(?P<plural>[a-z]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>[a-z]+))?"
+)
+# The alphabet Kubernetes uses for generated name suffixes and pod-template-hash.
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+class LabelSelectorError(ValueError):
+    """A ``labelSelector`` / ``fieldSelector`` the API server would reject (400)."""
+
+
+# --------------------------------------------------------------------------- selectors
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One term of a label selector: ``key op values``."""
+
+    key: str
+    op: str  # "=", "!=", "in", "notin", "exists", "!exists"
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        present = self.key in labels
+        value = labels.get(self.key)
+        if self.op == "exists":
+            return present
+        if self.op == "!exists":
+            return not present
+        if self.op in ("=", "in"):
+            return present and value in self.values
+        # "!=" and "notin" match objects without the label, as in Kubernetes.
+        return not present or value not in self.values
+
+
+_TERM = re.compile(
+    r"^\s*(?:(?P<not>!)\s*(?P<nkey>[^\s=!,()]+)"
+    r"|(?P<skey>[^\s=!,()]+)\s+(?P<setop>in|notin)\s*\((?P<values>[^()]*)\)"
+    r"|(?P<key>[^\s=!,()]+)\s*(?P<op>==|!=|=)\s*(?P<value>[^\s=!,()]*)"
+    r"|(?P<xkey>[^\s=!,()]+))\s*$"
+)
+
+
+def _split_terms(selector: str) -> list[str]:
+    # Commas inside "in (a,b)" do not separate terms.
+    terms, depth, current = [], 0, ""
+    for ch in selector:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            terms.append(current)
+            current = ""
+        else:
+            current += ch
+    terms.append(current)
+    return [t for t in (t.strip() for t in terms) if t]
+
+
+def parse_label_selector(selector: str | None) -> list[Requirement]:
+    """Parse the string form of a label selector, as ``kubectl -l`` accepts it.
+
+    >>> [r.op for r in parse_label_selector("app=a,tier!=db,env in (prod, stage),!legacy,canary")]
+    ['=', '!=', 'in', '!exists', 'exists']
+    """
+    out: list[Requirement] = []
+    for term in _split_terms(selector or ""):
+        m = _TERM.match(term)
+        if not m:
+            raise LabelSelectorError(f"unable to parse requirement: {term!r}")
+        if m["nkey"]:
+            out.append(Requirement(m["nkey"], "!exists"))
+        elif m["skey"]:
+            values = tuple(v.strip() for v in m["values"].split(",") if v.strip())
+            out.append(Requirement(m["skey"], m["setop"], values))
+        elif m["key"]:
+            out.append(Requirement(m["key"], "!=" if m["op"] == "!=" else "=", (m["value"],)))
+        else:
+            out.append(Requirement(m["xkey"], "exists"))
+    return out
+
+
+def selector_from_label_selector(selector: Mapping[str, Any]) -> list[Requirement]:
+    """A ``spec.selector`` object (matchLabels + matchExpressions) as requirements."""
+    reqs = [Requirement(k, "=", (v,)) for k, v in (selector.get("matchLabels") or {}).items()]
+    ops = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!exists"}
+    for expr in selector.get("matchExpressions") or []:
+        reqs.append(Requirement(expr["key"], ops[expr["operator"]], tuple(expr.get("values") or ())))
+    return reqs
+
+
+def labels_match(requirements: Iterable[Requirement], labels: Mapping[str, str] | None) -> bool:
+    labels = labels or {}
+    return all(r.matches(labels) for r in requirements)
+
+
+def _field_value(obj: Obj, path: str) -> str:
+    node: Any = obj
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return "" if node is None else str(node)
+
+
+def _field_matches(obj: Obj, selector: str | None) -> bool:
+    for term in _split_terms(selector or ""):
+        m = re.match(r"^([A-Za-z0-9_.]+)\s*(==|!=|=)\s*(.*)$", term)
+        if not m:
+            raise LabelSelectorError(f"invalid field selector: {term!r}")
+        key, op, value = m.groups()
+        if not key.startswith(("metadata.", "spec.", "status.")):
+            raise LabelSelectorError(f'field label not supported: "{key}"')
+        if (_field_value(obj, key) == value) == (op == "!="):
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------- HTTP plumbing
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    """A kind the stand-in stores: where its URLs live and what its lists are called."""
+
+    group: str  # "" for the core group
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+    verbs: tuple[str, ...] = ("get", "list")
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # names lower-cased: HTTP header names are case-insensitive
+    body: bytes
+    params: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null")
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any
+    content_type: str = "application/json"
+
+
+@dataclass
+class Fault:
+    """An injected failure; ``times=None`` fires until :meth:`KubeStandIn.clear_faults`."""
+
+    method: str
+    path_regex: re.Pattern[str]
+    status: int | None
+    times: int | None
+    reason: str | None = None
+    message: str | None = None
+    delay: float = 0.0
+    fired: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.times is not None and self.fired >= self.times:
+            return False
+        return self.method in ("*", method) and bool(self.path_regex.search(path))
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    authorization: str | None
+
+
+Handler = Callable[[Request], Response]
+
+
+def status_object(code: int, message: str, *, reason: str | None = None, details: Obj | None = None) -> Obj:
+    """A ``meta/v1 Status`` failure, exactly as the API server returns it."""
+    out: Obj = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason or REASONS.get(code, "Unknown"),
+        "code": code,
+    }
+    if details:
+        out["details"] = details
+    return out
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _short_hash(text: str, length: int) -> str:
+    digest = hashlib.sha256(text.encode()).digest()
+    return "".join(_NAME_ALPHABET[b % len(_NAME_ALPHABET)] for b in digest[:length])
+
+
+def _omit_zero(values: Mapping[str, int]) -> Obj:
+    # The API server omits zero-valued counters (omitempty), and clients must cope.
+    return {k: v for k, v in values.items() if v}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], standin: KubeStandIn):
+        self.standin = standin
+        self.open_sockets: set[socket.socket] = set()
+        self.sockets_lock = threading.Lock()
+        super().__init__(address, _RequestHandler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (timeout tests, a stopped stand-in) is not an error of the server.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            log.debug("k8s stand-in: client %s went away", client_address)
+            return
+        super().handle_error(request, client_address)
+
+    def close_open_connections(self) -> None:
+        # Keep-alive connections outlive shutdown(); a stopped API server must
+        # look unreachable to clients holding pooled connections too.
+        with self.sockets_lock:
+            for sock in list(self.open_sockets):
+                # Already closed by the client: nothing left to cut.
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            self.open_sockets.clear()
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.sockets_lock:
+            self.server.open_sockets.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.sockets_lock:
+            self.server.open_sockets.discard(self.connection)
+        super().finish()
+
+    def _dispatch(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        split = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        request = Request(
+            self.command,
+            split.path.rstrip("/") or "/",
+            query,
+            {k.lower(): v for k, v in self.headers.items()},
+            body,
+        )
+        response = self.server.standin.handle(request)
+        payload = (
+            response.body
+            if isinstance(response.body, bytes)
+            else json.dumps(response.body, separators=(",", ":")).encode()
+        )
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-cache, private")
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            line = format % args
+            log.debug("k8s stand-in: %s", line)
+
+
+# --------------------------------------------------------------------------- the stand-in
+
+
+CORE_RESOURCES = (
+    ResourceType("", "v1", "namespaces", "Namespace", namespaced=False),
+    ResourceType("", "v1", "pods", "Pod"),
+    ResourceType("apps", "v1", "deployments", "Deployment"),
+    ResourceType("apps", "v1", "replicasets", "ReplicaSet"),
+)
+
+
+class KubeStandIn:
+    """An in-memory Kubernetes API server on ``127.0.0.1:<ephemeral port>``.
+
+    Use it as a context manager in tests::
+
+        with KubeStandIn() as kube:
+            kube.add_deployment("serving", "resnet50-classifier", replicas=2)
+            kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
+            monkeypatch.setenv(*kube.airflow_connection_env(kubeconfig_path=kubeconfig))
+            ...  # KubernetesHook(conn_id="kubernetes_default") now talks to it
+
+    ``token`` is the bearer token the kubeconfig carries; requests without it get
+    401 like a real cluster (``token=None`` turns authentication off).
+    """
+
+    git_version = "v1.31.0-mlinfra-standin"
+    user = "system:serviceaccount:airflow:mlinfra"  # who the token authenticates as (RBAC messages)
+
+    def __init__(
+        self, *, host: str = "127.0.0.1", port: int = 0, token: str | None = "mlinfra-standin-token"
+    ):
+        self.host = host
+        self.token = token
+        self._requested_port = port
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.RLock()
+        self._resource_version = 0
+        self._resources: dict[tuple[str, str, str], ResourceType] = {}
+        self._objects: dict[tuple[str, str, str], dict[tuple[str, str], Obj]] = {}
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._faults: list[Fault] = []
+        self._frozen_status: set[tuple[str, str]] = set()
+        self._pod_counter = 0
+        self.requests: deque[RecordedRequest] = deque(maxlen=2000)
+        for resource in CORE_RESOURCES:
+            self.register_resource(resource)
+        self._install_default_routes()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> KubeStandIn:
+        """Serve in a background thread; after :meth:`stop`, restarts on the same port."""
+        if self._server is not None:
+            return self
+        self._server = _Server((self.host, self._requested_port), self)
+        self._requested_port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=f"k8s-standin-{self.port}", daemon=True
+        )
+        self._thread.start()
+        log.info("k8s stand-in serving on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        server.close_open_connections()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> KubeStandIn:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
+    def port(self) -> int:
+        if self._requested_port == 0:
+            raise RuntimeError("the stand-in has not been started yet; call start() first")
+        return self._requested_port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # ------------------------------------------------------------------ client configuration
+
+    def kubeconfig(self, *, namespace: str = "default", context: str = "mlinfra-standin") -> Obj:
+        """A kubeconfig (as a dict) with one cluster, one token user and one context."""
+        user: Obj = {"token": self.token} if self.token else {}
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "standin", "cluster": {"server": self.url}}],
+            "users": [{"name": "standin-user", "user": user}],
+            "contexts": [
+                {
+                    "name": context,
+                    "context": {"cluster": "standin", "user": "standin-user", "namespace": namespace},
+                }
+            ],
+            "current-context": context,
+            "preferences": {},
+        }
+
+    def write_kubeconfig(self, path: str | Path, *, namespace: str = "default") -> Path:
+        """Write :meth:`kubeconfig` as YAML to ``path`` and return the path."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(yaml.safe_dump(self.kubeconfig(namespace=namespace), sort_keys=False), encoding="utf-8")
+        return p
+
+    def connection_json(
+        self, kubeconfig_path: str | Path | None = None, *, namespace: str | None = None
+    ) -> str:
+        """The Airflow connection (JSON form) that makes ``KubernetesHook`` use the stand-in.
+
+        With ``kubeconfig_path`` the hook reads that file (extra ``kube_config_path``);
+        without it the kubeconfig travels inline (extra ``kube_config``).
+        """
+        extra: Obj = (
+            {"kube_config_path": str(kubeconfig_path)}
+            if kubeconfig_path is not None
+            else {"kube_config": self.kubeconfig()}
+        )
+        if namespace:
+            extra["namespace"] = namespace
+        return json.dumps({"conn_type": "kubernetes", "extra": extra})
+
+    def airflow_connection_env(
+        self,
+        conn_id: str = "kubernetes_default",
+        *,
+        kubeconfig_path: str | Path | None = None,
+        namespace: str | None = None,
+    ) -> tuple[str, str]:
+        """``(AIRFLOW_CONN_<ID>, value)``, ready for ``monkeypatch.setenv(*...)``."""
+        return f"AIRFLOW_CONN_{conn_id.upper()}", self.connection_json(kubeconfig_path, namespace=namespace)
+
+    # ------------------------------------------------------------------ generic object store
+
+    def register_resource(self, resource: ResourceType) -> None:
+        """Make a kind storable and servable (list/get routes are generic)."""
+        key = (resource.group, resource.version, resource.plural)
+        with self._lock:
+            self._resources[key] = resource
+            self._objects.setdefault(key, {})
+
+    def resource_for(self, api_version: str, kind: str) -> ResourceType:
+        for r in self._resources.values():
+            if r.api_version == api_version and r.kind == kind:
+                return r
+        raise KeyError(f"the stand-in does not know {api_version} {kind}; register_resource() it first")
+
+    def _next_resource_version(self) -> str:
+        self._resource_version += 1
+        return str(self._resource_version)
+
+    def put_object(self, obj: Obj) -> Obj:
+        """Create or replace ``obj`` (keyed by apiVersion/kind/namespace/name); returns a copy.
+
+        Fills what the API server fills: uid, creationTimestamp, resourceVersion,
+        and generation (bumped when ``spec`` changes).
+        """
+        obj = copy.deepcopy(obj)  # the caller's dict must not alias the stored object
+        with self._lock:
+            resource = self.resource_for(obj["apiVersion"], obj["kind"])
+            meta = obj.setdefault("metadata", {})
+            namespace = meta.get("namespace", "") if resource.namespaced else ""
+            if resource.namespaced:
+                meta["namespace"] = namespace = namespace or "default"
+                self._ensure_namespace(namespace)
+            store = self._objects[(resource.group, resource.version, resource.plural)]
+            old = store.get((namespace, meta["name"]))
+            if old is None:
+                meta.setdefault("uid", str(uuid.uuid4()))
+                meta.setdefault("creationTimestamp", _now())
+                meta.setdefault("generation", 1)
+            else:
+                meta["uid"] = old["metadata"]["uid"]
+                meta["creationTimestamp"] = old["metadata"]["creationTimestamp"]
+                generation = old["metadata"].get("generation", 1)
+                meta["generation"] = generation + 1 if obj.get("spec") != old.get("spec") else generation
+            meta["resourceVersion"] = self._next_resource_version()
+            store[(namespace, meta["name"])] = obj
+            return copy.deepcopy(obj)
+
+    def get_object(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
+        """A copy of the stored object, or ``None``."""
+        with self._lock:
+            r = self.resource_for(api_version, kind)
+            found = self._objects[(r.group, r.version, r.plural)].get(
+                (namespace if r.namespaced else "", name)
+            )
+            return copy.deepcopy(found) if found is not None else None
+
+    def delete_object(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        with self._lock:
+            r = self.resource_for(api_version, kind)
+            found = self._objects[(r.group, r.version, r.plural)].pop(
+                (namespace if r.namespaced else "", name), None
+            )
+            if found is not None:
+                self._next_resource_version()
+            return found is not None
+
+    def list_objects(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[Obj]:
+        """Copies of the stored objects of a kind (``namespace=None``: all namespaces)."""
+        with self._lock:
+            r = self.resource_for(api_version, kind)
+            return self._list(r, namespace, label_selector, field_selector)
+
+    def _list(
+        self, r: ResourceType, namespace: str | None, label_selector: str | None, field_selector: str | None
+    ) -> list[Obj]:
+        reqs = parse_label_selector(label_selector)
+        items = sorted(self._objects[(r.group, r.version, r.plural)].items())
+        return [
+            copy.deepcopy(obj)
+            for (ns, _), obj in items
+            if (namespace is None or ns == namespace)
+            and labels_match(reqs, obj["metadata"].get("labels"))
+            and _field_matches(obj, field_selector)
+        ]
+
+    # ------------------------------------------------------------------ namespaces
+
+    def add_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> Obj:
+        with self._lock:
+            existing = self.get_object("v1", "Namespace", "", name)
+            if existing is not None:
+                return existing
+            return self.put_object(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {
+                        "name": name,
+                        "labels": {"kubernetes.io/metadata.name": name, **(labels or {})},
+                    },
+                    "spec": {"finalizers": ["kubernetes"]},
+                    "status": {"phase": "Active"},
+                }
+            )
+
+    def _ensure_namespace(self, name: str) -> None:
+        if ("", name) not in self._objects[("", "v1", "namespaces")]:
+            self.add_namespace(name)
+
+    # ------------------------------------------------------------------ deployments and pods
+
+    def add_deployment(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        replicas: int = 1,
+        labels: Mapping[str, str] | None = None,
+        image: str = "tensorflow/serving:2.14.1",
+        containers: Sequence[str] | None = None,
+        selector: Mapping[str, str] | None = None,
+        ready_replicas: int | None = None,
+        resources: Mapping[str, Any] | None = None,
+    ) -> Obj:
+        """Create a Deployment, its ReplicaSet and ``replicas`` pods owned by it.
+
+        ``selector`` defaults to ``{"app": name}``; ``labels`` go on the Deployment
+        and its pod template. The first ``ready_replicas`` pods (default: all) are
+        Running and ready; the rest are Pending in ``ContainerCreating``.
+        """
+        selector = dict(selector or {"app": name})
+        container_names = list(containers or [name])
+        template_labels = {**selector, **(labels or {})}
+        deployment: Obj = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": dict(template_labels),
+                "annotations": {"deployment.kubernetes.io/revision": "1"},
+            },
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": selector},
+                "template": {
+                    "metadata": {"labels": template_labels},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": c,
+                                "image": image,
+                                "imagePullPolicy": "IfNotPresent",
+                                "resources": dict(resources or {}),
+                            }
+                            for c in container_names
+                        ],
+                        "restartPolicy": "Always",
+                    },
+                },
+                "strategy": {
+                    "type": "RollingUpdate",
+                    "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"},
+                },
+                "revisionHistoryLimit": 10,
+                "progressDeadlineSeconds": 600,
+            },
+            "status": {},
+        }
+        with self._lock:
+            self.put_object(deployment)
+            self._reconcile(namespace, name, ready=ready_replicas)
+            return self.deployment(namespace, name)
+
+    def deployment(self, namespace: str, name: str) -> Obj:
+        found = self.get_object("apps/v1", "Deployment", namespace, name)
+        if found is None:
+            raise KeyError(f"no deployment {namespace}/{name} in the stand-in")
+        return found
+
+    def pod(self, namespace: str, name: str) -> Obj:
+        found = self.get_object("v1", "Pod", namespace, name)
+        if found is None:
+            raise KeyError(f"no pod {namespace}/{name} in the stand-in")
+        return found
+
+    def pod_names(self, namespace: str, *, deployment: str | None = None) -> list[str]:
+        """Pod names in ``namespace`` (those selected by ``deployment``), oldest first."""
+        with self._lock:
+            pods = self._list(self._resources[("", "v1", "pods")], namespace, None, None)
+            if deployment is not None:
+                reqs = selector_from_label_selector(
+                    self.deployment(namespace, deployment)["spec"]["selector"]
+                )
+                pods = [p for p in pods if labels_match(reqs, p["metadata"].get("labels"))]
+            pods.sort(key=lambda p: int((p["metadata"].get("annotations") or {}).get("standin/ordinal", "0")))
+            return [p["metadata"]["name"] for p in pods]
+
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> Obj:
+        """Set ``spec.replicas`` and add (Running, ready) or remove (newest first) pods."""
+        with self._lock:
+            dep = self.deployment(namespace, name)
+            dep["spec"]["replicas"] = replicas
+            self.put_object(dep)
+            self._reconcile(namespace, name)
+            return self.deployment(namespace, name)
+
+    def delete_deployment(self, namespace: str, name: str) -> None:
+        """Delete the Deployment with its ReplicaSets and pods (foreground cascading)."""
+        with self._lock:
+            for pod in self.pod_names(namespace, deployment=name):
+                self.delete_object("v1", "Pod", namespace, pod)
+            for rs in self.list_objects("apps/v1", "ReplicaSet", namespace):
+                if any(o["name"] == name for o in rs["metadata"].get("ownerReferences", [])):
+                    self.delete_object("apps/v1", "ReplicaSet", namespace, rs["metadata"]["name"])
+            self.delete_object("apps/v1", "Deployment", namespace, name)
+            self._frozen_status.discard((namespace, name))
+
+    def add_pod(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        labels: Mapping[str, str] | None = None,
+        containers: Mapping[str, str] | None = None,
+        owner: Mapping[str, Any] | None = None,
+        ready: bool = True,
+    ) -> Obj:
+        """A pod (``containers``: name -> image), Running and ready unless ``ready=False``."""
+        containers = dict(containers or {name: "busybox:1.36"})
+        with self._lock:
+            self._pod_counter += 1
+            pod: Obj = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "labels": dict(labels or {}),
+                    "annotations": {"standin/ordinal": str(self._pod_counter)},
+                    "ownerReferences": [dict(owner)] if owner else [],
+                },
+                "spec": {
+                    "containers": [
+                        {"name": c, "image": img, "imagePullPolicy": "IfNotPresent", "resources": {}}
+                        for c, img in containers.items()
+                    ],
+                    "restartPolicy": "Always",
+                    "nodeName": "standin-node-1",
+                    "serviceAccountName": "default",
+                    "terminationGracePeriodSeconds": 30,
+                },
+                "status": {
+                    "phase": "Running" if ready else "Pending",
+                    "hostIP": "10.0.0.1",
+                    "podIP": f"10.244.0.{self._pod_counter % 250 + 2}",
+                    "startTime": _now(),
+                    "qosClass": "BestEffort",
+                    "containerStatuses": [
+                        self._container_status(c, img, running=ready) for c, img in containers.items()
+                    ],
+                },
+            }
+            _refresh_pod_conditions(pod)
+            return self.put_object(pod)
+
+    @staticmethod
+    def _container_status(name: str, image: str, *, running: bool) -> Obj:
+        state: Obj = (
+            {"running": {"startedAt": _now()}} if running else {"waiting": {"reason": "ContainerCreating"}}
+        )
+        return {
+            "name": name,
+            "image": image,
+            "imageID": f"docker.io/{image.split(':')[0]}@sha256:{hashlib.sha256(image.encode()).hexdigest()}",
+            "containerID": f"containerd://{uuid.uuid4().hex}{uuid.uuid4().hex}",
+            "ready": running,
+            "started": running,
+            "restartCount": 0,
+            "state": state,
+            "lastState": {},
+        }
+
+    def set_pod_status(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        phase: str | None = None,
+        ready: bool | None = None,
+        restarts: int | None = None,
+        waiting_reason: str | None = None,
+        waiting_message: str | None = None,
+        container: str | None = None,
+    ) -> Obj:
+        """Change a pod's status (all containers, or just ``container``); returns the pod.
+
+        ``waiting_reason="CrashLoopBackOff"`` leaves the pod Running (as Kubernetes
+        does) with the container waiting, not ready, and a terminated last state;
+        ``ready=True`` puts the container back to running. The owning Deployment's
+        status follows.
+        """
+        if phase is not None and phase not in POD_PHASES:
+            raise ValueError(f"phase must be one of {', '.join(POD_PHASES)}, got {phase!r}")
+        with self._lock:
+            pod = self.pod(namespace, name)
+            statuses = pod["status"].setdefault("containerStatuses", [])
+            targets = [s for s in statuses if container is None or s["name"] == container]
+            if container is not None and not targets:
+                raise KeyError(f"pod {namespace}/{name} has no container {container!r}")
+            if phase is not None:
+                pod["status"]["phase"] = phase
+            for s in targets:
+                if restarts is not None:
+                    s["restartCount"] = restarts
+                if waiting_reason is not None:
+                    s["state"] = {"waiting": {"reason": waiting_reason}}
+                    if waiting_message:
+                        s["state"]["waiting"]["message"] = waiting_message
+                    s["ready"] = s["started"] = False
+                    if waiting_reason == "CrashLoopBackOff":
+                        s["lastState"] = {
+                            "terminated": {"exitCode": 1, "reason": "Error", "finishedAt": _now()}
+                        }
+                    if pod["status"]["phase"] == "Pending" and phase is None and s["restartCount"]:
+                        pod["status"]["phase"] = "Running"
+                elif ready is True:
+                    s["state"] = {"running": {"startedAt": _now()}}
+                    s["ready"] = s["started"] = True
+                elif ready is False:
+                    s["ready"] = False
+                if pod["status"]["phase"] in ("Succeeded", "Failed"):
+                    exit_code = 0 if pod["status"]["phase"] == "Succeeded" else 1
+                    s["state"] = {"terminated": {"exitCode": exit_code, "finishedAt": _now()}}
+                    s["ready"] = s["started"] = False
+            if ready is True and phase is None and pod["status"]["phase"] == "Pending":
+                pod["status"]["phase"] = "Running"
+            _refresh_pod_conditions(pod)
+            self.put_object(pod)
+            self._refresh_owner_status(namespace, pod)
+            return self.pod(namespace, name)
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete a pod; unlike a real ReplicaSet the stand-in does not replace it."""
+        with self._lock:
+            pod = self.pod(namespace, name)
+            self.delete_object("v1", "Pod", namespace, name)
+            self._refresh_owner_status(namespace, pod)
+
+    def set_deployment_status(self, namespace: str, name: str, **fields: Any) -> Obj:
+        """Overwrite status fields (API names: ``observedGeneration=1``) and stop deriving them.
+
+        For states the pods cannot express, e.g. a controller that lags behind
+        (``observedGeneration`` < ``metadata.generation``).
+        """
+        with self._lock:
+            dep = self.deployment(namespace, name)
+            dep["status"].update(fields)
+            self.put_object(dep)
+            self._frozen_status.add((namespace, name))
+            return self.deployment(namespace, name)
+
+    # What the deployment controller does, reduced to one ReplicaSet per template.
+    def _reconcile(self, namespace: str, name: str, *, ready: int | None = None) -> None:
+        dep = self.deployment(namespace, name)
+        template = dep["spec"]["template"]
+        pod_hash = _short_hash(json.dumps(template, sort_keys=True), 10)
+        rs_name = f"{name}-{pod_hash}"
+        desired = dep["spec"].get("replicas", 1)
+        rs = self.get_object("apps/v1", "ReplicaSet", namespace, rs_name)
+        if rs is None:
+            rs = {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "metadata": {
+                    "name": rs_name,
+                    "namespace": namespace,
+                    "labels": {**template["metadata"]["labels"], "pod-template-hash": pod_hash},
+                    "ownerReferences": [_owner_reference(dep)],
+                },
+                "spec": {
+                    "replicas": desired,
+                    "selector": {
+                        "matchLabels": {
+                            **dep["spec"]["selector"]["matchLabels"],
+                            "pod-template-hash": pod_hash,
+                        }
+                    },
+                    "template": copy.deepcopy(template),
+                },
+                "status": {},
+            }
+        rs["spec"]["replicas"] = desired
+        rs = self.put_object(rs)
+        current = self.pod_names(namespace, deployment=name)
+        for i in range(len(current), desired):
+            suffix = _short_hash(f"{rs_name}/{self._pod_counter}/{i}", 5)
+            self.add_pod(
+                namespace,
+                f"{rs_name}-{suffix}",
+                labels=rs["metadata"]["labels"],
+                containers={c["name"]: c["image"] for c in template["spec"]["containers"]},
+                owner=_owner_reference(rs),
+                ready=ready is None or i < ready,
+            )
+        for pod_name in reversed(current[desired:]):
+            self.delete_object("v1", "Pod", namespace, pod_name)
+        self._refresh_deployment_status(namespace, name)
+
+    def _refresh_owner_status(self, namespace: str, pod: Obj) -> None:
+        for dep in self.list_objects("apps/v1", "Deployment", namespace):
+            reqs = selector_from_label_selector(dep["spec"]["selector"])
+            if labels_match(reqs, pod["metadata"].get("labels")):
+                self._refresh_deployment_status(namespace, dep["metadata"]["name"])
+
+    def _refresh_deployment_status(self, namespace: str, name: str) -> None:
+        if (namespace, name) in self._frozen_status:
+            return
+        dep = self.deployment(namespace, name)
+        pod_hash = _short_hash(json.dumps(dep["spec"]["template"], sort_keys=True), 10)
+        pods = [self.pod(namespace, p) for p in self.pod_names(namespace, deployment=name)]
+        ready = sum(_pod_ready(p) for p in pods)
+        updated = sum(p["metadata"]["labels"].get("pod-template-hash") == pod_hash for p in pods)
+        desired = dep["spec"].get("replicas", 1)
+        counts = {
+            "replicas": len(pods),
+            "updatedReplicas": updated,
+            "readyReplicas": ready,
+            "availableReplicas": ready,  # minReadySeconds is 0
+            "unavailableReplicas": max(desired - ready, 0),
+        }
+        max_unavailable = desired // 4  # the default 25%, rounded down
+        available = ready >= desired - max_unavailable
+        now = _now()
+        dep["status"] = {
+            "observedGeneration": dep["metadata"]["generation"],
+            **_omit_zero(counts),
+            "conditions": [
+                {
+                    "type": "Available",
+                    "status": "True" if available else "False",
+                    "reason": "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+                    "message": "Deployment has minimum availability."
+                    if available
+                    else "Deployment does not have minimum availability.",
+                    "lastUpdateTime": now,
+                    "lastTransitionTime": now,
+                },
+                {
+                    "type": "Progressing",
+                    "status": "True",
+                    "reason": "NewReplicaSetAvailable" if updated == desired else "ReplicaSetUpdated",
+                    "message": f'ReplicaSet "{name}-{pod_hash}" has successfully progressed.',
+                    "lastUpdateTime": now,
+                    "lastTransitionTime": now,
+                },
+            ],
+        }
+        self.put_object(dep)
+
+    # ------------------------------------------------------------------ faults and routes
+
+    def inject_fault(
+        self,
+        method: str,
+        path_regex: str,
+        status: int | None = 500,
+        *,
+        times: int | None = 1,
+        reason: str | None = None,
+        message: str | None = None,
+        delay: float = 0.0,
+    ) -> Fault:
+        """Answer the next ``times`` matching requests with a ``Status`` error.
+
+        ``method`` is an HTTP method or ``"*"``; ``path_regex`` is searched in the
+        path (no query string). ``delay`` seconds pass before the answer, which with
+        ``status=None`` is the normal one: a slow API server, for timeout tests.
+        ``times=None`` keeps the fault until :meth:`clear_faults`.
+        """
+        fault = Fault(method.upper(), re.compile(path_regex), status, times, reason, message, delay)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def _fault_message(self, request: Request, status: int, reason: str) -> str:
+        # A 403 reads like the RBAC authorizer's, so error text in tests matches a real cluster's.
+        m = _RESOURCE_PATH.fullmatch(request.path)
+        if status != 403 or m is None:
+            return f"{request.method} {request.path}: {reason} (injected by the stand-in)"
+        verbs = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+        verb = verbs.get(request.method, "get" if m["name"] else "list")
+        resource = f"{m['plural']}/{m['sub']}" if m["sub"] else m["plural"]
+        subject = f'{resource} "{m["name"]}"' if m["name"] else resource
+        where = f' in the namespace "{m["namespace"]}"' if m["namespace"] else ""
+        return (
+            f'{subject} is forbidden: User "{self.user}" cannot {verb} resource "{resource}" '
+            f'in API group "{m["group"] or ""}"{where}'
+        )
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def add_route(self, method: str, pattern: str, handler: Handler, *, first: bool = True) -> None:
+        """Serve ``method`` on paths fully matching ``pattern`` (named groups -> ``request.params``).
+
+        New routes go before the built-in ones by default, so an extension can
+        override a generic route (e.g. a ``/scale`` subresource).
+        """
+        route = (method.upper(), re.compile(pattern), handler)
+        with self._lock:
+            if first:
+                self._routes.insert(0, route)
+            else:
+                self._routes.append(route)
+
+    def handle(self, request: Request) -> Response:
+        """Answer one request: record it, apply faults, authenticate, route."""
+        self.requests.append(
+            RecordedRequest(
+                request.method, request.path, dict(request.query), request.headers.get("authorization")
+            )
+        )
+        with self._lock:
+            fault = next((f for f in self._faults if f.matches(request.method, request.path)), None)
+            if fault is not None:
+                fault.fired += 1
+        if fault is not None:
+            if fault.delay:
+                time.sleep(fault.delay)
+            if fault.status is not None:
+                reason = fault.reason or REASONS.get(fault.status, "Unknown")
+                message = fault.message or self._fault_message(request, fault.status, reason)
+                return Response(fault.status, status_object(fault.status, message, reason=reason))
+        if (
+            self.token is not None
+            and request.path not in UNAUTHENTICATED_PATHS
+            and request.headers.get("authorization") != f"Bearer {self.token}"
+        ):
+            return Response(401, status_object(401, "Unauthorized"))
+        allowed = False
+        for method, pattern, handler in self._routes:
+            m = pattern.fullmatch(request.path)
+            if m is None:
+                continue
+            allowed = True
+            if method == request.method:
+                request.params = {k: v for k, v in m.groupdict().items() if v is not None}
+                try:
+                    return handler(request)
+                except LabelSelectorError as e:
+                    return Response(400, status_object(400, str(e)))
+        if allowed:
+            return Response(
+                405, status_object(405, "the server does not allow this method on the requested resource")
+            )
+        return Response(404, status_object(404, "the server could not find the requested resource"))
+
+    def _install_default_routes(self) -> None:
+        name = r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
+        gv = r"(?:api/(?P<version>v1)|apis/(?P<group>[a-z0-9.-]+)/(?P<gversion>v[0-9a-z]+))"
+        self.add_route("GET", r"/version", self._version, first=False)
+        self.add_route(
+            "GET", r"/(?:healthz|livez|readyz)", lambda r: Response(200, b"ok", "text/plain"), first=False
+        )
+        self.add_route("GET", r"/api", self._core_versions, first=False)
+        self.add_route("GET", r"/apis", self._group_list, first=False)
+        self.add_route("GET", rf"/{gv}", self._resource_list, first=False)
+        self.add_route(
+            "GET",
+            rf"/{gv}/namespaces/(?P<namespace>{name})/(?P<plural>[a-z]+)/(?P<name>{name})",
+            self._get,
+            first=False,
+        )
+        self.add_route(
+            "GET",
+            rf"/{gv}/namespaces/(?P<namespace>{name})/(?P<plural>[a-z]+)",
+            self._list_route,
+            first=False,
+        )
+        self.add_route("GET", rf"/{gv}/(?P<plural>[a-z]+)/(?P<name>{name})", self._get, first=False)
+        self.add_route("GET", rf"/{gv}/(?P<plural>[a-z]+)", self._list_route, first=False)
+
+    # ------------------------------------------------------------------ built-in handlers
+
+    def _resource(self, request: Request) -> ResourceType | None:
+        p = request.params
+        key = (p.get("group", ""), p.get("version") or p.get("gversion", ""), p.get("plural", ""))
+        return self._resources.get(key)
+
+    def _version(self, request: Request) -> Response:
+        major, minor = self.git_version.lstrip("v").split(".")[:2]
+        return Response(
+            200,
+            {
+                "major": major,
+                "minor": minor,
+                "gitVersion": self.git_version,
+                "gitCommit": "0" * 40,
+                "gitTreeState": "clean",
+                "buildDate": "2024-08-13T00:00:00Z",
+                "goVersion": "go1.22.5",
+                "compiler": "gc",
+                "platform": "linux/amd64",
+            },
+        )
+
+    def _core_versions(self, request: Request) -> Response:
+        return Response(
+            200,
+            {
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [
+                    {"clientCIDR": "0.0.0.0/0", "serverAddress": f"{self.host}:{self.port}"}
+                ],
+            },
+        )
+
+    def _group_list(self, request: Request) -> Response:
+        groups: dict[str, list[str]] = {}
+        for r in self._resources.values():
+            if r.group and r.version not in groups.setdefault(r.group, []):
+                groups[r.group].append(r.version)
+        return Response(
+            200,
+            {
+                "kind": "APIGroupList",
+                "apiVersion": "v1",
+                "groups": [
+                    {
+                        "name": g,
+                        "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in versions],
+                        "preferredVersion": {"groupVersion": f"{g}/{versions[0]}", "version": versions[0]},
+                    }
+                    for g, versions in sorted(groups.items())
+                ],
+            },
+        )
+
+    def _resource_list(self, request: Request) -> Response:
+        group = request.params.get("group", "")
+        version = request.params.get("version") or request.params.get("gversion", "")
+        found = [r for r in self._resources.values() if r.group == group and r.version == version]
+        if not found:
+            return Response(404, status_object(404, "the server could not find the requested resource"))
+        return Response(
+            200,
+            {
+                "kind": "APIResourceList",
+                "apiVersion": "v1",
+                "groupVersion": found[0].api_version,
+                "resources": [
+                    {
+                        "name": r.plural,
+                        "singularName": r.kind.lower(),
+                        "namespaced": r.namespaced,
+                        "kind": r.kind,
+                        "verbs": list(r.verbs),
+                    }
+                    for r in found
+                ],
+            },
+        )
+
+    def _list_route(self, request: Request) -> Response:
+        r = self._resource(request)
+        if r is None:
+            return Response(404, status_object(404, "the server could not find the requested resource"))
+        if request.query.get("watch") in ("1", "true"):
+            return Response(405, status_object(405, "watch is not implemented by the stand-in yet"))
+        namespace = request.params.get("namespace")
+        with self._lock:
+            items = self._list(
+                r, namespace, request.query.get("labelSelector"), request.query.get("fieldSelector")
+            )
+            resource_version = str(self._resource_version)
+        for item in items:
+            # List items carry no kind/apiVersion on the wire; the list names them.
+            item.pop("kind", None)
+            item.pop("apiVersion", None)
+        return Response(
+            200,
+            {
+                "kind": f"{r.kind}List",
+                "apiVersion": r.api_version,
+                "metadata": {"resourceVersion": resource_version},
+                "items": items,
+            },
+        )
+
+    def _get(self, request: Request) -> Response:
+        r = self._resource(request)
+        name = request.params["name"]
+        if r is None:
+            return Response(404, status_object(404, "the server could not find the requested resource"))
+        found = self.get_object(r.api_version, r.kind, request.params.get("namespace", ""), name)
+        if found is None:
+            details: Obj = {"name": name, "kind": r.plural}
+            if r.group:
+                details["group"] = r.group
+            plural = f"{r.plural}.{r.group}" if r.group else r.plural
+            return Response(404, status_object(404, f'{plural} "{name}" not found', details=details))
+        return Response(200, found)
+
+
+def _owner_reference(owner: Obj) -> Obj:
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _pod_ready(pod: Obj) -> bool:
+    statuses = pod["status"].get("containerStatuses") or []
+    return pod["status"].get("phase") == "Running" and bool(statuses) and all(s["ready"] for s in statuses)
+
+
+def _refresh_pod_conditions(pod: Obj) -> None:
+    now = _now()
+    ready = "True" if _pod_ready(pod) else "False"
+    scheduled = "True" if pod["spec"].get("nodeName") else "False"
+    pod["status"]["conditions"] = [
+        {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+        {"type": "Ready", "status": ready, "lastTransitionTime": now},
+        {"type": "ContainersReady", "status": ready, "lastTransitionTime": now},
+        {"type": "PodScheduled", "status": scheduled, "lastTransitionTime": now},
+    ]
+
+
+# --------------------------------------------------------------------------- as a process
+
+
+def seed_fleet(standin: KubeStandIn, fleet_path: str | Path) -> list[str]:
+    """One Deployment per fleet model (``min_replicas`` pods, at least 1); returns their names."""
+    from mlinfra.config import load_fleet
+
+    seeded = []
+    for model in load_fleet(fleet_path).models:
+        k = model.kubernetes
+        standin.add_deployment(
+            k.namespace,
+            k.deployment,
+            replicas=max(model.scaling.min_replicas, 1),
+            labels={"app.kubernetes.io/name": model.name, "app.kubernetes.io/managed-by": "mlinfra"},
+            image=f"{model.image.repository}:latest",
+            resources={"limits": {"cpu": model.resources.cpu, "memory": model.resources.memory}},
+        )
+        seeded.append(f"{k.namespace}/{k.deployment}")
+    return seeded
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve the Kubernetes API stand-in until killed.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
+    parser.add_argument("--kubeconfig", type=Path, help="write a kubeconfig for the stand-in here")
+    parser.add_argument("--seed-fleet", type=Path, help="fleet.yaml: create a deployment per model")
+    parser.add_argument("--token", default="mlinfra-standin-token")
+    parser.add_argument("--conn-id", default="kubernetes_default")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    standin = KubeStandIn(host=args.host, port=args.port, token=args.token or None).start()
+    if args.seed_fleet:
+        for name in seed_fleet(standin, args.seed_fleet):
+            log.info("seeded deployment %s", name)
+    print(f"MLINFRA_K8S_STANDIN_URL={standin.url}", flush=True)
+    if args.kubeconfig:
+        path = standin.write_kubeconfig(args.kubeconfig).resolve()
+        env, value = standin.airflow_connection_env(args.conn_id, kubeconfig_path=path)
+        print(f"{env}={shlex.quote(value)}", flush=True)
+
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    stopped.wait()
+    standin.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
