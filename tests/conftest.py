@@ -23,6 +23,7 @@ from tests.support.services import (
     prometheus_server,
     pushgateway_server,
 )
+from tests.support.tf_serving_standin import tf_serving_standin  # noqa: F401  (session fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 # A private AIRFLOW_HOME so tests never touch the developer's `make run` instance.

@@ -42,6 +42,31 @@ class ExportError(MlinfraError):
     """Samples could not be exported (Pushgateway refused or unreachable)."""
 
 
+class TFServingError(MlinfraError):
+    """A TF Serving call failed; ``status`` is the gRPC code name or the HTTP status.
+
+    ``server_message`` is what the server said (gRPC details or the REST ``error``).
+    """
+
+    def __init__(self, message: str, *, target: str = "", status: str = "", server_message: str = ""):
+        self.target = target
+        self.status = status
+        self.server_message = server_message
+        super().__init__(message)
+
+
+class TFServingModelNotFound(TFServingError):
+    """The server does not know the model (or version): gRPC NOT_FOUND or HTTP 404."""
+
+
+class TFServingUnavailable(TFServingError):
+    """The server cannot be reached: refused, timed out, TLS failure, gRPC UNAVAILABLE."""
+
+
+class TFServingConfigError(MlinfraError):
+    """The connection's TLS settings are inconsistent or name a file that cannot be read."""
+
+
 class RuleFileError(MlinfraError):
     """A rule file is invalid; the message names the file, line and rule."""
 

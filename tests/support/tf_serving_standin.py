@@ -1,0 +1,843 @@
+"""A local TensorFlow Serving: the real gRPC and REST APIs over a real SavedModel.
+
+Serves what mlinfra uses of ``tensorflow_model_server``:
+
+- gRPC ``tensorflow.serving.PredictionService/Predict`` and
+  ``tensorflow.serving.ModelService/GetModelStatus`` (tensorflow-serving-api's
+  own servicers and messages);
+- REST ``GET /v1/models/<name>[/versions/<v>]``,
+  ``POST /v1/models/<name>[/versions/<v>]:predict`` (``instances`` and ``inputs``),
+  ``GET /monitoring/prometheus/metrics`` with TF Serving's metric names and labels
+  (``:tensorflow:serving:request_count{model_name,status}``, the
+  ``:tensorflow:serving:request_latency`` histogram in microseconds, ...);
+- a model base path of numbered version directories, polled like
+  ``--file_system_poll_wait_seconds``, with the default "latest version" policy and
+  per-version states START, LOADING, AVAILABLE, UNLOADING, END (with an error status
+  when a load fails).
+
+Faults for tests: ``--predict-delay``, ``--error-rate``, ``--load-delay``,
+``--fail-load-version``, and the same at run time through
+``POST /_standin/faults`` (JSON of :class:`Faults` fields).
+
+Run it as its own process so the test process never imports TensorFlow::
+
+    with start_tf_serving_standin() as server:        # builds half_plus_two once, cached
+        server.grpc_target, server.rest_url             # '127.0.0.1:41231', 'http://127.0.0.1:38001'
+        monkeypatch.setenv(*server.connection_env("tf_serving_half_plus_two"))
+
+or by hand::
+
+    python -m tests.support.tf_serving_standin --model-name half_plus_two \\
+        --model-base-path DIR --grpc-port 0 --rest-port 0 --ready-file PATH
+
+The ready file receives ``{"grpc_port": ..., "rest_port": ..., "pid": ...}`` once
+both APIs listen (and, unless ``--no-wait-for-load``, the first load is done).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent import futures
+from dataclasses import asdict, dataclass, field, fields
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.saved_model import PROJECT_ROOT, half_plus_two_base_path
+
+log = logging.getLogger("tf_serving_standin")
+
+STATES = ("START", "LOADING", "AVAILABLE", "UNLOADING", "END")
+# TF Serving's request_latency buckets: Exponential(10us, 1.8, 33) (servables/tensorflow/util.cc).
+LATENCY_BUCKETS_US = [10.0 * 1.8**i for i in range(33)]
+
+
+# ============================================================================ server side
+
+
+@dataclass
+class Faults:
+    """What the stand-in does wrong on purpose; every field can change at run time."""
+
+    predict_delay: float = 0.0  # seconds added to every Predict
+    error_rate: float = 0.0  # fraction of Predict calls answered UNAVAILABLE
+    load_delay: float = 0.0  # seconds a version stays LOADING
+    fail_load_versions: list[int] = field(default_factory=list)  # loads end in END + error
+
+    def update(self, changes: dict[str, Any]) -> None:
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise ValueError(f"unknown fault field(s) {sorted(unknown)}; known: {sorted(known)}")
+        for key, value in changes.items():
+            setattr(self, key, [int(v) for v in value] if key == "fail_load_versions" else float(value))
+
+
+class ServingError(Exception):
+    """An error with TF Serving's status code name (NOT_FOUND, INVALID_ARGUMENT, ...)."""
+
+    HTTP = {
+        "NOT_FOUND": HTTPStatus.NOT_FOUND,
+        "INVALID_ARGUMENT": HTTPStatus.BAD_REQUEST,
+        "FAILED_PRECONDITION": HTTPStatus.BAD_REQUEST,
+        "UNAVAILABLE": HTTPStatus.SERVICE_UNAVAILABLE,
+        "UNIMPLEMENTED": HTTPStatus.NOT_IMPLEMENTED,
+        "DEADLINE_EXCEEDED": HTTPStatus.GATEWAY_TIMEOUT,
+    }
+
+    def __init__(self, code: str, message: str):
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
+    @property
+    def http_status(self) -> int:
+        return int(self.HTTP.get(self.code, HTTPStatus.INTERNAL_SERVER_ERROR))
+
+
+@dataclass
+class VersionState:
+    version: int
+    state: str = "START"
+    error_code: str = "OK"
+    error_message: str = ""
+    loaded: Any = None  # the tf.saved_model.load() object while AVAILABLE
+
+
+class Metrics:
+    """TF Serving's own metrics, rendered in its Prometheus text format."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.request_count: dict[tuple[str, str], float] = {}
+        # (model_name, API, entrypoint) -> [bucket counts..., sum, count]
+        self.request_latency: dict[tuple[str, str, str], list[float]] = {}
+        self.load_attempts: dict[tuple[str, str], float] = {}
+
+    def observe_request(self, model: str, api: str, entrypoint: str, status: str, seconds: float) -> None:
+        micros = seconds * 1e6
+        with self._lock:
+            key = (model, status)
+            self.request_count[key] = self.request_count.get(key, 0) + 1
+            hist = self.request_latency.setdefault(
+                (model, api, entrypoint), [0.0] * (len(LATENCY_BUCKETS_US) + 3)
+            )
+            for i, bound in enumerate(LATENCY_BUCKETS_US):
+                if micros <= bound:
+                    hist[i] += 1
+            hist[-3] += 1  # +Inf
+            hist[-2] += micros
+            hist[-1] += 1
+
+    def observe_load(self, model_path: str, status: str) -> None:
+        with self._lock:
+            key = (model_path, status)
+            self.load_attempts[key] = self.load_attempts.get(key, 0) + 1
+
+    def render(self) -> str:
+        out: list[str] = []
+        with self._lock:
+            out.append("# TYPE :tensorflow:cc:saved_model:load_attempt_count counter")
+            for (path, status), v in sorted(self.load_attempts.items()):
+                out.append(
+                    f':tensorflow:cc:saved_model:load_attempt_count{{model_path="{_esc(path)}",status="{status}"}} {_num(v)}'
+                )
+            out.append("# TYPE :tensorflow:serving:request_count counter")
+            for (model, status), v in sorted(self.request_count.items()):
+                out.append(
+                    f':tensorflow:serving:request_count{{model_name="{_esc(model)}",status="{status}"}} {_num(v)}'
+                )
+            out.append("# TYPE :tensorflow:serving:request_latency histogram")
+            for (model, api, entry), hist in sorted(self.request_latency.items()):
+                labels = f'model_name="{_esc(model)}",API="{api}",entrypoint="{entry}"'
+                name = ":tensorflow:serving:request_latency"
+                for bound, count in zip(LATENCY_BUCKETS_US, hist, strict=False):
+                    out.append(f'{name}_bucket{{{labels},le="{bound:.10g}"}} {_num(count)}')
+                out.append(f'{name}_bucket{{{labels},le="+Inf"}} {_num(hist[-3])}')
+                out.append(f"{name}_sum{{{labels}}} {_num(hist[-2])}")
+                out.append(f"{name}_count{{{labels}}} {_num(hist[-1])}")
+        return "\n".join(out) + "\n"
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() and math.isfinite(v) else repr(float(v))
+
+
+class ServedModel:
+    """One model name over a base path: versions, their states, and Predict.
+
+    The "latest" version policy of TF Serving: the highest version found is loaded;
+    an older one is unloaded only once the new one is AVAILABLE (or its load failed
+    and it is not the only one), so a failed deploy keeps serving the old version.
+    """
+
+    def __init__(self, name: str, base_path: Path, faults: Faults, metrics: Metrics):
+        import tensorflow as tf
+
+        self.tf = tf
+        self.name = name
+        self.base_path = base_path
+        self.faults = faults
+        self.metrics = metrics
+        self.versions: dict[int, VersionState] = {}
+        self._lock = threading.RLock()
+        self._loading: set[int] = set()
+
+    # -------------------------------------------------------------- lifecycle
+
+    def discover(self) -> list[int]:
+        found = []
+        if self.base_path.is_dir():
+            for child in self.base_path.iterdir():
+                if child.name.isdigit() and (child / "saved_model.pb").is_file():
+                    found.append(int(child.name))
+        return sorted(found)
+
+    def poll(self, *, wait: bool = False) -> None:
+        """One pass of the file-system source: load the latest version, unload the rest."""
+        found = self.discover()
+        if not found:
+            return
+        latest = found[-1]
+        with self._lock:
+            state = self.versions.get(latest)
+            # A failed load stays failed (as after TF Serving's load retries); a version
+            # unloaded earlier comes back when it is the latest again (newer one deleted).
+            start = state is None or (state.state == "END" and state.error_code == "OK")
+            if start and latest not in self._loading:
+                self.versions[latest] = VersionState(latest)
+                self._loading.add(latest)
+                loader = threading.Thread(
+                    target=self._load, args=(latest,), daemon=True, name=f"load-{latest}"
+                )
+                loader.start()
+            else:
+                loader = None
+        if loader is not None and wait:
+            loader.join()
+        self._unload_superseded(latest)
+
+    def _load(self, version: int) -> None:
+        path = self.base_path / str(version)
+        try:
+            with self._lock:
+                self.versions[version].state = "LOADING"
+            if self.faults.load_delay:
+                time.sleep(self.faults.load_delay)
+            if version in self.faults.fail_load_versions:
+                raise ServingError("UNKNOWN", f"simulated load failure of {path} (fault injection)")
+            loaded = self.tf.saved_model.load(str(path))
+        except Exception as e:  # any load failure is a state of the version, as in TF Serving
+            code, message = (e.code, e.message) if isinstance(e, ServingError) else ("UNKNOWN", str(e))
+            self.metrics.observe_load(str(path), "fail")
+            with self._lock:
+                self.versions[version] = VersionState(version, "END", code, message)
+                self._loading.discard(version)
+            log.warning("version %s of %s failed to load: %s", version, self.name, message)
+            return
+        self.metrics.observe_load(str(path), "success")
+        with self._lock:
+            self.versions[version] = VersionState(version, "AVAILABLE", loaded=loaded)
+            self._loading.discard(version)
+        log.info("version %s of %s is AVAILABLE", version, self.name)
+        self._unload_superseded(version)
+
+    def _unload_superseded(self, latest: int) -> None:
+        with self._lock:
+            latest_state = self.versions.get(latest)
+            if latest_state is None or latest_state.state != "AVAILABLE":
+                return  # keep serving the old version until the new one is up
+            for v, s in self.versions.items():
+                if v != latest and s.state == "AVAILABLE":
+                    # UNLOADING is instantaneous here: dropping the reference is the unload.
+                    s.state, s.loaded = "END", None
+
+    # -------------------------------------------------------------- requests
+
+    def status(self, version: int | None) -> list[VersionState]:
+        with self._lock:
+            if version is not None:
+                if version not in self.versions:
+                    raise ServingError("NOT_FOUND", f"Could not find version {version} of model {self.name}")
+                return [self.versions[version]]
+            if not self.versions:
+                raise ServingError("NOT_FOUND", f"Could not find any versions of model {self.name}")
+            return [self.versions[v] for v in sorted(self.versions)]
+
+    def servable(self, version: int | None) -> tuple[int, Any]:
+        with self._lock:
+            if version is None:
+                available = [v for v, s in self.versions.items() if s.state == "AVAILABLE"]
+                if not available:
+                    raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({self.name})")
+                version = max(available)
+            state = self.versions.get(version)
+            if state is None or state.state != "AVAILABLE":
+                raise ServingError(
+                    "NOT_FOUND", f"Servable not found for request: Specific({self.name}, {version})"
+                )
+            return version, state.loaded
+
+    def predict(
+        self, inputs: dict[str, Any], version: int | None, signature_name: str
+    ) -> tuple[int, dict[str, Any]]:
+        """Run a signature; inputs are numpy arrays or lists by alias, outputs numpy arrays."""
+        if self.faults.predict_delay:
+            time.sleep(self.faults.predict_delay)
+        if self.faults.error_rate and random.random() < self.faults.error_rate:
+            raise ServingError("UNAVAILABLE", "simulated failure (fault injection: error_rate)")
+        version, loaded = self.servable(version)
+        signature_name = signature_name or "serving_default"
+        if signature_name not in loaded.signatures:
+            raise ServingError("INVALID_ARGUMENT", f'Serving signature key "{signature_name}" not found.')
+        fn = loaded.signatures[signature_name]
+        specs = fn.structured_input_signature[1]
+        unknown = sorted(set(inputs) - set(specs))
+        if unknown:
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                f"input tensor alias not found in signature: {', '.join(unknown)}. "
+                f"Inputs expected to be in the set {{{','.join(sorted(specs))}}}.",
+            )
+        missing = sorted(set(specs) - set(inputs))
+        if missing:
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                f"Request inputs do not match required inputs for signature: {signature_name}. "
+                f"Missing: {', '.join(missing)}",
+            )
+        tf = self.tf
+        try:
+            tensors = {k: tf.convert_to_tensor(v, dtype=specs[k].dtype) for k, v in inputs.items()}
+            for k, t in tensors.items():
+                if not specs[k].shape.is_compatible_with(t.shape):
+                    raise ServingError(
+                        "INVALID_ARGUMENT",
+                        f"input {k}: shape {t.shape} is not compatible with the signature's {specs[k].shape}",
+                    )
+            outputs = fn(**tensors)
+        except (TypeError, ValueError, tf.errors.InvalidArgumentError) as e:
+            raise ServingError("INVALID_ARGUMENT", str(e).splitlines()[0]) from None
+        return version, {k: v.numpy() for k, v in outputs.items()}
+
+
+class Standin:
+    """Both APIs over one :class:`ServedModel`."""
+
+    def __init__(self, model: ServedModel):
+        self.model = model
+        self.faults = model.faults
+        self.metrics = model.metrics
+
+    def timed(self, model_name: str, api: str, entrypoint: str, call: Any) -> Any:
+        """Run ``call`` as a request for ``model_name`` and record TF Serving's request metrics."""
+        start = time.monotonic()
+        status = "OK"
+        try:
+            return call()
+        except ServingError as e:
+            status = e.code
+            raise
+        finally:
+            self.metrics.observe_request(model_name, api, entrypoint, status, time.monotonic() - start)
+
+    def check_name(self, name: str, version: int | None = None) -> None:
+        if name != self.model.name:
+            what = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
+            raise ServingError("NOT_FOUND", f"Servable not found for request: {what}")
+
+
+def _grpc_servicers(standin: Standin) -> tuple[Any, Any]:
+    import grpc
+    import tensorflow as tf
+    from tensorflow.core.protobuf import error_codes_pb2
+    from tensorflow_serving.apis import (
+        get_model_status_pb2,
+        model_service_pb2_grpc,
+        predict_pb2,
+        prediction_service_pb2_grpc,
+    )
+    from tensorflow_serving.apis.status_pb2 import StatusProto
+
+    def abort(context: Any, e: ServingError) -> None:
+        context.abort(getattr(grpc.StatusCode, e.code, grpc.StatusCode.UNKNOWN), e.message)
+
+    class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request: Any, context: Any) -> Any:
+            spec = request.model_spec
+            version = spec.version.value if spec.HasField("version") else None
+            try:
+
+                def call() -> Any:
+                    standin.check_name(spec.name, version)
+                    inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+                    return standin.model.predict(inputs, version, spec.signature_name)
+
+                served_version, outputs = standin.timed(spec.name, "predict", "GRPC", call)
+            except ServingError as e:
+                abort(context, e)
+                raise AssertionError("unreachable") from None
+            response = predict_pb2.PredictResponse()
+            response.model_spec.name = spec.name
+            response.model_spec.version.value = served_version
+            response.model_spec.signature_name = spec.signature_name or "serving_default"
+            wanted = set(request.output_filter) or set(outputs)
+            for name, value in outputs.items():
+                if name in wanted:
+                    response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+            return response
+
+    class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+        def GetModelStatus(self, request: Any, context: Any) -> Any:
+            spec = request.model_spec
+            version = spec.version.value if spec.HasField("version") else None
+            try:
+                if spec.name != standin.model.name:
+                    raise ServingError("NOT_FOUND", f"Could not find any versions of model {spec.name}")
+                states = standin.model.status(version)
+            except ServingError as e:
+                abort(context, e)
+                raise AssertionError("unreachable") from None
+            response = get_model_status_pb2.GetModelStatusResponse()
+            state_enum = get_model_status_pb2.ModelVersionStatus.State
+            for s in states:
+                response.model_version_status.add(
+                    version=s.version,
+                    state=state_enum.Value(s.state),
+                    status=StatusProto(
+                        error_code=error_codes_pb2.Code.Value(s.error_code), error_message=s.error_message
+                    ),
+                )
+            return response
+
+    return PredictionService(), ModelService()
+
+
+_MODEL_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?::(?P<verb>\w+))?$")
+
+
+def _rest_handler(standin: Standin) -> type[BaseHTTPRequestHandler]:
+    import numpy as np
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("rest: %s", format % args)
+
+        def send(self, status: int, body: Any, content_type: str = "application/json") -> None:
+            data = (body if isinstance(body, str) else json.dumps(body, indent=1)).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def error(self, e: ServingError) -> None:
+            self.send(e.http_status, {"error": e.message})
+
+        def do_GET(self) -> None:
+            if self.path == "/monitoring/prometheus/metrics":
+                self.send(200, standin.metrics.render(), "text/plain; version=0.0.4")
+                return
+            match = _MODEL_PATH.match(self.path)
+            if not match or match["verb"]:
+                self.send(404, {"error": f"Malformed request: GET {self.path}"})
+                return
+            version = int(match["version"]) if match["version"] else None
+            try:
+                if match["name"] != standin.model.name:
+                    raise ServingError("NOT_FOUND", f"Could not find any versions of model {match['name']}")
+                states = standin.model.status(version)
+            except ServingError as e:
+                self.error(e)
+                return
+            self.send(
+                200,
+                {
+                    "model_version_status": [
+                        {
+                            "version": str(s.version),
+                            "state": s.state,
+                            "status": {"error_code": s.error_code, "error_message": s.error_message},
+                        }
+                        for s in states
+                    ]
+                },
+            )
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            if self.path == "/_standin/faults":
+                try:
+                    standin.faults.update(json.loads(raw or b"{}"))
+                except (ValueError, TypeError) as e:
+                    self.send(400, {"error": str(e)})
+                    return
+                self.send(200, asdict(standin.faults))
+                return
+            if self.path == "/_standin/poll":
+                standin.model.poll(wait=True)
+                self.send(200, {"versions": sorted(standin.model.versions)})
+                return
+            match = _MODEL_PATH.match(self.path)
+            if not match or match["verb"] not in ("predict",):
+                self.send(404, {"error": f"Malformed request: POST {self.path}"})
+                return
+            version = int(match["version"]) if match["version"] else None
+            try:
+                body = json.loads(raw)
+                if not isinstance(body, dict):
+                    raise ServingError("INVALID_ARGUMENT", "JSON Value: must be an object")
+            except ValueError as e:
+                self.error(ServingError("INVALID_ARGUMENT", f"JSON Parse error: {e}"))
+                return
+            try:
+                result = standin.timed(
+                    match["name"], "predict", "REST", lambda: self._predict(match["name"], version, body)
+                )
+            except ServingError as e:
+                self.error(e)
+                return
+            self.send(200, result)
+
+        def _predict(self, name: str, version: int | None, body: dict[str, Any]) -> dict[str, Any]:
+            standin.check_name(name, version)
+            signature = body.get("signature_name") or "serving_default"
+            if ("instances" in body) == ("inputs" in body):
+                raise ServingError(
+                    "INVALID_ARGUMENT",
+                    "Missing 'inputs' or 'instances' key"
+                    if "inputs" not in body
+                    else "Request body may have only one of 'inputs' or 'instances'",
+                )
+            if "inputs" in body:
+                raw_inputs = body["inputs"]
+                inputs = (
+                    raw_inputs if isinstance(raw_inputs, dict) else {self._only_input(signature): raw_inputs}
+                )
+                _, outputs = standin.model.predict(inputs, version, signature)
+                lists = {k: v.tolist() for k, v in outputs.items()}
+                return {"outputs": next(iter(lists.values())) if len(lists) == 1 else lists}
+            instances = body["instances"]
+            if not isinstance(instances, list):
+                raise ServingError("INVALID_ARGUMENT", "'instances' must be a list")
+            if instances and all(isinstance(i, dict) for i in instances):
+                inputs = {k: [i[k] for i in instances] for k in instances[0]}
+            else:
+                inputs = {self._only_input(signature): instances}
+            _, outputs = standin.model.predict(inputs, version, signature)
+            if len(outputs) == 1:
+                return {"predictions": next(iter(outputs.values())).tolist()}
+            n = len(instances)
+            rows = [{k: np.asarray(v)[i].tolist() for k, v in outputs.items()} for i in range(n)]
+            return {"predictions": rows}
+
+        def _only_input(self, signature: str) -> str:
+            _, loaded = standin.model.servable(None)
+            if signature not in loaded.signatures:
+                raise ServingError("INVALID_ARGUMENT", f'Serving signature key "{signature}" not found.')
+            names = list(loaded.signatures[signature].structured_input_signature[1])
+            if len(names) != 1:
+                raise ServingError(
+                    "INVALID_ARGUMENT", f"signature {signature} has {len(names)} inputs; name them"
+                )
+            return names[0]
+
+    return Handler
+
+
+def serve(args: argparse.Namespace) -> None:
+    """Start both APIs, write the ready file, and serve until SIGTERM/SIGINT."""
+    import grpc
+    from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+    if args.build_half_plus_two:
+        from tests.support.saved_model import build_half_plus_two
+
+        build_half_plus_two(args.model_base_path, versions=args.build_half_plus_two)
+
+    faults = Faults(
+        predict_delay=args.predict_delay,
+        error_rate=args.error_rate,
+        load_delay=args.load_delay,
+        fail_load_versions=list(args.fail_load_version),
+    )
+    metrics = Metrics()
+    model = ServedModel(args.model_name, Path(args.model_base_path), faults, metrics)
+    standin = Standin(model)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    prediction, status = _grpc_servicers(standin)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(status, server)
+    address = f"{args.host}:{args.grpc_port}"
+    if args.tls_cert:
+        credentials = grpc.ssl_server_credentials(
+            [(Path(args.tls_key).read_bytes(), Path(args.tls_cert).read_bytes())]
+        )
+        grpc_port = server.add_secure_port(address, credentials)
+    else:
+        grpc_port = server.add_insecure_port(address)
+    server.start()
+
+    http = ThreadingHTTPServer((args.host, args.rest_port), _rest_handler(standin))
+    http.daemon_threads = True
+    threading.Thread(target=http.serve_forever, daemon=True, name="rest").start()
+
+    model.poll(wait=not args.no_wait_for_load)
+
+    stop = threading.Event()
+    if args.poll_seconds > 0:
+
+        def poller() -> None:
+            while not stop.wait(args.poll_seconds):
+                model.poll()
+
+        threading.Thread(target=poller, daemon=True, name="poll").start()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    if args.ready_file:
+        ready = {"grpc_port": grpc_port, "rest_port": http.server_address[1], "pid": os.getpid()}
+        tmp = f"{args.ready_file}.tmp"
+        Path(tmp).write_text(json.dumps(ready))
+        os.replace(tmp, args.ready_file)
+    log.info("serving %s on grpc %s, rest %s", args.model_name, grpc_port, http.server_address[1])
+    stop.wait()
+    http.shutdown()
+    server.stop(grace=1).wait()
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m tests.support.tf_serving_standin", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--model-name", required=True)
+    p.add_argument("--model-base-path", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--grpc-port", type=int, default=8500)
+    p.add_argument("--rest-port", type=int, default=8501)
+    p.add_argument("--ready-file", help="write {grpc_port, rest_port, pid} as JSON here once serving")
+    p.add_argument(
+        "--poll-seconds", type=float, default=1.0, help="base path poll interval; 0: only at start"
+    )
+    p.add_argument("--no-wait-for-load", action="store_true", help="ready before the first load finishes")
+    p.add_argument(
+        "--build-half-plus-two",
+        type=int,
+        nargs="*",
+        metavar="VERSION",
+        help="first build half_plus_two into the base path (these versions, default 1) if missing",
+    )
+    p.add_argument(
+        "--tls-cert", help="PEM certificate: serve gRPC over TLS (REST stays plain, as in TF Serving)"
+    )
+    p.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    p.add_argument("--predict-delay", type=float, default=0.0)
+    p.add_argument("--error-rate", type=float, default=0.0)
+    p.add_argument("--load-delay", type=float, default=0.0)
+    p.add_argument("--fail-load-version", type=int, action="append", default=[])
+    args = p.parse_args(argv)
+    if args.build_half_plus_two == []:
+        args.build_half_plus_two = [1]
+    if bool(args.tls_cert) != bool(args.tls_key):
+        p.error("--tls-cert and --tls-key go together")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    serve(parse_args(argv))
+
+
+# ============================================================================ test side (TF-free)
+
+
+@dataclass
+class StandinProcess:
+    """A running stand-in: its addresses, process and log."""
+
+    model_name: str
+    model_base_path: Path
+    grpc_port: int
+    rest_port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    host: str = "127.0.0.1"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.host}:{self.rest_port}"
+
+    def connection_env(self, conn_id: str, **extra: Any) -> tuple[str, str]:
+        """``(AIRFLOW_CONN_<ID>, json)`` for ``monkeypatch.setenv(*...)``: a ``tf_serving`` connection here."""
+        value = {
+            "conn_type": "tf_serving",
+            "host": self.host,
+            "port": self.grpc_port,
+            "extra": {"rest_url": self.rest_url, **extra},
+        }
+        return f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(value)
+
+    def set_faults(self, **changes: Any) -> dict[str, Any]:
+        """Change :class:`Faults` at run time (``set_faults(error_rate=1.0)``)."""
+        return _post_json(f"{self.rest_url}/_standin/faults", changes)
+
+    def poll(self) -> dict[str, Any]:
+        """Rescan the base path now and wait for any load it starts."""
+        return _post_json(f"{self.rest_url}/_standin/poll", {})
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    import httpx
+
+    response = httpx.post(url, json=body, timeout=30)
+    response.raise_for_status()
+    result: dict[str, Any] = response.json()
+    return result
+
+
+@contextlib.contextmanager
+def start_tf_serving_standin(
+    model_base_path: str | os.PathLike[str] | None = None,
+    *,
+    model_name: str = "half_plus_two",
+    build_versions: Sequence[int] | None = (1,),
+    extra_args: Sequence[str] = (),
+    ready_timeout: float = 180.0,
+    log_dir: str | os.PathLike[str] | None = None,
+) -> Iterator[StandinProcess]:
+    """Run the stand-in as a subprocess until the block ends.
+
+    By default it serves ``half_plus_two`` from the cached base path (built on first
+    use). ``build_versions=None`` serves ``model_base_path`` as it is. Raises
+    ``RuntimeError`` with the server's log if it is not ready within ``ready_timeout``.
+    """
+    base = Path(model_base_path) if model_base_path is not None else half_plus_two_base_path()
+    with tempfile.TemporaryDirectory(prefix="tf-serving-standin-") as tmp:
+        ready_file = Path(tmp) / "ready.json"
+        log_path = Path(log_dir or tmp) / f"tf_serving_standin-{os.getpid()}-{time.monotonic_ns()}.log"
+        cmd = [
+            sys.executable,
+            "-m",
+            "tests.support.tf_serving_standin",
+            "--model-name",
+            model_name,
+            "--model-base-path",
+            str(base),
+            "--grpc-port",
+            "0",
+            "--rest-port",
+            "0",
+            "--ready-file",
+            str(ready_file),
+        ]
+        if build_versions:
+            cmd += ["--build-half-plus-two", *map(str, build_versions)]
+        cmd += list(extra_args)
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+        with open(log_path, "wb") as log_file:
+            process = subprocess.Popen(
+                cmd,
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            deadline = time.monotonic() + ready_timeout
+            while not ready_file.exists():
+                if process.poll() is not None:
+                    raise RuntimeError(
+                        f"TF Serving stand-in exited with {process.returncode} before it was ready; "
+                        f"log {log_path}:\n{_tail(log_path)}"
+                    )
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"TF Serving stand-in not ready after {ready_timeout:.0f}s; log {log_path}:\n{_tail(log_path)}"
+                    )
+                time.sleep(0.05)
+            ports = json.loads(ready_file.read_text())
+            yield StandinProcess(model_name, base, ports["grpc_port"], ports["rest_port"], process, log_path)
+        finally:
+            _stop(process)
+
+
+def require_tensorflow() -> None:
+    """Skip (or fail under CI) when TensorFlow, which the stand-in serves with, is missing."""
+    import importlib.util
+
+    from tests.support.integration import unavailable
+
+    for package in ("tensorflow", "tensorflow_serving"):
+        if importlib.util.find_spec(package) is None:
+            unavailable("TF Serving stand-in", f"the {package} package is not installed")
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def tf_serving_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandinProcess]:
+    """One stand-in serving half_plus_two v1 for the whole session (read-only use, please).
+
+    Tests that change faults or versions start their own with :func:`start_tf_serving_standin`.
+    """
+    require_tensorflow()
+    with start_tf_serving_standin(log_dir=tmp_path_factory.mktemp("tf_serving_standin")) as server:
+        yield server
+
+
+if __name__ == "__main__":
+    main()
