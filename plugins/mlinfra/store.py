@@ -195,6 +195,9 @@ class MetricsStore:
         with self._schema_lock:
             if self._schema_ready:
                 return
+            from mlinfra.schema import register_all_tables
+
+            register_all_tables()
             try:
                 metadata.create_all(self.engine, checkfirst=True)
             except sa.exc.OperationalError as e:
