@@ -1,0 +1,105 @@
+"""Newcomer path: from a fresh clone, `make run` until the UI answers with the DAGs loaded.
+
+    python3 bench/newcomer.py [--port 18080] [--cold]
+
+Clones this repository into a temporary folder, runs `make run` there, and polls the
+API server (with the generated admin password) until every DAG of dags/ is listed.
+`--cold` gives pip an empty cache (PIP_CACHE_DIR in the temp folder): everything is
+downloaded again. Prints the seconds it took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, b""
+    except OSError:
+        return 0, b""
+
+
+def _token(base: str, home: Path) -> str | None:
+    pw_file = home / "simple_auth_manager_passwords.json.generated"
+    if not pw_file.exists():
+        return None
+    user, password = next(iter(json.loads(pw_file.read_text()).items()))
+    body = json.dumps({"username": user, "password": password}).encode()
+    req = urllib.request.Request(
+        f"{base}/auth/token", data=body, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.loads(r.read())["access_token"]
+    except OSError:
+        return None
+
+
+def main(port: int, cold: bool, timeout: float) -> float:
+    expected = sorted(p.stem for p in (ROOT / "dags").glob("*.py") if not p.name.startswith("_"))
+    with tempfile.TemporaryDirectory() as tmp:
+        clone = Path(tmp) / "mlinfra"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        env = {**os.environ, "AIRFLOW_PORT": str(port)}
+        env.pop("VIRTUAL_ENV", None)
+        if cold:
+            env["PIP_CACHE_DIR"] = str(Path(tmp) / "pip-cache")
+        base = f"http://127.0.0.1:{port}"
+        start = time.monotonic()
+        log = open(Path(tmp) / "make-run.log", "w")  # noqa: SIM115 - closed below
+        proc = subprocess.Popen(
+            ["make", "run"], cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            token = None
+            while time.monotonic() - start < timeout:
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"make run exited {proc.returncode}:\n{(Path(tmp) / 'make-run.log').read_text()[-3000:]}"
+                    )
+                token = token or _token(base, clone / ".airflow")
+                if token:
+                    status, body = _get(f"{base}/api/v2/dags?limit=100", token)
+                    if status == 200 and sorted(d["dag_id"] for d in json.loads(body)["dags"]) == expected:
+                        elapsed = time.monotonic() - start
+                        print(
+                            f"newcomer path ({'cold' if cold else 'warm'} pip cache): UI answered with "
+                            f"{len(expected)} DAGs after {elapsed:.0f}s"
+                        )
+                        return elapsed
+                time.sleep(2)
+            raise TimeoutError(
+                f"not ready after {timeout}s:\n{(Path(tmp) / 'make-run.log').read_text()[-3000:]}"
+            )
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+            log.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=18080)
+    parser.add_argument("--cold", action="store_true")
+    parser.add_argument("--timeout", type=float, default=1800)
+    a = parser.parse_args()
+    sys.exit(0 if main(a.port, a.cold, a.timeout) else 1)
