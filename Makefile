@@ -18,6 +18,7 @@ AIRFLOW_ENV := AIRFLOW_HOME=$(AIRFLOW_HOME) \
 	AIRFLOW__CORE__EXECUTOR=LocalExecutor \
 	AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False \
 	AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+	AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://localhost:$(AIRFLOW_PORT)/execution/ \
 	PATH=$(ROOT)/$(BIN):$$PATH
 
 .PHONY: help setup run test test-fast lint format bench clean

@@ -52,10 +52,11 @@ def _token(base: str, home: Path) -> str | None:
 
 
 def main(port: int, cold: bool, timeout: float) -> float:
-    expected = sorted(p.stem for p in (ROOT / "dags").glob("*.py") if not p.name.startswith("_"))
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp) / "mlinfra"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        # What a newcomer gets is the committed tree: expect its DAG files, not the working tree's.
+        expected = sorted(p.stem for p in (clone / "dags").glob("*.py") if not p.name.startswith("_"))
         env = {**os.environ, "AIRFLOW_PORT": str(port)}
         env.pop("VIRTUAL_ENV", None)
         if cold:
