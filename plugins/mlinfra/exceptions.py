@@ -77,3 +77,67 @@ class RolloutFailed(MlinfraError):
 
 class SmokeTestFailed(MlinfraError):
     """A TF Serving smoke test found a wrong output, an error or a slow response."""
+
+
+class PrometheusError(MlinfraError):
+    """A Prometheus HTTP API call failed; the message names the server and what it said.
+
+    ``server`` is the base URL, ``status`` the HTTP status (0 when no response came),
+    ``error_type`` and ``error`` Prometheus's own ``errorType``/``error`` fields.
+    """
+
+    def __init__(
+        self, message: str, *, server: str = "", status: int = 0, error_type: str = "", error: str = ""
+    ):
+        self.server = server
+        self.status = status
+        self.error_type = error_type
+        self.error = error
+        super().__init__(message)
+
+
+class PrometheusUnavailable(PrometheusError):
+    """Prometheus could not be reached or did not answer in time (refused, timeout, TLS failure)."""
+
+
+class DeployRequestError(MlinfraError):
+    """A deploy request (the model_deploy form or a run's conf) is invalid.
+
+    ``problems`` holds one line per problem, each naming the parameter and what is accepted.
+    """
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid deploy request:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class ManifestError(MlinfraError):
+    """Rendered Kubernetes manifests failed their checks (names, kinds, namespace, values)."""
+
+
+class SmokeFileError(MlinfraError):
+    """A smoke file (``include/smoke/<model>.json``) is missing or invalid; names file and field."""
+
+
+class ModelLoadFailed(MlinfraError):
+    """TF Serving did not make the model version AVAILABLE; carries the server's error message."""
+
+
+class DeployFailed(MlinfraError):
+    """A deploy ended without promoting the new version (rolled back or failed); says why."""
+
+
+class InvalidRuleFile(RuleFileError):
+    """A rule file was refused; ``problems`` holds one entry per problem (file, line, group, rule).
+
+    Each problem prints as ``path:line: group 'g', rule 'r': message``.
+    """
+
+    def __init__(self, path: str, problems: list):
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class AlertmanagerError(MlinfraError):
+    """Alertmanager refused the alerts or could not be reached; the message names the URL and status."""

@@ -20,6 +20,19 @@ What it keeps: namespaces, Deployments and ReplicaSets (``apps/v1``) and Pods
 derived from its pods the way the deployment controller would, so tests change a
 pod (:meth:`KubeStandIn.set_pod_status`) and the Deployment follows.
 
+Writes behave as on a cluster: ``POST`` (409 ``AlreadyExists``), ``PUT`` (409 on a
+stale ``resourceVersion``), ``PATCH`` as merge, strategic merge (named lists merge
+by name), JSON patch and server-side apply (``application/apply-patch+yaml`` with a
+``fieldManager``; a no-op apply changes nothing, not even ``resourceVersion``),
+``DELETE``; ConfigMaps and Services are stored too. A Deployment written through
+the API is rolled out by a controller thread one pod per step, with failure modes
+chosen by the test: :meth:`KubeStandIn.fail_images` (pods of matching images wait in
+``ImagePullBackOff`` or ``CrashLoopBackOff``), :meth:`KubeStandIn.set_rollout` (stuck
+or slow, a short progress deadline -> ``ProgressDeadlineExceeded``), and
+:meth:`KubeStandIn.on_rollout` hooks (the new template's first ready pod) that tests
+use to link the TF Serving stand-in. :meth:`KubeStandIn.writes` lists the write
+requests received.
+
 Built to grow: resources are registered in one table (:meth:`register_resource`,
 then :meth:`put_object` / :meth:`get_object`), routes in another
 (:meth:`add_route`), and every request passes the fault injector first
@@ -330,6 +343,9 @@ class _Server(ThreadingHTTPServer):
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's
+    # algorithm and the client's delayed ACK add ~40 ms to every keep-alive request.
+    disable_nagle_algorithm = True
     server: _Server
 
     def setup(self) -> None:
@@ -378,12 +394,18 @@ class _RequestHandler(BaseHTTPRequestHandler):
 # --------------------------------------------------------------------------- the stand-in
 
 
+WRITE_VERBS = ("get", "list", "create", "update", "patch", "delete")
 CORE_RESOURCES = (
     ResourceType("", "v1", "namespaces", "Namespace", namespaced=False),
     ResourceType("", "v1", "pods", "Pod"),
-    ResourceType("apps", "v1", "deployments", "Deployment"),
+    ResourceType("apps", "v1", "deployments", "Deployment", verbs=WRITE_VERBS),
     ResourceType("apps", "v1", "replicasets", "ReplicaSet"),
+    ResourceType("", "v1", "services", "Service", verbs=WRITE_VERBS),
+    ResourceType("", "v1", "configmaps", "ConfigMap", verbs=WRITE_VERBS),
 )
+# Waiting reasons a pod of a broken image shows (kubelet's names).
+IMAGE_FAULT_REASONS = ("ImagePullBackOff", "ErrImagePull", "CrashLoopBackOff", "CreateContainerConfigError")
+ROLLOUT_MODES = ("progress", "stuck")
 
 
 class KubeStandIn:
@@ -421,6 +443,16 @@ class KubeStandIn:
         self._frozen_status: set[tuple[str, str]] = set()
         self._pod_counter = 0
         self.requests: deque[RecordedRequest] = deque(maxlen=2000)
+        # The rollout controller (see "writes and the rollout controller" below).
+        self._controlled: set[tuple[str, str]] = set()
+        self._rollouts: dict[tuple[str, str], _Rollout] = {}
+        self._rollout_settings: dict[tuple[str, str], RolloutSettings] = {}
+        self._image_faults: list[tuple[re.Pattern[str], str, str | None]] = []
+        self._rollout_hooks: list[Callable[[Obj], None]] = []
+        self._applied: dict[tuple[str, str, str, str], Obj] = {}
+        self._controller: threading.Thread | None = None
+        self._controller_stop = threading.Event()
+        self.controller_interval = 0.05
         for resource in CORE_RESOURCES:
             self.register_resource(resource)
         self._install_default_routes()
@@ -437,6 +469,11 @@ class KubeStandIn:
             target=self._server.serve_forever, name=f"k8s-standin-{self.port}", daemon=True
         )
         self._thread.start()
+        self._controller_stop.clear()
+        self._controller = threading.Thread(
+            target=self._run_controller, name=f"k8s-standin-controller-{self.port}", daemon=True
+        )
+        self._controller.start()
         log.info("k8s stand-in serving on %s", self.url)
         return self
 
@@ -444,6 +481,10 @@ class KubeStandIn:
         server, self._server = self._server, None
         if server is None:
             return
+        self._controller_stop.set()
+        if self._controller is not None:
+            self._controller.join(timeout=5)
+            self._controller = None
         server.shutdown()
         server.server_close()
         server.close_open_connections()
@@ -953,6 +994,7 @@ class KubeStandIn:
         if (namespace, name) in self._frozen_status:
             return
         dep = self.deployment(namespace, name)
+        previous = dep.get("status") or {}
         pod_hash = _short_hash(json.dumps(dep["spec"]["template"], sort_keys=True), 10)
         pods = [self.pod(namespace, p) for p in self.pod_names(namespace, deployment=name)]
         ready = sum(_pod_ready(p) for p in pods)
@@ -982,7 +1024,8 @@ class KubeStandIn:
                     "lastUpdateTime": now,
                     "lastTransitionTime": now,
                 },
-                {
+                self._progress_condition(dep, pod_hash, updated, ready, len(pods))
+                or {
                     "type": "Progressing",
                     "status": "True",
                     "reason": "NewReplicaSetAvailable" if updated == desired else "ReplicaSetUpdated",
@@ -992,7 +1035,488 @@ class KubeStandIn:
                 },
             ],
         }
+        if _without_times(dep["status"]) == _without_times(previous):
+            return  # nothing changed: no new resourceVersion (the controller runs often)
         self.put_object(dep)
+
+    # ------------------------------------------------------------------ writes and the rollout controller
+    #
+    # Objects written through the API (POST, PUT, PATCH incl. server-side apply, DELETE)
+    # behave as on a cluster: the server owns metadata and status, a stale
+    # resourceVersion is a 409, a Deployment's selector is immutable, and a
+    # Deployment whose pod template changed is rolled out over time by the
+    # controller thread (one pod per step), with the failure modes a test picks:
+    # :meth:`fail_images` (pods of matching images never get ready) and
+    # :meth:`set_rollout` (a stuck or slow rollout, a short progress deadline).
+
+    def fail_images(self, pattern: str, reason: str = "ImagePullBackOff", message: str | None = None) -> None:
+        """Pods whose container image matches ``pattern`` (searched) wait in ``reason`` for ever.
+
+        >>> kube.fail_images(r":does-not-exist$")                        # doctest: +SKIP
+        >>> kube.fail_images(r"serving:2\\.99", "CrashLoopBackOff")        # doctest: +SKIP
+        """
+        if reason not in IMAGE_FAULT_REASONS:
+            raise ValueError(f"reason must be one of {', '.join(IMAGE_FAULT_REASONS)}, got {reason!r}")
+        with self._lock:
+            self._image_faults.append((re.compile(pattern), reason, message))
+
+    def set_rollout(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        mode: str = "progress",
+        step_seconds: float = 0.0,
+        progress_deadline: float | None = None,
+    ) -> None:
+        """How the controller rolls out ``namespace/name`` from now on.
+
+        ``mode="stuck"`` creates no new pods at all; ``step_seconds`` spaces the steps
+        (a slow rollout); ``progress_deadline`` (seconds) replaces the Deployment's
+        ``progressDeadlineSeconds`` so a test sees ``ProgressDeadlineExceeded`` soon.
+        """
+        if mode not in ROLLOUT_MODES:
+            raise ValueError(f"mode must be one of {', '.join(ROLLOUT_MODES)}, got {mode!r}")
+        with self._lock:
+            self._rollout_settings[(namespace, name)] = RolloutSettings(mode, step_seconds, progress_deadline)
+
+    def on_rollout(self, hook: Callable[[Obj], None]) -> None:
+        """Call ``hook(deployment)`` when the first pod of a new pod template is ready.
+
+        That is the moment the new version starts serving; tests use it to make
+        the TF Serving stand-in load the version the template names.
+        """
+        with self._lock:
+            self._rollout_hooks.append(hook)
+
+    def writes(self) -> list[RecordedRequest]:
+        """Recorded requests that could have changed something (POST, PUT, PATCH, DELETE)."""
+        return [r for r in list(self.requests) if r.method in ("POST", "PUT", "PATCH", "DELETE")]
+
+    def _stored(self, r: ResourceType, namespace: str, name: str) -> Obj | None:
+        return self._objects[(r.group, r.version, r.plural)].get((namespace if r.namespaced else "", name))
+
+    def _invalid(self, r: ResourceType, name: str, causes: list[str]) -> Response:
+        message = f'{r.kind} "{name}" is invalid: ' + "; ".join(causes)
+        return Response(422, status_object(422, message, details={"name": name, "kind": r.plural}))
+
+    def _check_written(
+        self, r: ResourceType, request: Request, obj: Any, name: str | None
+    ) -> Response | None:
+        if not isinstance(obj, dict):
+            return Response(400, status_object(400, "the body must be a JSON object"))
+        meta = obj.get("metadata")
+        if not isinstance(meta, dict) or not meta.get("name"):
+            return self._invalid(r, str(name), ["metadata.name: Required value"])
+        if name is not None and meta["name"] != name:
+            return Response(
+                400,
+                status_object(
+                    400,
+                    f"the name of the object ({meta['name']}) does not match the name on the URL ({name})",
+                ),
+            )
+        if obj.get("kind") not in (None, r.kind) or obj.get("apiVersion") not in (None, r.api_version):
+            return Response(
+                400,
+                status_object(
+                    400,
+                    f"the API version/kind in the data ({obj.get('apiVersion')}/{obj.get('kind')}) "
+                    f"does not match the URL ({r.api_version}/{r.kind})",
+                ),
+            )
+        if meta.get("namespace") not in (None, "", request.params.get("namespace")):
+            return Response(
+                400,
+                status_object(
+                    400,
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ),
+            )
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", meta["name"]):
+            return self._invalid(
+                r,
+                meta["name"],
+                [f"metadata.name: Invalid value: {meta['name']!r}: a lowercase RFC 1123 subdomain"],
+            )
+        return None
+
+    def _store_written(self, r: ResourceType, namespace: str, obj: Obj, old: Obj | None) -> Obj:
+        """Keep server-owned fields, store, and hand Deployments to the controller."""
+        obj = copy.deepcopy(obj)
+        obj["apiVersion"], obj["kind"] = r.api_version, r.kind
+        meta = obj["metadata"]
+        meta["namespace"] = namespace
+        for key in ("uid", "creationTimestamp", "generation", "resourceVersion", "managedFields"):
+            meta.pop(key, None)
+        if r.kind in ("Deployment", "Pod", "Service"):
+            # status is a subresource: writes to the main resource never change it.
+            obj["status"] = copy.deepcopy(old.get("status", {})) if old else {}
+        if r.kind == "Deployment":
+            spec = obj.setdefault("spec", {})
+            spec.setdefault("replicas", 1)
+            spec.setdefault("progressDeadlineSeconds", 600)
+            spec.setdefault("revisionHistoryLimit", 10)
+            spec.setdefault(
+                "strategy",
+                {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+            )
+        stored = self.put_object(obj)
+        if r.kind == "Deployment":
+            self._controlled.add((namespace, meta["name"]))
+        return stored
+
+    def _deployment_problems(self, r: ResourceType, new: Obj, old: Obj | None) -> list[str]:
+        if r.kind != "Deployment":
+            return []
+        spec = new.get("spec") or {}
+        problems = []
+        selector = spec.get("selector") or {}
+        labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+        if not selector:
+            problems.append("spec.selector: Required value")
+        elif not labels_match(selector_from_label_selector(selector), labels):
+            problems.append(
+                "spec.template.metadata.labels: Invalid value: `selector` does not match template `labels`"
+            )
+        if old is not None and selector and selector != old["spec"].get("selector"):
+            problems.append("spec.selector: Invalid value: field is immutable")
+        if not ((spec.get("template") or {}).get("spec") or {}).get("containers"):
+            problems.append("spec.template.spec.containers: Required value")
+        return problems
+
+    def _create(self, request: Request) -> Response:
+        r = self._resource(request)
+        if r is None or "create" not in r.verbs:
+            return Response(
+                405, status_object(405, "the server does not allow this method on the requested resource")
+            )
+        obj = request.json()
+        bad = self._check_written(r, request, obj, None)
+        if bad is not None:
+            return bad
+        namespace, name = request.params["namespace"], obj["metadata"]["name"]
+        with self._lock:
+            if self._stored(r, namespace, name) is not None:
+                return Response(
+                    409,
+                    status_object(
+                        409,
+                        f'{r.plural} "{name}" already exists',
+                        reason="AlreadyExists",
+                        details={"name": name, "kind": r.plural},
+                    ),
+                )
+            problems = self._deployment_problems(r, obj, None)
+            if problems:
+                return self._invalid(r, name, problems)
+            if request.query.get("dryRun") == "All":
+                return Response(201, obj)
+            return Response(201, self._store_written(r, namespace, obj, None))
+
+    def _conflict(self, r: ResourceType, name: str) -> Response:
+        return Response(
+            409,
+            status_object(
+                409,
+                f'Operation cannot be fulfilled on {r.plural}.{r.group or "core"} "{name}": the object has been '
+                "modified; please apply your changes to the latest version and try again",
+                reason="Conflict",
+                details={"name": name, "kind": r.plural},
+            ),
+        )
+
+    def _not_found(self, r: ResourceType, name: str) -> Response:
+        plural = f"{r.plural}.{r.group}" if r.group else r.plural
+        return Response(
+            404, status_object(404, f'{plural} "{name}" not found', details={"name": name, "kind": r.plural})
+        )
+
+    def _replace(self, request: Request) -> Response:
+        r = self._resource(request)
+        if r is None or "update" not in r.verbs:
+            return Response(
+                405, status_object(405, "the server does not allow this method on the requested resource")
+            )
+        name, namespace = request.params["name"], request.params["namespace"]
+        obj = request.json()
+        bad = self._check_written(r, request, obj, name)
+        if bad is not None:
+            return bad
+        with self._lock:
+            old = self._stored(r, namespace, name)
+            if old is None:
+                return self._not_found(r, name)
+            sent = obj["metadata"].get("resourceVersion")
+            if sent and sent != old["metadata"]["resourceVersion"]:
+                return self._conflict(r, name)
+            problems = self._deployment_problems(r, obj, old)
+            if problems:
+                return self._invalid(r, name, problems)
+            return Response(200, self._store_written(r, namespace, obj, old))
+
+    def _patch(self, request: Request) -> Response:
+        r = self._resource(request)
+        if r is None or "patch" not in r.verbs:
+            return Response(
+                405, status_object(405, "the server does not allow this method on the requested resource")
+            )
+        name, namespace = request.params["name"], request.params["namespace"]
+        content_type = request.headers.get("content-type", "").split(";")[0].strip()
+        try:
+            patch = request.json()
+        except ValueError as e:
+            return Response(400, status_object(400, f"the body of the request was in an unknown format: {e}"))
+        with self._lock:
+            old = self._stored(r, namespace, name)
+            if content_type == "application/apply-patch+yaml":
+                manager = request.query.get("fieldManager")
+                if not manager:
+                    return Response(
+                        400,
+                        status_object(
+                            400,
+                            "PATCH, application/apply-patch+yaml: fieldManager is required for apply requests",
+                        ),
+                    )
+                bad = self._check_written(r, request, patch, name)
+                if bad is not None:
+                    return bad
+                key = (r.api_version, r.kind, namespace, name)
+                if old is None:
+                    new = copy.deepcopy(patch)
+                else:
+                    base = _without_fields(copy.deepcopy(old), self._applied.get(key), patch)
+                    new = _merge(base, patch, by_name=False)
+                status = 201 if old is None else 200
+            elif content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+                if old is None:
+                    return self._not_found(r, name)
+                if not isinstance(patch, dict):
+                    return Response(400, status_object(400, "a merge patch must be a JSON object"))
+                new = _merge(
+                    copy.deepcopy(old), patch, by_name=content_type.startswith("application/strategic")
+                )
+                status, key = 200, None
+            elif content_type == "application/json-patch+json":
+                if old is None:
+                    return self._not_found(r, name)
+                try:
+                    new = _json_patch(copy.deepcopy(old), patch)
+                except (KeyError, IndexError, TypeError, ValueError) as e:
+                    return Response(422, status_object(422, f"the json patch could not be applied: {e}"))
+                status, key = 200, None
+            else:
+                return Response(
+                    415,
+                    status_object(
+                        415,
+                        f"the server does not support the media type {content_type!r}",
+                        reason="UnsupportedMediaType",
+                    ),
+                )
+            sent = (patch.get("metadata") or {}).get("resourceVersion") if isinstance(patch, dict) else None
+            if old is not None and sent and sent != old["metadata"]["resourceVersion"]:
+                return self._conflict(r, name)
+            problems = self._deployment_problems(r, new, old)
+            if problems:
+                return self._invalid(r, name, problems)
+            if request.query.get("dryRun") == "All":
+                return Response(status, new)
+            if old is not None and _same_object(old, new):
+                # A no-op write changes nothing, not even resourceVersion (as on a cluster).
+                if key is not None:
+                    self._applied[key] = copy.deepcopy(patch)
+                return Response(200, copy.deepcopy(old))
+            stored = self._store_written(r, namespace, new, old)
+            if key is not None:
+                self._applied[key] = copy.deepcopy(patch)
+            return Response(status, stored)
+
+    def _delete(self, request: Request) -> Response:
+        r = self._resource(request)
+        if r is None or "delete" not in r.verbs:
+            return Response(
+                405, status_object(405, "the server does not allow this method on the requested resource")
+            )
+        name, namespace = request.params["name"], request.params["namespace"]
+        with self._lock:
+            old = self._stored(r, namespace, name)
+            if old is None:
+                return self._not_found(r, name)
+            if r.kind == "Deployment":
+                self.delete_deployment(namespace, name)
+                self._controlled.discard((namespace, name))
+                self._rollouts.pop((namespace, name), None)
+            else:
+                self.delete_object(r.api_version, r.kind, namespace, name)
+            self._applied.pop((r.api_version, r.kind, namespace, name), None)
+        return Response(
+            200,
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": {"name": name, "kind": r.plural, "uid": old["metadata"]["uid"]},
+            },
+        )
+
+    # .................................................................. the controller
+
+    def _run_controller(self) -> None:
+        while not self._controller_stop.wait(self.controller_interval):
+            try:
+                self.controller_step()
+            except Exception:  # the controller must outlive one bad object, as on a cluster
+                log.exception("k8s stand-in: controller step failed")
+
+    def controller_step(self) -> None:
+        """One pass of the deployment controller over Deployments written through the API."""
+        ready_hooks: list[Obj] = []
+        with self._lock:
+            for namespace, name in sorted(self._controlled):
+                if (namespace, name) in self._frozen_status:
+                    continue
+                dep = self.get_object("apps/v1", "Deployment", namespace, name)
+                if dep is None:
+                    continue
+                if self._rollout_step(dep):
+                    ready_hooks.append(self.deployment(namespace, name))
+            hooks = list(self._rollout_hooks)
+        for dep in ready_hooks:  # outside the lock: hooks talk to other servers
+            for hook in hooks:
+                try:
+                    hook(dep)
+                except Exception:
+                    log.exception("k8s stand-in: rollout hook failed")
+
+    def _ensure_replicaset(self, dep: Obj, pod_hash: str) -> Obj:
+        namespace, name = dep["metadata"]["namespace"], dep["metadata"]["name"]
+        template = dep["spec"]["template"]
+        rs_name = f"{name}-{pod_hash}"
+        rs = self.get_object("apps/v1", "ReplicaSet", namespace, rs_name) or {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {
+                "name": rs_name,
+                "namespace": namespace,
+                "labels": {**template["metadata"]["labels"], "pod-template-hash": pod_hash},
+                "ownerReferences": [_owner_reference(dep)],
+            },
+            "spec": {
+                "replicas": 0,
+                "selector": {
+                    "matchLabels": {**dep["spec"]["selector"]["matchLabels"], "pod-template-hash": pod_hash}
+                },
+                "template": copy.deepcopy(template),
+            },
+            "status": {},
+        }
+        rs["spec"]["replicas"] = dep["spec"].get("replicas", 1)
+        return self.put_object(rs)
+
+    def _image_fault(self, images: Iterable[str]) -> tuple[str, str | None] | None:
+        for image in images:
+            for pattern, reason, message in self._image_faults:
+                if pattern.search(image):
+                    default = (
+                        f'Back-off pulling image "{image}"'
+                        if reason in ("ImagePullBackOff", "ErrImagePull")
+                        else "back-off restarting failed container"
+                    )
+                    return reason, message or default
+        return None
+
+    def _rollout_step(self, dep: Obj) -> bool:
+        """Advance one Deployment by at most one pod; True when its new template just got ready."""
+        namespace, name = dep["metadata"]["namespace"], dep["metadata"]["name"]
+        key = (namespace, name)
+        template = dep["spec"]["template"]
+        pod_hash = _short_hash(json.dumps(template, sort_keys=True), 10)
+        desired = dep["spec"].get("replicas", 1)
+        settings = self._rollout_settings.get(key, RolloutSettings())
+        state = self._rollouts.get(key)
+        now = time.monotonic()
+        if state is None or state.pod_hash != pod_hash:
+            state = self._rollouts[key] = _Rollout(pod_hash, started=now)
+        rs = self._ensure_replicaset(dep, pod_hash)
+        pods = [self.pod(namespace, p) for p in self.pod_names(namespace, deployment=name)]
+        new = [p for p in pods if p["metadata"]["labels"].get("pod-template-hash") == pod_hash]
+        old = [p for p in pods if p not in new]
+        if settings.mode != "stuck" and now - state.last_step >= settings.step_seconds:
+            state.last_step = now
+            if len(new) < desired:
+                containers = {c["name"]: c["image"] for c in template["spec"]["containers"]}
+                suffix = _short_hash(f"{rs['metadata']['name']}/{self._pod_counter}", 5)
+                fault = self._image_fault(containers.values())
+                pod = self.add_pod(
+                    namespace,
+                    f"{rs['metadata']['name']}-{suffix}",
+                    labels=rs["metadata"]["labels"],
+                    containers=containers,
+                    owner=_owner_reference(rs),
+                    ready=fault is None,
+                )
+                if fault is not None:
+                    reason, message = fault
+                    crash = reason == "CrashLoopBackOff"
+                    self.set_pod_status(
+                        namespace,
+                        pod["metadata"]["name"],
+                        phase="Running" if crash else "Pending",
+                        waiting_reason=reason,
+                        waiting_message=message,
+                        restarts=3 if crash else 0,
+                    )
+                new.append(self.pod(namespace, pod["metadata"]["name"]))
+            elif len(new) > desired:
+                self.delete_object("v1", "Pod", namespace, new.pop()["metadata"]["name"])
+            new_ready = sum(_pod_ready(p) for p in new)
+            if len(old) > max(desired - new_ready, 0):
+                self.delete_object("v1", "Pod", namespace, old.pop(0)["metadata"]["name"])
+        self._refresh_deployment_status(namespace, name)
+        if not state.hooked and any(_pod_ready(p) for p in new):
+            state.hooked = True
+            return True
+        return False
+
+    def _progress_condition(
+        self, dep: Obj, pod_hash: str, updated: int, ready: int, total: int
+    ) -> Obj | None:
+        """The Progressing condition of a controlled rollout, or None for the default one."""
+        key = (dep["metadata"]["namespace"], dep["metadata"]["name"])
+        state = self._rollouts.get(key)
+        if state is None or state.pod_hash != pod_hash:
+            return None
+        desired = dep["spec"].get("replicas", 1)
+        now = _now()
+        rs_name = f"{key[1]}-{pod_hash}"
+        if updated == desired and ready >= desired and total == desired:
+            state.complete = True
+        if state.complete:
+            return None
+        settings = self._rollout_settings.get(key, RolloutSettings())
+        deadline = settings.progress_deadline
+        if deadline is None:
+            deadline = float(dep["spec"].get("progressDeadlineSeconds", 600))
+        if time.monotonic() - state.started > deadline:
+            return {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": f'ReplicaSet "{rs_name}" has timed out progressing.',
+                "lastUpdateTime": now,
+                "lastTransitionTime": now,
+            }
+        return {
+            "type": "Progressing",
+            "status": "True",
+            "reason": "ReplicaSetUpdated",
+            "message": f'ReplicaSet "{rs_name}" is progressing.',
+            "lastUpdateTime": now,
+            "lastTransitionTime": now,
+        }
 
     # ------------------------------------------------------------------ faults and routes
 
@@ -1117,6 +1641,13 @@ class KubeStandIn:
         )
         self.add_route("GET", rf"/{gv}/(?P<plural>[a-z]+)/(?P<name>{name})", self._get, first=False)
         self.add_route("GET", rf"/{gv}/(?P<plural>[a-z]+)", self._list_route, first=False)
+        one = rf"/{gv}/namespaces/(?P<namespace>{name})/(?P<plural>[a-z]+)/(?P<name>{name})"
+        self.add_route(
+            "POST", rf"/{gv}/namespaces/(?P<namespace>{name})/(?P<plural>[a-z]+)", self._create, first=False
+        )
+        self.add_route("PUT", one, self._replace, first=False)
+        self.add_route("PATCH", one, self._patch, first=False)
+        self.add_route("DELETE", one, self._delete, first=False)
 
     # ------------------------------------------------------------------ built-in handlers
 
@@ -1239,6 +1770,128 @@ class KubeStandIn:
             plural = f"{r.plural}.{r.group}" if r.group else r.plural
             return Response(404, status_object(404, f'{plural} "{name}" not found', details=details))
         return Response(200, found)
+
+
+@dataclass
+class RolloutSettings:
+    """How the stand-in's controller rolls out one Deployment (see :meth:`KubeStandIn.set_rollout`)."""
+
+    mode: str = "progress"
+    step_seconds: float = 0.0
+    progress_deadline: float | None = None
+
+
+@dataclass
+class _Rollout:
+    pod_hash: str
+    started: float
+    last_step: float = -1e9
+    hooked: bool = False
+    complete: bool = False
+
+
+def _without_times(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: _without_times(v)
+            for k, v in value.items()
+            if k not in ("lastUpdateTime", "lastTransitionTime")
+        }
+    if isinstance(value, list):
+        return [_without_times(v) for v in value]
+    return value
+
+
+def _merge(target: Any, patch: Any, *, by_name: bool) -> Any:
+    """JSON merge patch (RFC 7386); ``by_name`` merges lists of named items like a strategic merge."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    if not isinstance(target, dict):
+        target = {}
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif (
+            by_name
+            and isinstance(value, list)
+            and isinstance(target.get(key), list)
+            and all(isinstance(v, dict) and "name" in v for v in value + target[key])
+        ):
+            merged = {item["name"]: item for item in target[key]}
+            for item in value:
+                merged[item["name"]] = _merge(merged.get(item["name"], {}), item, by_name=True)
+            target[key] = list(merged.values())
+        else:
+            target[key] = _merge(target.get(key), value, by_name=by_name)
+    return target
+
+
+def _without_fields(live: Any, previous: Any, current: Any) -> Any:
+    """Drop from ``live`` what the manager applied before (``previous``) but no longer applies.
+
+    Server-side apply's field ownership, reduced to one manager and whole lists.
+    """
+    if not isinstance(live, dict) or not isinstance(previous, dict):
+        return live
+    current = current if isinstance(current, dict) else {}
+    for key, value in previous.items():
+        if key not in current:
+            live.pop(key, None)
+        elif isinstance(value, dict) and isinstance(live.get(key), dict):
+            live[key] = _without_fields(live[key], value, current[key])
+    return live
+
+
+def _json_patch(target: Obj, operations: Any) -> Obj:
+    """RFC 6902 add / replace / remove / test, enough for what clients send."""
+    if not isinstance(operations, list):
+        raise ValueError("a JSON patch must be a list of operations")
+    for op in operations:
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].lstrip("/").split("/")]
+        parent: Any = target
+        for part in parts[:-1]:
+            parent = parent[int(part)] if isinstance(parent, list) else parent[part]
+        last = parts[-1]
+        if op["op"] in ("add", "replace"):
+            if isinstance(parent, list):
+                index = len(parent) if last == "-" else int(last)
+                if op["op"] == "add":
+                    parent.insert(index, op["value"])
+                else:
+                    parent[index] = op["value"]
+            else:
+                if op["op"] == "replace" and last not in parent:
+                    raise KeyError(last)
+                parent[last] = op["value"]
+        elif op["op"] == "remove":
+            del parent[int(last) if isinstance(parent, list) else last]
+        elif op["op"] == "test":
+            current = parent[int(last)] if isinstance(parent, list) else parent[last]
+            if current != op["value"]:
+                raise ValueError(f"test failed at {op['path']}")
+        else:
+            raise ValueError(f"unsupported operation {op['op']!r}")
+    return target
+
+
+def _same_object(old: Obj, new: Obj) -> bool:
+    def strip(o: Obj) -> Obj:
+        o = copy.deepcopy(o)
+        o.pop("status", None)
+        for key in (
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "resourceVersion",
+            "managedFields",
+            "namespace",
+        ):
+            o.get("metadata", {}).pop(key, None)
+        o.pop("apiVersion", None)
+        o.pop("kind", None)
+        return o
+
+    return strip(old) == strip(new)
 
 
 def _owner_reference(owner: Obj) -> Obj:

@@ -15,9 +15,16 @@ Serves what mlinfra uses of ``tensorflow_model_server``:
   per-version states START, LOADING, AVAILABLE, UNLOADING, END (with an error status
   when a load fails).
 
+- the "latest" version policy by default, or ``model_version_policy { specific }``
+  (``--versions 1 2``, or at run time ``POST /_standin/versions {"versions": [2]}``,
+  :meth:`StandinProcess.set_versions`): the model config reload a deployment of a
+  specific version does; the old version is unloaded only once a wanted one is
+  AVAILABLE (TF Serving's availability-preserving policy).
+
 Faults for tests: ``--predict-delay``, ``--error-rate``, ``--load-delay``,
 ``--fail-load-version``, and the same at run time through
-``POST /_standin/faults`` (JSON of :class:`Faults` fields).
+``POST /_standin/faults`` (JSON of :class:`Faults` fields; ``output_offset`` makes
+every numeric output wrong by that much).
 
 Run it as its own process so the test process never imports TensorFlow::
 
@@ -80,6 +87,7 @@ class Faults:
     error_rate: float = 0.0  # fraction of Predict calls answered UNAVAILABLE
     load_delay: float = 0.0  # seconds a version stays LOADING
     fail_load_versions: list[int] = field(default_factory=list)  # loads end in END + error
+    output_offset: float = 0.0  # added to every numeric output: a model that answers wrongly
 
     def update(self, changes: dict[str, Any]) -> None:
         known = {f.name for f in fields(self)}
@@ -203,6 +211,8 @@ class ServedModel:
         self.versions: dict[int, VersionState] = {}
         self._lock = threading.RLock()
         self._loading: set[int] = set()
+        # None: TF Serving's default "latest" policy; a list: model_version_policy { specific { ... } }
+        self.specific: list[int] | None = None
 
     # -------------------------------------------------------------- lifecycle
 
@@ -214,29 +224,43 @@ class ServedModel:
                     found.append(int(child.name))
         return sorted(found)
 
+    def wanted(self, found: list[int] | None = None) -> list[int]:
+        """The versions the policy asks for among those on disk."""
+        found = self.discover() if found is None else found
+        if self.specific is None:
+            return found[-1:]
+        return [v for v in self.specific if v in found]
+
+    def set_specific(self, versions: list[int] | None) -> None:
+        """Switch the version policy (a model config reload): ``None`` is "latest"."""
+        with self._lock:
+            self.specific = sorted({int(v) for v in versions}) if versions is not None else None
+
     def poll(self, *, wait: bool = False) -> None:
-        """One pass of the file-system source: load the latest version, unload the rest."""
+        """One pass of the file-system source: load the wanted versions, unload the rest."""
         found = self.discover()
         if not found:
             return
-        latest = found[-1]
+        loaders = []
         with self._lock:
-            state = self.versions.get(latest)
-            # A failed load stays failed (as after TF Serving's load retries); a version
-            # unloaded earlier comes back when it is the latest again (newer one deleted).
-            start = state is None or (state.state == "END" and state.error_code == "OK")
-            if start and latest not in self._loading:
-                self.versions[latest] = VersionState(latest)
-                self._loading.add(latest)
-                loader = threading.Thread(
-                    target=self._load, args=(latest,), daemon=True, name=f"load-{latest}"
-                )
-                loader.start()
-            else:
-                loader = None
-        if loader is not None and wait:
-            loader.join()
-        self._unload_superseded(latest)
+            wanted = self.wanted(found)
+            for version in wanted:
+                state = self.versions.get(version)
+                # A failed load stays failed (as after TF Serving's load retries); a version
+                # unloaded earlier comes back when it is wanted again.
+                start = state is None or (state.state == "END" and state.error_code == "OK")
+                if start and version not in self._loading:
+                    self.versions[version] = VersionState(version)
+                    self._loading.add(version)
+                    loader = threading.Thread(
+                        target=self._load, args=(version,), daemon=True, name=f"load-{version}"
+                    )
+                    loader.start()
+                    loaders.append(loader)
+        if wait:
+            for loader in loaders:
+                loader.join()
+        self._unload_superseded()
 
     def _load(self, version: int) -> None:
         path = self.base_path / str(version)
@@ -261,15 +285,15 @@ class ServedModel:
             self.versions[version] = VersionState(version, "AVAILABLE", loaded=loaded)
             self._loading.discard(version)
         log.info("version %s of %s is AVAILABLE", version, self.name)
-        self._unload_superseded(version)
+        self._unload_superseded()
 
-    def _unload_superseded(self, latest: int) -> None:
+    def _unload_superseded(self) -> None:
         with self._lock:
-            latest_state = self.versions.get(latest)
-            if latest_state is None or latest_state.state != "AVAILABLE":
-                return  # keep serving the old version until the new one is up
+            wanted = self.wanted()
+            if not any(self.versions.get(v) and self.versions[v].state == "AVAILABLE" for v in wanted):
+                return  # availability preserving: keep the old version until a new one is up
             for v, s in self.versions.items():
-                if v != latest and s.state == "AVAILABLE":
+                if v not in wanted and s.state == "AVAILABLE":
                     # UNLOADING is instantaneous here: dropping the reference is the unload.
                     s.state, s.loaded = "END", None
 
@@ -339,7 +363,12 @@ class ServedModel:
             outputs = fn(**tensors)
         except (TypeError, ValueError, tf.errors.InvalidArgumentError) as e:
             raise ServingError("INVALID_ARGUMENT", str(e).splitlines()[0]) from None
-        return version, {k: v.numpy() for k, v in outputs.items()}
+        result = {k: v.numpy() for k, v in outputs.items()}
+        if self.faults.output_offset:
+            result = {
+                k: v + self.faults.output_offset if v.dtype.kind in "fiu" else v for k, v in result.items()
+            }
+        return version, result
 
 
 class Standin:
@@ -442,6 +471,9 @@ def _rest_handler(standin: Standin) -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's
+        # algorithm and the client's delayed ACK add ~40 ms to every keep-alive request.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("rest: %s", format % args)
@@ -497,6 +529,19 @@ def _rest_handler(standin: Standin) -> type[BaseHTTPRequestHandler]:
                     self.send(400, {"error": str(e)})
                     return
                 self.send(200, asdict(standin.faults))
+                return
+            if self.path == "/_standin/versions":
+                try:
+                    body = json.loads(raw or b"{}")
+                    versions = body.get("versions")
+                    standin.model.set_specific(None if versions is None else [int(v) for v in versions])
+                except (ValueError, TypeError, AttributeError) as e:
+                    self.send(400, {"error": f"expected {{'versions': [int, ...] | null}}: {e}"})
+                    return
+                standin.model.poll(wait=bool(body.get("wait", False)))
+                self.send(
+                    200, {"versions": sorted(standin.model.versions), "specific": standin.model.specific}
+                )
                 return
             if self.path == "/_standin/poll":
                 standin.model.poll(wait=True)
@@ -587,6 +632,8 @@ def serve(args: argparse.Namespace) -> None:
     )
     metrics = Metrics()
     model = ServedModel(args.model_name, Path(args.model_base_path), faults, metrics)
+    if args.versions:
+        model.set_specific(args.versions)
     standin = Standin(model)
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
@@ -661,6 +708,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--error-rate", type=float, default=0.0)
     p.add_argument("--load-delay", type=float, default=0.0)
     p.add_argument("--fail-load-version", type=int, action="append", default=[])
+    p.add_argument(
+        "--versions",
+        type=int,
+        nargs="+",
+        metavar="VERSION",
+        help="serve exactly these versions (model_version_policy specific) instead of the latest",
+    )
     args = p.parse_args(argv)
     if args.build_half_plus_two == []:
         args.build_half_plus_two = [1]
@@ -710,6 +764,15 @@ class StandinProcess:
     def set_faults(self, **changes: Any) -> dict[str, Any]:
         """Change :class:`Faults` at run time (``set_faults(error_rate=1.0)``)."""
         return _post_json(f"{self.rest_url}/_standin/faults", changes)
+
+    def set_versions(self, versions: Sequence[int] | None, *, wait: bool = False) -> dict[str, Any]:
+        """Serve exactly ``versions`` (``None``: the latest), like a model config reload.
+
+        A newly wanted version loads in the background (``wait=True`` waits for it);
+        the others are unloaded once one wanted version is AVAILABLE.
+        """
+        body = {"versions": list(versions) if versions is not None else None, "wait": wait}
+        return _post_json(f"{self.rest_url}/_standin/versions", body)
 
     def poll(self) -> dict[str, Any]:
         """Rescan the base path now and wait for any load it starts."""

@@ -1,0 +1,234 @@
+"""
+### Deploy a model version
+
+Trigger with **Trigger DAG** (a form) or from the CLI:
+
+```bash
+airflow dags trigger model_deploy --conf '{"model": "half-plus-two", "version": 2, "image_tag": "2.14.1"}'
+```
+
+| parameter | what |
+|---|---|
+| `model` | a model of `include/fleet.yaml` |
+| `version` | the TF Serving model version to serve (integer >= 1) |
+| `image_tag` | tag of the TF Serving image; the repository comes from the fleet file |
+| `replicas` | empty: keep the current count (first deploy: the model's `min_replicas`); else within the model's scaling policy |
+| `run_smoke` | send the smoke predictions of `include/smoke/<model>.json` (default on) |
+| `auto_rollback` | restore the previous spec when anything fails (default on) |
+| `dry_run` | render and log the diff against the cluster; change nothing |
+
+Steps: **validate_request** (the conf again, so a CLI/API trigger with bad values is
+refused before anything touches the cluster) -> **render_manifests** (`include/k8s/*.yaml.j2`,
+sandboxed, parsed back and checked; the diff against the cluster is in its log) ->
+**apply** (server-side apply, field manager `mlinfra`; the previous spec is kept) ->
+**wait_rollout** and **wait_model** (deferred: no worker slot is held while Kubernetes
+rolls out and TF Serving loads the version) -> **smoke_test** (gRPC and REST against the
+exact new version; outputs, errors, p50/p99 within the SLO) -> **promote** (records the
+deploy and emits the asset event `mlinfra://models/<model>`), or **rollback** (re-applies
+the kept spec, waits for it, checks the previous version is AVAILABLE) -> **finish**
+(fails the run with the reason unless the deploy succeeded).
+
+Every deploy is a row of `mlinfra_deployments` in the store (who, what, when, outcome,
+smoke figures, rollback). Failures that a retry cannot fix (a bad request, a crash-looping
+image, a failed smoke test) fail at once; API errors are retried.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import Asset, AssetAlias, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from mlinfra.config import load_fleet
+from mlinfra.deploy.params import form_params
+from mlinfra.deploy.settings import DeploySettings
+from mlinfra.operators.apply import ApplyManifestsOperator
+from mlinfra.operators.rollback import ModelRollbackOperator
+from mlinfra.operators.smoke import TFServingSmokeTestOperator
+from mlinfra.sensors.model import TFServingModelVersionSensor
+from mlinfra.sensors.rollout import DeploymentRolloutSensor
+
+FLEET = load_fleet()  # a local file, validated and cached: the form's choices come from it
+SETTINGS = DeploySettings.from_env()
+# One asset per model (mlinfra://models/<name>), attached at run time through this alias.
+MODEL_DEPLOYS = AssetAlias("mlinfra-model-deploys")
+
+
+def _record_failure(context: Any) -> None:
+    """on_failure_callback: keep the first failure of the run as the deploy's reason."""
+    from mlinfra.deploy.records import DeploymentRecords
+    from mlinfra.deploy.steps import record_failure
+
+    error = context.get("exception")
+    try:
+        record_failure(DeploymentRecords.from_connection(), context["run_id"], context["ti"].task_id, error)
+    except Exception:  # a callback must never hide the task's own failure
+        import logging
+
+        logging.getLogger(__name__).exception("could not record the failure of the deploy")
+
+
+def _triggered_by(context: Any) -> str:
+    dag_run = context["dag_run"]
+    return str(
+        getattr(dag_run, "triggering_user_name", None) or getattr(dag_run, "run_type", "") or "unknown"
+    )
+
+
+@dag(
+    dag_id="model_deploy",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    # Two deploys must not race on one Deployment; deploys are minutes, so one at a time.
+    max_active_runs=1,
+    params=form_params(FLEET),
+    render_template_as_native_obj=True,
+    doc_md=__doc__,
+    tags=["mlinfra", "deploy"],
+    default_args={
+        "owner": "ml-platform",
+        # Only transient errors (API server, network) get here: failures a retry cannot
+        # fix raise AirflowFailException and fail at once.
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "on_failure_callback": _record_failure,
+    },
+)
+def model_deploy() -> None:
+    @task(multiple_outputs=True, execution_timeout=timedelta(minutes=2))
+    def validate_request() -> dict[str, Any]:
+        from mlinfra.deploy.records import DeploymentRecords
+        from mlinfra.deploy.steps import validate_and_record
+        from mlinfra.exceptions import DeployRequestError
+
+        context = get_current_context()
+        conf = {**context["params"], **(context["dag_run"].conf or {})}
+        try:
+            return validate_and_record(
+                conf,
+                fleet=load_fleet(),
+                records=DeploymentRecords.from_connection(),
+                run_id=context["run_id"],
+                triggered_by=_triggered_by(context),
+            )
+        except DeployRequestError as e:
+            raise AirflowFailException(str(e)) from e
+
+    @task(multiple_outputs=True, execution_timeout=timedelta(minutes=5))
+    def render_manifests(plan: dict[str, Any]) -> dict[str, Any]:
+        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+        from mlinfra.deploy.kube import ManifestClient
+        from mlinfra.deploy.records import DeploymentRecords
+        from mlinfra.deploy.steps import render_plan
+        from mlinfra.exceptions import ManifestError
+
+        client = ManifestClient(KubernetesHook(conn_id=plan["kubernetes_conn_id"]).api_client)
+        try:
+            rendered = render_plan(
+                plan,
+                fleet=load_fleet(),
+                client=client,
+                records=DeploymentRecords.from_connection(),
+                progress_deadline_seconds=int(SETTINGS.progress_deadline),
+            )
+        except ManifestError as e:
+            raise AirflowFailException(str(e)) from e
+        print(
+            f"Changes against the cluster ({', '.join(rendered['changed']) or 'none'}):\n{rendered['diff']}"
+        )
+        return rendered
+
+    # A dry run stops here; everything downstream (rollback and finish too) is skipped.
+    @task.short_circuit(ignore_downstream_trigger_rules=True)
+    def unless_dry_run(plan: dict[str, Any]) -> bool:
+        return not plan["dry_run"]
+
+    @task(trigger_rule="none_failed", outlets=[MODEL_DEPLOYS], execution_timeout=timedelta(minutes=2))
+    def promote(plan: dict[str, Any]) -> dict[str, Any]:
+        from mlinfra.deploy.records import DeploymentRecords
+        from mlinfra.deploy.steps import record_success
+
+        context = get_current_context()
+        smoke = context["ti"].xcom_pull(task_ids="smoke_test", key="smoke_report")
+        record_success(DeploymentRecords.from_connection(), context["run_id"], smoke)
+        context["outlet_events"][MODEL_DEPLOYS].add(
+            Asset(f"mlinfra://models/{plan['model']}"),
+            extra={"version": plan["version"], "image": plan["image"], "run_id": context["run_id"]},
+        )
+        return {"model": plan["model"], "version": plan["version"], "image": plan["image"]}
+
+    @task(trigger_rule="all_done", execution_timeout=timedelta(minutes=2))
+    def finish() -> dict[str, Any]:
+        from mlinfra.deploy.records import DeploymentRecords
+        from mlinfra.deploy.steps import finish as close
+        from mlinfra.exceptions import DeployFailed
+
+        context = get_current_context()
+        smoke = context["ti"].xcom_pull(task_ids="smoke_test", key="smoke_report")
+        try:
+            return close(DeploymentRecords.from_connection(), context["run_id"], smoke=smoke)
+        except DeployFailed as e:
+            raise AirflowFailException(str(e)) from e
+
+    plan = validate_request()
+    rendered = render_manifests(plan)
+    go = unless_dry_run(plan)
+    rendered >> go
+
+    apply = ApplyManifestsOperator(
+        task_id="apply",
+        manifests=rendered["objects"],
+        kubernetes_conn_id=plan["kubernetes_conn_id"],
+        deploy_run_id="{{ run_id }}",
+        execution_timeout=timedelta(minutes=5),
+    )
+    wait_rollout = DeploymentRolloutSensor(
+        task_id="wait_rollout",
+        namespace=plan["namespace"],
+        deployment=plan["deployment"],
+        kubernetes_conn_id=plan["kubernetes_conn_id"],
+        min_generation="{{ ti.xcom_pull(task_ids='apply')['generation'] }}",
+        timeout=SETTINGS.rollout_timeout,
+        poll_interval=SETTINGS.poll_interval,
+    )
+    wait_model = TFServingModelVersionSensor(
+        task_id="wait_model",
+        tf_serving_conn_id=plan["serving_conn_id"],
+        model_name=plan["model_name"],
+        version=plan["version"],
+        default_grpc_target=plan["grpc_target"],
+        default_rest_url=plan["rest_url"],
+        timeout=SETTINGS.model_timeout,
+        poll_interval=SETTINGS.poll_interval,
+    )
+    smoke_test = TFServingSmokeTestOperator(
+        task_id="smoke_test",
+        model=plan["model"],
+        version=plan["version"],
+        run_smoke=plan["run_smoke"],
+        # A smoke test that failed must not pass on a second try.
+        execution_timeout=timedelta(minutes=10),
+    )
+    # Templates, not XCom arguments: the rollback also runs when earlier tasks failed.
+    rollback = ModelRollbackOperator(
+        task_id="rollback",
+        model="{{ params.model }}",
+        deploy_run_id="{{ run_id }}",
+        auto_rollback="{{ params.auto_rollback }}",
+        trigger_rule="one_failed",
+        rollout_timeout=SETTINGS.rollout_timeout,
+        model_timeout=SETTINGS.model_timeout,
+        poll_interval=SETTINGS.poll_interval,
+    )
+    promoted = promote(plan)
+    done = finish()
+
+    go >> apply >> wait_rollout >> wait_model >> smoke_test >> promoted >> done
+    [apply, wait_rollout, wait_model, smoke_test] >> rollback >> done
+
+
+model_deploy()

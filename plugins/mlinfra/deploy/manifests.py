@@ -1,0 +1,458 @@
+"""Kubernetes manifests of one model version: render, parse back, check.
+
+Templates live in ``include/k8s/*.yaml.j2`` (data, not code). They are rendered by a
+*sandboxed* Jinja environment whose ``finalize`` turns every ``{{ expression }}`` into
+a quoted YAML scalar (or a flow mapping of quoted scalars), so no value, however
+hostile (quotes, newlines, ``&anchors``, ``*aliases``, ``{{``), can add YAML structure.
+The text is then parsed back and checked before anyone may apply it::
+
+    >>> values = manifest_values(fleet.model("half-plus-two"), request, run_id="manual__1", replicas=2)
+    >>> rendered = render_manifests(values)
+    >>> [o["kind"] for o in rendered.objects]
+    ['ConfigMap', 'Service', 'Deployment']
+
+:class:`~mlinfra.exceptions.ManifestError` names the object and field of any problem.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from mlinfra.config import PROJECT_ROOT
+from mlinfra.exceptions import ManifestError
+
+if TYPE_CHECKING:
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from mlinfra.config import Model
+    from mlinfra.deploy.params import DeployRequest
+
+TEMPLATE_DIR = PROJECT_ROOT / "include" / "k8s"
+TEMPLATES = ("configmap.yaml.j2", "service.yaml.j2", "deployment.yaml.j2")
+# Applied in this order: the config and the Service exist before pods that use them.
+KINDS = {"ConfigMap": "v1", "Service": "v1", "Deployment": "apps/v1"}
+GRPC_PORT, REST_PORT = 8500, 8501
+DEFAULT_MODEL_BASE_PATH = "/models/{model_name}"
+# Annotations that name the run: they do not make a deploy "a change" on their own.
+RUN_ANNOTATIONS = frozenset(
+    {"mlinfra.io/airflow-dag-id", "mlinfra.io/airflow-run-id", "mlinfra.io/triggered-by"}
+)
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
+LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+
+
+@dataclass(frozen=True)
+class ManifestValues:
+    """Everything the templates may use, as typed values (never pre-formatted YAML)."""
+
+    name: str
+    namespace: str
+    model: str  # the fleet name
+    model_name: str  # TF Serving's model name
+    version: int
+    image: str
+    replicas: int
+    cpu: str
+    memory: str
+    gpus: int
+    model_base_path: str
+    dag_id: str
+    run_id: str
+    triggered_by: str
+    progress_deadline_seconds: int = 600
+
+    @property
+    def config_map_name(self) -> str:
+        return f"{self.name}-config"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {"app": self.name, "model": self.model, "version": str(self.version)}
+
+    @property
+    def selector(self) -> dict[str, str]:
+        # Immutable on a Deployment: only the app label, so a new version is an update.
+        return {"app": self.name}
+
+
+def manifest_values(
+    model: Model,
+    request: DeployRequest,
+    *,
+    run_id: str,
+    replicas: int,
+    dag_id: str = "model_deploy",
+    triggered_by: str = "",
+    model_base_path: str | None = None,
+    progress_deadline_seconds: int = 600,
+) -> ManifestValues:
+    """The values for ``request`` of fleet ``model`` in run ``run_id``."""
+    return ManifestValues(
+        name=model.kubernetes.deployment,
+        namespace=model.kubernetes.namespace,
+        model=model.name,
+        model_name=model.serving.model_name,
+        version=request.version,
+        image=request.image,
+        replicas=replicas,
+        cpu=model.resources.cpu,
+        memory=model.resources.memory,
+        gpus=model.resources.gpus,
+        model_base_path=model_base_path
+        or DEFAULT_MODEL_BASE_PATH.format(model_name=model.serving.model_name),
+        dag_id=dag_id,
+        run_id=run_id,
+        triggered_by=triggered_by,
+        progress_deadline_seconds=progress_deadline_seconds,
+    )
+
+
+# --------------------------------------------------------------------------- YAML-safe output
+
+
+def yaml_scalar(text: str) -> str:
+    """``text`` as a double-quoted YAML scalar that reads back as exactly ``text``.
+
+    Everything outside printable ASCII is escaped, so line breaks (including the
+    Unicode ones YAML folds), tabs and control characters survive the round trip.
+    """
+    out = ['"']
+    for ch in text:
+        code = ord(ch)
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif 0x20 <= code < 0x7F:
+            out.append(ch)
+        elif code <= 0xFF:
+            out.append(f"\\x{code:02x}")
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    out.append('"')
+    return "".join(out)
+
+
+def to_yaml_value(value: Any) -> str:
+    """The ``finalize`` of the environment: any template value as inert YAML."""
+    from jinja2 import Undefined
+
+    if isinstance(value, Undefined):
+        str(value)  # StrictUndefined raises UndefinedError naming the variable
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ManifestError(f"cannot put the non-finite number {value!r} into a manifest")
+        return repr(value)
+    if isinstance(value, str):
+        return yaml_scalar(value)
+    if isinstance(value, Mapping):
+        items = ", ".join(f"{yaml_scalar(str(k))}: {to_yaml_value(v)}" for k, v in value.items())
+        return "{" + items + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(to_yaml_value(v) for v in value) + "]"
+    raise ManifestError(f"cannot put a {type(value).__name__} into a manifest")
+
+
+def environment(template_dir: Path = TEMPLATE_DIR) -> ImmutableSandboxedEnvironment:
+    """The sandboxed environment: no attribute access to internals, strict undefined, inert output."""
+    from jinja2 import FileSystemLoader, StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    return ImmutableSandboxedEnvironment(
+        loader=FileSystemLoader(str(template_dir)),
+        undefined=StrictUndefined,
+        autoescape=False,
+        finalize=to_yaml_value,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+# --------------------------------------------------------------------------- render and check
+
+
+def model_config_text(model_name: str, base_path: str, version: int) -> str:
+    """TF Serving's ``--model_config_file`` (text protobuf), serving exactly ``version``."""
+    return (
+        "model_config_list {\n"
+        "  config {\n"
+        f"    name: {_proto_string(model_name)}\n"
+        f"    base_path: {_proto_string(base_path)}\n"
+        '    model_platform: "tensorflow"\n'
+        "    model_version_policy {\n"
+        f"      specific {{ versions: {int(version)} }}\n"
+        "    }\n"
+        "  }\n"
+        "}\n"
+    )
+
+
+def _proto_string(text: str) -> str:
+    # Text-format protobuf string: octal escapes for anything not printable ASCII.
+    out = ['"']
+    for byte in text.encode():
+        ch = chr(byte)
+        if ch in ('"', "\\", "'"):
+            out.append("\\" + ch)
+        elif 0x20 <= byte < 0x7F:
+            out.append(ch)
+        else:
+            out.append(f"\\{byte:03o}")
+    out.append('"')
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class RenderedManifests:
+    """Checked objects (apply order) and the YAML text they came from."""
+
+    objects: list[dict[str, Any]]
+    text: str
+
+    def by_kind(self, kind: str) -> dict[str, Any]:
+        for obj in self.objects:
+            if obj["kind"] == kind:
+                return obj
+        raise KeyError(kind)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"objects": self.objects, "text": self.text}
+
+
+def render_manifests(values: ManifestValues, template_dir: Path = TEMPLATE_DIR) -> RenderedManifests:
+    """Render the three templates, parse them back and :func:`check_manifests` the result."""
+    from jinja2 import TemplateError
+
+    env = environment(template_dir)
+    context: dict[str, Any] = {
+        **asdict(values),
+        "config_map_name": values.config_map_name,
+        "labels": values.labels,
+        "selector": values.selector,
+        "grpc_port": GRPC_PORT,
+        "rest_port": REST_PORT,
+        "rest_port_text": str(REST_PORT),
+        "readiness_path": f"/v1/models/{values.model_name}/versions/{values.version}",
+        "model_config": model_config_text(values.model_name, values.model_base_path, values.version),
+    }
+    texts = []
+    try:
+        config_text = env.get_template(TEMPLATES[0]).render(context)
+        config = _parse_one(config_text, TEMPLATES[0])
+        context["config_sha256"] = hashlib.sha256(
+            json.dumps(config.get("data"), sort_keys=True).encode()
+        ).hexdigest()
+        texts.append(config_text)
+        for template in TEMPLATES[1:]:
+            texts.append(env.get_template(template).render(context))
+    except TemplateError as e:
+        raise ManifestError(f"include/k8s: cannot render the manifests: {e}") from e
+    text = "---\n".join(texts)
+    objects = [_parse_one(t, name) for t, name in zip(texts, TEMPLATES, strict=True)]
+    check_manifests(objects, values)
+    return RenderedManifests(objects, text)
+
+
+def _parse_one(text: str, source: str) -> dict[str, Any]:
+    try:
+        tokens = list(yaml.scan(text, Loader=yaml.SafeLoader))
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as e:
+        raise ManifestError(f"{source}: the rendered manifest is not valid YAML: {e}") from None
+    if any(isinstance(t, yaml.AnchorToken | yaml.AliasToken | yaml.TagToken) for t in tokens):
+        raise ManifestError(f"{source}: the rendered manifest contains YAML anchors, aliases or tags")
+    if len(documents) != 1 or not isinstance(documents[0], dict):
+        raise ManifestError(
+            f"{source}: must render exactly one YAML mapping, got {len(documents)} document(s)"
+        )
+    return documents[0]
+
+
+def check_manifests(objects: list[dict[str, Any]], values: ManifestValues) -> None:
+    """Kinds, names (DNS-1123), namespace, labels, image and annotations are what was asked for."""
+    problems: list[str] = []
+    kinds = [o.get("kind") for o in objects]
+    if kinds != list(KINDS):
+        problems.append(f"expected the kinds {', '.join(KINDS)} in that order, got {kinds}")
+    for obj in objects:
+        kind = obj.get("kind")
+        meta = obj.get("metadata") or {}
+        where = f"{kind} {meta.get('name')!r}"
+        if kind in KINDS and obj.get("apiVersion") != KINDS[kind]:
+            problems.append(f"{where}: apiVersion must be {KINDS[kind]}, got {obj.get('apiVersion')!r}")
+        name = meta.get("name")
+        pattern = DNS1123_SUBDOMAIN if kind == "ConfigMap" else DNS1123_LABEL
+        if not isinstance(name, str) or not pattern.match(name):
+            problems.append(
+                f"{where}: metadata.name must be a DNS-1123 {'subdomain' if kind == 'ConfigMap' else 'label'}"
+            )
+        expected_name = values.config_map_name if kind == "ConfigMap" else values.name
+        if name != expected_name:
+            problems.append(f"{where}: metadata.name must be {expected_name!r}")
+        namespace = meta.get("namespace")
+        if not isinstance(namespace, str) or not DNS1123_LABEL.match(namespace):
+            problems.append(f"{where}: metadata.namespace must be a DNS-1123 label, got {namespace!r}")
+        elif namespace != values.namespace:
+            problems.append(f"{where}: metadata.namespace must be {values.namespace!r}, got {namespace!r}")
+        problems.extend(_label_problems(where, "metadata.labels", meta.get("labels")))
+    if not problems:
+        problems.extend(_deployment_problems(objects[2], values))
+    if problems:
+        raise ManifestError(
+            "rendered manifests failed their checks:\n" + "\n".join(f"  {p}" for p in problems)
+        )
+
+
+def _label_problems(where: str, field: str, labels: Any) -> list[str]:
+    if not isinstance(labels, dict):
+        return [f"{where}: {field} must be a mapping"]
+    out = []
+    for key, value in labels.items():
+        if not isinstance(key, str) or not LABEL_KEY.match(key):
+            out.append(f"{where}: {field}: invalid label key {key!r}")
+        if not isinstance(value, str) or not LABEL_VALUE.match(value):
+            out.append(
+                f"{where}: {field}[{key!r}]: invalid label value {value!r} (63 characters of [A-Za-z0-9_.-])"
+            )
+    return out
+
+
+def _deployment_problems(dep: dict[str, Any], values: ManifestValues) -> list[str]:
+    where = f"Deployment {values.name!r}"
+    spec = dep.get("spec") or {}
+    template = spec.get("template") or {}
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    problems = _label_problems(where, "spec.template.metadata.labels", labels)
+    selector = (spec.get("selector") or {}).get("matchLabels") or {}
+    if not selector or any(labels.get(k) != v for k, v in selector.items()):
+        problems.append(f"{where}: spec.selector.matchLabels must select the pod template's labels")
+    containers = (template.get("spec") or {}).get("containers") or []
+    if [c.get("image") for c in containers] != [values.image]:
+        problems.append(f"{where}: the only container's image must be {values.image!r}")
+    if spec.get("replicas") != values.replicas or isinstance(spec.get("replicas"), bool):
+        problems.append(f"{where}: spec.replicas must be {values.replicas}")
+    annotations = (dep.get("metadata") or {}).get("annotations") or {}
+    expected = {
+        "mlinfra.io/airflow-dag-id": values.dag_id,
+        "mlinfra.io/airflow-run-id": values.run_id,
+        "mlinfra.io/triggered-by": values.triggered_by,
+    }
+    if annotations != expected:
+        # A value that changed on the way through YAML was not rendered inertly.
+        problems.append(f"{where}: metadata.annotations do not read back as rendered")
+    return problems
+
+
+# --------------------------------------------------------------------------- live objects and diffs
+
+SERVER_FIELDS = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink")
+SERVER_ANNOTATIONS = ("deployment.kubernetes.io/revision", "kubectl.kubernetes.io/last-applied-configuration")
+
+
+def clean_live(obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A live object without what the server owns (status, uid, resourceVersion, ...): re-appliable."""
+    if obj is None:
+        return None
+    out = copy.deepcopy(obj)
+    out.pop("status", None)
+    meta = out.setdefault("metadata", {})
+    for key in SERVER_FIELDS:
+        meta.pop(key, None)
+    annotations = meta.get("annotations")
+    if isinstance(annotations, dict):
+        for key in SERVER_ANNOTATIONS:
+            annotations.pop(key, None)
+        if not annotations:
+            meta.pop("annotations")
+    return out
+
+
+def without_run_annotations(obj: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(obj)
+    meta = out.get("metadata") or {}
+    annotations = meta.get("annotations")
+    if isinstance(annotations, dict):
+        for key in RUN_ANNOTATIONS:
+            annotations.pop(key, None)
+        if not annotations:
+            meta.pop("annotations")
+    return out
+
+
+def is_subset(desired: Any, live: Any) -> bool:
+    """Every field of ``desired`` has the same value in ``live`` (lists: same length, item by item)."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(k in live and is_subset(v, live[k]) for k, v in desired.items())
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(desired) == len(live)
+            and all(is_subset(d, x) for d, x in zip(desired, live, strict=True))
+        )
+    # 1 == 1.0 is the same quantity; True == 1 is not the same field value.
+    return bool(desired == live) and isinstance(desired, bool) == isinstance(live, bool)
+
+
+def needs_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
+    """Whether applying ``desired`` would change ``live`` (run annotations alone do not count)."""
+    if live is None:
+        return True
+    return not is_subset(without_run_annotations(desired), live)
+
+
+def managed_view(desired: Any, live: Any) -> Any:
+    """``live`` reduced to the fields ``desired`` sets: what a diff of "our" fields compares."""
+    if isinstance(desired, dict):
+        if not isinstance(live, dict):
+            return live
+        return {k: managed_view(v, live[k]) for k, v in desired.items() if k in live}
+    if isinstance(desired, list) and isinstance(live, list):
+        return [managed_view(d, x) for d, x in zip(desired, live, strict=False)] + live[len(desired) :]
+    return live
+
+
+def diff_objects(desired: list[dict[str, Any]], live: Mapping[str, dict[str, Any] | None]) -> str:
+    """A unified diff (live -> desired) of the fields mlinfra manages, one section per object."""
+    import difflib
+
+    out: list[str] = []
+    for obj in desired:
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        current = live.get(kind)
+        want = without_run_annotations(obj)
+        have = without_run_annotations(managed_view(obj, current)) if current is not None else None
+        a = yaml.safe_dump(have, sort_keys=False, width=10_000).splitlines() if have is not None else []
+        b = yaml.safe_dump(want, sort_keys=False, width=10_000).splitlines()
+        label = f"{kind}/{name}"
+        lines = list(
+            difflib.unified_diff(
+                a,
+                b,
+                fromfile=f"live {label}" if have is not None else "(absent)",
+                tofile=f"new {label}",
+                lineterm="",
+            )
+        )
+        out.extend(lines if lines else [f"= {label}: unchanged"])
+    return "\n".join(out) + "\n"

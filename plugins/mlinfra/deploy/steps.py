@@ -1,0 +1,177 @@
+"""The ``model_deploy`` DAG's own steps as plain functions (the DAG file only wires them).
+
+Each takes its dependencies (fleet, records, a :class:`~mlinfra.deploy.kube.ManifestClient`)
+as arguments, so tests call them without Airflow::
+
+    plan = validate_and_record(conf, fleet=fleet, records=records, run_id="manual__1", triggered_by="ana")
+    rendered = render_plan(plan, fleet=fleet, client=client, records=records)
+    ...
+    finish(records, "manual__1")        # raises DeployFailed unless the deploy succeeded
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mlinfra.config import Fleet
+from mlinfra.deploy.kube import ManifestClient, current_replicas, snapshot
+from mlinfra.deploy.manifests import diff_objects, manifest_values, needs_apply, render_manifests
+from mlinfra.deploy.params import replica_bounds, validate_request
+from mlinfra.deploy.records import DeploymentRecords
+from mlinfra.exceptions import DeployFailed, DeployRequestError
+
+log = logging.getLogger(__name__)
+
+
+def validate_and_record(
+    conf: dict[str, Any] | None,
+    *,
+    fleet: Fleet,
+    records: DeploymentRecords,
+    run_id: str,
+    triggered_by: str,
+) -> dict[str, Any]:
+    """Validate the run's conf; record the deploy (a refused one too). Returns the plan."""
+    try:
+        request = validate_request(conf, fleet)
+    except DeployRequestError as e:
+        name = conf.get("model") if isinstance(conf, dict) else None
+        records.start(
+            run_id, model=str(name)[:255] if name is not None else "(none)", triggered_by=triggered_by
+        )
+        records.finish(run_id, "failed", reason=str(e))
+        raise
+    model = fleet.model(request.model)
+    records.start(
+        run_id,
+        model=model.name,
+        version=request.version,
+        image=request.image,
+        namespace=model.kubernetes.namespace,
+        deployment=model.kubernetes.deployment,
+        replicas=request.replicas,
+        triggered_by=triggered_by,
+    )
+    return {
+        **request.model_dump(),
+        "image": request.image,
+        "namespace": model.kubernetes.namespace,
+        "deployment": model.kubernetes.deployment,
+        "kubernetes_conn_id": model.kubernetes.conn_id,
+        "serving_conn_id": model.serving.conn_id,
+        "model_name": model.serving.model_name,
+        "grpc_target": model.serving.grpc_target,
+        "rest_url": model.serving.rest_url,
+        "run_id": run_id,
+        "triggered_by": triggered_by,
+    }
+
+
+def render_plan(
+    plan: dict[str, Any],
+    *,
+    fleet: Fleet,
+    client: ManifestClient,
+    records: DeploymentRecords,
+    dag_id: str = "model_deploy",
+    progress_deadline_seconds: int = 600,
+) -> dict[str, Any]:
+    """Render and check the manifests, diff them against the cluster (reads only).
+
+    Replicas: the request's, else what runs now (an autoscaler's choice survives a
+    deploy), else the model's ``min_replicas`` (at least 1). A dry run ends here,
+    recorded with outcome ``dry_run`` and the diff.
+    """
+    from mlinfra.deploy.params import DeployRequest
+
+    model = fleet.model(plan["model"])
+    request = DeployRequest.model_validate(
+        {
+            k: plan[k]
+            for k in ("model", "version", "image_tag", "replicas", "run_smoke", "auto_rollback", "dry_run")
+        }
+    ).model_copy(update={"image_repository": model.image.repository})
+    identity = [
+        {
+            "kind": "ConfigMap",
+            "metadata": {
+                "namespace": model.kubernetes.namespace,
+                "name": f"{model.kubernetes.deployment}-config",
+            },
+        },
+        {
+            "kind": "Service",
+            "metadata": {"namespace": model.kubernetes.namespace, "name": model.kubernetes.deployment},
+        },
+        {
+            "kind": "Deployment",
+            "metadata": {"namespace": model.kubernetes.namespace, "name": model.kubernetes.deployment},
+        },
+    ]
+    live = snapshot(client, identity)
+    low, high = replica_bounds(model)
+    running = current_replicas(live.get("Deployment"))
+    replicas = request.replicas or (min(max(running, low), high) if running else low)
+    values = manifest_values(
+        model,
+        request,
+        run_id=plan["run_id"],
+        replicas=replicas,
+        dag_id=dag_id,
+        triggered_by=plan.get("triggered_by") or "",
+        progress_deadline_seconds=progress_deadline_seconds,
+    )
+    rendered = render_manifests(values)
+    diff = diff_objects(rendered.objects, live)
+    changed = [
+        f"{o['kind']}/{o['metadata']['name']}"
+        for o in rendered.objects
+        if needs_apply(o, live.get(o["kind"]))
+    ]
+    records.update(plan["run_id"], replicas=replicas, diff=diff)
+    if plan.get("dry_run"):
+        records.finish(plan["run_id"], "dry_run")
+    return {
+        "objects": rendered.objects,
+        "text": rendered.text,
+        "diff": diff,
+        "changed": changed,
+        "replicas": replicas,
+    }
+
+
+def record_failure(records: DeploymentRecords, run_id: str, task_id: str, error: BaseException | str) -> None:
+    """Keep the first failure of a run as its reason (the one that started a rollback)."""
+    records.set_reason(run_id, f"{task_id}: {error}")
+
+
+def record_success(records: DeploymentRecords, run_id: str, smoke: dict[str, Any] | None) -> None:
+    records.finish(run_id, "succeeded", smoke=smoke)
+
+
+def finish(records: DeploymentRecords, run_id: str, *, smoke: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Close the run's record; :class:`DeployFailed` with the reason unless the deploy succeeded."""
+    record = records.get(run_id)
+    if record is None:
+        raise DeployFailed(f"run {run_id}: no deploy record (the request was never validated)")
+    if smoke is not None and record.smoke is None:
+        records.update(run_id, smoke=smoke)
+    if record.outcome is None:
+        # Nothing set an outcome: the run failed where no rollback could help (or was not allowed).
+        records.finish(run_id, "failed", reason="the deploy did not complete")
+        record = records.get(run_id)
+        if record is None:  # pragma: no cover - deleted concurrently
+            raise DeployFailed(f"run {run_id}: the deploy record disappeared")
+    if record.outcome in ("succeeded", "dry_run"):
+        return record.to_dict()
+    rollback = record.rollback or {}
+    detail = ""
+    if record.outcome == "rolled_back":
+        detail = " (rolled back"
+        if rollback.get("previous_version_available") is False:
+            detail += "; the previous version is NOT available: " + str(rollback.get("model_message"))
+        detail += ")"
+    raise DeployFailed(
+        f"deploy of {record.model} version {record.version} {record.outcome}{detail}: {record.reason or 'unknown reason'}"
+    )

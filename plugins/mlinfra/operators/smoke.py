@@ -1,0 +1,91 @@
+"""Smoke predictions against the exact new version, over gRPC and REST.
+
+::
+
+    TFServingSmokeTestOperator(task_id="smoke_test", model="half-plus-two", version=2)
+
+The fleet model names everything else: the TF Serving connection and addresses, the
+smoke file (``smoke_file``, format in :mod:`mlinfra.deploy.smoke`) and the latency SLO
+(``slo.p99_latency_ms``). The result table goes to the task log; the report is the
+return value (XCom) and is also pushed under the key ``smoke_report`` before a
+failure, so the deploy record keeps the figures of a failed test too.
+
+A failed smoke test fails the task without retries: a flaky pass on a retry must not
+promote a model that answered wrongly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from mlinfra.exceptions import SmokeFileError, SmokeTestFailed
+
+
+class TFServingSmokeTestOperator(BaseOperator):
+    """Run ``include/smoke/<model>.json`` against ``version`` of fleet model ``model``.
+
+    :param model: the fleet model's name (templated).
+    :param version: the model version to test (templated).
+    :param protocols: ``["grpc", "rest"]`` subset; default: the smoke file's.
+    :param smoke_file: a smoke file path overriding the fleet's (relative to include/).
+    :param run_smoke: ``False`` skips the task (templated, e.g. ``{{ params.run_smoke }}``).
+    """
+
+    template_fields: Sequence[str] = ("model", "version", "run_smoke")
+    ui_color = "#f5d5e0"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        version: int | str,
+        protocols: list[str] | None = None,
+        smoke_file: str | None = None,
+        run_smoke: bool | str = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model = model
+        self.version = version
+        self.protocols = protocols
+        self.smoke_file = smoke_file
+        self.run_smoke = run_smoke
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from mlinfra.config import load_fleet
+        from mlinfra.deploy.smoke import load_smoke_spec, run_smoke
+        from mlinfra.hooks.tf_serving import TFServingHook
+
+        if str(self.run_smoke).lower() in ("false", "0", "no"):
+            raise AirflowSkipException("run_smoke is off: no smoke predictions")
+        fleet = load_fleet()
+        model = fleet.model(self.model)
+        version = int(self.version)
+        try:
+            spec = load_smoke_spec(fleet.include_path(self.smoke_file or model.smoke_file))
+        except SmokeFileError as e:
+            raise AirflowFailException(str(e)) from e
+        with TFServingHook.for_model(model) as hook:
+            report = run_smoke(
+                hook,
+                model.serving.model_name,
+                version,
+                spec,
+                slo_p99_ms=model.slo.p99_latency_ms,
+                protocols=self.protocols,
+            )
+        self.log.info("smoke test of %s version %s:\n%s", model.name, version, report.table())
+        result = report.to_dict()
+        context["ti"].xcom_push(key="smoke_report", value=result)
+        if not report.passed:
+            error = SmokeTestFailed(
+                f"smoke test of {model.name} version {version} failed: " + "; ".join(report.problems)
+            )
+            raise AirflowFailException(str(error)) from error
+        return result

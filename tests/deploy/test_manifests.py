@@ -1,0 +1,222 @@
+"""Manifests: rendered in a sandbox, parsed back, checked; hostile values stay inert or are refused."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlinfra.deploy.manifests import (
+    ManifestValues,
+    diff_objects,
+    environment,
+    is_subset,
+    manifest_values,
+    needs_apply,
+    render_manifests,
+    to_yaml_value,
+)
+from mlinfra.deploy.params import validate_request
+from mlinfra.exceptions import ManifestError
+
+HOSTILE = [
+    'a"b',
+    "it's",
+    "line1\nline2",
+    "x\r\ny",
+    "&anchor value",
+    "*alias",
+    "{{ 7 * 7 }}",
+    "{% raw %}",
+    "key: value\nother: 1",
+    "- item",
+    "--- \n...",
+    "!!python/object:os.system",
+    "\u2028\u2029\x85",
+    "\x00\x07\t",
+    "emoji \U0001f600",
+    "\\n backslash",
+    "# comment",
+    "",
+]
+
+
+@pytest.fixture
+def values(fleet: Any) -> ManifestValues:
+    request = validate_request(
+        {"model": "resnet50-classifier", "version": 3, "image_tag": "2.14.1-gpu"}, fleet
+    )
+    return manifest_values(
+        fleet.model("resnet50-classifier"), request, run_id="manual__1", replicas=2, triggered_by="ana"
+    )
+
+
+def test_renders_the_three_objects_with_what_the_issue_asks_for(values: ManifestValues) -> None:
+    rendered = render_manifests(values)
+    config, service, dep = rendered.objects
+    assert [o["kind"] for o in rendered.objects] == ["ConfigMap", "Service", "Deployment"]
+    assert "specific { versions: 3 }" in config["data"]["models.config"]
+    assert 'name: "resnet50"' in config["data"]["models.config"]
+    assert 'path: "/monitoring/prometheus/metrics"' in config["data"]["monitoring.config"]
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"grpc": 8500, "http": 8501}
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "tensorflow/serving:2.14.1-gpu"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["readinessProbe"]["httpGet"] == {
+        "path": "/v1/models/resnet50/versions/3",
+        "port": "http",
+    }
+    assert "livenessProbe" in container
+    assert "--monitoring_config_file=/etc/tf-serving/monitoring.config" in container["args"]
+    assert dep["spec"]["template"]["metadata"]["labels"] == {
+        "app": "resnet50-classifier",
+        "model": "resnet50-classifier",
+        "version": "3",
+    }
+    assert dep["metadata"]["annotations"]["mlinfra.io/airflow-run-id"] == "manual__1"
+    assert dep["spec"]["replicas"] == 2
+    assert yaml.safe_load_all(rendered.text)  # the text is what was parsed
+
+
+def test_no_gpu_limit_for_a_cpu_model(fleet: Any) -> None:
+    request = validate_request({"model": "half-plus-two", "version": 1, "image_tag": "2.14.1"}, fleet)
+    dep = render_manifests(
+        manifest_values(fleet.model("half-plus-two"), request, run_id="r", replicas=1)
+    ).objects[2]
+    assert "nvidia.com/gpu" not in dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+
+
+def test_the_config_hash_changes_with_the_version(values: ManifestValues) -> None:
+    a = render_manifests(values).objects[2]["spec"]["template"]["metadata"]["annotations"]
+    b = render_manifests(replace(values, version=4)).objects[2]["spec"]["template"]["metadata"]["annotations"]
+    assert a["mlinfra.io/config-sha256"] != b["mlinfra.io/config-sha256"]
+
+
+@pytest.mark.parametrize("text", HOSTILE, ids=range(len(HOSTILE)))
+@pytest.mark.parametrize("field", ["run_id", "triggered_by", "dag_id"])
+def test_free_text_fields_render_inertly(values: ManifestValues, field: str, text: str) -> None:
+    rendered = render_manifests(replace(values, **{field: text}))
+    annotations = rendered.objects[2]["metadata"]["annotations"]
+    key = {
+        "run_id": "mlinfra.io/airflow-run-id",
+        "triggered_by": "mlinfra.io/triggered-by",
+        "dag_id": "mlinfra.io/airflow-dag-id",
+    }[field]
+    assert annotations[key] == text
+    # Nothing else moved: same keys everywhere as with a harmless value.
+    plain = render_manifests(values).objects
+    assert [sorted(o) for o in rendered.objects] == [sorted(o) for o in plain]
+    assert rendered.objects[2]["spec"] == plain[2]["spec"]
+
+
+@pytest.mark.parametrize("text", HOSTILE, ids=range(len(HOSTILE)))
+@pytest.mark.parametrize("field", ["name", "namespace", "model", "version_label", "image", "cpu", "memory"])
+def test_structured_fields_with_hostile_values_are_refused_or_inert(
+    values: ManifestValues, field: str, text: str
+) -> None:
+    changed = replace(values, **({"model_name": text} if field == "version_label" else {field: text}))
+    try:
+        rendered = render_manifests(changed)
+    except ManifestError:
+        return  # refused by the checks: fine
+    # Accepted: then the value reads back exactly, in the one place it belongs.
+    dep = rendered.objects[2]
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    if field == "image":
+        assert container["image"] == text
+    elif field in ("cpu", "memory"):
+        assert container["resources"]["limits"][field] == text
+    elif field == "version_label":
+        assert f"/v1/models/{text}/versions/3" == container["readinessProbe"]["httpGet"]["path"]
+    assert sorted(dep["spec"]) == sorted(render_manifests(values).objects[2]["spec"])
+
+
+def test_names_must_be_dns_1123(values: ManifestValues) -> None:
+    with pytest.raises(ManifestError, match="DNS-1123"):
+        render_manifests(replace(values, name="Bad_Name"))
+    with pytest.raises(ManifestError, match="metadata.namespace"):
+        render_manifests(replace(values, namespace="a" * 64))
+
+
+def test_the_model_config_escapes_its_strings(values: ManifestValues) -> None:
+    rendered = render_manifests(replace(values, model_name='x" } config { name: "evil'))
+    text = rendered.objects[0]["data"]["models.config"]
+    assert [line.strip() for line in text.splitlines()].count("config {") == 1
+    assert r'name: "x\" } config { name: \"evil"' in text
+
+
+def test_templates_cannot_reach_python_internals(tmp_path: Path) -> None:
+    from jinja2.exceptions import SecurityError
+
+    (tmp_path / "evil.yaml.j2").write_text("x: {{ name.__class__.__mro__[1].__subclasses__() }}\n")
+    with pytest.raises(SecurityError):
+        environment(tmp_path).get_template("evil.yaml.j2").render(name="a")
+
+
+def test_a_template_that_adds_yaml_structure_is_refused(tmp_path: Path, values: ManifestValues) -> None:
+    from mlinfra.deploy import manifests
+
+    for name in manifests.TEMPLATES:
+        (tmp_path / name).write_text((manifests.TEMPLATE_DIR / name).read_text())
+    (tmp_path / "service.yaml.j2").write_text(
+        (tmp_path / "service.yaml.j2").read_text() + "extra: &a 1\nmore: *a\n"
+    )
+    with pytest.raises(ManifestError, match="anchors, aliases or tags"):
+        render_manifests(values, tmp_path)
+
+
+def test_undefined_template_variables_fail(tmp_path: Path, values: ManifestValues) -> None:
+    from mlinfra.deploy import manifests
+
+    for name in manifests.TEMPLATES:
+        (tmp_path / name).write_text((manifests.TEMPLATE_DIR / name).read_text())
+    (tmp_path / "service.yaml.j2").write_text("x: {{ not_a_value }}\n")
+    with pytest.raises(ManifestError, match="not_a_value"):
+        render_manifests(values, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(None, "null"), (True, "true"), (3, "3"), ("a\nb", '"a\\x0ab"'), ({"k": [1, "v"]}, '{"k": [1, "v"]}')],
+)
+def test_values_become_inert_yaml(value: Any, text: str) -> None:
+    assert to_yaml_value(value) == text
+    assert yaml.safe_load(text) == value
+
+
+def test_non_finite_numbers_and_objects_are_refused() -> None:
+    with pytest.raises(ManifestError):
+        to_yaml_value(float("nan"))
+    with pytest.raises(ManifestError):
+        to_yaml_value(object())
+
+
+def test_changes_ignore_the_run_annotations_and_server_defaults(values: ManifestValues) -> None:
+    dep = render_manifests(values).objects[2]
+    live = {
+        **dep,
+        "status": {"replicas": 2},
+        "metadata": {**dep["metadata"], "uid": "u", "generation": 3, "annotations": {}},
+    }
+    assert not needs_apply(dep, live)
+    other_run = render_manifests(replace(values, run_id="manual__2")).objects[2]
+    assert not needs_apply(other_run, live)
+    assert needs_apply(render_manifests(replace(values, version=4)).objects[2], live)
+    assert needs_apply(dep, None)
+    assert is_subset({"a": [1, {"b": 2}]}, {"a": [1, {"b": 2, "c": 3}], "d": 4})
+    assert not is_subset({"a": True}, {"a": 1})
+
+
+def test_the_diff_shows_managed_fields_only(values: ManifestValues) -> None:
+    objects = render_manifests(values).objects
+    live_dep = {**objects[2], "status": {"replicas": 9}}
+    live_dep = {**live_dep, "spec": {**live_dep["spec"], "replicas": 1}}
+    diff = diff_objects(objects, {"ConfigMap": objects[0], "Service": None, "Deployment": live_dep})
+    assert "= ConfigMap/resnet50-classifier-config: unchanged" in diff
+    assert "+++ new Service/resnet50-classifier" in diff
+    assert "-  replicas: 1" in diff
+    assert "+  replicas: 2" in diff
+    assert "status" not in diff
