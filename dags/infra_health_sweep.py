@@ -11,6 +11,12 @@ Every five minutes: read every sensor of the fleet, keep the samples, export the
 * **write_sweep** stores all samples in one transaction at the run's logical time
   (re-running a run replaces its sweep), pushes them to the Pushgateway when the
   connection `prometheus_pushgateway` exists, and applies the store's retention.
+* **evaluate_rules** evaluates `include/alert_rules/*.yaml` (Prometheus rule files) at
+  the run's logical time on the fleet's engine (`rules.engine`: local over the store,
+  or Prometheus): recording rules write back to the store, alert states
+  (pending/firing/resolved) persist in the store, a bad rule file is logged with its
+  location while the others still run. Alerts go to Alertmanager when the connection
+  `alertmanager_default` exists; the firing ones go to XCom for the scaling step.
 
 Kubernetes and TF Serving are used only for fleet entries whose Airflow connections
 exist; the others are listed as *skipped* in the summary (XCom of `write_sweep`).
@@ -81,11 +87,27 @@ def infra_health_sweep() -> None:
             fleet=load_fleet(),
         )
 
+    @task
+    def evaluate_rules(_sweep: dict[str, Any]) -> dict[str, Any]:
+        from mlinfra.config import load_fleet
+        from mlinfra.rules.evaluate import evaluate_rules_for_sweep
+        from mlinfra.store import MetricsStore
+
+        context = get_current_context()
+        ti = context["ti"]
+        return evaluate_rules_for_sweep(
+            store=MetricsStore.from_connection(),
+            fleet=load_fleet(),
+            at=_sweep_time(context).timestamp(),
+            run_id=context["run_id"],
+            generator_url=getattr(ti, "log_url", "") or "",
+        )
+
     summaries = [
         collect.override(task_id=f"collect_{name}", task_display_name=f"collect {name}")(name)
         for name in COLLECTORS
     ]
-    write_sweep(summaries)
+    evaluate_rules(write_sweep(summaries))
 
 
 infra_health_sweep()

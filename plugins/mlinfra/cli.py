@@ -4,6 +4,9 @@
     mlinfra sweep [--collectors host,gpu] [--store-url sqlite:////tmp/s.db] [--json]
     mlinfra store series ml_cpu_usage_percent [--since 1h]
     mlinfra store retention [--keep 30d]
+    mlinfra rules check include/alert_rules/*.yaml
+    mlinfra rules test include/alert_rules/tests/*.yaml
+    mlinfra query 'ml_cpu_usage_percent{core="all"} > 85' [--time 2026-01-01T12:00:00Z]
 
 The store is the Airflow connection ``mlinfra_store`` (or the SQLite default under
 ``$AIRFLOW_HOME``) unless ``--store-url`` names another.
@@ -46,6 +49,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     retention = store.add_parser("retention", help="delete samples older than the retention")
     retention.add_argument("--keep", help="override the fleet's store.retention (e.g. 7d)")
     retention.add_argument("--store-url")
+
+    rules = sub.add_parser("rules", help="Prometheus rule files (like promtool)").add_subparsers(
+        dest="action", required=True
+    )
+    rules_check = rules.add_parser("check", help="validate rule files on the local engine")
+    rules_check.add_argument("files", nargs="+", metavar="FILE")
+    rules_test = rules.add_parser("test", help="run rule unit tests in promtool's test-file format")
+    rules_test.add_argument("files", nargs="+", metavar="FILE")
+
+    query = sub.add_parser("query", help="evaluate a PromQL expression on the store (local engine)")
+    query.add_argument("expr", metavar="EXPR")
+    query.add_argument("--time", help="evaluation time: epoch seconds or RFC 3339 (default: now)")
+    query.add_argument("--store-url")
 
     args = parser.parse_args(argv)
     try:
@@ -126,7 +142,60 @@ def _dispatch(args: argparse.Namespace) -> int:
         deleted, series = store.apply_retention(time.time() - keep)
         print(f"deleted {deleted} samples and {series} empty series older than {format_duration(keep)}")
         return 0
+    if args.command == "rules" and args.action == "check":
+        from mlinfra.rules.promtool import check_rule_files
+
+        return check_rule_files(args.files)
+
+    if args.command == "rules" and args.action == "test":
+        from mlinfra.rules.promtool import run_test_files
+
+        return run_test_files(args.files)
+
+    if args.command == "query":
+        return _query(args)
     raise AssertionError(f"unhandled command {args}")  # argparse's required= makes this unreachable
+
+
+def parse_time(text: str | None) -> float:
+    """``--time``: epoch seconds, RFC 3339 (``2026-01-01T12:00:00Z``), or now when absent."""
+    from datetime import UTC, datetime
+
+    if text is None or text == "now":
+        return time.time()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise MlinfraError(f"--time {text!r}: use epoch seconds or RFC 3339 (2026-01-01T12:00:00Z)") from None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+
+
+def _query(args: argparse.Namespace) -> int:
+    from mlinfra.rules.engine import QueryError
+    from mlinfra.rules.local import LocalEngine
+    from mlinfra.rules.templates import go_float
+
+    at = parse_time(args.time)
+    engine = LocalEngine(_store(args.store_url))
+    try:
+        result = engine.instant(args.expr, at)
+    except QueryError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if isinstance(result, float | int):
+        print(f"scalar: {go_float(float(result))}")
+        return 0
+    for s in sorted(result, key=lambda s: sorted(s.labels.items())):
+        name = s.labels.get("__name__", "")
+        labels = ", ".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()) if k != "__name__")
+        print(f"{name}{{{labels}}} => {go_float(s.value)} @[{at:.3f}]")
+    if not result:
+        print("empty result")
+    return 0
 
 
 if __name__ == "__main__":

@@ -141,3 +141,33 @@ class InvalidRuleFile(RuleFileError):
 
 class AlertmanagerError(MlinfraError):
     """Alertmanager refused the alerts or could not be reached; the message names the URL and status."""
+
+
+class ScaleRequestError(MlinfraError):
+    """A manual scale request (the model_scale form or a run's conf) is invalid.
+
+    ``problems`` holds one line per problem, each naming the parameter and what is accepted.
+    """
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid scale request:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class ScaleFailed(MlinfraError):
+    """A Deployment could not be scaled: the API refused, the count changed under us, or it timed out."""
+
+
+class ScaleForbidden(ScaleFailed):
+    """The service account may not do what scaling needs; names the verb, resource and namespace.
+
+    ``verb``, ``resource`` (``deployments/scale``...), ``api_group`` and ``namespace``
+    say exactly which permission is missing (``include/k8s/rbac.yaml`` grants them).
+    """
+
+    def __init__(self, message: str, *, verb: str, resource: str, api_group: str, namespace: str):
+        self.verb = verb
+        self.resource = resource
+        self.api_group = api_group
+        self.namespace = namespace
+        super().__init__(message)

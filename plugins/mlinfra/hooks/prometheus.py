@@ -1,0 +1,226 @@
+"""Query a Prometheus server's HTTP API (``/api/v1/query``).
+
+The Airflow connection (default ``prometheus_default``, type ``prometheus``) is an
+HTTP address: schema (``http``/``https``, default ``http``), host, port, optional
+login/password (basic auth), and extras ``timeout`` (seconds, default 10) and
+``path_prefix`` (for a Prometheus served under a path, ``--web.route-prefix``)::
+
+    AIRFLOW_CONN_PROMETHEUS_DEFAULT='{"conn_type": "prometheus", "host": "prometheus",
+        "port": 9090, "extra": {"timeout": 5}}'
+
+    hook = PrometheusHook()
+    hook.query('sum(up)', at=1_800_000_000.0)
+    # {'resultType': 'vector', 'result': [{'metric': {}, 'value': [1800000000, '3']}]}
+
+An explicit ``base_url`` (or ``timeout``) beats the connection; with ``base_url``
+no connection is needed at all. Every failure raises :class:`PrometheusError`
+naming the server, the HTTP status and Prometheus's ``errorType``/``error``;
+refused connections and timeouts raise :class:`PrometheusUnavailable`.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+
+from mlinfra.exceptions import MlinfraError, PrometheusError, PrometheusUnavailable
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["DEFAULT_TIMEOUT", "PrometheusConfigError", "PrometheusHook"]
+
+DEFAULT_TIMEOUT = 10.0
+
+
+class PrometheusConfigError(MlinfraError):
+    """The connection does not describe a usable Prometheus address."""
+
+
+class PrometheusHook(BaseHook):
+    """Client of one Prometheus server's HTTP API.
+
+    :param prometheus_conn_id: Airflow connection (type ``prometheus``; any HTTP-like type works).
+    :param base_url: ``http(s)://host:port[/prefix]``; beats the connection (which is then not read).
+    :param timeout: seconds per request; beats the connection's ``timeout`` extra.
+    """
+
+    conn_name_attr = "prometheus_conn_id"
+    default_conn_name = "prometheus_default"
+    conn_type = "prometheus"
+    hook_name = "Prometheus"
+
+    def __init__(
+        self,
+        prometheus_conn_id: str = default_conn_name,
+        *,
+        base_url: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.prometheus_conn_id = prometheus_conn_id
+        self._base_url_arg = base_url
+        if timeout is not None and timeout <= 0:
+            raise PrometheusConfigError(f"timeout must be > 0 seconds, got {timeout!r}")
+        self._timeout_arg = timeout
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": [],
+            "relabeling": {"schema": "Scheme (http/https)"},
+            "placeholders": {
+                "schema": "http",
+                "host": "prometheus.monitoring.svc.cluster.local",
+                "port": "9090",
+                "extra": json.dumps({"timeout": 10, "path_prefix": ""}),
+            },
+        }
+
+    # ------------------------------------------------------------------ settings
+
+    @cached_property
+    def _connection(self) -> Any:
+        return self.get_connection(self.prometheus_conn_id)
+
+    @cached_property
+    def _extras(self) -> dict[str, Any]:
+        if self._base_url_arg is not None:
+            return {}
+        extras = self._connection.extra_dejson
+        return extras if isinstance(extras, dict) else {}
+
+    @cached_property
+    def base_url(self) -> str:
+        """The server's base URL, without a trailing slash."""
+        if self._base_url_arg:
+            return self._base_url_arg.rstrip("/")
+        conn = self._connection
+        if not conn.host:
+            raise PrometheusConfigError(
+                f"connection {self.prometheus_conn_id!r} has no host; set it to the Prometheus server's host"
+            )
+        host = str(conn.host).rstrip("/")
+        if "://" in host:
+            url = host
+        else:
+            scheme = (conn.schema or "http").lower()
+            if scheme not in ("http", "https"):
+                raise PrometheusConfigError(
+                    f"connection {self.prometheus_conn_id!r} has schema {conn.schema!r}; use 'http' or 'https'"
+                )
+            url = f"{scheme}://{host}"
+        if conn.port and url.split("://", 1)[1].find(":") < 0:
+            url = f"{url}:{conn.port}"
+        prefix = str(self._extras.get("path_prefix") or "").strip("/")
+        return f"{url}/{prefix}" if prefix else url
+
+    @cached_property
+    def timeout(self) -> float:
+        if self._timeout_arg is not None:
+            return float(self._timeout_arg)
+        raw = self._extras.get("timeout")
+        if raw in (None, ""):
+            return DEFAULT_TIMEOUT
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise PrometheusConfigError(
+                f"connection {self.prometheus_conn_id!r}: extra 'timeout' must be a number of seconds, got {raw!r}"
+            ) from None
+        if value <= 0:
+            raise PrometheusConfigError(
+                f"connection {self.prometheus_conn_id!r}: extra 'timeout' must be > 0, got {raw!r}"
+            )
+        return value
+
+    @cached_property
+    def _auth(self) -> tuple[str, str] | None:
+        if self._base_url_arg is not None:
+            return None
+        conn = self._connection
+        return (conn.login, conn.password or "") if conn.login else None
+
+    @cached_property
+    def http(self) -> httpx.Client:
+        import httpx
+
+        return httpx.Client(timeout=self.timeout, auth=self._auth)
+
+    def get_conn(self) -> httpx.Client:
+        return self.http
+
+    def close(self) -> None:
+        if "http" in self.__dict__:
+            self.http.close()
+            del self.__dict__["http"]
+
+    def __enter__(self) -> PrometheusHook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ API
+
+    def query(self, expr: str, at: float) -> dict[str, Any]:
+        """The ``data`` of ``GET /api/v1/query?query=expr&time=at``: ``resultType`` and ``result``."""
+        params = {"query": expr, "time": _format_time(at), "timeout": f"{self.timeout:g}s"}
+        return self._get("/api/v1/query", params)
+
+    def _get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+        import httpx
+
+        url = self.base_url + path
+        try:
+            response = self.http.get(url, params=params)
+        except httpx.TimeoutException as e:
+            raise PrometheusUnavailable(
+                f"Prometheus at {self.base_url} did not answer {path} within {self.timeout:g} s "
+                f"({type(e).__name__})",
+                server=self.base_url,
+            ) from e
+        except httpx.HTTPError as e:
+            raise PrometheusUnavailable(
+                f"Prometheus at {self.base_url} is unreachable: {type(e).__name__}: {e}", server=self.base_url
+            ) from e
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise PrometheusError(
+                f"Prometheus at {self.base_url} answered {path} with HTTP {response.status_code} and no "
+                f"API response: {response.text[:200]!r}",
+                server=self.base_url,
+                status=response.status_code,
+            )
+        if body.get("status") != "success" or response.status_code >= 400:
+            error_type = str(body.get("errorType") or "")
+            error = str(body.get("error") or "")
+            # Prometheus reports its own query timeout as errorType "timeout" (HTTP 503).
+            cls = PrometheusUnavailable if error_type == "timeout" else PrometheusError
+            raise cls(
+                f"Prometheus at {self.base_url} answered {path} with HTTP {response.status_code}: "
+                f"{error_type or 'error'}: {error or repr(body)}",
+                server=self.base_url,
+                status=response.status_code,
+                error_type=error_type,
+                error=error,
+            )
+        data = body.get("data")
+        if not isinstance(data, dict):
+            raise PrometheusError(
+                f"Prometheus at {self.base_url} answered {path} without a data object",
+                server=self.base_url,
+                status=response.status_code,
+            )
+        return data
+
+
+def _format_time(at: float) -> str:
+    # Milliseconds are Prometheus's resolution; a fixed format keeps URLs stable.
+    return f"{float(at):.3f}"

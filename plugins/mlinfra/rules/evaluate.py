@@ -1,0 +1,406 @@
+"""Evaluate rule groups at one instant: recording rules write back, alerting rules move their state.
+
+As Prometheus does, the rules of a group run in order, so a recording rule's
+output (written to the store at ``t``) is visible to the rules after it; an
+evaluation error of one rule is reported with its name and never stops the
+others::
+
+    rules = load_rules("include/alert_rules", engine=engine)
+    result = evaluate_groups(rules.groups, engine, at=t, store=store, states=StoreAlertStates(store))
+    result.firing        # [EvaluatedAlert(labels={'alertname': 'HighCPUUsage', ...}, state='firing', ...)]
+    result.errors        # [RuleEvaluationError(file=..., group='host', rule='X', message='...')]
+
+The sweep's ``evaluate_rules`` task runs :func:`evaluate_rules_for_sweep`: load
+``include/alert_rules`` (a bad file is logged once with its location, the others
+still run), evaluate at the run's logical time with the fleet's engine, persist the
+alert states, post to Alertmanager when its connection exists, and return the
+firing alerts as small dicts for XCom.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlinfra.rules.alerts import (
+    ActiveAlert,
+    AlertInstance,
+    DuplicateLabelSetError,
+    advance,
+    count_active,
+)
+from mlinfra.rules.engine import InstantSample, QueryError, QueryResult
+from mlinfra.rules.files import Rule, RuleGroup
+from mlinfra.rules.state import AlertStates, MemoryAlertStates
+from mlinfra.rules.templates import TemplateData
+from mlinfra.samples import Sample
+
+if TYPE_CHECKING:
+    from mlinfra.config import Fleet
+    from mlinfra.rules.engine import QueryEngine
+    from mlinfra.store import MetricsStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RULES_DIR = Path(__file__).resolve().parents[3] / "include" / "alert_rules"
+# Prometheus's default --rules.alert.resend-delay.
+RESEND_DELAY = 60.0
+
+
+@dataclass(frozen=True)
+class EvaluatedAlert:
+    """An alert after an evaluation (pending, firing or recently resolved)."""
+
+    group: str
+    file: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    state: str
+    active_at: float
+    value: float
+    fired_at: float | None = None
+    resolved_at: float | None = None
+
+    @property
+    def alertname(self) -> str:
+        return self.labels.get("alertname", "")
+
+    def to_xcom(self) -> dict[str, Any]:
+        """A small JSON-safe dict (what the scaling step reads)."""
+        return {
+            "alertname": self.alertname,
+            "labels": dict(self.labels),
+            "annotations": dict(self.annotations),
+            "state": self.state,
+            "active_at": self.active_at,
+            "fired_at": self.fired_at,
+            "value": self.value if math.isfinite(self.value) else str(self.value),
+            "group": self.group,
+        }
+
+
+@dataclass(frozen=True)
+class RuleEvaluationError:
+    file: str
+    group: str
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: group {self.group!r}, rule {self.rule!r}: {self.message}"
+
+
+@dataclass
+class EvaluationResult:
+    at: float
+    alerts: list[EvaluatedAlert] = field(default_factory=list)
+    errors: list[RuleEvaluationError] = field(default_factory=list)
+    recorded: int = 0
+    rules: int = 0
+
+    @property
+    def firing(self) -> list[EvaluatedAlert]:
+        return [a for a in self.alerts if a.state == "firing"]
+
+    @property
+    def pending(self) -> list[EvaluatedAlert]:
+        return [a for a in self.alerts if a.state == "pending"]
+
+    @property
+    def resolved(self) -> list[EvaluatedAlert]:
+        return [a for a in self.alerts if a.state == "resolved"]
+
+
+class _RuleFailed(Exception):
+    pass
+
+
+class _Evaluator:
+    """Runs expressions at one instant, sharing the engine's reads between writes when it can."""
+
+    def __init__(self, engine: QueryEngine, at: float):
+        self.engine = engine
+        self.at = at
+        self._stack: contextlib.ExitStack | None = None
+        self._session: Any = None
+
+    def instant(self, expr: str) -> QueryResult:
+        opener = getattr(self.engine, "session", None)
+        if opener is None:
+            return self.engine.instant(expr, self.at)
+        if self._session is None:
+            self._stack = contextlib.ExitStack()
+            self._session = self._stack.enter_context(opener(self.at))
+        result: QueryResult = self._session.instant(expr)
+        return result
+
+    def close(self) -> None:
+        """End the shared read (before writing: a new session sees the write)."""
+        if self._stack is not None:
+            self._stack.close()
+        self._stack, self._session = None, None
+
+
+def _as_vector(result: QueryResult) -> list[InstantSample]:
+    if isinstance(result, float | int):
+        return [InstantSample({}, float(result))]
+    return list(result)
+
+
+def _render_labels_and_annotations(
+    rule: Rule, sample: InstantSample, external_labels: Mapping[str, str], external_url: str
+) -> AlertInstance:
+    data = TemplateData(
+        labels=dict(sample.labels),
+        value=sample.value,
+        external_labels=external_labels,
+        external_url=external_url,
+    )
+    labels = {k: v for k, v in sample.labels.items() if k != "__name__"}
+    for name, tmpl in rule.label_templates.items():
+        labels[name] = tmpl.render(data)
+    labels["alertname"] = rule.name
+    # Prometheus drops labels whose value renders empty.
+    labels = {k: v for k, v in labels.items() if v != ""}
+    annotations = {name: tmpl.render(data) for name, tmpl in rule.annotation_templates.items()}
+    return AlertInstance(labels=labels, annotations=annotations, value=sample.value)
+
+
+def evaluate_groups(
+    groups: Sequence[RuleGroup],
+    engine: QueryEngine,
+    *,
+    at: float,
+    store: MetricsStore | None = None,
+    states: AlertStates | None = None,
+    run_id: str | None = None,
+    external_labels: Mapping[str, str] | None = None,
+    external_url: str = "",
+) -> EvaluationResult:
+    """Evaluate every group at ``at`` (seconds); see the module docstring.
+
+    ``store`` receives recording rules' output (none is written without one);
+    ``states`` holds the alert states between evaluations (in memory by default).
+    """
+    states = states if states is not None else MemoryAlertStates()
+    result = EvaluationResult(at=at)
+    ext = dict(external_labels or {})
+    for group in groups:
+        _evaluate_group(group, engine, at, store, states, run_id, ext, external_url, result)
+    return result
+
+
+def _evaluate_group(
+    group: RuleGroup,
+    engine: QueryEngine,
+    at: float,
+    store: MetricsStore | None,
+    states: AlertStates,
+    run_id: str | None,
+    ext: dict[str, str],
+    external_url: str,
+    result: EvaluationResult,
+) -> None:
+    file_key = group.file_name
+    previous = states.load(file_key, group.name, before=at)
+    new_states: dict[str, ActiveAlert] = {}
+    transitions = []
+    group_errors: list[str] = []
+    evaluator = _Evaluator(engine, at)
+    try:
+        for rule in group.rules:
+            result.rules += 1
+            rule_previous = {fp: a for fp, a in previous.items() if a.alertname == rule.name}
+            try:
+                if rule.is_alert:
+                    rule_states, rule_transitions = _evaluate_alert(
+                        rule, group, evaluator, at, rule_previous, ext, external_url
+                    )
+                    new_states.update(rule_states)
+                    transitions.extend(rule_transitions)
+                else:
+                    result.recorded += _evaluate_record(rule, group, evaluator, at, store)
+            except _RuleFailed as e:
+                if rule.is_alert:
+                    new_states.update(rule_previous)  # Prometheus keeps the state on a failed evaluation
+                error = RuleEvaluationError(group.file, group.name, rule.name, str(e))
+                result.errors.append(error)
+                group_errors.append(f"{rule.name}: {e}")
+                log.warning("rule evaluation failed: %s", error)
+    finally:
+        evaluator.close()
+    states.save(file_key, group.name, at, new_states, transitions, run_id=run_id, errors=group_errors)
+    for a in new_states.values():
+        result.alerts.append(
+            EvaluatedAlert(
+                group=group.name,
+                file=file_key,
+                labels=dict(a.labels),
+                annotations=dict(a.annotations),
+                state=a.state,
+                active_at=a.active_at,
+                value=a.value,
+                fired_at=a.fired_at,
+                resolved_at=a.resolved_at,
+            )
+        )
+
+
+def _query(evaluator: _Evaluator, rule: Rule) -> list[InstantSample]:
+    try:
+        return _as_vector(evaluator.instant(rule.expr))
+    except QueryError as e:
+        raise _RuleFailed(str(e)) from None
+    except Exception as e:  # an engine bug must not stop the other rules either
+        log.exception("rule %s: unexpected engine failure", rule.name)
+        raise _RuleFailed(f"{type(e).__name__}: {e}") from None
+
+
+def _evaluate_alert(
+    rule: Rule,
+    group: RuleGroup,
+    evaluator: _Evaluator,
+    at: float,
+    previous: dict[str, ActiveAlert],
+    ext: dict[str, str],
+    external_url: str,
+) -> tuple[dict[str, ActiveAlert], list[Any]]:
+    vector = _query(evaluator, rule)
+    instances = [_render_labels_and_annotations(rule, s, ext, external_url) for s in vector]
+    try:
+        new, transitions = advance(
+            previous, instances, at=at, hold=rule.for_, keep_firing_for=rule.keep_firing_for
+        )
+    except DuplicateLabelSetError as e:
+        raise _RuleFailed(str(e)) from None
+    if group.limit > 0 and count_active(new) > group.limit:
+        raise _RuleFailed(f"exceeded limit of {group.limit} with {count_active(new)} alerts")
+    return new, transitions
+
+
+def _evaluate_record(
+    rule: Rule, group: RuleGroup, evaluator: _Evaluator, at: float, store: MetricsStore | None
+) -> int:
+    vector = _query(evaluator, rule)
+    samples: dict[tuple[tuple[str, str], ...], Sample] = {}
+    for s in vector:
+        labels = {k: v for k, v in s.labels.items() if k != "__name__"}
+        labels.update(rule.labels)
+        labels = {k: v for k, v in labels.items() if v != ""}
+        key = tuple(sorted(labels.items()))
+        if key in samples:
+            raise _RuleFailed("vector contains metrics with the same labelset after applying rule labels")
+        samples[key] = Sample(rule.name, labels, s.value, at)
+    if group.limit > 0 and len(samples) > group.limit:
+        raise _RuleFailed(f"exceeded limit {group.limit} with {len(samples)} series")
+    if store is None or not samples:
+        return len(samples)
+    evaluator.close()  # the next rule must read what is written now
+    store.write_samples(samples.values())
+    return len(samples)
+
+
+# ---------------------------------------------------------------------- the sweep's task
+
+
+def _log_load_errors(errors_by_file: Mapping[str, Sequence[object]]) -> None:
+    for file, problems in errors_by_file.items():
+        log.error(
+            "rule file %s refused (%d problem(s)); its rules are not evaluated:\n  %s",
+            file,
+            len(problems),
+            "\n  ".join(str(p) for p in problems),
+        )
+
+
+def evaluate_rules_for_sweep(
+    *,
+    store: MetricsStore,
+    fleet: Fleet,
+    at: float,
+    run_id: str | None = None,
+    rules_dir: str | Path | None = None,
+    generator_url: str = "",
+    engine: QueryEngine | None = None,
+    post_alerts: Callable[[Sequence[EvaluatedAlert], float, float], Any] | None = None,
+    now: Callable[[], float] = time.time,
+) -> dict[str, Any]:
+    """The Airflow-independent body of the sweep's ``evaluate_rules`` task.
+
+    Returns ``{"firing": [...small dicts...], "pending": n, "resolved": n,
+    "errors": [...], "load_errors": [...], "posted": n | None}``. ``post_alerts``
+    receives (alerts, evaluation time, group interval) and defaults to the
+    Alertmanager connection ``alertmanager_default`` when it exists.
+    """
+    from mlinfra.rules.files import load_rules
+    from mlinfra.rules.state import StoreAlertStates
+
+    if engine is None:
+        from mlinfra.rules.engines import engine_for_fleet
+
+        engine = engine_for_fleet(fleet, store)
+    rules = load_rules([rules_dir or DEFAULT_RULES_DIR], engine=engine)
+    _log_load_errors(rules.errors_by_file())
+    states = StoreAlertStates(store)
+    result = evaluate_groups(rules.groups, engine, at=at, store=store, states=states, run_id=run_id)
+    # Per-evaluation snapshots are only needed to continue (or backfill) recent evaluations.
+    states.prune(now() - fleet.store.retention)
+    log.info(
+        "rules at %s: %d rules in %d groups, %d recorded samples, %d firing, %d pending, %d errors",
+        at,
+        result.rules,
+        len(rules.groups),
+        result.recorded,
+        len(result.firing),
+        len(result.pending),
+        len(result.errors),
+    )
+    for a in result.firing:
+        log.info("firing: %s %s", a.alertname, dict(a.labels))
+
+    interval = 300.0
+    posted: int | None = None
+    to_send = [a for a in result.alerts if a.state in ("firing", "resolved")]
+    if post_alerts is None:
+        post_alerts = _alertmanager_poster(generator_url)
+    if post_alerts is not None:
+        # An evaluation of the past (a backfill) would reach Alertmanager already expired.
+        if now() - at > 4 * max(RESEND_DELAY, interval):
+            log.info("evaluation time %s is in the past: alerts not posted to Alertmanager", at)
+        elif to_send:
+            posted = post_alerts(to_send, at, interval)
+        else:
+            posted = 0
+    return {
+        "at": at,
+        "firing": [a.to_xcom() for a in result.firing],
+        "pending": len(result.pending),
+        "resolved": len(result.resolved),
+        "errors": [str(e) for e in result.errors],
+        "load_errors": [str(e) for e in rules.errors],
+        "recorded": result.recorded,
+        "posted": posted,
+    }
+
+
+def _alertmanager_poster(
+    generator_url: str,
+) -> Callable[[Sequence[EvaluatedAlert], float, float], int] | None:
+    from mlinfra.connections import connection_exists
+    from mlinfra.hooks.alertmanager import AlertmanagerHook
+
+    if not connection_exists(AlertmanagerHook.default_conn_name):
+        log.info("no Airflow connection %s: alerts not posted", AlertmanagerHook.default_conn_name)
+        return None
+
+    def post(alerts: Sequence[EvaluatedAlert], at: float, interval: float) -> int:
+        hook = AlertmanagerHook()
+        return hook.post_alerts(alerts, generator_url=generator_url, at=at, interval=interval)
+
+    return post

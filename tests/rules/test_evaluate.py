@@ -1,0 +1,132 @@
+"""Evaluating rule groups at an instant on the real local engine over a SQLite store."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from mlinfra.config import load_fleet
+from mlinfra.rules.evaluate import evaluate_groups, evaluate_rules_for_sweep
+from mlinfra.rules.files import load_rule_file
+from mlinfra.rules.local import LocalEngine
+from mlinfra.rules.state import StoreAlertStates
+from mlinfra.samples import Sample
+from mlinfra.store import LabelMatcher, MetricsStore
+
+T0 = 1_800_000_000.0
+
+RULES = """
+groups:
+  - name: chain
+    rules:
+      - record: host:cpu:max
+        expr: max by (host) (ml_cpu_usage_percent)
+      - alert: HostHot
+        expr: host:cpu:max > 80
+        labels:
+          severity: "{{ if_not_used }}"
+        annotations:
+          summary: "{{ $labels.host }} at {{ $value }}%"
+      - alert: Clash
+        expr: '{__name__=~"dup_.*"}'
+      - alert: After
+        expr: ml_cpu_usage_percent > 0
+  - name: limited
+    limit: 1
+    rules:
+      - alert: TooMany
+        expr: ml_cpu_usage_percent > 0
+"""
+
+
+def _rules(tmp_path: Path, engine: LocalEngine):  # type: ignore[no-untyped-def]
+    path = tmp_path / "chain.yaml"
+    path.write_text(textwrap.dedent(RULES).replace('"{{ if_not_used }}"', "page"))
+    return load_rule_file(path, engine=engine)
+
+
+def _load(store: MetricsStore, at: float) -> None:
+    store.write_sweep(
+        at,
+        [
+            Sample("ml_cpu_usage_percent", {"host": "a", "core": "0"}, 95.0),
+            Sample("ml_cpu_usage_percent", {"host": "a", "core": "1"}, 20.0),
+            Sample("ml_cpu_usage_percent", {"host": "b", "core": "0"}, 10.0),
+            Sample("dup_one", {"x": "1"}, 1.0),
+            Sample("dup_two", {"x": "1"}, 2.0),
+        ],
+    )
+
+
+def test_recorded_series_are_written_at_t_and_seen_by_later_rules(
+    tmp_path: Path, sqlite_store: MetricsStore
+) -> None:
+    engine = LocalEngine(sqlite_store)
+    _load(sqlite_store, T0)
+    result = evaluate_groups(_rules(tmp_path, engine), engine, at=T0, store=sqlite_store)
+    recorded = sqlite_store.query_range("host:cpu:max", [LabelMatcher("host", "=", "a")], T0, T0)
+    assert [(s.labels, pts) for s, pts in recorded] == [({"host": "a"}, [(T0, 95.0)])]
+    hot = [a for a in result.firing if a.alertname == "HostHot"]
+    assert [(a.labels, a.annotations, a.value) for a in hot] == [
+        ({"alertname": "HostHot", "host": "a", "severity": "page"}, {"summary": "a at 95%"}, 95.0)
+    ]
+    assert result.recorded == 2
+
+
+def test_one_rules_error_is_reported_by_name_and_the_others_still_run(
+    tmp_path: Path, sqlite_store: MetricsStore
+) -> None:
+    engine = LocalEngine(sqlite_store)
+    _load(sqlite_store, T0)
+    result = evaluate_groups(_rules(tmp_path, engine), engine, at=T0, store=sqlite_store)
+    errors = {(e.group, e.rule): e.message for e in result.errors}
+    assert "same labelset" in errors[("chain", "Clash")]
+    assert errors[("limited", "TooMany")] == "exceeded limit of 1 with 3 alerts"
+    # The rule after the failing one ran.
+    assert len([a for a in result.firing if a.alertname == "After"]) == 3
+    assert str(result.errors[0]).endswith(
+        "rule 'Clash': vector contains metrics with the same labelset after applying alert labels"
+    )
+
+
+def test_sweep_function_persists_posts_live_evaluations_and_returns_xcom(
+    tmp_path: Path, sqlite_store: MetricsStore
+) -> None:
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "chain.yaml").write_text(textwrap.dedent(RULES).replace('"{{ if_not_used }}"', "page"))
+    posted: list[tuple[list[str], float, float]] = []
+
+    def post(alerts, at, interval):  # type: ignore[no-untyped-def]
+        posted.append((sorted(f"{a.alertname}:{a.state}" for a in alerts), at, interval))
+        return len(alerts)
+
+    _load(sqlite_store, T0)
+    out = evaluate_rules_for_sweep(
+        store=sqlite_store,
+        fleet=load_fleet(),
+        at=T0,
+        run_id="run-1",
+        rules_dir=rules_dir,
+        post_alerts=post,
+        now=lambda: T0 + 30,
+    )
+    assert out["posted"] == 4
+    assert posted[0][1:] == (T0, 300.0)
+    assert "HostHot:firing" in posted[0][0]
+    assert {a["alertname"] for a in out["firing"]} == {"HostHot", "After"}
+    assert all(isinstance(a["labels"], dict) and a["state"] == "firing" for a in out["firing"])
+    assert len(out["errors"]) == 2
+    assert StoreAlertStates(sqlite_store).current(state="firing")
+
+    # A backfill (evaluation time long past): evaluated and persisted, not posted.
+    out = evaluate_rules_for_sweep(
+        store=sqlite_store,
+        fleet=load_fleet(),
+        at=T0,
+        rules_dir=rules_dir,
+        post_alerts=post,
+        now=lambda: T0 + 86400,
+    )
+    assert out["posted"] is None
+    assert len(posted) == 1

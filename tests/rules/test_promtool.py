@@ -1,0 +1,127 @@
+"""The promtool-format runner's pieces: expanding notation, series, Go formatting, exit codes."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from mlinfra.rules.promtool import (
+    STALE,
+    UnitTestFileError,
+    expand_values,
+    go_duration,
+    go_float_e,
+    go_labels,
+    model_duration,
+    parse_series,
+    run_test_file,
+    run_test_files,
+)
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1+2x3", [1, 3, 5, 7]),
+        ("5-1x3", [5, 4, 3, 2]),
+        ("1x3", [1, 1, 1, 1]),
+        ("0x2", [0, 0, 0]),  # no hexadecimal in series values: "0x2" is 0 repeated
+        ("_ 1 _x2 3", [None, 1, None, None, 3]),
+        ("-1+1x2", [-1, 0, 1]),
+        ("1 2 3", [1, 2, 3]),
+        ("1.5e3 -2", [1500, -2]),
+        ("stale 4", [STALE, 4]),
+        ("", []),
+    ],
+)
+def test_expanding_notation(text: str, expected: list[object]) -> None:
+    assert expand_values(text) == expected
+
+
+def test_special_values() -> None:
+    inf, nan, minus_inf = expand_values("Inf NaN -Inf")
+    assert inf == math.inf and minus_inf == -math.inf  # noqa: PT018
+    assert isinstance(nan, float)
+    assert math.isnan(nan)
+
+
+@pytest.mark.parametrize("text", ["1+x3", "abc", "1x", "1x2.5", "1 % 2"])
+def test_bad_notation_is_an_error(text: str) -> None:
+    with pytest.raises(UnitTestFileError, match="bad series values"):
+        expand_values(text)
+
+
+def test_series() -> None:
+    assert parse_series('up{job="a", le="+Inf"}') == ("up", {"job": "a", "le": "+Inf"})
+    assert parse_series('{__name__="x:y", a="b"}') == ("x:y", {"a": "b"})
+    with pytest.raises(UnitTestFileError):
+        parse_series('up{job=~"a"}')
+    with pytest.raises(UnitTestFileError):
+        parse_series("rate(up[5m])")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "go", "model"),
+    [
+        (0, "0s", "0s"),
+        (90, "1m30s", "1m30s"),
+        (3600, "1h0m0s", "1h"),
+        (0.5, "500ms", "500ms"),
+        (864000, "240h0m0s", "10d"),
+        (604800, "168h0m0s", "1w"),
+    ],
+)
+def test_durations_print_like_go_and_prometheus(seconds: float, go: str, model: str) -> None:
+    assert go_duration(seconds) == go
+    assert model_duration(seconds) == model
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (1, "1E+00"),
+        (0.15, "1.5E-01"),
+        (1234.5, "1.2345E+03"),
+        (-2e-7, "-2E-07"),
+        (math.nan, "NaN"),
+        (math.inf, "+Inf"),
+    ],
+)
+def test_sample_values_print_like_go(value: float, expected: str) -> None:
+    assert go_float_e(value) == expected
+
+
+def test_labels_print_like_prometheus() -> None:
+    assert go_labels({"b": 'say "hi"', "a": "x\ny"}) == '{a="x\\ny", b="say \\"hi\\""}'
+
+
+def test_exit_codes_and_report(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert run_test_files([DATA / "edge_test.yaml"]) == 0
+    assert run_test_files([DATA / "edge_test.yaml", DATA / "failing_test.yaml"]) == 1
+    out = capsys.readouterr()
+    assert out.out.count("  SUCCESS") == 2
+    assert "alertname: HighMemoryUsage, time: 6m" in out.err
+
+
+def test_stale_markers_fail_the_group_explicitly(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "stale_test.yaml"
+    f.write_text(
+        "rule_files: []\ntests:\n  - input_series:\n      - series: up\n        values: '1 stale'\n"
+        "    promql_expr_test:\n      - expr: up\n        eval_time: 0m\n        exp_samples: [{labels: 'up', value: 1}]\n"
+    )
+    assert run_test_file(f) is False
+    assert "stale markers are not supported" in capsys.readouterr().err
+
+
+def test_unknown_fields_and_missing_rule_files(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "bad_test.yaml"
+    f.write_text("rule_files: [nope.yaml]\nevaluation_intervl: 1m\ntests: []\n")
+    assert run_test_file(f) is False
+    assert "field evaluation_intervl not found in type main.unitTestFile" in capsys.readouterr().err
+    f.write_text("rule_files: [nope.yaml]\ntests: []\n")
+    assert run_test_file(f) is False
+    assert "no such file or directory" in capsys.readouterr().err

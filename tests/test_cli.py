@@ -1,0 +1,49 @@
+"""The command line: rules check / rules test / query (the other commands are covered by their modules' tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlinfra.cli import main, parse_time
+from mlinfra.samples import Sample
+from mlinfra.store import MetricsStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_rules_check_accepts_the_shipped_files_and_refuses_a_bad_one(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    shipped = sorted(str(p) for p in (ROOT / "include" / "alert_rules").glob("*.yaml"))
+    assert main(["rules", "check", *shipped]) == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("groups:\n  - name: g\n    rules:\n      - alert: X\n        expr: topk(2, up)\n")
+    assert main(["rules", "check", shipped[0], str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:5: group 'g', rule 'X': expr: unsupported by the local engine" in err
+
+
+def test_rules_test_exit_code(capsys) -> None:  # type: ignore[no-untyped-def]
+    data = ROOT / "tests" / "rules" / "data"
+    assert main(["rules", "test", str(data / "edge_test.yaml")]) == 0
+    assert main(["rules", "test", str(data / "failing_test.yaml")]) == 1
+    assert "exp:" in capsys.readouterr().err
+
+
+def test_query_evaluates_on_the_store(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = MetricsStore.from_url(url)
+    store.write_sweep(1_800_000_000, [Sample("ml_cpu_usage_percent", {"core": "all", "host": "h"}, 91.5)])
+    assert main(["query", "ml_cpu_usage_percent > 85", "--time", "1800000060", "--store-url", url]) == 0
+    assert 'ml_cpu_usage_percent{core="all", host="h"} => 91.5' in capsys.readouterr().out
+    assert (
+        main(["query", "sum(ml_cpu_usage_percent) * 2", "--time", "2027-01-15T08:10:00Z", "--store-url", url])
+        == 0
+    )
+    assert "empty result" in capsys.readouterr().out  # 10 minutes after the sample: outside the lookback
+    assert main(["query", "topk(1, up)", "--store-url", url]) == 1
+    assert "unsupported by the local engine" in capsys.readouterr().err
+
+
+def test_parse_time() -> None:
+    assert parse_time("1800000000") == 1_800_000_000.0
+    assert parse_time("2027-01-15T08:00:00Z") == 1_800_000_000.0
+    assert parse_time("2027-01-15T08:00:00+01:00") == 1_800_000_000.0 - 3600
