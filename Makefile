@@ -21,11 +21,12 @@ AIRFLOW_ENV := AIRFLOW_HOME=$(AIRFLOW_HOME) \
 	AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://localhost:$(AIRFLOW_PORT)/execution/ \
 	PATH=$(ROOT)/$(BIN):$$PATH
 
-.PHONY: help setup run test test-fast lint format bench clean
+.PHONY: help setup run demo test test-fast lint format bench clean compose-models compose-up
 
 help:
 	@echo "make run    - start Airflow (standalone) with this checkout's DAGs on http://localhost:$(AIRFLOW_PORT)"
 	@echo "make test   - lint, type-check and run every test suite (integration ones start real servers)"
+	@echo "make demo   - make run + a SIMULATED cluster (Kubernetes API + TF Serving stand-ins, simulated GPUs)"
 	@echo "make setup  - create $(VENV) and install the pinned dependencies (pip's cache is reused)"
 	@echo "make lint   - ruff (with Airflow's AIR rules) and mypy on plugins/mlinfra"
 	@echo "make bench  - run the benchmarks in bench/ and print their ratios"
@@ -46,6 +47,17 @@ run: setup
 	@echo "Password:    $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated (written on first start)"
 	@echo "Metrics store (default): $(AIRFLOW_HOME)/mlinfra/store.db"
 	$(AIRFLOW_ENV) $(BIN)/airflow standalone
+
+# The embedded Airflow wired to local stand-ins: nothing touches a real cluster.
+demo: setup
+	@AIRFLOW_PORT=$(AIRFLOW_PORT) scripts/demo.sh
+
+compose-models: setup
+	scripts/build_compose_models.sh
+
+compose-up: compose-models
+	scripts/compose_env.sh
+	docker compose up --build -d
 
 test: setup lint
 	@set +e; MLINFRA_REQUIRE_INTEGRATION=$${MLINFRA_REQUIRE_INTEGRATION:-0} $(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
@@ -68,4 +80,4 @@ bench: setup
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) .airflow-test .pytest_cache .mypy_cache .ruff_cache build *.egg-info plugins/*.egg-info
+	rm -rf $(VENV) .demo .airflow-test .pytest_cache .mypy_cache .ruff_cache build *.egg-info plugins/*.egg-info

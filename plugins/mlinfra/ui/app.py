@@ -1,0 +1,276 @@
+"""The FastAPI app the Airflow API server mounts under ``/mlinfra`` (see :mod:`mlinfra.plugin`).
+
+Routes (all behind Airflow's own authentication: the UI's session cookie or an
+``Authorization: Bearer <JWT>`` from ``POST /auth/token``; 401/403 otherwise):
+
+=================================  =====================================================
+``GET /mlinfra/fleet``              the "ML Fleet" page (``?hours=1|6|24``)
+``GET /mlinfra/api/fleet``          the same data as JSON
+``GET /mlinfra/metrics``            the latest sweep in the Prometheus text format
+``GET /mlinfra/audit/{ns}/{name}``  every deploy and scale event of one Deployment
+``GET /mlinfra/reports/{day}/{f}``  a daily report's ``report.html|json|csv``
+=================================  =====================================================
+
+Build it yourself for tests or another server::
+
+    app = create_app(store=lambda: MetricsStore.from_url("sqlite:///:memory:"), fleet=load_fleet)
+
+Who may see it: any user the auth manager lets see the Airflow website
+(``AccessView.WEBSITE``), the same check as Airflow's own UI pages.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+
+from mlinfra.config import Fleet, load_fleet
+from mlinfra.export import render_exposition
+from mlinfra.samples import Sample
+from mlinfra.store import MetricsStore
+from mlinfra.ui.fleet import DEFAULT_HOURS, find_report, latest_sweep_samples, read_audit, read_fleet_view
+from mlinfra.ui.sparkline import sparkline
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES = HERE / "templates"
+STATIC = HERE / "static"
+STATIC_TYPES = {".svg": "image/svg+xml", ".css": "text/css; charset=utf-8"}
+REPORT_FILES = {
+    "report.html": "text/html; charset=utf-8",
+    "report.json": "application/json",
+    "report.csv": "text/csv; charset=utf-8",
+}
+DEMO_ENV = "MLINFRA_DEMO"
+# The classic text format, named as Prometheus 2.x expects it (prometheus_client's
+# CONTENT_TYPE_LATEST now says version=1.0.0, which older scrapers do not know).
+EXPOSITION_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+URL_PREFIX = "/mlinfra"
+
+
+def demo_mode() -> bool:
+    """True under ``make demo``: the page says that the cluster is simulated."""
+    return os.environ.get(DEMO_ENV, "") not in ("", "0", "false", "no")
+
+
+def airflow_base_path() -> str:
+    """The path Airflow's UI lives under (``[api] base_url``), '' at the root."""
+    from airflow.configuration import conf
+
+    base = conf.get("api", "base_url", fallback="") or ""
+    return urlsplit(base).path.rstrip("/")
+
+
+def dag_run_url(base: str, dag_id: str | None, run_id: str | None) -> str | None:
+    """The Airflow UI page of a DAG run."""
+    if not dag_id or not run_id:
+        return None
+    return f"{base}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+
+
+# ---------------------------------------------------------------------- formatting (Jinja filters)
+
+
+def _ago(ts: float | None, now: float | None = None) -> str:
+    if ts is None:
+        return "never"
+    delta = (time.time() if now is None else now) - ts
+    future = delta < 0
+    delta = abs(delta)
+    if delta < 90:
+        text = f"{int(delta)}s"
+    elif delta < 90 * 60:
+        text = f"{int(delta // 60)}m"
+    elif delta < 36 * 3600:
+        text = f"{delta / 3600:.1f}h"
+    else:
+        text = f"{delta / 86400:.1f}d"
+    return f"in {text}" if future else f"{text} ago"
+
+
+def _utc(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    return f"{int(seconds // 60)}m {int(seconds % 60):02d}s"
+
+
+def _gib(value: float | None) -> str:
+    return "" if value is None else f"{value / 2**30:.1f} GiB"
+
+
+def _num(value: Any, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{float(value):.{digits}f}"
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        ago=_ago, utc=_utc, duration=_duration, gib=_gib, num=_num, quote=lambda s: quote(str(s))
+    )
+    # sparkline() escapes every text it embeds, so its markup is safe as is.
+    env.globals["spark"] = lambda *a, **kw: Markup(sparkline(*a, **kw))
+    return env
+
+
+# ---------------------------------------------------------------------- the app
+
+
+def _require_airflow_user() -> Callable[..., Any]:
+    """Airflow's own dependency: the request's user must be allowed to see the website."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+    from airflow.api_fastapi.core_api.security import requires_access_view
+
+    return requires_access_view(AccessView.WEBSITE)
+
+
+def create_app(
+    *,
+    store: Callable[[], MetricsStore] = MetricsStore.from_connection,
+    fleet: Callable[[], Fleet] = load_fleet,
+    auth: Callable[..., Any] | None = None,
+) -> FastAPI:
+    """The mlinfra UI app. ``store``/``fleet`` are factories called per request (tests pass their own).
+
+    ``auth`` is the FastAPI dependency every route depends on; the default is
+    Airflow's ``requires_access_view(AccessView.WEBSITE)``.
+    """
+    app = FastAPI(
+        title="mlinfra",
+        description="ML Fleet page, its JSON and the latest sweep for Prometheus",
+        dependencies=[Depends(auth or _require_airflow_user())],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    templates = _environment()
+
+    def render(name: str, request: Request, **context: Any) -> HTMLResponse:
+        html = templates.get_template(name).render(
+            prefix=str(request.scope.get("root_path", "")).rstrip("/") or URL_PREFIX,
+            airflow=airflow_base_path(),
+            demo=demo_mode(),
+            now=time.time(),
+            run_url=lambda dag_id, run_id: dag_run_url(airflow_base_path(), dag_id, run_id),
+            **context,
+        )
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+    @app.exception_handler(HTTPException)
+    async def friendly_auth_errors(request: Request, exc: HTTPException) -> Response:
+        # A browser that lost its session gets a page with a way back in, with the same status.
+        if exc.status_code in (401, 403) and "text/html" in request.headers.get("accept", ""):
+            login = f"{airflow_base_path()}/auth/login?next={quote(str(request.url.path))}"
+            what = (
+                "Sign in to Airflow" if exc.status_code == 401 else "Your Airflow user may not see this page"
+            )
+            body = (
+                f"<!doctype html><title>mlinfra: {exc.status_code}</title><body style='font-family:sans-serif'>"
+                f"<h1>{what}</h1><p>{exc.detail}</p><p><a href='{login}' target='_top'>Sign in</a></p>"
+            )
+            return HTMLResponse(body, status_code=exc.status_code)
+        return await http_exception_handler(request, exc)
+
+    def view(hours: float) -> dict[str, Any]:
+        data = read_fleet_view(store(), fleet(), hours=hours)
+        data["demo"] = demo_mode()
+        return data
+
+    @app.get("/", include_in_schema=False)
+    def index(request: Request) -> RedirectResponse:
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/fleet")
+
+    @app.get("/fleet", response_class=HTMLResponse)
+    def fleet_page(request: Request, hours: float = Query(DEFAULT_HOURS, gt=0, le=24 * 14)) -> HTMLResponse:
+        s = store()
+        return render("fleet.html", request, view=view(hours), store_description=s.description)
+
+    @app.get("/api/fleet")
+    def fleet_json(hours: float = Query(DEFAULT_HOURS, gt=0, le=24 * 14)) -> JSONResponse:
+        return JSONResponse(_json_safe(view(hours)), headers={"Cache-Control": "no-store"})
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        ts, samples = latest_sweep_samples(store())
+        if ts is not None:
+            samples.append(Sample("mlinfra_latest_sweep_timestamp_seconds", {}, ts))
+        return Response(render_exposition(samples), media_type=EXPOSITION_TYPE)
+
+    @app.get("/audit/{namespace}/{deployment}", response_class=HTMLResponse)
+    def audit(request: Request, namespace: str, deployment: str) -> HTMLResponse:
+        return render("audit.html", request, audit=read_audit(store(), fleet(), namespace, deployment))
+
+    @app.get("/reports/{day}/{name}")
+    def report_file(day: str, name: str) -> Response:
+        if name not in REPORT_FILES:
+            raise HTTPException(404, f"no such report file {name!r}; one of {sorted(REPORT_FILES)}")
+        row = find_report(store(), day)
+        if row is None:
+            raise HTTPException(404, f"no report for {day} in the store (run metrics_report for that day)")
+        content = _read_report(str(row["path"]), name)
+        return Response(content, media_type=REPORT_FILES[name])
+
+    @app.get("/static/{name}")
+    def static(name: str) -> Response:
+        path = STATIC / name
+        if path.suffix not in STATIC_TYPES or path.parent != STATIC or not path.is_file():
+            raise HTTPException(404, "not found")
+        return Response(path.read_bytes(), media_type=STATIC_TYPES[path.suffix])
+
+    return app
+
+
+def _read_report(folder: str, name: str) -> bytes:
+    """``name`` inside the report folder ``folder`` (a ``file://`` URL, a path, or any object-store URL)."""
+    parts = urlsplit(folder)
+    try:
+        if parts.scheme in ("", "file"):
+            return (Path(unquote(parts.path)) / name).read_bytes()
+        from airflow.sdk import ObjectStoragePath
+
+        return (ObjectStoragePath(folder) / name).read_bytes()
+    except FileNotFoundError as e:
+        raise HTTPException(404, f"{name} is missing from {folder}") from e
+    except OSError as e:
+        raise HTTPException(502, f"cannot read {name} from {folder}: {e}") from e
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf are not JSON: they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value

@@ -1,0 +1,554 @@
+"""What the "ML Fleet" page shows, read from the metrics store: one plain dict, also served as JSON.
+
+    >>> view = read_fleet_view(MetricsStore.from_connection(), load_fleet(), hours=6)
+    >>> [(m["name"], m["deployed_version"], m["replicas"]["available"]) for m in view["models"]]
+    [('half-plus-two', 2, 1), ('resnet50-classifier', None, 2)]
+
+Sections and where they come from:
+
+* ``models``: the fleet file, the latest sweep (``kube_deployment_*`` and the
+  serving collector's ``mlinfra_serving_*`` samples), ``mlinfra_deployments``
+  (last deploy and its smoke result) and the firing alerts whose labels name the model;
+* ``gpus``: ``ml_gpu_*`` series over the last ``hours`` (one entry per host and GPU);
+* ``alerts``: ``mlinfra_alerts`` rows that are firing or pending;
+* ``deployments``, ``scale_events``, ``reports``: the newest rows of
+  ``mlinfra_deployments``, ``mlinfra_scale_events``, ``mlinfra_reports``.
+
+Every table is read by name through reflection, never through the writer's
+module: a table another feature has not created yet (scaling, reports on a fresh
+store) is an empty section listed in ``missing_tables``, never an error page.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from mlinfra.samples import Sample
+from mlinfra.store import LabelMatcher, samples_table, series_table, sweeps_table
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from mlinfra.config import Fleet, Model
+    from mlinfra.store import MetricsStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOURS = 6.0
+# Sparklines never need more points than they have pixels.
+MAX_POINTS = 120
+# "Current" values: the newest sample of each series within this window before the latest sweep
+# (a collector skipped in the latest sweep still shows its last reading, marked by its age).
+CURRENT_WINDOW_S = 15 * 60
+RECENT_ROWS = 20
+
+TABLES = ("mlinfra_alerts", "mlinfra_deployments", "mlinfra_scale_events", "mlinfra_reports")
+
+GPU_METRICS = {
+    "utilization": "ml_gpu_utilization_percent",
+    "memory_used": "ml_gpu_memory_used_bytes",
+    "memory_total": "ml_gpu_memory_total_bytes",
+    "temperature": "ml_gpu_temperature_celsius",
+}
+
+
+def read_fleet_view(
+    store: MetricsStore,
+    fleet: Fleet,
+    *,
+    hours: float = DEFAULT_HOURS,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Everything the fleet page shows, as JSON-ready data (times are epoch seconds).
+
+    ``now`` defaults to the wall clock; the charts end at the latest sweep when the
+    store has nothing newer (a store filled by a backfill still shows its data).
+    """
+    now = time.time() if now is None else now
+    store.create_schema()
+    with store.engine.connect() as conn:
+        present = {name for name in TABLES if sa.inspect(conn).has_table(name)}
+        sweep = _latest_sweep(conn)
+        alerts = _alerts(conn) if "mlinfra_alerts" in present else []
+        deployments = _deployments(conn) if "mlinfra_deployments" in present else []
+        scale_events = _scale_events(conn) if "mlinfra_scale_events" in present else []
+        reports = _reports(conn) if "mlinfra_reports" in present else []
+    end = now
+    if sweep and now - sweep["ts"] > hours * 3600:
+        end = sweep["ts"]  # only old data (a backfill, a stopped scheduler): show it, not an empty window
+    current = _current_samples(store, sweep["ts"] if sweep else None)
+    firing = [a for a in alerts if a["state"] == "firing"]
+    models = [_model_view(m, current, deployments, firing) for m in fleet.models]
+    return {
+        "generated_at": now,
+        "window": {"start": end - hours * 3600, "end": end, "hours": hours},
+        "sweep": None if sweep is None else {**sweep, "age_seconds": max(0.0, now - sweep["ts"])},
+        "summary": {
+            "models": len(models),
+            "healthy": sum(1 for m in models if m["health"] == "healthy"),
+            "firing": len(firing),
+            "pending": sum(1 for a in alerts if a["state"] == "pending"),
+        },
+        "models": models,
+        "gpus": _gpu_views(store, end - hours * 3600, end),
+        "alerts": alerts,
+        "deployments": deployments,
+        "scale_events": scale_events,
+        "reports": reports,
+        "missing_tables": sorted(set(TABLES) - present),
+    }
+
+
+# ---------------------------------------------------------------------- store reads
+
+
+def _table(conn: Connection, name: str) -> sa.Table:
+    return sa.Table(name, sa.MetaData(), autoload_with=conn)
+
+
+def _json(value: Any) -> Any:
+    if value is None or not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _seconds(value: Any) -> float | None:
+    """A stored time (ms integer, or a datetime) as epoch seconds."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    return float(value) / 1000.0
+
+
+def _latest_sweep(conn: Connection) -> dict[str, Any] | None:
+    t = sweeps_table
+    row = conn.execute(
+        sa.select(t.c.ts, t.c.run_id, t.c.samples, t.c.summary).order_by(t.c.ts.desc()).limit(1)
+    ).first()
+    if row is None:
+        return None
+    return {
+        "ts": row.ts / 1000.0,
+        "run_id": row.run_id,
+        "samples": row.samples,
+        "summary": _json(row.summary),
+    }
+
+
+def _alerts(conn: Connection) -> list[dict[str, Any]]:
+    t = _table(conn, "mlinfra_alerts")
+    rows = conn.execute(sa.select(t).where(t.c.state.in_(("firing", "pending")))).mappings().all()
+    out = [
+        {
+            "alert": r["alert"],
+            "state": r["state"],
+            "labels": _json(r["labels"]) or {},
+            "annotations": _json(r["annotations"]) or {},
+            "value": r.get("value"),
+            "active_at": _seconds(r.get("active_at")),
+            "fired_at": _seconds(r.get("fired_at")),
+            "eval_ts": _seconds(r.get("eval_ts")),
+            "run_id": r.get("run_id"),
+            "group": r.get("group"),
+            "file": r.get("file"),
+        }
+        for r in rows
+    ]
+    severity_rank = {"critical": 0, "page": 0, "warning": 1, "info": 2}
+    out.sort(
+        key=lambda a: (
+            a["state"] != "firing",
+            severity_rank.get(str(a["labels"].get("severity", "")).lower(), 3),
+            a["alert"],
+        )
+    )
+    return out
+
+
+def _deployments(conn: Connection, *, limit: int = RECENT_ROWS) -> list[dict[str, Any]]:
+    t = _table(conn, "mlinfra_deployments")
+    rows = conn.execute(sa.select(t).order_by(t.c.started_at.desc()).limit(limit)).mappings().all()
+    out = []
+    for r in rows:
+        started, ended = _seconds(r.get("started_at")), _seconds(r.get("ended_at"))
+        out.append(
+            {
+                "run_id": r.get("run_id"),
+                "model": r.get("model"),
+                "version": r.get("version"),
+                "image": r.get("image"),
+                "namespace": r.get("namespace"),
+                "deployment": r.get("deployment"),
+                "replicas": r.get("replicas"),
+                "triggered_by": r.get("triggered_by"),
+                "started_at": started,
+                "ended_at": ended,
+                "duration_s": (ended - started) if started is not None and ended is not None else None,
+                "outcome": r.get("outcome") or "running",
+                "reason": r.get("reason"),
+                "smoke": _smoke_summary(_json(r.get("smoke"))),
+                "dag_id": "model_deploy",
+            }
+        )
+    return out
+
+
+def _smoke_summary(smoke: Any) -> dict[str, Any] | None:
+    if not isinstance(smoke, Mapping):
+        return None
+    protocols = smoke.get("protocols") or {}
+    p99s = [float(p["p99_ms"]) for p in protocols.values() if isinstance(p, Mapping) and p.get("p99_ms")]
+    return {
+        "passed": smoke.get("passed"),
+        "skipped": smoke.get("skipped"),
+        "version": smoke.get("version"),
+        "requests": sum(int(p.get("requests") or 0) for p in protocols.values() if isinstance(p, Mapping)),
+        "p99_ms": max(p99s) if p99s else None,
+        "slo_p99_ms": smoke.get("slo_p99_ms"),
+        "problems": list(smoke.get("problems") or [])[:3],
+    }
+
+
+def _scale_events(conn: Connection, *, limit: int = RECENT_ROWS) -> list[dict[str, Any]]:
+    t = _table(conn, "mlinfra_scale_events")
+    rows = conn.execute(sa.select(t).order_by(t.c.ts.desc()).limit(limit)).mappings().all()
+    return [
+        {
+            "ts": _seconds(r.get("ts")),
+            "model": r.get("model"),
+            "namespace": r.get("namespace"),
+            "deployment": r.get("deployment"),
+            "from_replicas": r.get("from_replicas"),
+            "to_replicas": r.get("to_replicas"),
+            "reason": r.get("reason"),
+            "trigger": r.get("trigger"),
+            "run_id": r.get("run_id"),
+            "dry_run": bool(r.get("dry_run")),
+            "outcome": r.get("outcome"),
+            "message": r.get("message"),
+            "decision": _json(r.get("decision")),
+            "dag_id": _dag_of_scale_run(r.get("run_id")),
+        }
+        for r in rows
+    ]
+
+
+def _dag_of_scale_run(run_id: str | None) -> str:
+    # Scale events come from the sweep (alert/metric triggers) or from the manual
+    # model_scale DAG; the sweep's runs are the scheduled ones.
+    return "infra_health_sweep" if run_id and run_id.startswith("scheduled__") else "model_scale"
+
+
+def _reports(conn: Connection) -> list[dict[str, Any]]:
+    t = _table(conn, "mlinfra_reports")
+    rows = conn.execute(sa.select(t).order_by(t.c.interval_start.desc()).limit(RECENT_ROWS)).mappings().all()
+    out = []
+    for r in rows:
+        start = _seconds(r.get("interval_start"))
+        out.append(
+            {
+                "interval_start": start,
+                "interval_end": _seconds(r.get("interval_end")),
+                "day": datetime.fromtimestamp(start or 0, UTC).strftime("%Y-%m-%d"),
+                "path": r.get("path"),
+                "status": r.get("status"),
+                "summary": _json(r.get("summary")),
+                "run_id": r.get("run_id"),
+                "dag_id": "metrics_report",
+            }
+        )
+    return out
+
+
+def _current_samples(store: MetricsStore, latest: float | None) -> list[Sample]:
+    """The newest sample of every series within :data:`CURRENT_WINDOW_S` before ``latest``."""
+    if latest is None:
+        return []
+    out = []
+    for name in (
+        "kube_deployment_spec_replicas",
+        "kube_deployment_status_replicas_available",
+        "kube_deployment_status_replicas_ready",
+        "mlinfra_serving_up",
+        "mlinfra_serving_model_version_available",
+    ):
+        for series, points in store.query_range(name, (), latest - CURRENT_WINDOW_S, latest):
+            t, v = points[-1]
+            out.append(Sample(series.name, series.labels, v, t))
+    return out
+
+
+def latest_sweep_samples(store: MetricsStore) -> tuple[float | None, list[Sample]]:
+    """The latest sweep's time and samples (what ``/mlinfra/metrics`` exposes)."""
+    store.create_schema()
+    with store.engine.connect() as conn:
+        latest = conn.execute(sa.select(sa.func.max(sweeps_table.c.ts))).scalar()
+        if latest is None:
+            return None, []
+        rows = conn.execute(
+            sa.select(series_table.c.name, series_table.c.labels, samples_table.c.value)
+            .join(series_table, series_table.c.id == samples_table.c.series_id)
+            .where(samples_table.c.ts == latest)
+        ).all()
+    samples = [
+        Sample(name, json.loads(labels), math.nan if value is None else value) for name, labels, value in rows
+    ]
+    return latest / 1000.0, samples
+
+
+# ---------------------------------------------------------------------- models
+
+
+def _matching(samples: Iterable[Sample], name: str, **labels: str) -> list[Sample]:
+    return [s for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+
+
+def _one(samples: Iterable[Sample], name: str, **labels: str) -> float | None:
+    found = _matching(samples, name, **labels)
+    return found[0].value if found else None
+
+
+def _alert_names_model(alert: Mapping[str, Any], model: Model) -> bool:
+    labels = alert["labels"]
+    k = model.kubernetes
+    return (
+        labels.get("model") in (model.name, model.serving.model_name)
+        or labels.get("model_name") == model.serving.model_name
+        or (labels.get("deployment") == k.deployment and labels.get("namespace", k.namespace) == k.namespace)
+    )
+
+
+def _model_view(
+    model: Model,
+    current: Sequence[Sample],
+    deployments: Sequence[Mapping[str, Any]],
+    firing: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    k = model.kubernetes
+    where = {"namespace": k.namespace, "deployment": k.deployment}
+    desired = _one(current, "kube_deployment_spec_replicas", **where)
+    available = _one(current, "kube_deployment_status_replicas_available", **where)
+    serving_up = _one(current, "mlinfra_serving_up", model=model.name)
+    versions = sorted(
+        int(s.labels["version"])
+        for s in _matching(current, "mlinfra_serving_model_version_available", model=model.name)
+        if s.value >= 1 and s.labels.get("version", "").isdigit()
+    )
+    mine = [d for d in deployments if d["model"] == model.name]
+    last = mine[0] if mine else None
+    promoted = next((d for d in mine if d["outcome"] == "succeeded"), None)
+    smoked = next((d for d in mine if d["smoke"] is not None), None)
+    alerts = [a for a in firing if _alert_names_model(a, model)]
+
+    deployed_version = versions[-1] if versions else (promoted["version"] if promoted else None)
+    health, reasons = _health(desired, available, serving_up, alerts, last)
+    return {
+        "name": model.name,
+        "namespace": k.namespace,
+        "deployment": k.deployment,
+        "kubernetes_conn_id": k.conn_id,
+        "serving_conn_id": model.serving.conn_id,
+        "serving_model": model.serving.model_name,
+        "deployed_version": deployed_version,
+        "serving_versions": versions,
+        "image": (promoted or {}).get("image"),
+        "replicas": {
+            "desired": None if desired is None else int(desired),
+            "available": None if available is None else int(available),
+            "min": model.scaling.min_replicas,
+            "max": model.scaling.max_replicas,
+        },
+        "serving_up": None if serving_up is None else serving_up >= 1,
+        "health": health,
+        "health_reasons": reasons,
+        "firing_alerts": [a["alert"] for a in alerts],
+        "last_deploy": last,
+        "last_smoke": None if smoked is None else {**(smoked["smoke"] or {}), "run_id": smoked["run_id"]},
+        "slo": {"p99_latency_ms": model.slo.p99_latency_ms, "error_rate": model.slo.error_rate},
+    }
+
+
+def _health(
+    desired: float | None,
+    available: float | None,
+    serving_up: float | None,
+    alerts: Sequence[Mapping[str, Any]],
+    last: Mapping[str, Any] | None,
+) -> tuple[str, list[str]]:
+    """``healthy`` | ``degraded`` | ``down`` | ``unknown``, and why (one line per reason)."""
+    reasons: list[str] = []
+    down = False
+    if desired is not None and available is not None:
+        if desired > 0 and available <= 0:
+            down = True
+            reasons.append(f"0 of {int(desired)} replicas available")
+        elif available < desired:
+            reasons.append(f"{int(available)} of {int(desired)} replicas available")
+    if serving_up is not None and serving_up < 1:
+        down = True
+        reasons.append("TF Serving does not answer")
+    reasons.extend(f"alert {a['alert']} firing" for a in alerts)
+    if last is not None and last.get("outcome") in ("failed", "rolled_back"):
+        reasons.append(f"last deploy {str(last['outcome']).replace('_', ' ')}")
+    if down:
+        return "down", reasons
+    if reasons:
+        return "degraded", reasons
+    if desired is None and serving_up is None:
+        return "unknown", ["no Kubernetes or serving samples in the latest sweep"]
+    return "healthy", []
+
+
+# ---------------------------------------------------------------------- GPUs
+
+
+def _downsample(points: Sequence[tuple[float, float]], limit: int = MAX_POINTS) -> list[list[float]]:
+    finite = [(t, v) for t, v in points if not math.isnan(v)]
+    if len(finite) <= limit:
+        return [[t, v] for t, v in finite]
+    step = len(finite) / limit
+    picked = [finite[int(i * step)] for i in range(limit - 1)] + [finite[-1]]
+    return [[t, v] for t, v in picked]
+
+
+def _gpu_views(store: MetricsStore, start: float, end: float) -> list[dict[str, Any]]:
+    series: dict[tuple[str, str], dict[str, Any]] = defaultdict(dict)
+    names: dict[tuple[str, str], str] = {}
+    for key, metric in GPU_METRICS.items():
+        for s, points in store.query_range(metric, (LabelMatcher("gpu_id", "!=", ""),), start, end):
+            gpu = (s.labels.get("host", ""), s.labels["gpu_id"])
+            series[gpu][key] = points
+            if s.labels.get("name"):
+                names[gpu] = s.labels["name"]
+    out = []
+    for (host, gpu_id), by_key in sorted(series.items(), key=lambda kv: (kv[0][0], _int_or_str(kv[0][1]))):
+        used = by_key.get("memory_used", [])
+        total = dict(by_key.get("memory_total", []))
+        mem_pct = [(t, 100.0 * v / total[t]) for t, v in used if total.get(t)]
+        view: dict[str, Any] = {"host": host, "gpu_id": gpu_id, "name": names.get((host, gpu_id), "")}
+        for key, points in (
+            ("utilization", by_key.get("utilization", [])),
+            ("memory", mem_pct),
+            ("temperature", by_key.get("temperature", [])),
+        ):
+            pts = _downsample(points)
+            values = [v for _, v in pts]
+            view[key] = {
+                "latest": values[-1] if values else None,
+                "max": max(values) if values else None,
+                "points": pts,
+            }
+        latest_total = by_key.get("memory_total", [])
+        view["memory"]["total_bytes"] = latest_total[-1][1] if latest_total else None
+        view["memory"]["used_bytes"] = used[-1][1] if used else None
+        out.append(view)
+    return out
+
+
+def _int_or_str(value: str) -> tuple[int, str]:
+    return (int(value), "") if value.isdigit() else (1 << 30, value)
+
+
+# ---------------------------------------------------------------------- audit of one Kubernetes deployment
+
+
+def read_audit(store: MetricsStore, fleet: Fleet, namespace: str, deployment: str) -> dict[str, Any]:
+    """Every recorded deploy and scale event of one Kubernetes Deployment, newest first.
+
+    A deploy row without namespace/deployment (older rows) is matched through the
+    fleet file's model of that Deployment.
+    """
+    models = {
+        m.name
+        for m in fleet.models
+        if (m.kubernetes.namespace, m.kubernetes.deployment) == (namespace, deployment)
+    }
+    store.create_schema()
+    with store.engine.connect() as conn:
+        present = {name for name in TABLES if sa.inspect(conn).has_table(name)}
+        deployments: list[dict[str, Any]] = []
+        if "mlinfra_deployments" in present:
+            t = _table(conn, "mlinfra_deployments")
+            stmt = sa.select(t.c.run_id).order_by(t.c.started_at.desc()).limit(200)
+            ns_match = sa.and_(t.c.namespace == namespace, t.c.deployment == deployment)
+            cond = (
+                sa.or_(ns_match, sa.and_(t.c.namespace.is_(None), t.c.model.in_(models)))
+                if models
+                else ns_match
+            )
+            run_ids = {r[0] for r in conn.execute(stmt.where(cond))}
+            deployments = [d for d in _deployments(conn, limit=200) if d["run_id"] in run_ids]
+        events: list[dict[str, Any]] = []
+        if "mlinfra_scale_events" in present:
+            events = [
+                e
+                for e in _scale_events(conn, limit=200)
+                if (e["namespace"], e["deployment"]) == (namespace, deployment)
+                or (e["namespace"] is None and e["model"] in models)
+            ]
+    return {
+        "namespace": namespace,
+        "deployment": deployment,
+        "models": sorted(models),
+        "deployments": deployments,
+        "scale_events": events,
+        "missing_tables": sorted({"mlinfra_deployments", "mlinfra_scale_events"} - present),
+    }
+
+
+def find_report(store: MetricsStore, day: str) -> dict[str, Any] | None:
+    """The ``mlinfra_reports`` row of the UTC day ``YYYY-MM-DD`` (the newest, if re-run), or None."""
+    try:
+        start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+    store.create_schema()
+    with store.engine.connect() as conn:
+        if not sa.inspect(conn).has_table("mlinfra_reports"):
+            return None
+        t = _table(conn, "mlinfra_reports")
+        row = (
+            conn.execute(
+                sa.select(t)
+                .where(t.c.interval_start == round(start * 1000))
+                .order_by(t.c.interval_end.desc())
+            )
+            .mappings()
+            .first()
+        )
+    return (
+        None if row is None else {"path": row["path"], "status": row["status"], "run_id": row.get("run_id")}
+    )
+
+
+def rows_of_run(store: MetricsStore, table: str, run_id: str) -> list[dict[str, Any]]:
+    """Rows of ``table`` written by the DAG run ``run_id`` (raw columns); [] when the table is missing.
+
+    What the operator extra links resolve a task instance to.
+    """
+    with store.engine.connect() as conn:
+        if not sa.inspect(conn).has_table(table):
+            return []
+        t = _table(conn, table)
+        if "run_id" not in t.c:
+            return []
+        return [dict(r) for r in conn.execute(sa.select(t).where(t.c.run_id == run_id)).mappings()]

@@ -1,0 +1,184 @@
+"""The simulated cluster of ``make demo``: a Kubernetes API and a TF Serving, both local stand-ins.
+
+    .venv/bin/python scripts/demo_cluster.py --dir .demo      # serves until SIGTERM / Ctrl-C
+
+What it starts (the stand-ins are the ones the test suite uses, speaking the real
+wire protocols, reached by Airflow through the real client libraries):
+
+* the Kubernetes API stand-in (``tests/support/k8s_standin.py``) with one Deployment
+  per model of the fleet file, version 1 running;
+* the TF Serving stand-in (``tests/support/tf_serving_standin.py``) serving
+  ``half_plus_two`` (a real SavedModel, built once with TensorFlow into
+  ``<dir>/models/half_plus_two``);
+* linked the way a cluster links them: when a new pod template of ``half-plus-two``
+  has a ready pod, TF Serving is told to serve the version the template's
+  ``version`` label names (the version directory is created from version 1).
+
+It seeds the metrics store (``<dir>/store.db``) with six hours of simulated GPU
+history, once, so the fleet page has charts from the first minute, then writes
+``<dir>/env.sh``: the ``AIRFLOW_CONN_*`` variables pointing Airflow at all of it.
+``resnet50-classifier`` gets a Deployment but no TF Serving (the demo serves one
+model): its serving connection stays undefined, so the sweep reports it skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts" / "demo_nvml")]
+
+log = logging.getLogger("mlinfra.demo")
+
+SERVED_MODEL = "half-plus-two"
+HISTORY_HOURS = 6
+STEP_S = 300
+
+
+def seed_deployments(kube: Any, fleet: Any) -> None:
+    for model in fleet.models:
+        k = model.kubernetes
+        kube.add_deployment(
+            k.namespace,
+            k.deployment,
+            replicas=max(model.scaling.min_replicas, 1),
+            image=f"{model.image.repository}:2.14.1",
+            labels={"model": model.name, "version": "1"},
+        )
+        log.info("seeded Deployment %s/%s", k.namespace, k.deployment)
+
+
+def link_rollouts_to_serving(kube: Any, serving: Any, base_path: Path, deployment: str) -> None:
+    """Serve the version a Deployment's new pods run, once one of them is ready (a config reload)."""
+
+    def on_rollout(obj: dict[str, Any]) -> None:
+        if obj["metadata"]["name"] != deployment:
+            return
+        version = obj["spec"]["template"]["metadata"].get("labels", {}).get("version", "")
+        if not version.isdigit():
+            return
+        target = base_path / version
+        if not target.exists():
+            tmp = base_path / f".copy-{version}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(base_path / "1", tmp)
+            tmp.rename(target)
+        # In a thread: the hook runs inside the stand-in's controller loop.
+        threading.Thread(target=serving.set_versions, args=([int(version)],), daemon=True).start()
+        log.info("rollout of %s: TF Serving now loads version %s", deployment, version)
+
+    kube.on_rollout(on_rollout)
+
+
+def seed_gpu_history(store_path: Path, now: float) -> int:
+    """Six hours of simulated GPU sweeps before ``now``, once (an empty store only)."""
+    import pynvml as demo_nvml  # the demo's simulated NVML (scripts/demo_nvml)
+
+    from mlinfra.collectors.gpu import collect_gpu_samples
+    from mlinfra.store import MetricsStore
+
+    store = MetricsStore.from_url(f"sqlite:///{store_path}")
+    if store.sweeps(0, now + 86400):
+        return 0
+    host = socket.gethostname()
+    end = now - (now % STEP_S)
+    written = 0
+    for k in range(HISTORY_HOURS * 3600 // STEP_S, 0, -1):
+        t = end - k * STEP_S
+        demo_nvml._nvml.gpus = demo_nvml.fake_gpus(t)
+        samples = collect_gpu_samples(demo_nvml._nvml, host=host)
+        store.write_sweep(t, samples, summary={"demo_seed": True})
+        written += 1
+    store.engine.dispose()
+    return written
+
+
+def write_env(path: Path, env: dict[str, str]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dir", type=Path, default=ROOT / ".demo", help="state folder (default .demo)")
+    parser.add_argument(
+        "--fleet", type=Path, default=None, help="fleet file (default: MLINFRA_FLEET_FILE or include/)"
+    )
+    parser.add_argument("--no-history", action="store_true", help="do not seed simulated GPU history")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s demo-cluster %(levelname)s %(message)s")
+
+    from mlinfra.config import load_fleet
+    from tests.support.k8s_standin import KubeStandIn
+    from tests.support.tf_serving_standin import start_tf_serving_standin
+
+    demo = args.dir.resolve()
+    demo.mkdir(parents=True, exist_ok=True)
+    env_file = demo / "env.sh"
+    env_file.unlink(missing_ok=True)
+    fleet = load_fleet(args.fleet)
+    served = fleet.model(SERVED_MODEL)
+    store_path = demo / "store.db"
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    kube = KubeStandIn().start()
+    try:
+        seed_deployments(kube, fleet)
+        kubeconfig = kube.write_kubeconfig(demo / "kubeconfig")
+        base = demo / "models" / served.serving.model_name
+        log.info("starting TF Serving stand-in for %s (the first start builds the SavedModel)", served.name)
+        with start_tf_serving_standin(
+            base,
+            model_name=served.serving.model_name,
+            build_versions=(1,),
+            extra_args=["--versions", "1", "--poll-seconds", "0.5"],
+            log_dir=demo,
+        ) as serving:
+            link_rollouts_to_serving(kube, serving, base, served.kubernetes.deployment)
+            if not args.no_history:
+                log.info("seeded %d simulated GPU sweeps", seed_gpu_history(store_path, time.time()))
+            k8s_var, k8s_conn = kube.airflow_connection_env(
+                served.kubernetes.conn_id, kubeconfig_path=kubeconfig
+            )
+            tfs_var, tfs_conn = serving.connection_env(served.serving.conn_id)
+            write_env(
+                env_file,
+                {
+                    k8s_var: k8s_conn,
+                    tfs_var: tfs_conn,
+                    "AIRFLOW_CONN_MLINFRA_STORE": json.dumps(
+                        {"conn_type": "sqlite", "host": str(store_path)}
+                    ),
+                    "MLINFRA_DEMO_K8S_URL": kube.url,
+                    "MLINFRA_DEMO_TF_SERVING_REST": serving.rest_url,
+                },
+            )
+            log.info("simulated cluster ready: Kubernetes API %s, TF Serving %s", kube.url, serving.rest_url)
+            while not stop.wait(1.0):
+                if serving.process.poll() is not None:
+                    log.error("TF Serving stand-in exited:\n%s", serving.log_tail())
+                    return 1
+    finally:
+        env_file.unlink(missing_ok=True)
+        kube.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
