@@ -17,6 +17,17 @@ Every five minutes: read every sensor of the fleet, keep the samples, export the
   (pending/firing/resolved) persist in the store, a bad rule file is logged with its
   location while the others still run. Alerts go to Alertmanager when the connection
   `alertmanager_default` exists; the firing ones go to XCom for the scaling step.
+* **plan_scaling** decides every model's replica count at the logical time from its
+  scaling policy (`scaling` in the fleet file): the metric target on the fleet's
+  engine, the firing alerts labelled `mlinfra_scale: up|down` that name the model
+  (`model` or `deployment` label), the stabilization windows and the cooldown. A
+  Deployment that an HPA or KEDA ScaledObject owns is skipped. Every decision, "no
+  change" and "skipped" included, is kept with its reason in
+  `mlinfra_scale_recommendations` (XCom `decisions`: one line per model).
+* **scale** is mapped: one task per Deployment that must change (named
+  `namespace/deployment`). It patches the Deployment's `scale` subresource, records
+  the event in `mlinfra_scale_events`, and waits deferred until the new replicas are
+  available (a policy's `dry_run` records without patching).
 
 Kubernetes and TF Serving are used only for fleet entries whose Airflow connections
 exist; the others are listed as *skipped* in the summary (XCom of `write_sweep`).
@@ -26,12 +37,20 @@ Fleet: `include/fleet.yaml`. Run one sweep from the CLI:
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import dag, get_current_context, task
 
+from mlinfra.durations import parse_duration
+from mlinfra.operators.scale import ScaleDeploymentOperator
 from mlinfra.sweep import COLLECTORS
+
+# How long a scale task waits (deferred) for the new replicas, and how often it looks:
+# within the run's 4 minutes, so the next sweep is not held up.
+SCALE_TIMEOUT = parse_duration(os.environ.get("MLINFRA_SCALE_TIMEOUT", "3m"))
+SCALE_POLL_INTERVAL = parse_duration(os.environ.get("MLINFRA_SCALE_POLL_INTERVAL", "5s"))
 
 
 def _sweep_time(context: Any) -> datetime:
@@ -103,11 +122,41 @@ def infra_health_sweep() -> None:
             generator_url=getattr(ti, "log_url", "") or "",
         )
 
+    @task
+    def plan_scaling(rules: dict[str, Any]) -> list[dict[str, Any]]:
+        from mlinfra.config import load_fleet
+        from mlinfra.scaling.plan import plan_scaling as plan
+        from mlinfra.store import MetricsStore
+
+        context = get_current_context()
+        planned = plan(
+            fleet=load_fleet(),
+            store=MetricsStore.from_connection(),
+            at=_sweep_time(context).timestamp(),
+            run_id=context["run_id"],
+            alerts=rules.get("firing") or [],
+        )
+        # One line per model (no change and skipped too), for people reading XCom.
+        context["ti"].xcom_push(key="decisions", value=planned["decisions"])
+        if planned["unmatched_alerts"]:
+            context["ti"].xcom_push(key="unmatched_alerts", value=planned["unmatched_alerts"])
+        scale: list[dict[str, Any]] = planned["scale"]
+        return scale
+
     summaries = [
         collect.override(task_id=f"collect_{name}", task_display_name=f"collect {name}")(name)
         for name in COLLECTORS
     ]
-    evaluate_rules(write_sweep(summaries))
+    planned = plan_scaling(evaluate_rules(write_sweep(summaries)))
+    ScaleDeploymentOperator.partial(
+        task_id="scale",
+        map_index_template="{{ task.namespace }}/{{ task.deployment }}",
+        timeout=SCALE_TIMEOUT,
+        poll_interval=SCALE_POLL_INTERVAL,
+        # A scale is decided for this sweep only: the next sweep decides again.
+        retries=2,
+        execution_timeout=timedelta(minutes=2),
+    ).expand_kwargs(planned)
 
 
 infra_health_sweep()

@@ -97,21 +97,62 @@ class SLO(_Strict):
 
 
 class MetricTarget(_Strict):
-    """Scale on a metric: ``expr`` evaluated by the fleet's engine against ``value``."""
+    """Scale on a metric: ``expr`` evaluated by the fleet's engine against ``value``.
+
+    ``type`` says what the expression measures, as the HPA's metric targets do:
+
+    * ``value`` (default): a per-replica figure (average GPU utilization, p99 latency):
+      desired = ceil(current x metric / value);
+    * ``average_value``: a total over all replicas (requests per second of the model):
+      desired = ceil(metric / value), ``value`` being what one replica should carry.
+
+    The expression must give one number: a scalar or a one-element vector.
+    """
 
     expr: str = Field(min_length=1)
     value: float = Field(gt=0)
+    type: Literal["value", "average_value"] = "value"
+
+
+SCALE_LABEL = "mlinfra_scale"
+
+
+class AlertSteps(_Strict):
+    """Scale by a fixed step while alerts labelled ``<label>: up|down`` fire for the model.
+
+    An alert is the model's when its ``model`` label is the fleet model's name, or its
+    ``deployment`` label (and ``namespace``, when the alert has one) names the model's
+    Deployment. Alerts without either label scale nothing. ``alerts`` narrows the
+    signals to these alert names (empty: any alert carrying ``label``).
+    """
+
+    label: str = Field(default=SCALE_LABEL, pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+    alerts: list[str] = Field(default_factory=list)
+    up_pods: int = Field(default=1, ge=1)
+    down_pods: int = Field(default=1, ge=1)
 
 
 class ScalingPolicy(_Strict):
+    """How the sweep scales one model (an HPA's ``spec`` and ``behavior``, as fleet YAML).
+
+    ``target`` (a metric) and ``alerts`` (alert-driven steps) may be used alone or
+    together (the higher recommendation wins, as the HPA does across metrics); with
+    neither, the policy only bounds manual scaling (the ``model_scale`` DAG).
+    ``max_step_pods`` / ``max_step_percent`` limit one action like the HPA's
+    ``Pods`` / ``Percent`` policies; with both, ``select_policy`` ``max`` (the HPA's
+    default) allows the larger change, ``min`` the smaller.
+    """
+
     min_replicas: int = Field(ge=0)
     max_replicas: int = Field(ge=1)
     target: MetricTarget | None = None
+    alerts: AlertSteps | None = None
     tolerance: float = Field(default=0.1, ge=0, lt=1)
     scale_up_stabilization: Duration = 0.0
     scale_down_stabilization: Duration = 300.0
     max_step_pods: int | None = Field(default=None, ge=1)
     max_step_percent: float | None = Field(default=None, gt=0)
+    select_policy: Literal["max", "min"] = "max"
     cooldown: Duration = 0.0
     dry_run: bool = False
 
@@ -126,6 +167,11 @@ class ScalingPolicy(_Strict):
         if low is not None and value < low:
             raise ValueError(f"must be >= min_replicas ({low}), got {value}")
         return value
+
+    @property
+    def history_window(self) -> float:
+        """Seconds of recommendation history the decision reads (the longer stabilization window)."""
+        return max(self.scale_up_stabilization, self.scale_down_stabilization)
 
 
 class Model(_Strict):
@@ -189,6 +235,13 @@ class Fleet(_Strict):
                     f"deployment {key[0]}/{key[1]} is already used by models[{deployments[key]}]",
                 )
             deployments[key] = i
+        for i, m in enumerate(self.models):
+            target = m.scaling.target
+            if target is None:
+                continue
+            problem = _target_problem(self.rules.engine, target.expr)
+            if problem:
+                raise _FieldError(("models", i, "scaling", "target", "expr"), problem)
         return self
 
     def model(self, name: str) -> Model:
@@ -212,6 +265,23 @@ class Fleet(_Strict):
     def include_path(self, relative: str) -> Path:
         base = self.source.parent if self.source else PROJECT_ROOT / "include"
         return base / relative
+
+
+def _target_problem(engine: str, expr: str) -> str | None:
+    """Why the fleet's engine cannot evaluate ``expr`` (its ``check``), or None.
+
+    The check needs no store or server: the local engine compiles the expression,
+    the Prometheus engine parses it.
+    """
+    from mlinfra.rules.engine import QueryError
+    from mlinfra.rules.engines import make_engine
+
+    checker = make_engine(engine, None)  # type: ignore[arg-type]  # check() never reads the store
+    try:
+        checker.check(expr)
+    except QueryError as e:
+        return f"the {engine} engine cannot evaluate this expression: {e}"
+    return None
 
 
 class _FieldError(ValueError):

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import importlib
 
-TABLE_MODULES: tuple[str, ...] = ("mlinfra.reports.records", "mlinfra.rules.state", "mlinfra.deploy.records")
+TABLE_MODULES: tuple[str, ...] = (
+    "mlinfra.reports.records",
+    "mlinfra.rules.state",
+    "mlinfra.deploy.records",
+    "mlinfra.scaling.records",
+)
 
 
 def register_all_tables() -> None:

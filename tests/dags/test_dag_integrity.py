@@ -29,7 +29,7 @@ def test_every_dag_file_imports(dagbag) -> None:
     assert loaded == files, "every file in dags/ defines at least one DAG"
 
 
-@pytest.mark.parametrize("dag_id", ["infra_health_sweep", "model_deploy"])
+@pytest.mark.parametrize("dag_id", ["infra_health_sweep", "model_deploy", "model_scale"])
 def test_expected_dags_exist(dagbag, dag_id: str) -> None:
     assert dag_id in dagbag.dags
 

@@ -33,6 +33,15 @@ or slow, a short progress deadline -> ``ProgressDeadlineExceeded``), and
 use to link the TF Serving stand-in. :meth:`KubeStandIn.writes` lists the write
 requests received.
 
+Scaling: the ``scale`` subresource of Deployments (``GET``/``PATCH``/``PUT``
+``.../deployments/{name}/scale``, an ``autoscaling/v1`` ``Scale``; merge patches; a
+stale ``metadata.resourceVersion`` is a 409) sets ``spec.replicas`` and the controller
+then converges the pods one per step. HorizontalPodAutoscalers (``autoscaling/v2``)
+are served like any kind (:meth:`KubeStandIn.add_hpa`); KEDA's ScaledObjects exist only
+after :meth:`KubeStandIn.install_keda` (before it, their group answers 404, as a
+cluster without the CRD does). :meth:`KubeStandIn.rbac_requests` lists what was asked
+as RBAC sees it (verb, API group, resource, namespace), for least-privilege checks.
+
 Built to grow: resources are registered in one table (:meth:`register_resource`,
 then :meth:`put_object` / :meth:`get_object`), routes in another
 (:meth:`add_route`), and every request passes the fault injector first
@@ -402,7 +411,12 @@ CORE_RESOURCES = (
     ResourceType("apps", "v1", "replicasets", "ReplicaSet"),
     ResourceType("", "v1", "services", "Service", verbs=WRITE_VERBS),
     ResourceType("", "v1", "configmaps", "ConfigMap", verbs=WRITE_VERBS),
+    # Built into every cluster; KEDA's ScaledObject is a CRD: see KubeStandIn.install_keda().
+    ResourceType(
+        "autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", verbs=WRITE_VERBS
+    ),
 )
+KEDA_SCALED_OBJECTS = ResourceType("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject", verbs=WRITE_VERBS)
 # Waiting reasons a pod of a broken image shows (kubelet's names).
 IMAGE_FAULT_REASONS = ("ImagePullBackOff", "ErrImagePull", "CrashLoopBackOff", "CreateContainerConfigError")
 ROLLOUT_MODES = ("progress", "stuck")
@@ -1518,6 +1532,159 @@ class KubeStandIn:
             "lastTransitionTime": now,
         }
 
+    # ------------------------------------------------------------------ autoscalers and the scale subresource
+
+    def add_hpa(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        target: str,
+        target_kind: str = "Deployment",
+        min_replicas: int = 1,
+        max_replicas: int = 10,
+    ) -> Obj:
+        """An ``autoscaling/v2`` HorizontalPodAutoscaler whose ``scaleTargetRef`` names ``target``."""
+        return self.put_object(
+            {
+                "apiVersion": "autoscaling/v2",
+                "kind": "HorizontalPodAutoscaler",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {
+                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": target_kind, "name": target},
+                    "minReplicas": min_replicas,
+                    "maxReplicas": max_replicas,
+                    "metrics": [
+                        {
+                            "type": "Resource",
+                            "resource": {
+                                "name": "cpu",
+                                "target": {"type": "Utilization", "averageUtilization": 70},
+                            },
+                        }
+                    ],
+                },
+                "status": {"currentReplicas": 1, "desiredReplicas": 1},
+            }
+        )
+
+    def install_keda(self) -> None:
+        """Register KEDA's ScaledObject CRD (``keda.sh/v1alpha1``); without it the group is a 404."""
+        self.register_resource(KEDA_SCALED_OBJECTS)
+
+    def add_scaled_object(self, namespace: str, name: str, *, target: str, kind: str | None = None) -> Obj:
+        """A KEDA ScaledObject scaling ``target`` (``kind`` omitted: KEDA's default, a Deployment)."""
+        ref: Obj = {"name": target}
+        if kind is not None:
+            ref.update({"apiVersion": "apps/v1", "kind": kind})
+        return self.put_object(
+            {
+                "apiVersion": "keda.sh/v1alpha1",
+                "kind": "ScaledObject",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {
+                    "scaleTargetRef": ref,
+                    "triggers": [{"type": "prometheus", "metadata": {"threshold": "100"}}],
+                },
+            }
+        )
+
+    def rbac_requests(self) -> set[tuple[str, str, str, str]]:
+        """Recorded requests as RBAC authorizes them: ``(verb, apiGroup, resource[/sub], namespace)``.
+
+        Discovery and health paths (``/api``, ``/apis``, ``/version``) are left out: every
+        authenticated user may read them (``system:discovery``).
+        """
+        out = set()
+        for r in list(self.requests):
+            m = _RESOURCE_PATH.fullmatch(r.path)
+            if m is None:
+                continue
+            verbs = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+            if r.method == "GET":
+                verb = "get" if m["name"] else ("watch" if r.query.get("watch") in ("1", "true") else "list")
+            else:
+                verb = verbs.get(r.method, r.method.lower())
+            resource = f"{m['plural']}/{m['sub']}" if m["sub"] else m["plural"]
+            out.add((verb, m["group"] or "", resource, m["namespace"] or ""))
+        return out
+
+    def _scale_object(self, dep: Obj) -> Obj:
+        meta = dep["metadata"]
+        selector = ",".join(f"{k}={v}" for k, v in sorted(dep["spec"]["selector"]["matchLabels"].items()))
+        return {
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+                "resourceVersion": meta["resourceVersion"],
+                "creationTimestamp": meta["creationTimestamp"],
+            },
+            "spec": {"replicas": dep["spec"].get("replicas", 1)},
+            "status": {"replicas": (dep.get("status") or {}).get("replicas", 0), "selector": selector},
+        }
+
+    def _scale(self, request: Request) -> Response:
+        """``deployments/{name}/scale``: read, or set ``spec.replicas`` (merge patch or PUT)."""
+        r = self._resource(request)
+        if r is None or r.kind != "Deployment":
+            return Response(404, status_object(404, "the server could not find the requested resource"))
+        namespace, name = request.params["namespace"], request.params["name"]
+        with self._lock:
+            dep = self._stored(r, namespace, name)
+            if dep is None:
+                return self._not_found(r, name)
+            if request.method == "GET":
+                return Response(200, self._scale_object(dep))
+            content_type = request.headers.get("content-type", "").split(";")[0].strip()
+            if request.method == "PATCH" and content_type not in (
+                "application/merge-patch+json",
+                "application/strategic-merge-patch+json",
+            ):
+                return Response(
+                    415,
+                    status_object(
+                        415,
+                        f"the stand-in takes merge patches on scale, not {content_type!r}",
+                        reason="UnsupportedMediaType",
+                    ),
+                )
+            try:
+                body = request.json()
+            except ValueError as e:
+                return Response(
+                    400, status_object(400, f"the body of the request was in an unknown format: {e}")
+                )
+            if not isinstance(body, dict):
+                return Response(400, status_object(400, "the body must be a JSON object"))
+            sent = (body.get("metadata") or {}).get("resourceVersion")
+            if sent and sent != dep["metadata"]["resourceVersion"]:
+                return self._conflict(r, name)
+            replicas = (body.get("spec") or {}).get("replicas")
+            if request.method == "PUT" and replicas is None:
+                replicas = 0  # a PUT replaces the spec: no replicas means zero, as on a cluster
+            if replicas is not None and (
+                not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0
+            ):
+                return Response(
+                    422,
+                    status_object(
+                        422,
+                        f'Scale.autoscaling "{name}" is invalid: spec.replicas: Invalid value: '
+                        f"{replicas!r}: must be greater than or equal to 0",
+                        details={"name": name, "kind": "Scale"},
+                    ),
+                )
+            if replicas is not None and replicas != dep["spec"].get("replicas", 1):
+                dep = copy.deepcopy(dep)
+                dep["spec"]["replicas"] = replicas
+                dep = self.put_object(dep)
+                # The controller converges the pods to the new count, one per step.
+                self._controlled.add((namespace, name))
+            return Response(200, self._scale_object(dep))
+
     # ------------------------------------------------------------------ faults and routes
 
     def inject_fault(
@@ -1645,6 +1812,9 @@ class KubeStandIn:
         self.add_route(
             "POST", rf"/{gv}/namespaces/(?P<namespace>{name})/(?P<plural>[a-z]+)", self._create, first=False
         )
+        self.add_route("GET", rf"{one}/scale", self._scale, first=False)
+        self.add_route("PATCH", rf"{one}/scale", self._scale, first=False)
+        self.add_route("PUT", rf"{one}/scale", self._scale, first=False)
         self.add_route("PUT", one, self._replace, first=False)
         self.add_route("PATCH", one, self._patch, first=False)
         self.add_route("DELETE", one, self._delete, first=False)

@@ -1,0 +1,117 @@
+"""
+### Scale a model by hand
+
+Trigger with **Trigger DAG** (a form) or from the CLI:
+
+```bash
+airflow dags trigger model_scale --conf '{"model": "half-plus-two", "replicas": 3, "reason": "launch traffic"}'
+```
+
+| parameter | what |
+|---|---|
+| `model` | a model of `include/fleet.yaml` |
+| `replicas` | the new count, within the model's scaling policy (`min_replicas`-`max_replicas`) |
+| `reason` | why (required): kept in the audit trail |
+| `dry_run` | record the request, patch nothing |
+
+Steps: **validate_request** checks the conf against the fleet again (a CLI/API trigger
+can send anything), so an out-of-range count is refused before any call to the cluster
+-> **scale** (the sweep's `ScaleDeploymentOperator`): refuses a Deployment that an HPA
+or KEDA ScaledObject owns, patches the `scale` subresource, records the event in
+`mlinfra_scale_events` with trigger `manual`, and waits (deferred) until the new
+replicas are available.
+
+The sweep's automatic scaling counts this as a scale action: its cooldown applies.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from mlinfra.config import load_fleet
+from mlinfra.durations import parse_duration
+from mlinfra.operators.scale import ScaleDeploymentOperator
+from mlinfra.scaling.manual import form_params
+
+FLEET = load_fleet()  # a local file, validated and cached: the form's choices come from it
+SCALE_TIMEOUT = parse_duration(os.environ.get("MLINFRA_SCALE_TIMEOUT", "10m"))
+SCALE_POLL_INTERVAL = parse_duration(os.environ.get("MLINFRA_SCALE_POLL_INTERVAL", "5s"))
+
+
+def _triggered_by(context: Any) -> str:
+    dag_run = context["dag_run"]
+    return str(
+        getattr(dag_run, "triggering_user_name", None) or getattr(dag_run, "run_type", "") or "unknown"
+    )
+
+
+@dag(
+    dag_id="model_scale",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    # Two people scaling the same fleet at once would race; a scale is quick.
+    max_active_runs=1,
+    params=form_params(FLEET),
+    render_template_as_native_obj=True,
+    doc_md=__doc__,
+    tags=["mlinfra", "scaling"],
+    default_args={
+        "owner": "ml-platform",
+        "retries": 2,
+        "retry_delay": timedelta(seconds=20),
+    },
+)
+def model_scale() -> None:
+    @task(multiple_outputs=True, execution_timeout=timedelta(minutes=1))
+    def validate_request() -> dict[str, Any]:
+        from mlinfra.exceptions import ScaleRequestError
+        from mlinfra.scaling.manual import validate_scale_request
+
+        context = get_current_context()
+        conf = {**context["params"], **(context["dag_run"].conf or {})}
+        try:
+            request = validate_scale_request(conf, load_fleet())
+        except ScaleRequestError as e:
+            raise AirflowFailException(str(e)) from e
+        model = load_fleet().model(request.model)
+        k = model.kubernetes
+        return {
+            "model": model.name,
+            "namespace": k.namespace,
+            "deployment": k.deployment,
+            "kubernetes_conn_id": k.conn_id,
+            "replicas": request.replicas,
+            "reason": f"{request.reason} (by {_triggered_by(context)})",
+            "dry_run": request.dry_run,
+            "decision": {
+                "request": request.model_dump(),
+                "by": _triggered_by(context),
+                "policy": model.scaling.model_dump(mode="json"),
+            },
+        }
+
+    request = validate_request()
+    ScaleDeploymentOperator(
+        task_id="scale",
+        model=request["model"],
+        namespace=request["namespace"],
+        deployment=request["deployment"],
+        kubernetes_conn_id=request["kubernetes_conn_id"],
+        replicas=request["replicas"],
+        reason=request["reason"],
+        record_only=request["dry_run"],
+        decision=request["decision"],
+        trigger="manual",
+        timeout=SCALE_TIMEOUT,
+        poll_interval=SCALE_POLL_INTERVAL,
+        execution_timeout=timedelta(minutes=2),
+    )
+
+
+model_scale()

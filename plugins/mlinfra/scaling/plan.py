@@ -1,0 +1,221 @@
+"""Plan one sweep's scaling: gather each model's inputs, decide, keep every decision.
+
+The body of the sweep's ``plan_scaling`` task, without Airflow::
+
+    plan = plan_scaling(fleet=load_fleet(), store=store, at=logical_time, run_id=run_id,
+                        alerts=evaluate_rules_output["firing"])
+    plan["scale"]       # one dict of ScaleDeploymentOperator arguments per Deployment to change
+    plan["decisions"]   # every model: action, from -> to, reason (no change and skipped too)
+
+Inputs per model: the current ``spec.replicas`` and any HPA / ScaledObject owner
+(three list calls per namespace, whatever the number of models), the target
+expression evaluated at ``at`` with the fleet's engine (all expressions together:
+the local engine reads each metric once), the firing alerts that name the model
+(:func:`~mlinfra.scaling.decision.alert_matches_model`), the recommendation history
+of the stabilization window and the last scale action (the store). Every decision
+is written to ``mlinfra_scale_recommendations`` in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mlinfra.scaling.decision import ScaleDecision, alert_matches_model, decide, skipped
+from mlinfra.scaling.records import ScaleRecords
+
+if TYPE_CHECKING:
+    from mlinfra.config import Fleet, Model
+    from mlinfra.rules.engine import QueryEngine
+    from mlinfra.store import MetricsStore
+
+log = logging.getLogger(__name__)
+
+
+class ClusterReader(Protocol):
+    """What planning reads from a cluster (:class:`~mlinfra.scaling.kube.ScaleClient` has both)."""
+
+    def replicas(self, namespace: str) -> dict[str, int]: ...
+
+    def owners(self, namespace: str) -> dict[str, str]: ...
+
+
+def cluster_from_connection(conn_id: str) -> ClusterReader | None:
+    """A :class:`ScaleClient` for Airflow connection ``conn_id``; None when it does not exist."""
+    from mlinfra.connections import connection_exists
+
+    if not connection_exists(conn_id):
+        return None
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+    from mlinfra.scaling.kube import ScaleClient
+
+    return ScaleClient(KubernetesHook(conn_id=conn_id).api_client)
+
+
+def metric_value(result: Any) -> tuple[float | None, str | None]:
+    """One number from a query result (scalar or one-element vector), or (None, why not)."""
+    from mlinfra.rules.engine import QueryError
+
+    if isinstance(result, QueryError):
+        return None, f"query failed: {result}"
+    if isinstance(result, int | float):
+        return float(result), None
+    vector = list(result)
+    if not vector:
+        return None, "no data (empty result)"
+    if len(vector) > 1:
+        return None, f"{len(vector)} series; the target expression must give one value (aggregate it)"
+    value = float(vector[0].value)
+    if not math.isfinite(value):
+        return None, f"value is {value}"
+    return value, None
+
+
+def is_scale_alert(alert: Mapping[str, Any], label: str = "mlinfra_scale") -> bool:
+    return (alert.get("labels") or {}).get(label) in ("up", "down")
+
+
+def _operator_kwargs(d: ScaleDecision, model: Model) -> dict[str, Any]:
+    return {
+        "model": d.model,
+        "namespace": d.namespace,
+        "deployment": d.deployment,
+        "replicas": d.to_replicas,
+        "from_replicas": d.from_replicas,
+        "reason": d.reason,
+        "trigger": d.trigger or "metric",
+        "record_only": d.dry_run,
+        "decided_at": d.at,
+        "kubernetes_conn_id": model.kubernetes.conn_id,
+        "decision": d.to_dict(),
+    }
+
+
+def summary(d: ScaleDecision) -> dict[str, Any]:
+    """A decision in one line's worth of fields (the plan's XCom)."""
+    return {
+        "model": d.model,
+        "deployment": f"{d.namespace}/{d.deployment}",
+        "action": d.action,
+        "from": d.from_replicas,
+        "to": d.to_replicas,
+        "trigger": d.trigger,
+        "reason": d.reason,
+        "dry_run": d.dry_run,
+    }
+
+
+def plan_scaling(
+    *,
+    fleet: Fleet,
+    store: MetricsStore,
+    at: float,
+    run_id: str | None = None,
+    alerts: Sequence[Mapping[str, Any]] = (),
+    engine: QueryEngine | None = None,
+    cluster: Callable[[str], ClusterReader | None] = cluster_from_connection,
+    records: ScaleRecords | None = None,
+) -> dict[str, Any]:
+    """Decide every model of the fleet at ``at``; see the module docstring.
+
+    ``cluster(conn_id)`` gives the reader of a Kubernetes connection (None: not
+    configured, its models are skipped). Returns ``{"at", "decisions", "scale",
+    "unmatched_alerts"}``, JSON-safe for XCom.
+    """
+    from mlinfra.rules.engines import engine_for_fleet, evaluate_many
+
+    records = records or ScaleRecords(store)
+    decisions: dict[str, ScaleDecision] = {}
+    state: dict[str, tuple[int, str | None]] = {}  # model -> (current replicas, owner)
+
+    # 1. the cluster: one pass per (connection, namespace).
+    readers: dict[str, ClusterReader | None] = {}
+    namespaces: dict[tuple[str, str], tuple[dict[str, int], dict[str, str]] | str] = {}
+    for m in fleet.models:
+        k = m.kubernetes
+        if k.conn_id not in readers:
+            readers[k.conn_id] = cluster(k.conn_id)
+        reader = readers[k.conn_id]
+        ns, dep = k.namespace, k.deployment
+        if reader is None:
+            decisions[m.name] = skipped(
+                m.name, at, f"no Airflow connection {k.conn_id!r}", namespace=ns, deployment=dep
+            )
+            continue
+        key = (k.conn_id, k.namespace)
+        if key not in namespaces:
+            try:
+                namespaces[key] = (reader.replicas(k.namespace), reader.owners(k.namespace))
+            except Exception as e:  # one namespace failing must not stop the others' scaling
+                log.warning("scaling: cannot read namespace %s on %s: %s", k.namespace, k.conn_id, e)
+                namespaces[key] = f"cannot read namespace {k.namespace} on {k.conn_id}: {e}"
+        seen = namespaces[key]
+        if isinstance(seen, str):
+            decisions[m.name] = skipped(m.name, at, seen, namespace=ns, deployment=dep)
+            continue
+        replicas, owners = seen
+        if k.deployment not in replicas:
+            decisions[m.name] = skipped(
+                m.name, at, f"deployment {k.namespace}/{k.deployment} not found", namespace=ns, deployment=dep
+            )
+            continue
+        state[m.name] = (replicas[k.deployment], owners.get(k.deployment))
+
+    # 2. metrics: every target expression at once.
+    live = [m for m in fleet.models if m.name in state]
+    exprs = sorted({m.scaling.target.expr for m in live if m.scaling.target is not None})
+    values: dict[str, tuple[float | None, str | None]] = {}
+    if exprs:
+        engine = engine or engine_for_fleet(fleet, store)
+        for expr, result in zip(exprs, evaluate_many(engine, exprs, at), strict=True):
+            values[expr] = metric_value(result)
+
+    # 3. history and cooldown: two reads for the whole fleet.
+    names = [m.name for m in live]
+    window = max((m.scaling.history_window for m in live), default=0.0)
+    history = records.history(names, since=at - window, until=at) if names else {}
+    last = records.last_actions(names, before=at) if names else {}
+
+    for m in live:
+        current, owner = state[m.name]
+        metric, error = values.get(m.scaling.target.expr, (None, None)) if m.scaling.target else (None, None)
+        decisions[m.name] = decide(
+            m.scaling,
+            model=m.name,
+            at=at,
+            current=current,
+            metric=metric,
+            metric_error=error,
+            alerts=[a for a in alerts if alert_matches_model(a.get("labels") or {}, m)],
+            history=history.get(m.name, []),
+            last_action_at=last.get(m.name),
+            owner=owner,
+            namespace=m.kubernetes.namespace,
+            deployment=m.kubernetes.deployment,
+        )
+
+    ordered = [decisions[m.name] for m in fleet.models]
+    records.save_decisions(ordered, run_id=run_id)
+    unmatched = [
+        {"alertname": a.get("alertname"), "labels": dict(a.get("labels") or {})}
+        for a in alerts
+        if is_scale_alert(a) and not any(alert_matches_model(a.get("labels") or {}, m) for m in fleet.models)
+    ]
+    for d in ordered:
+        log.info("scaling %s: %s", d.model, d.reason)
+    for a in unmatched:
+        log.warning(
+            "scale alert %s names no fleet model (no matching 'model' or 'deployment' label): ignored %s",
+            a["alertname"],
+            a["labels"],
+        )
+    by_name = {m.name: m for m in fleet.models}
+    return {
+        "at": at,
+        "decisions": [summary(d) for d in ordered],
+        "scale": [_operator_kwargs(d, by_name[d.model]) for d in ordered if d.changes],
+        "unmatched_alerts": unmatched,
+    }

@@ -1,0 +1,260 @@
+"""The scaling audit in the store: scale events and the recommendation history.
+
+* ``mlinfra_scale_events``: one row per scale action (or dry run, or refused action)
+  of a run and model: time, model, namespace, deployment, from -> to, reason,
+  trigger (``metric`` | ``alert`` | ``manual`` | ``bounds``), run id, dry run, the
+  whole decision as JSON, and the ``outcome`` the operator saw (:data:`OUTCOMES`).
+  Keyed by (run id, model), so a retried task updates its row instead of adding one.
+* ``mlinfra_scale_recommendations``: every decision of every sweep, including "no
+  change" and "skipped", with its raw recommendation; keyed by (model, time), so a
+  re-run of a sweep replaces its own rows. The scale-down stabilization window reads
+  the recommendations from here.
+
+::
+
+    >>> records = ScaleRecords(MetricsStore.from_url("sqlite:///:memory:"))
+    >>> records.save_decisions([decision], run_id="scheduled__2026-11-20T12:00:00+00:00")
+    >>> records.history(["half-plus-two"], since=t - 300, until=t)
+    {'half-plus-two': [Recommendation(ts=..., replicas=4)]}
+    >>> records.record_event(run_id="manual__1", model="half-plus-two", namespace="serving",
+    ...     deployment="half-plus-two", from_replicas=1, to_replicas=2, reason="launch",
+    ...     trigger="manual", dry_run=False, ts=t, outcome="patched")
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from mlinfra.scaling.decision import Recommendation, ScaleDecision
+from mlinfra.store import MetricsStore, _insert, metadata, to_ms
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+# What the operator saw: patched (waiting), available (the new count is up), dry_run
+# (recorded, not patched), timeout, failed (the API refused), superseded (the count
+# changed under us), skipped (another autoscaler owns it), unchanged (already there).
+OUTCOMES = ("patched", "available", "dry_run", "timeout", "failed", "superseded", "skipped", "unchanged")
+# Outcomes that start a cooldown: the replica count was changed (or, in a dry run of
+# the sweep, would have been).
+ACTION_OUTCOMES = ("patched", "available", "timeout")
+
+scale_events_table = sa.Table(
+    "mlinfra_scale_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ts", sa.BigInteger, nullable=False),
+    sa.Column("model", sa.String(255), nullable=False),
+    sa.Column("namespace", sa.String(63), nullable=True),
+    sa.Column("deployment", sa.String(63), nullable=True),
+    sa.Column("from_replicas", sa.Integer, nullable=True),
+    sa.Column("to_replicas", sa.Integer, nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("trigger", sa.String(16), nullable=True),
+    sa.Column("run_id", sa.String(250), nullable=True),
+    sa.Column("dry_run", sa.Boolean, nullable=False, default=False),
+    sa.Column("decision", sa.Text, nullable=True),  # JSON: ScaleDecision.to_dict() (+ request for manual)
+    sa.Column("outcome", sa.String(16), nullable=True),
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True),
+    sa.UniqueConstraint("run_id", "model", name="uq_mlinfra_scale_events_run_model"),
+    sa.Index("ix_mlinfra_scale_events_model_ts", "model", "ts"),
+    sa.Index("ix_mlinfra_scale_events_ts", "ts"),
+)
+
+scale_recommendations_table = sa.Table(
+    "mlinfra_scale_recommendations",
+    metadata,
+    sa.Column("model", sa.String(255), primary_key=True),
+    sa.Column("ts", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("namespace", sa.String(63), nullable=True),
+    sa.Column("deployment", sa.String(63), nullable=True),
+    sa.Column("current", sa.Integer, nullable=True),
+    sa.Column("recommendation", sa.Integer, nullable=True),  # raw; NULL: no signal
+    sa.Column("desired", sa.Integer, nullable=True),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("run_id", sa.String(250), nullable=True),
+    sa.Column("decision", sa.Text, nullable=True),
+    sa.Index("ix_mlinfra_scale_recommendations_ts", "ts"),
+)
+
+
+def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class ScaleRecords:
+    """Scale events and recommendations over a :class:`MetricsStore`."""
+
+    def __init__(self, store: MetricsStore):
+        self.store = store
+
+    @classmethod
+    def from_connection(cls, conn_id: str = "mlinfra_store") -> ScaleRecords:
+        return cls(MetricsStore.from_connection(conn_id))
+
+    # ------------------------------------------------------------------ recommendations
+
+    def save_decisions(self, decisions: Sequence[ScaleDecision], *, run_id: str | None = None) -> int:
+        """Keep every decision of a sweep (one transaction; replaces a re-run's rows)."""
+        if not decisions:
+            return 0
+        rows = [
+            {
+                "model": d.model,
+                "ts": to_ms(d.at),
+                "namespace": d.namespace,
+                "deployment": d.deployment,
+                "current": d.from_replicas,
+                "recommendation": d.recommendation,
+                "desired": d.to_replicas,
+                "action": d.action,
+                "reason": d.reason,
+                "run_id": run_id,
+                "decision": json.dumps(d.to_dict(), sort_keys=True, default=str),
+            }
+            for d in decisions
+        ]
+        t = scale_recommendations_table
+        with self.store.begin() as conn:
+            stmt = _insert(conn)(t)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["model", "ts"],
+                set_={c: stmt.excluded[c] for c in rows[0] if c not in ("model", "ts")},
+            )
+            for chunk in _chunks(rows):
+                conn.execute(stmt, list(chunk))
+        return len(rows)
+
+    def history(
+        self, models: Sequence[str], *, since: float, until: float
+    ) -> dict[str, list[Recommendation]]:
+        """Model -> raw recommendations with ``since <= ts < until``, oldest first."""
+        out: dict[str, list[Recommendation]] = {m: [] for m in models}
+        t = scale_recommendations_table
+        with self.store.begin() as conn:
+            rows = conn.execute(
+                sa.select(t.c.model, t.c.ts, t.c.recommendation)
+                .where(t.c.ts >= to_ms(since), t.c.ts < to_ms(until), t.c.recommendation.is_not(None))
+                .order_by(t.c.ts)
+            )
+            for model, ts, rec in rows:
+                if model in out:
+                    out[model].append(Recommendation(ts / 1000.0, int(rec)))
+        return out
+
+    def decisions(
+        self, model: str | None = None, *, since: float = 0, until: float = 2**42
+    ) -> list[dict[str, Any]]:
+        """Stored decisions (newest last), each the decision dict with ``run_id``."""
+        t = scale_recommendations_table
+        stmt = sa.select(t.c.run_id, t.c.decision).where(t.c.ts >= to_ms(since), t.c.ts < to_ms(until))
+        if model is not None:
+            stmt = stmt.where(t.c.model == model)
+        with self.store.begin() as conn:
+            rows = conn.execute(stmt.order_by(t.c.ts, t.c.model)).all()
+        return [{**json.loads(decision), "run_id": run_id} for run_id, decision in rows]
+
+    # ------------------------------------------------------------------ events
+
+    def last_actions(self, models: Sequence[str], *, before: float) -> dict[str, float]:
+        """Model -> time of its latest scale action strictly before ``before`` (cooldown input)."""
+        t = scale_events_table
+        is_action = sa.or_(
+            t.c.outcome.in_(ACTION_OUTCOMES),
+            sa.and_(t.c.outcome == "dry_run", t.c.trigger != "manual"),
+        )
+        with self.store.begin() as conn:
+            rows = conn.execute(
+                sa.select(t.c.model, sa.func.max(t.c.ts))
+                .where(is_action, t.c.ts < to_ms(before))
+                .group_by(t.c.model)
+            )
+            found = {model: ts / 1000.0 for model, ts in rows}
+        return {m: found[m] for m in models if m in found}
+
+    def record_event(
+        self,
+        *,
+        run_id: str,
+        model: str,
+        namespace: str,
+        deployment: str,
+        from_replicas: int | None,
+        to_replicas: int | None,
+        reason: str,
+        trigger: str,
+        dry_run: bool,
+        ts: float,
+        outcome: str,
+        message: str | None = None,
+        decision: dict[str, Any] | None = None,
+    ) -> None:
+        """Insert or update the event of (``run_id``, ``model``)."""
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
+        row = {
+            "run_id": run_id,
+            "model": model,
+            "ts": to_ms(ts),
+            "namespace": namespace,
+            "deployment": deployment,
+            "from_replicas": from_replicas,
+            "to_replicas": to_replicas,
+            "reason": reason,
+            "trigger": trigger,
+            "dry_run": bool(dry_run),
+            "decision": json.dumps(decision, sort_keys=True, default=str) if decision is not None else None,
+            "outcome": outcome,
+            "message": message,
+            "updated_at": datetime.now(UTC),
+        }
+        with self.store.begin() as conn:
+            self._upsert_event(conn, row)
+
+    @staticmethod
+    def _upsert_event(conn: Connection, row: dict[str, Any]) -> None:
+        stmt = _insert(conn)(scale_events_table).values(row)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["run_id", "model"],
+            set_={k: v for k, v in row.items() if k not in ("run_id", "model")},
+        )
+        conn.execute(stmt)
+
+    def update_outcome(self, run_id: str, model: str, outcome: str, message: str | None = None) -> bool:
+        """Set the outcome of an event already recorded; False when there is none."""
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
+        t = scale_events_table
+        with self.store.begin() as conn:
+            n = conn.execute(
+                sa.update(t)
+                .where(t.c.run_id == run_id, t.c.model == model)
+                .values(outcome=outcome, message=message, updated_at=datetime.now(UTC))
+            ).rowcount
+        return bool(n)
+
+    def events(
+        self, model: str | None = None, *, since: float = 0, until: float = 2**42
+    ) -> list[dict[str, Any]]:
+        """Scale events with ``since <= ts < until``, oldest first (``ts`` in seconds, decision parsed)."""
+        t = scale_events_table
+        stmt = sa.select(t).where(t.c.ts >= to_ms(since), t.c.ts < to_ms(until))
+        if model is not None:
+            stmt = stmt.where(t.c.model == model)
+        with self.store.begin() as conn:
+            rows = conn.execute(stmt.order_by(t.c.ts, t.c.id)).mappings().all()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["ts"] = d["ts"] / 1000.0
+            d["decision"] = json.loads(d["decision"]) if d["decision"] else None
+            out.append(d)
+        return out

@@ -1,0 +1,132 @@
+"""model_scale with dag.test(): a person's scale through the form's conf, audited; bad requests write nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlinfra.scaling.records import ScaleRecords
+from mlinfra.store import MetricsStore
+from tests.support.k8s_standin import KubeStandIn
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow_db: Path
+) -> Iterator[tuple[KubeStandIn, ScaleRecords]]:
+    store_path = tmp_path / "store.db"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MLINFRA_STORE", json.dumps({"conn_type": "sqlite", "host": str(store_path)})
+    )
+    monkeypatch.setenv("MLINFRA_SCALE_POLL_INTERVAL", "100ms")
+    with KubeStandIn() as kube:
+        kube.add_deployment("serving", "half-plus-two", replicas=1)
+        kube.set_rollout("serving", "half-plus-two", step_seconds=0.2)
+        monkeypatch.setenv(
+            *kube.airflow_connection_env(kubeconfig_path=kube.write_kubeconfig(tmp_path / "kc"))
+        )
+        store = MetricsStore.from_url(f"sqlite:///{store_path}")
+        yield kube, ScaleRecords(store)
+        store.engine.dispose()
+
+
+def scale(**conf: Any) -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags" / "model_scale.py"))
+    assert bag.import_errors == {}
+    return bag.dags["model_scale"].test(run_conf=conf)
+
+
+def states(run: Any) -> dict[str, str]:
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return {ti.task_id: str(ti.state) for ti in run.get_task_instances(session=session)}
+
+
+def test_form_shape() -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(ROOT / "dags" / "model_scale.py")).dags["model_scale"]
+    params = dag.params.dump()
+    assert set(params) == {"model", "replicas", "reason", "dry_run"}
+    schema = dag.params.get_param("replicas").schema
+    assert (schema["minimum"], schema["maximum"]) == (1, 8)
+    assert dag.params.get_param("model").schema["enum"] == ["half-plus-two", "resnet50-classifier"]
+    assert dag.params.get_param("reason").schema["minLength"] == 1
+
+
+def test_manual_scale_patches_waits_and_is_audited(env: tuple[KubeStandIn, ScaleRecords]) -> None:
+    kube, records = env
+    run = scale(model="half-plus-two", replicas=3, reason="launch traffic")
+    assert run.state == "success", states(run)
+    dep = kube.deployment("serving", "half-plus-two")
+    assert dep["spec"]["replicas"] == 3
+    assert dep["status"]["availableReplicas"] == 3
+    (event,) = records.events("half-plus-two")
+    assert (event["from_replicas"], event["to_replicas"], event["trigger"], event["outcome"]) == (
+        1,
+        3,
+        "manual",
+        "available",
+    )
+    assert event["reason"].startswith("launch traffic (by ")
+    assert event["run_id"] == run.run_id
+    assert event["dry_run"] is False
+    assert event["decision"]["request"] == {
+        "model": "half-plus-two",
+        "replicas": 3,
+        "reason": "launch traffic",
+        "dry_run": False,
+    }
+    assert [w.method for w in kube.writes()] == ["PATCH"]
+
+
+def test_dry_run_records_only(env: tuple[KubeStandIn, ScaleRecords]) -> None:
+    kube, records = env
+    run = scale(model="half-plus-two", replicas=2, reason="what if", dry_run=True)
+    assert run.state == "success", states(run)
+    assert kube.writes() == []
+    (event,) = records.events("half-plus-two")
+    assert (event["outcome"], event["dry_run"], event["to_replicas"]) == ("dry_run", True, 2)
+
+
+@pytest.mark.parametrize(
+    "conf",
+    [
+        {"model": "half-plus-two", "replicas": 5, "reason": "too many"},  # above half-plus-two's max of 4
+        {"model": "resnet50-classifier", "replicas": 1, "reason": "too few"},  # below its min of 2
+        {"model": "half-plus-two", "replicas": 2, "reason": "   "},  # a reason is required
+    ],
+)
+def test_invalid_requests_are_refused_before_any_cluster_call(
+    env: tuple[KubeStandIn, ScaleRecords], conf: dict[str, Any]
+) -> None:
+    kube, records = env
+    run = scale(**conf)
+    assert run.state == "failed"
+    assert states(run) == {"validate_request": "failed", "scale": "upstream_failed"}
+    assert kube.writes() == []
+    assert list(kube.requests) == []  # not even a read
+    assert records.events() == []
+
+
+def test_the_form_itself_refuses_what_no_model_allows(env: tuple[KubeStandIn, ScaleRecords]) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    kube, records = env
+    with pytest.raises(ParamValidationError, match="replicas"):
+        scale(model="half-plus-two", replicas=9, reason="more than any model's max")
+    with pytest.raises(ParamValidationError, match="reason"):
+        scale(model="half-plus-two", replicas=2, reason="")
+    assert list(kube.requests) == []
+    assert records.events() == []

@@ -1,0 +1,131 @@
+"""plan_scaling over a real store, the local engine and the Kubernetes stand-in."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlinfra.config import load_fleet
+from mlinfra.samples import Sample
+from mlinfra.scaling.plan import metric_value, plan_scaling
+from mlinfra.scaling.records import ScaleRecords
+from mlinfra.store import MetricsStore
+from tests.support.k8s_standin import KubeStandIn
+
+T = 1_800_000_000.0
+
+
+def gpu(value: float, at: float = T) -> list[Sample]:
+    return [
+        Sample("ml_gpu_utilization_percent", {"gpu_id": str(i), "host": "n1"}, value, at) for i in range(2)
+    ]
+
+
+@pytest.mark.integration
+def test_plan_decides_every_model_and_keeps_why(kube: KubeStandIn, store_env: MetricsStore) -> None:
+    kube.add_deployment("serving", "half-plus-two", replicas=1)
+    kube.add_deployment("serving", "resnet50-classifier", replicas=2)
+    kube.add_hpa("serving", "hpt", target="half-plus-two")
+    store_env.write_samples(gpu(140.0))
+    stray = {"alertname": "X", "labels": {"host": "n1", "mlinfra_scale": "down"}}
+
+    plan = plan_scaling(fleet=load_fleet(), store=store_env, at=T, run_id="r1", alerts=[stray])
+
+    by_model = {d["model"]: d for d in plan["decisions"]}
+    assert by_model["half-plus-two"]["action"] == "skipped"
+    assert by_model["half-plus-two"]["reason"] == "skipped: owned by HorizontalPodAutoscaler/hpt"
+    resnet = by_model["resnet50-classifier"]
+    assert (resnet["action"], resnet["from"], resnet["to"], resnet["trigger"]) == ("scale", 2, 4, "metric")
+    assert resnet["reason"] == "scale up 2 -> 4: metric 140 vs target 70 (ratio 2.00)"
+    (scale,) = plan["scale"]
+    assert scale["model"] == "resnet50-classifier"
+    assert scale["replicas"] == 4
+    assert scale["from_replicas"] == 2
+    assert scale["kubernetes_conn_id"] == "kubernetes_default"
+    assert scale["record_only"] is False
+    assert scale["decision"]["inputs"]["metric"] == 140.0
+    assert plan["unmatched_alerts"] == [{"alertname": "X", "labels": stray["labels"]}]
+    stored = ScaleRecords(store_env).decisions()
+    assert [(d["model"], d["action"]) for d in stored] == [
+        ("half-plus-two", "skipped"),
+        ("resnet50-classifier", "scale"),
+    ]
+    # Planning reads, never writes, the cluster.
+    assert kube.writes() == []
+
+
+@pytest.mark.integration
+def test_missing_deployment_and_unreadable_namespace(kube: KubeStandIn, store_env: MetricsStore) -> None:
+    kube.inject_fault("GET", r"/namespaces/serving/deployments$", 403)
+    plan = plan_scaling(fleet=load_fleet(), store=store_env, at=T)
+    reasons = {d["model"]: d["reason"] for d in plan["decisions"]}
+    assert reasons["half-plus-two"].startswith(
+        "skipped: cannot read namespace serving on kubernetes_default: forbidden"
+    )
+    assert plan["scale"] == []
+    kube.clear_faults()
+    plan = plan_scaling(fleet=load_fleet(), store=store_env, at=T + 60)
+    assert {d["reason"] for d in plan["decisions"]} == {
+        "skipped: deployment serving/half-plus-two not found",
+        "skipped: deployment serving/resnet50-classifier not found",
+    }
+
+
+def test_without_a_kubernetes_connection_everything_is_skipped(sqlite_store: MetricsStore) -> None:
+    plan = plan_scaling(fleet=load_fleet(), store=sqlite_store, at=T, cluster=lambda conn_id: None)
+    assert {d["reason"] for d in plan["decisions"]} == {"skipped: no Airflow connection 'kubernetes_default'"}
+
+
+class Cluster:
+    def __init__(self, replicas: dict[str, int]):
+        self._replicas = replicas
+
+    def replicas(self, namespace: str) -> dict[str, int]:
+        return dict(self._replicas)
+
+    def owners(self, namespace: str) -> dict[str, str]:
+        return {}
+
+
+def test_alert_driven_and_dry_run_policies(sqlite_store: MetricsStore) -> None:
+    import yaml
+
+    from mlinfra.config import PROJECT_ROOT, parse_fleet
+
+    data = yaml.safe_load((PROJECT_ROOT / "include" / "fleet.yaml").read_text())
+    hpt = data["models"][0]["scaling"]
+    hpt.pop("target")
+    hpt.update(alerts={"up_pods": 2}, dry_run=True)
+    fleet = parse_fleet(yaml.safe_dump(data))
+    alert = {
+        "alertname": "ServingQueueDepthHigh",
+        "labels": {"model": "half-plus-two", "mlinfra_scale": "up"},
+    }
+    plan = plan_scaling(
+        fleet=fleet,
+        store=sqlite_store,
+        at=T,
+        alerts=[alert],
+        cluster=lambda conn_id: Cluster({"half-plus-two": 1, "resnet50-classifier": 2}),
+    )
+    (scale,) = plan["scale"]
+    assert (scale["model"], scale["replicas"], scale["trigger"], scale["record_only"]) == (
+        "half-plus-two",
+        3,
+        "alert",
+        True,
+    )
+    resnet = next(d for d in plan["decisions"] if d["model"] == "resnet50-classifier")
+    assert resnet["reason"] == "no change: no signal (metric: no data (empty result): no recommendation)"
+
+
+def test_metric_value_shapes() -> None:
+    from mlinfra.rules.engine import InstantSample, QueryEvaluationError
+
+    assert metric_value(3.0) == (3.0, None)
+    assert metric_value([InstantSample({}, 2.5)]) == (2.5, None)
+    assert metric_value([]) == (None, "no data (empty result)")
+    assert metric_value([InstantSample({}, 1), InstantSample({"a": "b"}, 2)])[1] == (
+        "2 series; the target expression must give one value (aggregate it)"
+    )
+    assert metric_value(QueryEvaluationError("boom"))[1] == "query failed: boom"
+    assert metric_value([InstantSample({}, float("inf"))])[1] == "value is inf"

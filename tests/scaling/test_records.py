@@ -1,0 +1,69 @@
+"""mlinfra_scale_events and mlinfra_scale_recommendations: idempotent writes, windows, cooldown input."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlinfra.config import ScalingPolicy
+from mlinfra.scaling.decision import Recommendation, decide
+from mlinfra.scaling.records import ScaleRecords
+from mlinfra.store import MetricsStore
+
+T = 1_800_000_000.0
+POLICY = ScalingPolicy.model_validate(
+    {"min_replicas": 1, "max_replicas": 8, "target": {"expr": "m", "value": 100}}
+)
+
+
+def event(records: ScaleRecords, run_id: str, ts: float, outcome: str, **kw: object) -> None:
+    args = {
+        "run_id": run_id, "model": "m", "namespace": "serving", "deployment": "m", "from_replicas": 1, "to_replicas": 2,
+        "reason": "r", "trigger": "metric", "dry_run": False, "ts": ts, "outcome": outcome,
+    }  # fmt: skip
+    args.update(kw)
+    records.record_event(**args)  # type: ignore[arg-type]
+
+
+def test_decisions_are_kept_and_replaced_by_a_rerun(sqlite_store: MetricsStore) -> None:
+    records = ScaleRecords(sqlite_store)
+    first = decide(POLICY, model="m", at=T, current=2, metric=400)
+    records.save_decisions([first], run_id="r1")
+    again = decide(POLICY, model="m", at=T, current=2, metric=300)
+    records.save_decisions([again], run_id="r1b")
+    rows = records.decisions("m")
+    assert len(rows) == 1
+    assert rows[0]["to_replicas"] == 6
+    assert rows[0]["run_id"] == "r1b"
+    assert rows[0]["steps"] == again.steps
+    assert records.history(["m", "x"], since=T - 300, until=T + 1) == {"m": [Recommendation(T, 6)], "x": []}
+    assert records.history(["m"], since=T - 300, until=T) == {"m": []}  # until is exclusive
+
+
+def test_no_signal_is_kept_but_not_a_recommendation(sqlite_store: MetricsStore) -> None:
+    records = ScaleRecords(sqlite_store)
+    records.save_decisions([decide(POLICY, model="m", at=T, current=2, metric=None)])
+    assert records.decisions("m")[0]["action"] == "none"
+    assert records.history(["m"], since=T - 1, until=T + 1) == {"m": []}
+
+
+def test_events_upsert_by_run_and_model(sqlite_store: MetricsStore) -> None:
+    records = ScaleRecords(sqlite_store)
+    event(records, "run-1", T, "patched", decision={"reason": "r"})
+    assert records.update_outcome("run-1", "m", "available", "2/2 available")
+    event(records, "run-1", T, "patched")  # a retry of the task
+    (row,) = records.events("m")
+    assert (row["ts"], row["outcome"], row["from_replicas"], row["to_replicas"]) == (T, "patched", 1, 2)
+    assert records.update_outcome("nope", "m", "available") is False
+    with pytest.raises(ValueError, match="outcome must be one of"):
+        records.update_outcome("run-1", "m", "exploded")
+
+
+def test_last_actions_count_real_actions_and_sweep_dry_runs(sqlite_store: MetricsStore) -> None:
+    records = ScaleRecords(sqlite_store)
+    event(records, "a", T - 600, "available")
+    event(records, "b", T - 300, "failed")  # nothing changed
+    event(records, "c", T - 200, "dry_run", trigger="manual")  # a person's preview
+    event(records, "d", T, "patched")  # not strictly before T
+    assert records.last_actions(["m", "other"], before=T) == {"m": T - 600}
+    event(records, "e", T - 100, "dry_run", trigger="metric")  # the sweep's dry-run policy
+    assert records.last_actions(["m"], before=T) == {"m": T - 100}
