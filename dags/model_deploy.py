@@ -44,6 +44,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from mlinfra.config import load_fleet
 from mlinfra.deploy.params import form_params
 from mlinfra.deploy.settings import DeploySettings
+from mlinfra.forms import triggered_by
 from mlinfra.operators.apply import ApplyManifestsOperator
 from mlinfra.operators.rollback import ModelRollbackOperator
 from mlinfra.operators.smoke import TFServingSmokeTestOperator
@@ -68,13 +69,6 @@ def _record_failure(context: Any) -> None:
         import logging
 
         logging.getLogger(__name__).exception("could not record the failure of the deploy")
-
-
-def _triggered_by(context: Any) -> str:
-    dag_run = context["dag_run"]
-    return str(
-        getattr(dag_run, "triggering_user_name", None) or getattr(dag_run, "run_type", "") or "unknown"
-    )
 
 
 @dag(
@@ -112,7 +106,7 @@ def model_deploy() -> None:
                 fleet=load_fleet(),
                 records=DeploymentRecords.from_connection(),
                 run_id=context["run_id"],
-                triggered_by=_triggered_by(context),
+                triggered_by=triggered_by(context),
             )
         except DeployRequestError as e:
             raise AirflowFailException(str(e)) from e

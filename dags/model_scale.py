@@ -35,19 +35,13 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from mlinfra.config import load_fleet
 from mlinfra.durations import parse_duration
+from mlinfra.forms import triggered_by
 from mlinfra.operators.scale import ScaleDeploymentOperator
 from mlinfra.scaling.manual import form_params
 
 FLEET = load_fleet()  # a local file, validated and cached: the form's choices come from it
 SCALE_TIMEOUT = parse_duration(os.environ.get("MLINFRA_SCALE_TIMEOUT", "10m"))
 SCALE_POLL_INTERVAL = parse_duration(os.environ.get("MLINFRA_SCALE_POLL_INTERVAL", "5s"))
-
-
-def _triggered_by(context: Any) -> str:
-    dag_run = context["dag_run"]
-    return str(
-        getattr(dag_run, "triggering_user_name", None) or getattr(dag_run, "run_type", "") or "unknown"
-    )
 
 
 @dag(
@@ -87,11 +81,11 @@ def model_scale() -> None:
             "deployment": k.deployment,
             "kubernetes_conn_id": k.conn_id,
             "replicas": request.replicas,
-            "reason": f"{request.reason} (by {_triggered_by(context)})",
+            "reason": f"{request.reason} (by {triggered_by(context)})",
             "dry_run": request.dry_run,
             "decision": {
                 "request": request.model_dump(),
-                "by": _triggered_by(context),
+                "by": triggered_by(context),
                 "policy": model.scaling.model_dump(mode="json"),
             },
         }

@@ -23,9 +23,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from mlinfra.exceptions import DeployRequestError
+from mlinfra.forms import validate_model_conf
 
 if TYPE_CHECKING:
     from mlinfra.config import Fleet, Model
@@ -64,38 +65,15 @@ def replica_bounds(model: Model) -> tuple[int, int]:
 
 def validate_request(conf: dict[str, Any] | None, fleet: Fleet) -> DeployRequest:
     """The run's conf as a :class:`DeployRequest`, or :class:`DeployRequestError` listing every problem."""
-    if not isinstance(conf, dict):
-        raise DeployRequestError([f"conf must be a JSON object with {', '.join(FIELDS)}, got {conf!r}"])
-    problems: list[str] = []
-    unknown = sorted(set(conf) - set(FIELDS))
-    if unknown:
-        problems.append(
-            f"unknown parameter(s) {', '.join(map(repr, unknown))}; accepted: {', '.join(FIELDS)}"
-        )
-    known = {k: v for k, v in conf.items() if k in FIELDS}
-    try:
-        request = DeployRequest.model_validate(known)
-    except ValidationError as e:
-        problems.extend(_describe(err) for err in e.errors())
-        request = None
-    name = known.get("model")
-    model = None
-    if isinstance(name, str):
-        try:
-            model = fleet.model(name)
-        except KeyError:
-            if not any(p.startswith("model:") for p in problems):
-                problems.append(f"model: must be one of {', '.join(fleet.model_names)}, got {name!r}")
-    replicas = known.get("replicas")
-    if model is not None and isinstance(replicas, int) and not isinstance(replicas, bool):
-        low, high = replica_bounds(model)
-        if not low <= replicas <= high:
-            problems.append(
-                f"replicas: must be between {low} and {high} for model {model.name} "
-                f"(its scaling policy in the fleet file), got {replicas}"
-            )
-    if problems or request is None or model is None:
-        raise DeployRequestError(problems or ["model: required"])
+    request, model = validate_model_conf(
+        conf,
+        fleet,
+        request_cls=DeployRequest,
+        fields=FIELDS,
+        describe=_describe,
+        replica_range=replica_bounds,
+        error_cls=DeployRequestError,
+    )
     return request.model_copy(update={"image_repository": model.image.repository})
 
 

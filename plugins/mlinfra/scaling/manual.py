@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from mlinfra.exceptions import ScaleRequestError
+from mlinfra.forms import validate_model_conf
 
 if TYPE_CHECKING:
     from mlinfra.config import Fleet, Model
@@ -45,37 +46,15 @@ def replica_range(model: Model) -> tuple[int, int]:
 
 def validate_scale_request(conf: dict[str, Any] | None, fleet: Fleet) -> ScaleRequest:
     """The run's conf as a :class:`ScaleRequest`, or :class:`ScaleRequestError` listing every problem."""
-    if not isinstance(conf, dict):
-        raise ScaleRequestError([f"conf must be a JSON object with {', '.join(FIELDS)}, got {conf!r}"])
-    problems: list[str] = []
-    unknown = sorted(set(conf) - set(FIELDS))
-    if unknown:
-        problems.append(
-            f"unknown parameter(s) {', '.join(map(repr, unknown))}; accepted: {', '.join(FIELDS)}"
-        )
-    known = {k: v for k, v in conf.items() if k in FIELDS}
-    request = None
-    try:
-        request = ScaleRequest.model_validate(known)
-    except ValidationError as e:
-        problems.extend(_describe(err) for err in e.errors())
-    model = None
-    name = known.get("model")
-    if isinstance(name, str):
-        try:
-            model = fleet.model(name.strip())
-        except KeyError:
-            problems.append(f"model: must be one of {', '.join(fleet.model_names)}, got {name!r}")
-    replicas = known.get("replicas")
-    if model is not None and isinstance(replicas, int) and not isinstance(replicas, bool):
-        low, high = replica_range(model)
-        if not low <= replicas <= high:
-            problems.append(
-                f"replicas: must be between {low} and {high} for model {model.name} "
-                f"(its scaling policy), got {replicas}"
-            )
-    if problems or request is None or model is None:
-        raise ScaleRequestError(problems or ["model: required"])
+    request, _model = validate_model_conf(
+        conf,
+        fleet,
+        request_cls=ScaleRequest,
+        fields=FIELDS,
+        describe=_describe,
+        replica_range=replica_range,
+        error_cls=ScaleRequestError,
+    )
     return request
 
 
