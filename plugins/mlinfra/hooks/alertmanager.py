@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 
 from mlinfra.exceptions import AlertmanagerError
+from mlinfra.hooks.extras import timeout_setting
 
 if TYPE_CHECKING:
     import httpx
@@ -109,9 +110,13 @@ class AlertmanagerHook(BaseHook):
 
     @cached_property
     def timeout(self) -> float:
-        if self._timeout_arg is not None:
-            return float(self._timeout_arg)
-        return float(self._extras.get("timeout", DEFAULT_TIMEOUT))
+        return timeout_setting(
+            self._timeout_arg,
+            self._extras,
+            conn_id=self.alertmanager_conn_id,
+            default=DEFAULT_TIMEOUT,
+            error=AlertmanagerError,
+        )
 
     @cached_property
     def client(self) -> httpx.Client:

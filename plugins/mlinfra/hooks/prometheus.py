@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 
 from mlinfra.exceptions import MlinfraError, PrometheusError, PrometheusUnavailable
+from mlinfra.hooks.extras import timeout_setting
 
 if TYPE_CHECKING:
     import httpx
@@ -120,22 +121,13 @@ class PrometheusHook(BaseHook):
 
     @cached_property
     def timeout(self) -> float:
-        if self._timeout_arg is not None:
-            return float(self._timeout_arg)
-        raw = self._extras.get("timeout")
-        if raw in (None, ""):
-            return DEFAULT_TIMEOUT
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise PrometheusConfigError(
-                f"connection {self.prometheus_conn_id!r}: extra 'timeout' must be a number of seconds, got {raw!r}"
-            ) from None
-        if value <= 0:
-            raise PrometheusConfigError(
-                f"connection {self.prometheus_conn_id!r}: extra 'timeout' must be > 0, got {raw!r}"
-            )
-        return value
+        return timeout_setting(
+            self._timeout_arg,
+            self._extras,
+            conn_id=self.prometheus_conn_id,
+            default=DEFAULT_TIMEOUT,
+            error=PrometheusConfigError,
+        )
 
     @cached_property
     def _auth(self) -> tuple[str, str] | None:

@@ -53,6 +53,7 @@ from mlinfra.exceptions import (
     TFServingModelNotFound,
     TFServingUnavailable,
 )
+from mlinfra.hooks.extras import timeout_setting
 
 if TYPE_CHECKING:
     import grpc
@@ -179,22 +180,13 @@ class TFServingHook(BaseHook):
 
     @cached_property
     def timeout(self) -> float:
-        if self._timeout_arg is not None:
-            return float(self._timeout_arg)
-        raw = self._extras.get("timeout")
-        if raw in (None, ""):
-            return DEFAULT_TIMEOUT
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise TFServingConfigError(
-                f"connection {self.tf_serving_conn_id!r}: extra 'timeout' must be a number of seconds, got {raw!r}"
-            ) from None
-        if value <= 0:
-            raise TFServingConfigError(
-                f"connection {self.tf_serving_conn_id!r}: extra 'timeout' must be > 0, got {raw!r}"
-            )
-        return value
+        return timeout_setting(
+            self._timeout_arg,
+            self._extras,
+            conn_id=self.tf_serving_conn_id,
+            default=DEFAULT_TIMEOUT,
+            error=TFServingConfigError,
+        )
 
     @cached_property
     def _tls(self) -> _TLSSettings | None:
