@@ -107,11 +107,27 @@ class DeploymentRolloutTrigger(BaseTrigger):
             cluster_context=self.cluster_context,
         )
 
+    # What a subclass waiting for something else (a scale) changes; the loop stays here.
+    payload_key = "rollout"
+
+    def _judge(self, deployment: dict[str, Any], pods: list[dict[str, Any]]) -> Any:
+        """This poll's verdict: an object with ``state``, ``message`` and ``to_dict()``."""
+        return evaluate_rollout(deployment, pods, min_generation=self.min_generation)
+
+    def _final_status(self, verdict: Any) -> str | None:
+        """The event status that ends the wait, or None to keep polling."""
+        return {"complete": "success", "failed": "failed"}.get(verdict.state)
+
+    def _timeout_message(self, where: str, verdict: Any, last_error: str | None) -> str:
+        detail = verdict.progress if verdict is not None else f"last error: {last_error}"
+        return f"deployment {where}: rollout not complete by its deadline ({detail})"
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         where = f"{self.namespace}/{self.name}"
+        key = self.payload_key
         last_progress = None
         last_error = None
-        status = None
+        verdict = None
         while True:
             try:
                 deployment, pods = await self._read()
@@ -122,40 +138,30 @@ class DeploymentRolloutTrigger(BaseTrigger):
                         {
                             "status": "error",
                             "message": f"deployment {where}: HTTP {api_status}: {getattr(e, 'reason', '') or e}",
-                            "rollout": None,
+                            key: None,
                         }
                     )
                     return
                 last_error = f"{type(e).__name__}: {getattr(e, 'reason', None) or e}"
-                self.log.warning(
-                    "deployment %s: reading the rollout failed (will retry): %s", where, last_error
-                )
+                self.log.warning("deployment %s: reading it failed (will retry): %s", where, last_error)
             else:
-                status = evaluate_rollout(deployment, pods, min_generation=self.min_generation)
-                if status.state == "complete":
-                    self.log.info("%s", status.message)
-                    yield TriggerEvent(
-                        {"status": "success", "message": status.message, "rollout": status.to_dict()}
-                    )
+                verdict = self._judge(deployment, pods)
+                final = self._final_status(verdict)
+                if final is not None:
+                    (self.log.info if final == "success" else self.log.error)("%s", verdict.message)
+                    yield TriggerEvent({"status": final, "message": verdict.message, key: verdict.to_dict()})
                     return
-                if status.state == "failed":
-                    self.log.error("%s", status.message)
-                    yield TriggerEvent(
-                        {"status": "failed", "message": status.message, "rollout": status.to_dict()}
-                    )
-                    return
-                if status.message != last_progress:
-                    # Progress goes to the task log: x/y updated, so users see the rollout move.
-                    self.log.info("rollout %s", status.message)
-                    last_progress = status.message
+                if verdict.message != last_progress:
+                    # Progress goes to the task log (x/y updated), so users see the wait move.
+                    self.log.info("%s %s", key, verdict.message)
+                    last_progress = verdict.message
             remaining = self.deadline - time.time()
             if remaining <= 0:
-                detail = status.progress if status is not None else f"last error: {last_error}"
                 yield TriggerEvent(
                     {
                         "status": "timeout",
-                        "message": f"deployment {where}: rollout not complete by its deadline ({detail})",
-                        "rollout": status.to_dict() if status is not None else None,
+                        "message": self._timeout_message(where, verdict, last_error),
+                        key: verdict.to_dict() if verdict is not None else None,
                     }
                 )
                 return

@@ -17,15 +17,10 @@ twice) keeps it. Transient API errors are retried until the deadline; 401, 403 a
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-from airflow.triggers.base import TriggerEvent
-
 from mlinfra.scaling.progress import evaluate_scale
-from mlinfra.triggers.rollout import FATAL_STATUS, DeploymentRolloutTrigger
+from mlinfra.triggers.rollout import DeploymentRolloutTrigger
 
 
 class DeploymentScaleTrigger(DeploymentRolloutTrigger):
@@ -68,50 +63,16 @@ class DeploymentScaleTrigger(DeploymentRolloutTrigger):
         kwargs.pop("pod_labels", None)  # the scale wait always reads the template's own pods
         return f"{type(self).__module__}.{type(self).__qualname__}", {**kwargs, "replicas": self.replicas}
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        where = f"{self.namespace}/{self.name}"
-        last_message = None
-        last_error = None
-        progress = None
-        while True:
-            try:
-                deployment, pods = await self._read()
-            except Exception as e:  # classified below: transient ones are retried
-                api_status = getattr(e, "status", None)
-                if api_status in FATAL_STATUS:
-                    yield TriggerEvent(
-                        {
-                            "status": "error",
-                            "message": f"deployment {where}: HTTP {api_status}: {getattr(e, 'reason', '') or e}",
-                            "progress": None,
-                        }
-                    )
-                    return
-                last_error = f"{type(e).__name__}: {getattr(e, 'reason', None) or e}"
-                self.log.warning("deployment %s: reading it failed (will retry): %s", where, last_error)
-            else:
-                progress = evaluate_scale(
-                    deployment, pods, replicas=self.replicas, min_generation=self.min_generation
-                )
-                if progress.state != "progressing":
-                    status = "success" if progress.state == "complete" else progress.state
-                    yield TriggerEvent(
-                        {"status": status, "message": progress.message, "progress": progress.to_dict()}
-                    )
-                    return
-                if progress.message != last_message:
-                    self.log.info("scale %s", progress.message)
-                    last_message = progress.message
-            remaining = self.deadline - time.time()
-            if remaining <= 0:
-                detail = progress.message if progress is not None else f"last error: {last_error}"
-                yield TriggerEvent(
-                    {
-                        "status": "timeout",
-                        "message": f"deployment {where}: {self.replicas} replicas not available by the "
-                        f"deadline ({detail})",
-                        "progress": progress.to_dict() if progress is not None else None,
-                    }
-                )
-                return
-            await asyncio.sleep(min(self.poll_interval, remaining))
+    payload_key = "progress"
+
+    def _judge(self, deployment: dict[str, Any], pods: list[dict[str, Any]]) -> Any:
+        return evaluate_scale(deployment, pods, replicas=self.replicas, min_generation=self.min_generation)
+
+    def _final_status(self, verdict: Any) -> str | None:
+        if verdict.state == "progressing":
+            return None
+        return "success" if verdict.state == "complete" else str(verdict.state)
+
+    def _timeout_message(self, where: str, verdict: Any, last_error: str | None) -> str:
+        detail = verdict.message if verdict is not None else f"last error: {last_error}"
+        return f"deployment {where}: {self.replicas} replicas not available by the deadline ({detail})"
