@@ -51,7 +51,9 @@ from mlinfra.operators.smoke import TFServingSmokeTestOperator
 from mlinfra.sensors.model import TFServingModelVersionSensor
 from mlinfra.sensors.rollout import DeploymentRolloutSensor
 
-FLEET = load_fleet()  # a local file, validated and cached: the form's choices come from it
+# The form's choices come from the fleet file (local, validated, cached); the PromQL check
+# of scaling targets runs when a task loads the fleet, not at every parse.
+FLEET = load_fleet(check_expressions=False)
 SETTINGS = DeploySettings.from_env()
 # One asset per model (mlinfra://models/<name>), attached at run time through this alias.
 MODEL_DEPLOYS = AssetAlias("mlinfra-model-deploys")

@@ -39,7 +39,9 @@ from mlinfra.forms import triggered_by
 from mlinfra.operators.scale import ScaleDeploymentOperator
 from mlinfra.scaling.manual import form_params
 
-FLEET = load_fleet()  # a local file, validated and cached: the form's choices come from it
+# The form's choices come from the fleet file (local, validated, cached); the PromQL check
+# of scaling targets runs when a task loads the fleet, not at every parse.
+FLEET = load_fleet(check_expressions=False)
 SCALE_TIMEOUT = parse_duration(os.environ.get("MLINFRA_SCALE_TIMEOUT", "10m"))
 SCALE_POLL_INTERVAL = parse_duration(os.environ.get("MLINFRA_SCALE_POLL_INTERVAL", "5s"))
 

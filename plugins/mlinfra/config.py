@@ -218,7 +218,7 @@ class Fleet(_Strict):
     source: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
-    def _unique_names(self) -> Fleet:
+    def _unique_names(self, info: ValidationInfo) -> Fleet:
         seen: dict[str, int] = {}
         for i, m in enumerate(self.models):
             if m.name in seen:
@@ -235,6 +235,8 @@ class Fleet(_Strict):
                     f"deployment {key[0]}/{key[1]} is already used by models[{deployments[key]}]",
                 )
             deployments[key] = i
+        if not (info.context or {}).get("check_expressions", True):
+            return self
         for i, m in enumerate(self.models):
             target = m.scaling.target
             if target is None:
@@ -294,7 +296,8 @@ class _FieldError(ValueError):
 
 # --------------------------------------------------------------------------- loading
 
-_cache: dict[Path, tuple[float, Fleet]] = {}
+_cache: dict[tuple[Path, bool], tuple[float, Fleet]] = {}
+_YAMLLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _cache_lock = threading.Lock()
 
 
@@ -302,28 +305,42 @@ def fleet_file() -> Path:
     return Path(os.environ.get(FLEET_FILE_ENV) or DEFAULT_FLEET_FILE)
 
 
-def load_fleet(path: str | os.PathLike[str] | None = None) -> Fleet:
-    """The validated fleet, parsed once per process and file version."""
+def load_fleet(path: str | os.PathLike[str] | None = None, *, check_expressions: bool = True) -> Fleet:
+    """The validated fleet, parsed once per process and file version.
+
+    ``check_expressions=False`` skips only asking the rule engine whether each scaling
+    target expression is one it can evaluate. DAG files use it at parse time: that
+    check loads the PromQL engine, and a typo in one model's expression must not make
+    the deploy form vanish from the UI. Every task loads the fleet fully.
+    """
     p = Path(path) if path is not None else fleet_file()
     try:
         mtime = p.stat().st_mtime
     except OSError as e:
         raise FleetConfigError(str(p), [f"cannot read the fleet file: {e.strerror}"]) from None
     with _cache_lock:
-        hit = _cache.get(p)
+        hit = _cache.get((p, check_expressions))
         if hit and hit[0] == mtime:
             return hit[1]
-        fleet = parse_fleet(p.read_text(encoding="utf-8"), source=p)
-        _cache[p] = (mtime, fleet)
+        fleet = parse_fleet(p.read_text(encoding="utf-8"), source=p, check_expressions=check_expressions)
+        _cache[(p, check_expressions)] = (mtime, fleet)
         return fleet
 
 
-def parse_fleet(text: str, source: str | os.PathLike[str] = "fleet.yaml") -> Fleet:
+def parse_fleet(
+    text: str, source: str | os.PathLike[str] = "fleet.yaml", *, check_expressions: bool = True
+) -> Fleet:
     """Validate fleet YAML text; errors name ``source``, line and field path."""
     name = _display_path(source)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        # One parse (libyaml's, when PyYAML has it): the node tree gives the line numbers
+        # for error messages and is then constructed into plain data.
+        loader = _YAMLLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -335,7 +352,7 @@ def parse_fleet(text: str, source: str | os.PathLike[str] = "fleet.yaml") -> Fle
         )
     lines = _line_index(node)
     try:
-        fleet = Fleet.model_validate(data)
+        fleet = Fleet.model_validate(data, context={"check_expressions": check_expressions})
     except ValidationError as e:
         problems = [_describe(err, lines) for err in e.errors()]
         raise FleetConfigError(name, sorted(problems, key=_line_of)) from None

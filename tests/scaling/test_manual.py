@@ -29,11 +29,15 @@ def test_valid_request() -> None:
     [
         (
             {"model": "half-plus-two", "replicas": 5, "reason": "x"},
-            ["replicas: must be between 1 and 4 for model half-plus-two (its scaling policy in the fleet file), got 5"],
+            [
+                "replicas: must be between 1 and 4 for model half-plus-two (its scaling policy in the fleet file), got 5"
+            ],
         ),
         (
             {"model": "resnet50-classifier", "replicas": 1, "reason": "x"},
-            ["replicas: must be between 2 and 8 for model resnet50-classifier (its scaling policy in the fleet file), got 1"],
+            [
+                "replicas: must be between 2 and 8 for model resnet50-classifier (its scaling policy in the fleet file), got 1"
+            ],
         ),
         (
             {"model": "half-plus-two", "replicas": 2},

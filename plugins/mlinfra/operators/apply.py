@@ -21,15 +21,13 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from mlinfra.deploy.kube import FIELD_MANAGER, ManifestClient, apply_objects, deployed_version, snapshot
-
 
 class ApplyManifestsOperator(BaseOperator):
     """Server-side apply ``manifests`` (ConfigMap, Service, Deployment) in order.
 
     :param manifests: the objects, as dicts (templated: an XCom of the render task).
     :param kubernetes_conn_id: Airflow connection of type ``kubernetes``.
-    :param field_manager: the server-side apply field manager.
+    :param field_manager: the server-side apply field manager (default ``mlinfra``).
     :param deploy_run_id: when set, the previous objects and the result are written to
         ``mlinfra_deployments`` for this run (templated, usually ``{{ run_id }}``).
     :param store_conn_id: the store's connection.
@@ -45,7 +43,7 @@ class ApplyManifestsOperator(BaseOperator):
         *,
         manifests: list[dict[str, Any]] | Any,
         kubernetes_conn_id: str = "kubernetes_default",
-        field_manager: str = FIELD_MANAGER,
+        field_manager: str | None = None,
         deploy_run_id: str | None = None,
         store_conn_id: str = "mlinfra_store",
         **kwargs: Any,
@@ -64,7 +62,16 @@ class ApplyManifestsOperator(BaseOperator):
         if not objects or any(not isinstance(o, dict) or "kind" not in o for o in objects):
             raise ValueError("manifests must be a non-empty list of Kubernetes objects (dicts with 'kind')")
         hook = KubernetesHook(conn_id=self.kubernetes_conn_id)
-        client = ManifestClient(hook.api_client, field_manager=self.field_manager)
+        # Imported here: DAG files import this module at parse time.
+        from mlinfra.deploy.kube import (
+            FIELD_MANAGER,
+            ManifestClient,
+            apply_objects,
+            deployed_version,
+            snapshot,
+        )
+
+        client = ManifestClient(hook.api_client, field_manager=self.field_manager or FIELD_MANAGER)
         live = snapshot(client, objects)
         previous = live
         records = None
