@@ -196,3 +196,14 @@ def test_fleet_objects_are_immutable() -> None:
     with pytest.raises(Exception, match="frozen"):
         fleet.models[0].scaling.max_replicas = 100  # type: ignore[misc]
     assert isinstance(fleet, Fleet)
+
+
+def test_scaling_targets_the_engine_cannot_evaluate_are_refused_unless_parse_time() -> None:
+    text = _mutate(_set("models.0.scaling.target.expr", "topk(3, ml_gpu_utilization_percent)"))
+    with pytest.raises(FleetConfigError) as err:
+        parse_fleet(text, source="include/fleet.yaml")
+    assert "models[0].scaling.target.expr: the local engine cannot evaluate this expression" in str(err.value)
+    assert "unsupported by the local engine" in str(err.value)
+    # DAG files read the fleet for their forms without loading the PromQL engine.
+    fleet = parse_fleet(text, source="include/fleet.yaml", check_expressions=False)
+    assert fleet.models[0].scaling.target is not None
