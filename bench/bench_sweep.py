@@ -40,7 +40,20 @@ def noop_sweep():
     def write_sweep(summaries: list) -> dict:
         return {"collectors": len(summaries)}
 
-    write_sweep([collect.override(task_id=f"collect_{n}")(n) for n in ("gpu", "host", "kubernetes", "serving")])
+    @task
+    def evaluate_rules(sweep: dict) -> dict:
+        return {"firing": []}
+
+    @task
+    def plan_scaling(rules: dict) -> list:
+        return []
+
+    @task
+    def scale(namespace: str, deployment: str) -> None:
+        return None
+
+    summaries = [collect.override(task_id=f"collect_{n}")(n) for n in ("gpu", "host", "kubernetes", "serving")]
+    scale.expand_kwargs(plan_scaling(evaluate_rules(write_sweep(summaries))))
 
 noop_sweep()
 """
@@ -79,7 +92,15 @@ def child(env: dict[str, str], folder: Path, dag_id: str, k: int) -> dict[str, f
     return result
 
 
-TASKS = ("collect_gpu", "collect_host", "collect_kubernetes", "collect_serving", "write_sweep")
+TASKS = (
+    "collect_gpu",
+    "collect_host",
+    "collect_kubernetes",
+    "collect_serving",
+    "write_sweep",
+    "evaluate_rules",
+    "plan_scaling",
+)
 
 
 def task_peak_mb(env: dict[str, str], folder: Path, dag_id: str, task_id: str) -> float:
