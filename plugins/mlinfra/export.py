@@ -249,19 +249,6 @@ def push_samples(
     return collector.exported
 
 
-def _gateway_url(conn_id: str, schema: str | None, host: str, port: int | None) -> str:
-    if "://" in host:  # a full URL typed into the host field
-        base = host.rstrip("/")
-    else:
-        scheme = (schema or "http").lower()
-        if scheme not in ("http", "https"):
-            raise ExportError(f"Connection {conn_id!r} has schema {schema!r}; use 'http' or 'https'")
-        base = f"{scheme}://{host}"
-    if port and urlsplit(base).port is None:
-        base = f"{base}:{port}"
-    return base
-
-
 def push_from_connection(samples: Iterable[Sample], conn_id: str = DEFAULT_CONN_ID) -> int | None:
     """Push ``samples`` to the Pushgateway of Airflow connection ``conn_id``.
 
@@ -277,10 +264,10 @@ def push_from_connection(samples: Iterable[Sample], conn_id: str = DEFAULT_CONN_
     if conn is None:
         log.info("Connection %r is not defined: Pushgateway export skipped", conn_id)
         return None
-    if not conn.host:
-        raise ExportError(f"Connection {conn_id!r} has no host; set it to the Pushgateway's host name")
+    from mlinfra.hooks.extras import http_base_url
+
     extras: Mapping[str, Any] = conn.extra_dejson or {}
-    gateway = _gateway_url(conn_id, conn.schema, conn.host, conn.port)
+    gateway = http_base_url(conn, conn_id=conn_id, what="the Pushgateway", error=ExportError)
     auth = (conn.login, conn.password or "") if conn.login else None
     return push_samples(
         samples,

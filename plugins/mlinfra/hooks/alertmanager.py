@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 
 from mlinfra.exceptions import AlertmanagerError
-from mlinfra.hooks.extras import timeout_setting
+from mlinfra.hooks.extras import http_base_url, timeout_setting
 
 if TYPE_CHECKING:
     import httpx
@@ -94,19 +94,9 @@ class AlertmanagerHook(BaseHook):
     @cached_property
     def base_url(self) -> str:
         """``scheme://host:port[/prefix]`` from the connection (a host may already carry its scheme)."""
-        conn = self._connection
-        host = (conn.host or "").strip()
-        if not host:
-            raise AlertmanagerError(f"connection {self.alertmanager_conn_id!r} has no host")
-        if "://" in host:
-            url = host.rstrip("/")
-        else:
-            scheme = conn.schema if conn.schema in ("http", "https") else "http"
-            url = f"{scheme}://{host}"
-        if conn.port:
-            url = f"{url}:{conn.port}"
-        prefix = str(self._extras.get("path_prefix") or "").strip("/")
-        return f"{url}/{prefix}" if prefix else url
+        return http_base_url(
+            self._connection, conn_id=self.alertmanager_conn_id, what="Alertmanager", error=AlertmanagerError
+        )
 
     @cached_property
     def timeout(self) -> float:

@@ -33,3 +33,30 @@ def timeout_setting(
     if value <= 0:
         raise error(f"connection {conn_id!r}: extra 'timeout' must be > 0, got {raw!r}")
     return value
+
+
+def http_base_url(conn: Any, *, conn_id: str, what: str, error: Callable[[str], Exception]) -> str:
+    """``scheme://host[:port][/path_prefix]`` of an HTTP service from its Airflow connection.
+
+    The host may be a full URL (people paste one); otherwise the schema is ``http``
+    (default) or ``https``; the port is added unless the host already has one; the
+    extra ``path_prefix`` serves a server behind a reverse proxy. ``what`` names the
+    service in the error ("the Prometheus server").
+    """
+    from urllib.parse import urlsplit
+
+    host = str(conn.host or "").strip().rstrip("/")
+    if not host:
+        raise error(f"connection {conn_id!r} has no host; set it to {what}'s host")
+    if "://" in host:
+        url = host
+    else:
+        scheme = (conn.schema or "http").lower()
+        if scheme not in ("http", "https"):
+            raise error(f"connection {conn_id!r} has schema {conn.schema!r}; use 'http' or 'https'")
+        url = f"{scheme}://{host}"
+    if conn.port and urlsplit(url).port is None:
+        url = f"{url}:{conn.port}"
+    extras = conn.extra_dejson if getattr(conn, "extra", None) else {}
+    prefix = str(extras.get("path_prefix") or "").strip("/")
+    return f"{url}/{prefix}" if prefix else url

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 
 from mlinfra.exceptions import MlinfraError, PrometheusError, PrometheusUnavailable
-from mlinfra.hooks.extras import timeout_setting
+from mlinfra.hooks.extras import http_base_url, timeout_setting
 
 if TYPE_CHECKING:
     import httpx
@@ -99,25 +99,12 @@ class PrometheusHook(BaseHook):
         """The server's base URL, without a trailing slash."""
         if self._base_url_arg:
             return self._base_url_arg.rstrip("/")
-        conn = self._connection
-        if not conn.host:
-            raise PrometheusConfigError(
-                f"connection {self.prometheus_conn_id!r} has no host; set it to the Prometheus server's host"
-            )
-        host = str(conn.host).rstrip("/")
-        if "://" in host:
-            url = host
-        else:
-            scheme = (conn.schema or "http").lower()
-            if scheme not in ("http", "https"):
-                raise PrometheusConfigError(
-                    f"connection {self.prometheus_conn_id!r} has schema {conn.schema!r}; use 'http' or 'https'"
-                )
-            url = f"{scheme}://{host}"
-        if conn.port and url.split("://", 1)[1].find(":") < 0:
-            url = f"{url}:{conn.port}"
-        prefix = str(self._extras.get("path_prefix") or "").strip("/")
-        return f"{url}/{prefix}" if prefix else url
+        return http_base_url(
+            self._connection,
+            conn_id=self.prometheus_conn_id,
+            what="the Prometheus server",
+            error=PrometheusConfigError,
+        )
 
     @cached_property
     def timeout(self) -> float:
