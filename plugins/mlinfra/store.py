@@ -78,6 +78,9 @@ samples_table = sa.Table(
     sa.Column("value", sa.Double, nullable=True),
     # Serves replacing one sweep (all series at one ts) and retention (ts < cutoff).
     sa.Index("ix_mlinfra_samples_ts", "ts"),
+    # SQLite: the table *is* the (series_id, ts) B-tree, so a range read finds the values
+    # in the key's pages instead of looking each row up through a separate rowid index.
+    sqlite_with_rowid=False,
 )
 
 sweeps_table = sa.Table(
