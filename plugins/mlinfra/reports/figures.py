@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
+from mlinfra.rules.quantile import bucket_quantile
+
 Point = tuple[float, float]
 
 
@@ -50,44 +52,8 @@ def counter_deltas(points: Sequence[Point], *, baseline: Point | None = None) ->
 
 
 def histogram_quantile(q: float, buckets: dict[float, float]) -> float:
-    """Prometheus's ``histogram_quantile(q, ...)`` over cumulative bucket counts ``{le: count}``.
-
-    Same rules as ``promql/quantile.go``: linear interpolation inside the bucket
-    that holds the rank, the lower bound of the first bucket is 0 (when its upper
-    bound is positive), a rank in the ``+Inf`` bucket returns the highest finite
-    bound, counts are made monotonic first (buckets scraped at slightly different
-    times), and no observations or no ``+Inf`` bucket gives NaN.
-    """
-    if math.isnan(q):
-        return math.nan
-    if q < 0:
-        return -math.inf
-    if q > 1:
-        return math.inf
-    ordered = sorted(buckets.items())
-    if not ordered or not math.isinf(ordered[-1][0]) or len(ordered) < 2:
-        return math.nan
-    bounds = [le for le, _ in ordered]
-    counts: list[float] = []
-    running = 0.0
-    for _, c in ordered:
-        running = max(running, c if math.isfinite(c) else running)
-        counts.append(running)
-    total = counts[-1]
-    if total <= 0:
-        return math.nan
-    rank = q * total
-    b = next(i for i, c in enumerate(counts) if c >= rank or i == len(counts) - 1)
-    if b == len(counts) - 1:
-        return bounds[-2]
-    if b == 0 and bounds[0] <= 0:
-        return bounds[0]
-    start, end, count = 0.0, bounds[b], counts[b]
-    if b > 0:
-        start = bounds[b - 1]
-        count -= counts[b - 1]
-        rank -= counts[b - 1]
-    return start + (end - start) * (rank / count)
+    """Prometheus's ``histogram_quantile(q, ...)`` over cumulative bucket counts ``{le: count}``."""
+    return bucket_quantile(q, buckets.items())
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -61,6 +61,7 @@ from mlinfra.rules.engine import (
     QuerySyntaxError,
     UnsupportedExpression,
 )
+from mlinfra.rules.quantile import bucket_quantile
 from mlinfra.store import MetricsStore, samples_table, series_table
 
 __all__ = ["DEFAULT_LOOKBACK", "EvaluationSession", "LocalEngine"]
@@ -724,70 +725,13 @@ class _Absent(_Node):
         return [] if self.arg.vector(ctx) else [(self.labels, 1.0)]
 
 
-@dataclass(slots=True)
-class _Bucket:
-    upper: float
-    count: float
-
-
-def _bucket_quantile(q: float, buckets: list[_Bucket]) -> float:
-    """Prometheus 2.42's ``bucketQuantile`` (promql/quantile.go)."""
-    if math.isnan(q):
-        return _NAN
-    if q < 0:
-        return -_INF
-    if q > 1:
-        return _INF
-    buckets.sort(key=lambda b: b.upper)
-    if not (math.isinf(buckets[-1].upper) and buckets[-1].upper > 0):
-        return _NAN
-    # Coalesce buckets with the same upper bound (le="1" and le="1.0").
-    merged = [_Bucket(buckets[0].upper, buckets[0].count)]
-    for b in buckets[1:]:
-        if b.upper == merged[-1].upper:
-            merged[-1].count += b.count
-        else:
-            merged.append(_Bucket(b.upper, b.count))
-    # Monotonicity fix: a bucket count lower than a previous one is raised to it.
-    highest = -_INF
-    for b in merged:
-        if b.count > highest:
-            highest = b.count
-        elif b.count < highest:
-            b.count = highest
-    if len(merged) < 2:
-        return _NAN
-    observations = merged[-1].count
-    if observations == 0:
-        return _NAN
-    rank = q * observations
-    # sort.Search over all but the +Inf bucket: first bucket whose count >= rank.
-    k = len(merged) - 1
-    for i in range(len(merged) - 1):
-        if merged[i].count >= rank:
-            k = i
-            break
-    if k == len(merged) - 1:
-        return merged[-2].upper
-    if k == 0 and merged[0].upper <= 0:
-        return merged[0].upper
-    bucket_start = 0.0
-    bucket_end = merged[k].upper
-    count = merged[k].count
-    if k > 0:
-        bucket_start = merged[k - 1].upper
-        count -= merged[k - 1].count
-        rank -= merged[k - 1].count
-    return bucket_start + (bucket_end - bucket_start) * _div(rank, count)
-
-
 class _HistogramQuantile(_Node):
     def __init__(self, q: _Node, arg: _Node):
         self.q, self.arg = q, arg
 
     def eval(self, ctx: _Context) -> Vector:
         q = self.q.scalar(ctx)
-        groups: dict[Labels, tuple[Labels, list[_Bucket]]] = {}
+        groups: dict[Labels, tuple[Labels, list[tuple[float, float]]]] = {}
         for labels, v in self.arg.vector(ctx):
             d = dict(labels)
             upper = _parse_le(d.get("le"))
@@ -797,8 +741,8 @@ class _HistogramQuantile(_Node):
             group = groups.get(key)
             if group is None:
                 group = groups[key] = (tuple(p for p in key if p[0] != NAME), [])
-            group[1].append(_Bucket(upper, v))
-        return _check_unique([(out, _bucket_quantile(q, buckets)) for out, buckets in groups.values()])
+            group[1].append((upper, v))
+        return _check_unique([(out, bucket_quantile(q, buckets)) for out, buckets in groups.values()])
 
 
 class _Negate(_Node):
