@@ -84,6 +84,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from tests.support.kubelet import DEFAULT_SYNC_DELAY_S, ContainerRuntime, Kubelet
+
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
@@ -441,8 +443,18 @@ class KubeStandIn:
     user = "system:serviceaccount:airflow:mlinfra"  # who the token authenticates as (RBAC messages)
 
     def __init__(
-        self, *, host: str = "127.0.0.1", port: int = 0, token: str | None = "mlinfra-standin-token"
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = "mlinfra-standin-token",
+        time_scale: float = 0.02,
+        kubelet_sync_delay: float = DEFAULT_SYNC_DELAY_S,
     ):
+        """``time_scale`` multiplies a node's durations (back-offs, probe periods, the
+        kubelet's ConfigMap sync delay of ``kubelet_sync_delay`` seconds): 0.02 runs the
+        node 50 times faster than a real one, so a test sees a minute of cluster time in
+        1.2 s. API-level durations (``progressDeadlineSeconds``) are not scaled."""
         self.host = host
         self.token = token
         self._requested_port = port
@@ -467,6 +479,7 @@ class KubeStandIn:
         self._controller: threading.Thread | None = None
         self._controller_stop = threading.Event()
         self.controller_interval = 0.05
+        self.kubelet = Kubelet(self, time_scale=time_scale, sync_delay=kubelet_sync_delay)
         for resource in CORE_RESOURCES:
             self.register_resource(resource)
         self._install_default_routes()
@@ -816,8 +829,17 @@ class KubeStandIn:
         containers: Mapping[str, str] | None = None,
         owner: Mapping[str, Any] | None = None,
         ready: bool = True,
+        template: Obj | None = None,
     ) -> Obj:
-        """A pod (``containers``: name -> image), Running and ready unless ``ready=False``."""
+        """A pod (``containers``: name -> image), Running and ready unless ``ready=False``.
+
+        With ``template`` (a pod template), the pod's spec is the template's (containers,
+        probes, volumes) and it starts Pending in ``ContainerCreating``: the kubelet
+        (:class:`~tests.support.kubelet.Kubelet`) takes it from there.
+        """
+        if template is not None:
+            containers = {c["name"]: c["image"] for c in template["spec"]["containers"]}
+            ready = False
         containers = dict(containers or {name: "busybox:1.36"})
         with self._lock:
             self._pod_counter += 1
@@ -852,6 +874,9 @@ class KubeStandIn:
                     ],
                 },
             }
+            if template is not None:
+                spec = copy.deepcopy(template.get("spec") or {})
+                pod["spec"] = {**pod["spec"], **spec}
             _refresh_pod_conditions(pod)
             return self.put_object(pod)
 
@@ -967,6 +992,7 @@ class KubeStandIn:
                     "name": rs_name,
                     "namespace": namespace,
                     "labels": {**template["metadata"]["labels"], "pod-template-hash": pod_hash},
+                    "annotations": {"deployment.kubernetes.io/revision": "1"},
                     "ownerReferences": [_owner_reference(dep)],
                 },
                 "spec": {
@@ -1181,6 +1207,8 @@ class KubeStandIn:
         return stored
 
     def _deployment_problems(self, r: ResourceType, new: Obj, old: Obj | None) -> list[str]:
+        if r.kind in ("ConfigMap", "Secret"):
+            return _immutable_problems(new, old)
         if r.kind != "Deployment":
             return []
         spec = new.get("spec") or {}
@@ -1404,31 +1432,109 @@ class KubeStandIn:
                     hook(dep)
                 except Exception:
                     log.exception("k8s stand-in: rollout hook failed")
+        self.kubelet.step()  # outside the lock too: container runtimes are other servers
+
+    def attach_runtime(self, runtime: ContainerRuntime) -> None:
+        """Let ``runtime`` run the containers it claims (see tests/support/kubelet.py)."""
+        with self._lock:
+            self.kubelet.runtimes.append(runtime)
+
+    @property
+    def registry(self) -> set[str] | None:
+        """Images (``repo:tag``, docker.io names) that pull; ``None``: every image pulls."""
+        return self.kubelet.registry
+
+    @registry.setter
+    def registry(self, images: set[str] | None) -> None:
+        self.kubelet.registry = images
 
     def _ensure_replicaset(self, dep: Obj, pod_hash: str) -> Obj:
+        """The ReplicaSet of the current template (re-used when a template comes back, as in a
+        rollback), with the Deployment's revision annotation bumped like the controller does."""
         namespace, name = dep["metadata"]["namespace"], dep["metadata"]["name"]
         template = dep["spec"]["template"]
         rs_name = f"{name}-{pod_hash}"
-        rs = self.get_object("apps/v1", "ReplicaSet", namespace, rs_name) or {
-            "apiVersion": "apps/v1",
-            "kind": "ReplicaSet",
-            "metadata": {
-                "name": rs_name,
-                "namespace": namespace,
-                "labels": {**template["metadata"]["labels"], "pod-template-hash": pod_hash},
-                "ownerReferences": [_owner_reference(dep)],
-            },
-            "spec": {
-                "replicas": 0,
-                "selector": {
-                    "matchLabels": {**dep["spec"]["selector"]["matchLabels"], "pod-template-hash": pod_hash}
+        owned = self._owned_replicasets(dep)
+        revision = max((_revision(r) for r in owned), default=0)
+        rs = self.get_object("apps/v1", "ReplicaSet", namespace, rs_name)
+        if rs is None:
+            rs = {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "metadata": {
+                    "name": rs_name,
+                    "namespace": namespace,
+                    "labels": {**template["metadata"]["labels"], "pod-template-hash": pod_hash},
+                    "annotations": {"deployment.kubernetes.io/revision": str(revision + 1)},
+                    "ownerReferences": [_owner_reference(dep)],
                 },
-                "template": copy.deepcopy(template),
-            },
-            "status": {},
-        }
-        rs["spec"]["replicas"] = dep["spec"].get("replicas", 1)
-        return self.put_object(rs)
+                "spec": {
+                    "replicas": 0,
+                    "selector": {
+                        "matchLabels": {
+                            **dep["spec"]["selector"]["matchLabels"],
+                            "pod-template-hash": pod_hash,
+                        }
+                    },
+                    "template": copy.deepcopy(template),
+                },
+                "status": {},
+            }
+            rs = self.put_object(rs)
+        elif _revision(rs) != revision:
+            rs["metadata"].setdefault("annotations", {})["deployment.kubernetes.io/revision"] = str(
+                revision + 1
+            )
+            rs = self.put_object(rs)
+        return rs
+
+    def _owned_replicasets(self, dep: Obj) -> list[Obj]:
+        uid = dep["metadata"].get("uid")
+        return [
+            rs
+            for rs in self.list_objects("apps/v1", "ReplicaSet", dep["metadata"]["namespace"])
+            if any(o.get("uid") == uid for o in rs["metadata"].get("ownerReferences", []))
+        ]
+
+    def _sync_replicasets(self, dep: Obj, current: Obj, pods: list[Obj]) -> None:
+        """Each owned ReplicaSet's replicas = its pods; old empty ones beyond
+        ``revisionHistoryLimit`` are deleted (oldest revision first), as the controller does."""
+        namespace = dep["metadata"]["namespace"]
+        counts: dict[str, int] = {}
+        for p in pods:
+            h = p["metadata"]["labels"].get("pod-template-hash")
+            counts[h] = counts.get(h, 0) + 1
+        current_hash = current["metadata"]["labels"]["pod-template-hash"]
+        current["spec"]["replicas"] = dep["spec"].get("replicas", 1)
+        ready = sum(
+            _pod_ready(p) for p in pods if p["metadata"]["labels"].get("pod-template-hash") == current_hash
+        )
+        current["status"] = _omit_zero(
+            {"replicas": counts.get(current_hash, 0), "readyReplicas": ready, "availableReplicas": ready}
+        )
+        stored = self.get_object("apps/v1", "ReplicaSet", namespace, current["metadata"]["name"])
+        if (
+            stored is None
+            or _same_object(stored, current) is False
+            or stored.get("status") != current["status"]
+        ):
+            self.put_object(current)
+        old = []
+        for rs in self._owned_replicasets(dep):
+            h = rs["metadata"]["labels"].get("pod-template-hash")
+            if h == current_hash:
+                continue
+            replicas = counts.get(h, 0)
+            if rs["spec"].get("replicas") != replicas:
+                rs["spec"]["replicas"] = replicas
+                rs["status"] = _omit_zero({"replicas": replicas})
+                self.put_object(rs)
+            if replicas == 0:
+                old.append(rs)
+        limit = int(dep["spec"].get("revisionHistoryLimit", 10))
+        old.sort(key=_revision)
+        for rs in old[: max(len(old) - limit, 0)]:
+            self.delete_object("apps/v1", "ReplicaSet", namespace, rs["metadata"]["name"])
 
     def _image_fault(self, images: Iterable[str]) -> tuple[str, str | None] | None:
         for image in images:
@@ -1443,7 +1549,14 @@ class KubeStandIn:
         return None
 
     def _rollout_step(self, dep: Obj) -> bool:
-        """Advance one Deployment by at most one pod; True when its new template just got ready."""
+        """Advance one Deployment by at most one pod; True when its new template just got ready.
+
+        RollingUpdate as the controller does it: at most ``replicas + maxSurge`` pods
+        exist, and an old pod goes only while ``replicas - maxUnavailable`` pods stay
+        available (with ``maxUnavailable: 0``, only as new pods become Ready;
+        kubernetes.io/docs/concepts/workloads/controllers/deployment/#rolling-update-deployment).
+        New pods are created Pending and the kubelet takes them from there.
+        """
         namespace, name = dep["metadata"]["namespace"], dep["metadata"]["name"]
         key = (namespace, name)
         template = dep["spec"]["template"]
@@ -1458,37 +1571,33 @@ class KubeStandIn:
         pods = [self.pod(namespace, p) for p in self.pod_names(namespace, deployment=name)]
         new = [p for p in pods if p["metadata"]["labels"].get("pod-template-hash") == pod_hash]
         old = [p for p in pods if p not in new]
+        surge, unavailable = _rolling_limits(dep)
         if settings.mode != "stuck" and now - state.last_step >= settings.step_seconds:
             state.last_step = now
-            if len(new) < desired:
-                containers = {c["name"]: c["image"] for c in template["spec"]["containers"]}
+            if len(new) < desired and len(new) + len(old) < desired + surge:
                 suffix = _short_hash(f"{rs['metadata']['name']}/{self._pod_counter}", 5)
-                fault = self._image_fault(containers.values())
                 pod = self.add_pod(
                     namespace,
                     f"{rs['metadata']['name']}-{suffix}",
                     labels=rs["metadata"]["labels"],
-                    containers=containers,
                     owner=_owner_reference(rs),
-                    ready=fault is None,
+                    template=template,
                 )
-                if fault is not None:
-                    reason, message = fault
-                    crash = reason == "CrashLoopBackOff"
-                    self.set_pod_status(
-                        namespace,
-                        pod["metadata"]["name"],
-                        phase="Running" if crash else "Pending",
-                        waiting_reason=reason,
-                        waiting_message=message,
-                        restarts=3 if crash else 0,
-                    )
-                new.append(self.pod(namespace, pod["metadata"]["name"]))
+                self.kubelet.manage(namespace, pod["metadata"]["name"])
+                new.append(pod)
             elif len(new) > desired:
-                self.delete_object("v1", "Pod", namespace, new.pop()["metadata"]["name"])
-            new_ready = sum(_pod_ready(p) for p in new)
-            if len(old) > max(desired - new_ready, 0):
-                self.delete_object("v1", "Pod", namespace, old.pop(0)["metadata"]["name"])
+                # Scale down: not-ready pods go first, then the newest.
+                victim = sorted(new, key=_pod_ready)[0]
+                self.delete_object("v1", "Pod", namespace, victim["metadata"]["name"])
+                new.remove(victim)
+            ready = sum(_pod_ready(p) for p in new) + sum(_pod_ready(p) for p in old)
+            if old:
+                victim = sorted(old, key=_pod_ready)[0]  # unavailable old pods go first
+                after = ready - (1 if _pod_ready(victim) else 0)
+                if after >= desired - unavailable or len(new) + len(old) > desired + surge:
+                    self.delete_object("v1", "Pod", namespace, victim["metadata"]["name"])
+                    old.remove(victim)
+        self._sync_replicasets(dep, rs, new + old)
         self._refresh_deployment_status(namespace, name)
         if not state.hooked and any(_pod_ready(p) for p in new):
             state.hooked = True
@@ -2062,6 +2171,46 @@ def _same_object(old: Obj, new: Obj) -> bool:
         return o
 
     return strip(old) == strip(new)
+
+
+def _immutable_problems(new: Obj, old: Obj | None) -> list[str]:
+    """An ``immutable: true`` ConfigMap or Secret: only deletion and re-creation change it
+    (kubernetes.io/docs/concepts/configuration/configmap/#configmap-immutable)."""
+    if old is None or old.get("immutable") is not True:
+        return []
+    problems = []
+    if new.get("immutable") is not True:
+        problems.append("immutable: Forbidden: field is immutable when `immutable` is set")
+    for key in ("data", "binaryData", "stringData"):
+        if (new.get(key) or {}) != (old.get(key) or {}):
+            problems.append(f"{key}: Forbidden: field is immutable when `immutable` is set")
+    return problems
+
+
+def _revision(rs: Obj) -> int:
+    value = (rs["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision", "0")
+    return int(value) if str(value).isdigit() else 0
+
+
+def _rolling_limits(dep: Obj) -> tuple[int, int]:
+    """(maxSurge, maxUnavailable) as pod counts: percentages round surge up, unavailable down."""
+    import math
+
+    desired = dep["spec"].get("replicas", 1)
+    rolling = ((dep["spec"].get("strategy") or {}).get("rollingUpdate")) or {}
+
+    def count(value: Any, default: str, up: bool) -> int:
+        value = default if value is None else value
+        if isinstance(value, str) and value.endswith("%"):
+            exact = desired * float(value[:-1]) / 100
+            return math.ceil(exact) if up else math.floor(exact)
+        return int(value)
+
+    surge = count(rolling.get("maxSurge"), "25%", True)
+    unavailable = count(rolling.get("maxUnavailable"), "25%", False)
+    if surge == 0 and unavailable == 0:
+        unavailable = 1  # the API server refuses both 0; be lenient, never deadlock
+    return surge, unavailable
 
 
 def _owner_reference(owner: Obj) -> Obj:

@@ -64,6 +64,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -88,6 +89,11 @@ class Faults:
     load_delay: float = 0.0  # seconds a version stays LOADING
     fail_load_versions: list[int] = field(default_factory=list)  # loads end in END + error
     output_offset: float = 0.0  # added to every numeric output: a model that answers wrongly
+    # Faults of one version only: {"2": {"predict_delay": 0.2, "output_offset": 1}} (a slow or
+    # wrong *version*, while the others answer normally).
+    version_faults: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    PER_VERSION = ("predict_delay", "error_rate", "output_offset")
 
     def update(self, changes: dict[str, Any]) -> None:
         known = {f.name for f in fields(self)}
@@ -95,7 +101,23 @@ class Faults:
         if unknown:
             raise ValueError(f"unknown fault field(s) {sorted(unknown)}; known: {sorted(known)}")
         for key, value in changes.items():
-            setattr(self, key, [int(v) for v in value] if key == "fail_load_versions" else float(value))
+            if key == "fail_load_versions":
+                setattr(self, key, [int(v) for v in value])
+            elif key == "version_faults":
+                parsed: dict[str, dict[str, float]] = {}
+                for version, faults in dict(value).items():
+                    bad = set(faults) - set(self.PER_VERSION)
+                    if bad:
+                        raise ValueError(f"per-version faults are {self.PER_VERSION}, got {sorted(bad)}")
+                    parsed[str(int(version))] = {k: float(v) for k, v in faults.items()}
+                self.version_faults = parsed
+            else:
+                setattr(self, key, float(value))
+
+    def of(self, name: str, version: int | None) -> float:
+        """The fault ``name`` for ``version``: its own value where set, else the global one."""
+        own = self.version_faults.get(str(version), {}) if version is not None else {}
+        return float(own.get(name, getattr(self, name)))
 
 
 class ServingError(Exception):
@@ -266,12 +288,14 @@ class ServedModel:
         path = self.base_path / str(version)
         try:
             with self._lock:
+                if version not in self._loading:
+                    return  # unloaded by a config reload before the load began
                 self.versions[version].state = "LOADING"
             if self.faults.load_delay:
                 time.sleep(self.faults.load_delay)
             if version in self.faults.fail_load_versions:
                 raise ServingError("UNKNOWN", f"simulated load failure of {path} (fault injection)")
-            loaded = self.tf.saved_model.load(str(path))
+            loaded = _load_saved_model(self.tf, path)
         except Exception as e:  # any load failure is a state of the version, as in TF Serving
             code, message = (e.code, e.message) if isinstance(e, ServingError) else ("UNKNOWN", str(e))
             self.metrics.observe_load(str(path), "fail")
@@ -282,10 +306,33 @@ class ServedModel:
             return
         self.metrics.observe_load(str(path), "success")
         with self._lock:
+            if version not in self._loading:
+                return  # a config reload dropped the version while it loaded
             self.versions[version] = VersionState(version, "AVAILABLE", loaded=loaded)
             self._loading.discard(version)
         log.info("version %s of %s is AVAILABLE", version, self.name)
         self._unload_superseded()
+
+    def reload_config(self, base_path: Path, versions: list[int] | None) -> None:
+        """A model config reload: realise exactly the new content.
+
+        TF Serving re-reads ``--model_config_file`` every
+        ``--model_config_file_poll_wait_seconds`` and "realises exactly the new
+        content": versions no longer listed are unloaded at once, whether or not a
+        listed one is available yet (tensorflow.org/tfx/serving/serving_config,
+        "Reloading Model Server Configuration"). That is the stricter reading of the
+        documentation, and the one that makes a config rewritten under running pods
+        visible: they drop the version they serve.
+        """
+        with self._lock:
+            self.base_path = base_path
+            self.specific = sorted({int(v) for v in versions}) if versions is not None else None
+            keep = set(self.specific) if self.specific is not None else set(self.discover()[-1:])
+            for v, s in self.versions.items():
+                if v not in keep and s.state in ("AVAILABLE", "LOADING"):
+                    s.state, s.loaded = "END", None
+                    self._loading.discard(v)
+        self.poll()
 
     def _unload_superseded(self) -> None:
         with self._lock:
@@ -327,11 +374,13 @@ class ServedModel:
         self, inputs: dict[str, Any], version: int | None, signature_name: str
     ) -> tuple[int, dict[str, Any]]:
         """Run a signature; inputs are numpy arrays or lists by alias, outputs numpy arrays."""
-        if self.faults.predict_delay:
-            time.sleep(self.faults.predict_delay)
-        if self.faults.error_rate and random.random() < self.faults.error_rate:
-            raise ServingError("UNAVAILABLE", "simulated failure (fault injection: error_rate)")
         version, loaded = self.servable(version)
+        delay = self.faults.of("predict_delay", version)
+        if delay:
+            time.sleep(delay)
+        error_rate = self.faults.of("error_rate", version)
+        if error_rate and random.random() < error_rate:
+            raise ServingError("UNAVAILABLE", "simulated failure (fault injection: error_rate)")
         signature_name = signature_name or "serving_default"
         if signature_name not in loaded.signatures:
             raise ServingError("INVALID_ARGUMENT", f'Serving signature key "{signature_name}" not found.')
@@ -364,20 +413,178 @@ class ServedModel:
         except (TypeError, ValueError, tf.errors.InvalidArgumentError) as e:
             raise ServingError("INVALID_ARGUMENT", str(e).splitlines()[0]) from None
         result = {k: v.numpy() for k, v in outputs.items()}
-        if self.faults.output_offset:
-            result = {
-                k: v + self.faults.output_offset if v.dtype.kind in "fiu" else v for k, v in result.items()
-            }
+        offset = self.faults.of("output_offset", version)
+        if offset:
+            result = {k: v + offset if v.dtype.kind in "fiu" else v for k, v in result.items()}
         return version, result
 
 
-class Standin:
-    """Both APIs over one :class:`ServedModel`."""
+_LOADED: dict[str, Any] = {}
+_LOADED_LOCK = threading.Lock()
 
-    def __init__(self, model: ServedModel):
+
+def _load_saved_model(tf: Any, path: Path) -> Any:
+    """``tf.saved_model.load`` once per directory: pods of one Service share the loaded graph."""
+    key = str(path.resolve())
+    with _LOADED_LOCK:
+        if key in _LOADED:
+            return _LOADED[key]
+    loaded = tf.saved_model.load(key)
+    with _LOADED_LOCK:
+        return _LOADED.setdefault(key, loaded)
+
+
+class ConfigError(Exception):
+    """A model config file TF Serving cannot use (the server does not start with it)."""
+
+
+def parse_model_config(text: str, model_name: str) -> tuple[str, list[int] | None]:
+    """``(base_path, specific versions or None for latest)`` of ``model_name`` in a config file.
+
+    Parsed with TF Serving's own ``ModelServerConfig`` message and protobuf text format,
+    so a config TF Serving would refuse is refused here too.
+    """
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as e:
+        raise ConfigError(f"Invalid protobuf file: {e}") from None
+    for entry in config.model_config_list.config:
+        if entry.name == model_name:
+            policy = entry.model_version_policy
+            if policy.HasField("specific"):
+                return entry.base_path, list(policy.specific.versions)
+            if policy.HasField("all"):
+                raise ConfigError("the stand-in serves the 'latest' or 'specific' version policies only")
+            return entry.base_path, None
+    raise ConfigError(f"the model config does not list the model {model_name!r}")
+
+
+@dataclass
+class PodBackend:
+    """One pod's TF Serving: its own config file, poll interval and version states."""
+
+    pod: str
+    model: ServedModel
+    config_text: str  # what the mounted file holds now (the kubelet updates it)
+    applied_text: str  # what the server read last
+    poll_seconds: float
+    next_poll: float = 0.0
+
+
+class Standin:
+    """Both APIs over one :class:`ServedModel`, or over the ready pods of a Service.
+
+    Pod mode (driven by the Kubernetes stand-in's kubelet, ``tests/support/serving_runtime.py``):
+    each pod is a :class:`PodBackend` with the model config file it mounts, re-read
+    every ``poll_seconds``; requests on the two ports are spread over the pods listed
+    as the Service's endpoints (only Ready pods are endpoints), and with no endpoint
+    they fail as a Service without endpoints does.
+    """
+
+    def __init__(self, model: ServedModel, *, path_map: dict[str, Path] | None = None):
         self.model = model
         self.faults = model.faults
         self.metrics = model.metrics
+        self.path_map = dict(path_map or {})
+        self.pods: dict[str, PodBackend] = {}
+        self.endpoints: list[str] | None = None  # None: not behind a Service (one server)
+        self._lock = threading.Lock()
+        self._next = 0
+
+    # -------------------------------------------------------------- pod mode
+
+    def local_path(self, base_path: str) -> Path:
+        """The local folder behind a container path (``--path-map /models=DIR``)."""
+        for prefix, local in sorted(self.path_map.items(), key=lambda kv: -len(kv[0])):
+            if base_path == prefix or base_path.startswith(prefix.rstrip("/") + "/"):
+                return local / base_path[len(prefix) :].lstrip("/")
+        return Path(base_path)
+
+    def start_pod(self, pod: str, config_text: str, poll_seconds: float) -> PodBackend:
+        """Start a pod's server; :class:`ConfigError` when it would exit at start-up."""
+        base_path, versions = parse_model_config(config_text, self.model.name)
+        local = self.local_path(base_path)
+        if not local.is_dir():
+            # tensorflow_model_server exits when a base path does not exist; the kubelet restarts it.
+            raise ConfigError(f"Could not find base path {base_path} for servable {self.model.name}")
+        served = ServedModel(self.model.name, local, self.faults, self.metrics)
+        served.specific = sorted(set(versions)) if versions is not None else None
+        backend = PodBackend(pod, served, config_text, config_text, poll_seconds)
+        backend.next_poll = time.monotonic() + poll_seconds
+        with self._lock:
+            old = self.pods.pop(pod, None)
+            self.pods[pod] = backend
+        if old is not None:
+            old.model.versions.clear()
+        served.poll()
+        return backend
+
+    def stop_pod(self, pod: str) -> bool:
+        with self._lock:
+            backend = self.pods.pop(pod, None)
+            if self.endpoints is not None and pod in self.endpoints:
+                self.endpoints = [p for p in self.endpoints if p != pod]
+        return backend is not None
+
+    def write_pod_config(self, pod: str, config_text: str) -> None:
+        """The kubelet projected new file content: the server sees it at its next poll."""
+        with self._lock:
+            backend = self.pods.get(pod)
+            if backend is None:
+                raise KeyError(pod)
+            backend.config_text = config_text
+
+    def poll_pods(self) -> None:
+        """Each pod's config poll and file-system poll, when due."""
+        now = time.monotonic()
+        with self._lock:
+            due = [b for b in self.pods.values() if now >= b.next_poll]
+        for backend in due:
+            backend.next_poll = now + backend.poll_seconds
+            if backend.config_text != backend.applied_text:
+                text = backend.config_text
+                try:
+                    base_path, versions = parse_model_config(text, self.model.name)
+                except ConfigError as e:
+                    # A running server keeps its last good config when a reload fails.
+                    log.warning("pod %s: config reload failed, keeping the old one: %s", backend.pod, e)
+                    backend.applied_text = text
+                    continue
+                backend.applied_text = text
+                log.info("pod %s: model config reloaded: versions %s", backend.pod, versions)
+                backend.model.reload_config(self.local_path(base_path), versions)
+            else:
+                backend.model.poll()
+
+    def set_endpoints(self, pods: list[str] | None) -> None:
+        with self._lock:
+            self.endpoints = list(pods) if pods is not None else None
+
+    def pick(self) -> ServedModel:
+        """The server that answers this request (round robin over the endpoints)."""
+        with self._lock:
+            if self.endpoints is None:
+                return self.model
+            ready = [self.pods[p] for p in self.endpoints if p in self.pods]
+            if not ready:
+                raise ServingError(
+                    "UNAVAILABLE", "no endpoints available for the Service (connection refused)"
+                )
+            self._next += 1
+            return ready[self._next % len(ready)].model
+
+    def pod_model(self, pod: str) -> ServedModel:
+        with self._lock:
+            backend = self.pods.get(pod)
+        if backend is None:
+            raise KeyError(pod)
+        return backend.model
+
+    # -------------------------------------------------------------- requests
 
     def timed(self, model_name: str, api: str, entrypoint: str, call: Any) -> Any:
         """Run ``call`` as a request for ``model_name`` and record TF Serving's request metrics."""
@@ -421,7 +628,7 @@ def _grpc_servicers(standin: Standin) -> tuple[Any, Any]:
                 def call() -> Any:
                     standin.check_name(spec.name, version)
                     inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-                    return standin.model.predict(inputs, version, spec.signature_name)
+                    return standin.pick().predict(inputs, version, spec.signature_name)
 
                 served_version, outputs = standin.timed(spec.name, "predict", "GRPC", call)
             except ServingError as e:
@@ -444,7 +651,7 @@ def _grpc_servicers(standin: Standin) -> tuple[Any, Any]:
             try:
                 if spec.name != standin.model.name:
                     raise ServingError("NOT_FOUND", f"Could not find any versions of model {spec.name}")
-                states = standin.model.status(version)
+                states = standin.pick().status(version)
             except ServingError as e:
                 abort(context, e)
                 raise AssertionError("unreachable") from None
@@ -463,7 +670,50 @@ def _grpc_servicers(standin: Standin) -> tuple[Any, Any]:
     return PredictionService(), ModelService()
 
 
-_MODEL_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?::(?P<verb>\w+))?$")
+_MODEL_PATH = re.compile(
+    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?P<metadata>/metadata)?(?::(?P<verb>\w+))?$"
+)
+_POD_PATH = re.compile(r"^/_standin/pods/(?P<pod>[^/?]+)(?P<sub>/config|/probe)?(?:\?(?P<query>.*))?$")
+
+
+def rest_get(standin: Standin, served: ServedModel | None, path: str) -> tuple[int, Any]:
+    """TF Serving's REST ``GET`` (status, metadata) answered by ``served`` (None: the Service)."""
+    match = _MODEL_PATH.match(path)
+    if not match or match["verb"]:
+        return 404, {"error": f"Malformed request: GET {path}"}
+    version = int(match["version"]) if match["version"] else None
+    try:
+        if match["name"] != standin.model.name:
+            raise ServingError("NOT_FOUND", f"Could not find any versions of model {match['name']}")
+        model = served if served is not None else standin.pick()
+        if match["metadata"]:
+            # GetModelMetadata needs a servable handle: 404 unless the version is AVAILABLE
+            # (what makes it a readiness path that fails when a pod drops its version).
+            served_version, loaded = model.servable(version)
+            signatures = {
+                key: {
+                    "inputs": {n: {"name": n} for n in fn.structured_input_signature[1]},
+                    "method_name": "tensorflow/serving/predict",
+                }
+                for key, fn in loaded.signatures.items()
+            }
+            return 200, {
+                "model_spec": {"name": model.name, "signature_name": "", "version": str(served_version)},
+                "metadata": {"signature_def": {"signature_def": signatures}},
+            }
+        states = model.status(version)
+    except ServingError as e:
+        return e.http_status, {"error": e.message}
+    return 200, {
+        "model_version_status": [
+            {
+                "version": str(s.version),
+                "state": s.state,
+                "status": {"error_code": s.error_code, "error_message": s.error_message},
+            }
+            for s in states
+        ]
+    }
 
 
 def _rest_handler(standin: Standin) -> type[BaseHTTPRequestHandler]:
@@ -493,31 +743,31 @@ def _rest_handler(standin: Standin) -> type[BaseHTTPRequestHandler]:
             if self.path == "/monitoring/prometheus/metrics":
                 self.send(200, standin.metrics.render(), "text/plain; version=0.0.4")
                 return
-            match = _MODEL_PATH.match(self.path)
-            if not match or match["verb"]:
-                self.send(404, {"error": f"Malformed request: GET {self.path}"})
+            pod = _POD_PATH.match(self.path)
+            if pod and pod["sub"] == "/probe":
+                # The kubelet's httpGet probe, sent to one pod rather than to the Service.
+                probe_path = parse_qs(pod["query"] or "").get("path", ["/"])[0]
+                try:
+                    served = standin.pod_model(pod["pod"])
+                except KeyError:
+                    self.send(200, {"status": 0, "error": "connection refused: no such pod"})
+                    return
+                status, _ = rest_get(standin, served, probe_path)
+                self.send(200, {"status": status})
                 return
-            version = int(match["version"]) if match["version"] else None
-            try:
-                if match["name"] != standin.model.name:
-                    raise ServingError("NOT_FOUND", f"Could not find any versions of model {match['name']}")
-                states = standin.model.status(version)
-            except ServingError as e:
-                self.error(e)
+            if self.path == "/_standin/pods":
+                with standin._lock:
+                    body = {
+                        "endpoints": standin.endpoints,
+                        "pods": {
+                            name: {v: st.state for v, st in sorted(b.model.versions.items())}
+                            for name, b in standin.pods.items()
+                        },
+                    }
+                self.send(200, body)
                 return
-            self.send(
-                200,
-                {
-                    "model_version_status": [
-                        {
-                            "version": str(s.version),
-                            "state": s.state,
-                            "status": {"error_code": s.error_code, "error_message": s.error_message},
-                        }
-                        for s in states
-                    ]
-                },
-            )
+            status, body = rest_get(standin, None, self.path)
+            self.send(status, body)
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -547,6 +797,32 @@ def _rest_handler(standin: Standin) -> type[BaseHTTPRequestHandler]:
                 standin.model.poll(wait=True)
                 self.send(200, {"versions": sorted(standin.model.versions)})
                 return
+            if self.path == "/_standin/endpoints":
+                try:
+                    pods = json.loads(raw or b"{}").get("pods")
+                    standin.set_endpoints(None if pods is None else [str(p) for p in pods])
+                except (ValueError, TypeError, AttributeError) as e:
+                    self.send(400, {"error": f"expected {{'pods': [name, ...] | null}}: {e}"})
+                    return
+                self.send(200, {"endpoints": standin.endpoints})
+                return
+            pod = _POD_PATH.match(self.path)
+            if pod:
+                try:
+                    body = json.loads(raw or b"{}")
+                    if pod["sub"] == "/config":
+                        standin.write_pod_config(pod["pod"], str(body["config"]))
+                        self.send(200, {"pod": pod["pod"]})
+                    else:
+                        standin.start_pod(pod["pod"], str(body["config"]), float(body["poll_seconds"]))
+                        self.send(201, {"pod": pod["pod"]})
+                except ConfigError as e:
+                    self.send(422, {"error": str(e)})
+                except KeyError as e:
+                    self.send(404, {"error": f"no pod {e}"})
+                except (ValueError, TypeError) as e:
+                    self.send(400, {"error": str(e)})
+                return
             match = _MODEL_PATH.match(self.path)
             if not match or match["verb"] not in ("predict",):
                 self.send(404, {"error": f"Malformed request: POST {self.path}"})
@@ -568,6 +844,13 @@ def _rest_handler(standin: Standin) -> type[BaseHTTPRequestHandler]:
                 return
             self.send(200, result)
 
+        def do_DELETE(self) -> None:
+            pod = _POD_PATH.match(self.path)
+            if not pod or pod["sub"]:
+                self.send(404, {"error": f"Malformed request: DELETE {self.path}"})
+                return
+            self.send(200 if standin.stop_pod(pod["pod"]) else 404, {"pod": pod["pod"]})
+
         def _predict(self, name: str, version: int | None, body: dict[str, Any]) -> dict[str, Any]:
             standin.check_name(name, version)
             signature = body.get("signature_name") or "serving_default"
@@ -583,7 +866,7 @@ def _rest_handler(standin: Standin) -> type[BaseHTTPRequestHandler]:
                 inputs = (
                     raw_inputs if isinstance(raw_inputs, dict) else {self._only_input(signature): raw_inputs}
                 )
-                _, outputs = standin.model.predict(inputs, version, signature)
+                _, outputs = standin.pick().predict(inputs, version, signature)
                 lists = {k: v.tolist() for k, v in outputs.items()}
                 return {"outputs": next(iter(lists.values())) if len(lists) == 1 else lists}
             instances = body["instances"]
@@ -593,7 +876,7 @@ def _rest_handler(standin: Standin) -> type[BaseHTTPRequestHandler]:
                 inputs = {k: [i[k] for i in instances] for k in instances[0]}
             else:
                 inputs = {self._only_input(signature): instances}
-            _, outputs = standin.model.predict(inputs, version, signature)
+            _, outputs = standin.pick().predict(inputs, version, signature)
             if len(outputs) == 1:
                 return {"predictions": next(iter(outputs.values())).tolist()}
             n = len(instances)
@@ -601,7 +884,7 @@ def _rest_handler(standin: Standin) -> type[BaseHTTPRequestHandler]:
             return {"predictions": rows}
 
         def _only_input(self, signature: str) -> str:
-            _, loaded = standin.model.servable(None)
+            _, loaded = standin.pick().servable(None)
             if signature not in loaded.signatures:
                 raise ServingError("INVALID_ARGUMENT", f'Serving signature key "{signature}" not found.')
             names = list(loaded.signatures[signature].structured_input_signature[1])
@@ -634,7 +917,11 @@ def serve(args: argparse.Namespace) -> None:
     model = ServedModel(args.model_name, Path(args.model_base_path), faults, metrics)
     if args.versions:
         model.set_specific(args.versions)
-    standin = Standin(model)
+    path_map = {}
+    for item in args.path_map:
+        prefix, _, local = item.partition("=")
+        path_map[prefix] = Path(local)
+    standin = Standin(model, path_map=path_map)
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     prediction, status = _grpc_servicers(standin)
@@ -657,6 +944,16 @@ def serve(args: argparse.Namespace) -> None:
     model.poll(wait=not args.no_wait_for_load)
 
     stop = threading.Event()
+
+    def pod_poller() -> None:
+        # Each pod's own --model_config_file_poll_wait_seconds, checked often.
+        while not stop.wait(0.05):
+            try:
+                standin.poll_pods()
+            except Exception:
+                log.exception("pod poll failed")
+
+    threading.Thread(target=pod_poller, daemon=True, name="pod-poll").start()
     if args.poll_seconds > 0:
 
         def poller() -> None:
@@ -704,6 +1001,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--tls-cert", help="PEM certificate: serve gRPC over TLS (REST stays plain, as in TF Serving)"
     )
     p.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    p.add_argument(
+        "--path-map",
+        action="append",
+        default=[],
+        metavar="CONTAINER_PATH=LOCAL_DIR",
+        help="pods' model base paths under CONTAINER_PATH are read from LOCAL_DIR (a volume)",
+    )
     p.add_argument("--predict-delay", type=float, default=0.0)
     p.add_argument("--error-rate", type=float, default=0.0)
     p.add_argument("--load-delay", type=float, default=0.0)
@@ -777,6 +1081,15 @@ class StandinProcess:
     def poll(self) -> dict[str, Any]:
         """Rescan the base path now and wait for any load it starts."""
         return _post_json(f"{self.rest_url}/_standin/poll", {})
+
+    def pods(self) -> dict[str, Any]:
+        """``{"endpoints": [...] | None, "pods": {pod: {version: state}}}`` in pod mode."""
+        import httpx
+
+        response = httpx.get(f"{self.rest_url}/_standin/pods", timeout=30)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
 
     def log_tail(self, lines: int = 40) -> str:
         try:
