@@ -25,8 +25,14 @@ sandboxed, parsed back and checked; the diff against the cluster is in its log) 
 rolls out and TF Serving loads the version) -> **smoke_test** (gRPC and REST against the
 exact new version; outputs, errors, p50/p99 within the SLO) -> **promote** (records the
 deploy and emits the asset event `mlinfra://models/<model>`), or **rollback** (re-applies
-the kept spec, waits for it, checks the previous version is AVAILABLE) -> **finish**
-(fails the run with the reason unless the deploy succeeded).
+the kept spec, waits for it, checks the previous version is AVAILABLE) -> **collect_configs**
+(deletes the per-version ConfigMaps no kept ReplicaSet mounts) -> **finish** (fails the run
+with the reason unless the deploy succeeded).
+
+Each version owns an immutable ConfigMap named by its content; the pods of the running
+version never see the new one, so a bad version can never take the old one down. When the
+apply or the rollback fails part-way, the record lists what was changed and the run fails
+with "cluster partially changed; rollback failed: ...".
 
 Every deploy is a row of `mlinfra_deployments` in the store (who, what, when, outcome,
 smoke figures, rollback). Failures that a retry cannot fix (a bad request, a crash-looping
@@ -157,6 +163,17 @@ def model_deploy() -> None:
         )
         return {"model": plan["model"], "version": plan["version"], "image": plan["image"]}
 
+    # Once the rollout settled either way: delete the versions' ConfigMaps no kept ReplicaSet
+    # mounts. Best effort: a failure here never changes the deploy's outcome (the next run
+    # collects them).
+    @task(trigger_rule="all_done", execution_timeout=timedelta(minutes=2))
+    def collect_configs() -> dict[str, Any]:
+        from mlinfra.deploy.steps import collect_configs as collect
+
+        # Pulled, not passed: this also runs when validate_request failed (no plan then).
+        plan = get_current_context()["ti"].xcom_pull(task_ids="validate_request")
+        return collect(plan or {}, min_age=SETTINGS.config_gc_min_age)
+
     @task(trigger_rule="all_done", execution_timeout=timedelta(minutes=2))
     def finish() -> dict[str, Any]:
         from mlinfra.deploy.records import DeploymentRecords
@@ -179,7 +196,7 @@ def model_deploy() -> None:
         task_id="apply",
         manifests=rendered["objects"],
         kubernetes_conn_id=plan["kubernetes_conn_id"],
-        deploy_run_id="{{ run_id }}",
+        deploy_run_id="{{ run_id | tojson }}",
         execution_timeout=timedelta(minutes=5),
     )
     wait_rollout = DeploymentRolloutSensor(
@@ -210,10 +227,12 @@ def model_deploy() -> None:
         execution_timeout=timedelta(minutes=10),
     )
     # Templates, not XCom arguments: the rollback also runs when earlier tasks failed.
+    # Templates, rendered as native objects: `tojson` keeps a model name or run id that looks
+    # like a number ("2024", "1e5") a string.
     rollback = ModelRollbackOperator(
         task_id="rollback",
-        model="{{ params.model }}",
-        deploy_run_id="{{ run_id }}",
+        model="{{ params.model | tojson }}",
+        deploy_run_id="{{ run_id | tojson }}",
         auto_rollback="{{ params.auto_rollback }}",
         trigger_rule="one_failed",
         rollout_timeout=SETTINGS.rollout_timeout,
@@ -221,10 +240,11 @@ def model_deploy() -> None:
         poll_interval=SETTINGS.poll_interval,
     )
     promoted = promote(plan)
+    cleaned = collect_configs()
     done = finish()
 
-    go >> apply >> wait_rollout >> wait_model >> smoke_test >> promoted >> done
-    [apply, wait_rollout, wait_model, smoke_test] >> rollback >> done
+    go >> apply >> wait_rollout >> wait_model >> smoke_test >> promoted >> cleaned >> done
+    [apply, wait_rollout, wait_model, smoke_test] >> rollback >> cleaned
 
 
 model_deploy()

@@ -57,6 +57,20 @@ def airflow_db() -> Path:
     return home
 
 
+@pytest.fixture(scope="session")
+def deploy_serving(
+    tf_serving_standin: object,  # noqa: F811  (the session fixture)
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[object]:
+    """``(StandinProcess, base path)``: TF Serving for the deploy tests, whose pods the
+    Kubernetes stand-in's kubelet runs (tests/deploy/environment.py resets it per test)."""
+    from tests.deploy.environment import serving_standin
+
+    # tf_serving_standin (session) has built the cached model this one copies.
+    with serving_standin(tmp_path_factory.mktemp("deploy-serving")) as server:
+        yield server
+
+
 @pytest.fixture
 def sqlite_store(tmp_path: Path) -> Iterator[object]:
     from mlinfra.store import MetricsStore

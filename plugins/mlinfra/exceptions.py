@@ -123,6 +123,10 @@ class ModelLoadFailed(MlinfraError):
     """TF Serving did not make the model version AVAILABLE; carries the server's error message."""
 
 
+class RollbackFailed(MlinfraError):
+    """A rollback could not restore the previous spec: the cluster is left partially changed."""
+
+
 class DeployFailed(MlinfraError):
     """A deploy ended without promoting the new version (rolled back or failed); says why."""
 

@@ -57,7 +57,9 @@ def validate_model_conf(
     name = known.get("model")
     if isinstance(name, str):
         try:
-            model = fleet.model(name.strip())
+            # Exact names only: a padded name that passed here would reach later tasks
+            # (and templates) unstripped and fail there, after the cluster was touched.
+            model = fleet.model(name)
         except KeyError:
             if not any(p.startswith("model:") for p in problems):
                 problems.append(f"model: must be one of {', '.join(fleet.model_names)}, got {name!r}")

@@ -2,8 +2,9 @@
 
 Real Airflow (metadata DB, task runner, in-process triggers), the real provider hook
 and kubernetes clients, a real TF Serving wire protocol over a real SavedModel. The
-stand-ins are linked: pods of a new template that get ready make TF Serving serve the
-version their template names (tests/deploy/environment.py).
+stand-ins are linked as a cluster links them: every pod is a TF Serving server reading the
+model config its ConfigMap projects, and the Service reaches Ready pods only
+(tests/deploy/environment.py, tests/support/kubelet.py).
 """
 
 from __future__ import annotations
@@ -18,27 +19,37 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.environment import DEPLOYMENT, MODEL, NAMESPACE, DeployEnv, deploy_env, serving_standin
+from tests.deploy.environment import (
+    DEPLOYMENT,
+    MODEL,
+    NAMESPACE,
+    DeployEnv,
+    deploy_env,
+    ensure_version,
+    traffic,
+)
 from tests.support.tf_serving_standin import StandinProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def serving(
-    tf_serving_standin: StandinProcess, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[StandinProcess, Path]]:
-    # tf_serving_standin (session) has built the cached model this one copies.
-    with serving_standin(tmp_path_factory.mktemp("deploy-serving")) as server:
-        yield server
+FAULTS_OFF = {
+    "predict_delay": 0,
+    "error_rate": 0,
+    "load_delay": 0,
+    "fail_load_versions": [],
+    "output_offset": 0,
+    "version_faults": {},
+}
 
 
 @pytest.fixture
-def env(airflow_db: Path, serving: tuple[StandinProcess, Path], tmp_path: Path) -> Iterator[DeployEnv]:
-    server, base = serving
-    server.set_faults(predict_delay=0, error_rate=0, load_delay=0, fail_load_versions=[], output_offset=0)
-    server.set_versions([1], wait=True)
+def env(airflow_db: Path, deploy_serving: tuple[StandinProcess, Path], tmp_path: Path) -> Iterator[DeployEnv]:
+    server, base = deploy_serving
+    server.set_faults(**FAULTS_OFF)
+    for version in range(1, 9):  # the artifacts the tests deploy exist (version 42 does not)
+        ensure_version(base, version)
     with deploy_env(tmp_path, server, base) as e:
         e.seed(version=1)
         yield e
@@ -111,13 +122,24 @@ def test_happy_path_deploys_the_version_smoke_tests_it_and_emits_the_asset(env: 
     assert record.previous["Deployment"]["spec"]["template"]["metadata"]["labels"]["version"] == "1"
     assert record.image == "tensorflow/serving:2.14.1"
     assert record.ended_at is not None
-    # Server-side apply with mlinfra's field manager, for each of the three objects.
+    # Server-side apply with mlinfra's field manager: the version's new ConfigMap, the
+    # Service (its version label) and the Deployment.
     applies = [r for r in env.kube.writes() if r.query.get("fieldManager") == "mlinfra"]
-    assert len(applies) == 3
+    assert [r.path.split("/")[-2] for r in applies] == ["configmaps", "services", "deployments"]
     assert asset_events(dr.run_id) == ["mlinfra://models/half-plus-two"]
-    config = env.kube.get_object("v1", "ConfigMap", NAMESPACE, f"{DEPLOYMENT}-config")
+    (mounted,) = [v["configMap"]["name"] for v in template["spec"]["volumes"]]
+    config = env.kube.get_object("v1", "ConfigMap", NAMESPACE, mounted)
+    assert config["immutable"] is True
     assert "specific { versions: 2 }" in config["data"]["models.config"]
     assert "prometheus_config" in config["data"]["monitoring.config"]
+    # The previous version's ConfigMap is kept while its ReplicaSet is in the history.
+    configs = env.kube.list_objects(
+        "v1", "ConfigMap", NAMESPACE, label_selector="mlinfra.io/config-of=half-plus-two"
+    )
+    assert len(configs) == 2
+    assert record.previous["Deployment"]["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"] in {
+        c["metadata"]["name"] for c in configs
+    }
     dep = env.kube.deployment(NAMESPACE, DEPLOYMENT)
     assert dep["metadata"]["annotations"]["mlinfra.io/airflow-run-id"] == dr.run_id
 
@@ -178,11 +200,13 @@ def assert_rolled_back(env: DeployEnv, dr: Any, reason_part: str) -> Any:
 
 
 def test_bad_image_rolls_back_and_the_previous_version_keeps_serving(env: DeployEnv) -> None:
-    env.kube.fail_images(r":does-not-exist$", "ImagePullBackOff")
+    # The stand-in's registry holds no such tag: ErrImagePull, then ImagePullBackOff.
+    with traffic(env.serving) as client:
+        dr = deploy(version=3, image_tag="does-not-exist")
 
-    dr = deploy(version=3, image_tag="does-not-exist")
-
-    record = assert_rolled_back(env, dr, "ImagePullBackOff")
+    record = assert_rolled_back(env, dr, "ErrImagePull")
+    assert client.failures == []
+    assert len(client.results) > 10
     assert task_states(dr)["wait_rollout"] == "failed"
     assert record.rollback["previous_version_available"] is True
     assert serving_states(env)[1] == "AVAILABLE"
@@ -194,16 +218,19 @@ def test_bad_image_rolls_back_and_the_previous_version_keeps_serving(env: Deploy
 
 
 def test_smoke_mismatch_rolls_back(env: DeployEnv) -> None:
-    env.serving.set_faults(output_offset=1.0)
+    env.serving.set_faults(version_faults={"4": {"output_offset": 1.0}})  # version 4 answers wrongly
 
-    dr = deploy(version=4)
+    with traffic(env.serving) as client:
+        dr = deploy(version=4)
 
     record = assert_rolled_back(env, dr, "smoke test of half-plus-two version 4 failed")
     assert task_states(dr)["smoke_test"] == "failed"
     assert record.smoke["passed"] is False
     assert record.smoke["cases"][0]["mismatches"] == 5
-    assert serving_states(env)[1] == "AVAILABLE"
-    assert serving_states(env)[4] == "END"  # unloaded once version 1 was back
+    assert client.failures == []
+    assert len(client.results) > 10
+    env.wait_serving(1, 1)
+    assert serving_states(env) == {1: "AVAILABLE"}  # the version 4 pods are gone
 
 
 def test_tf_serving_unreachable_rolls_back(env: DeployEnv) -> None:
@@ -324,3 +351,28 @@ def test_rollout_wait_is_deferred_and_holds_no_worker_slot(
             "rollout_done": False,
         }
     ]
+
+
+def test_a_crash_looping_version_rolls_back_without_a_failed_request(env: DeployEnv) -> None:
+    env.kube.fail_images(r":2\.15\.0$", "CrashLoopBackOff")
+
+    with traffic(env.serving) as client:
+        dr = deploy(version=5, image_tag="2.15.0")
+
+    assert_rolled_back(env, dr, "CrashLoopBackOff")
+    assert client.failures == []
+    assert len(client.results) > 10
+
+
+def test_a_missing_model_version_rolls_back_without_a_failed_request(env: DeployEnv) -> None:
+    # Version 42 has no directory under the base path: the new pods start, never load it,
+    # never pass readiness, and the Deployment exceeds its progress deadline.
+    env.monkeypatch.setenv("MLINFRA_DEPLOY_PROGRESS_DEADLINE", "4s")
+
+    with traffic(env.serving) as client:
+        dr = deploy(version=42)
+
+    record = assert_rolled_back(env, dr, "ProgressDeadlineExceeded")
+    assert record.rollback["previous_version_available"] is True
+    assert client.failures == []
+    assert len(client.results) > 10

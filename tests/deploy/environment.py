@@ -1,11 +1,12 @@
 """A deploy environment for tests: the Kubernetes stand-in, a TF Serving stand-in, a store.
 
-The two stand-ins are linked the way a cluster links them: when the first pod of a
-new pod template is ready (:meth:`KubeStandIn.on_rollout`), TF Serving is told to
-serve the version that template's ``version`` label names (a model config reload);
-the version's directory is created from version 1 of ``half_plus_two`` first.
-A template whose image cannot be pulled never gets a ready pod, so TF Serving keeps
-serving the old version, as it would.
+The two stand-ins are linked the way a cluster links them (tests/support/serving_runtime.py):
+each pod the kubelet starts is a TF Serving server of its own, reading the model config
+file projected from the ConfigMap it mounts and re-reading it on its poll interval; its
+readiness probe is answered by that server; the Service (the stand-in's ports) reaches
+Ready pods only. Model versions are directories under ``/models/half_plus_two`` (a volume
+mapped to a temporary folder), created by the test before a deploy: a version that is not
+there is a missing artifact.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ import yaml
 
 from tests.support.k8s_standin import KubeStandIn
 from tests.support.saved_model import PROJECT_ROOT, half_plus_two_base_path
+from tests.support.serving_runtime import TFServingRuntime
 from tests.support.tf_serving_standin import StandinProcess, start_tf_serving_standin
 
 MODEL = "half-plus-two"
@@ -49,16 +53,13 @@ def ensure_version(base_path: Path, version: int) -> None:
         tmp.rename(base_path / str(version))
 
 
-def link(kube: KubeStandIn, serving: StandinProcess, base_path: Path) -> None:
-    """Serve the version a Deployment's new pods run, once they are ready."""
-
-    def on_rollout(deployment: dict[str, Any]) -> None:
-        version = deployment["spec"]["template"]["metadata"]["labels"].get("version")
-        if version and version.isdigit():
-            ensure_version(base_path, int(version))
-            serving.set_versions([int(version)])
-
-    kube.on_rollout(on_rollout)
+def link(kube: KubeStandIn, serving: StandinProcess) -> TFServingRuntime:
+    """Run the model's pods as servers of ``serving``, behind its Service (no pod: no answer)."""
+    runtime = TFServingRuntime(serving, namespace=NAMESPACE, service=DEPLOYMENT)
+    runtime.reset()
+    runtime.http.post("/_standin/endpoints", json={"pods": []}).raise_for_status()
+    kube.attach_runtime(runtime)
+    return runtime
 
 
 def write_test_fleet(directory: Path, *, p99_ms: float = 5000, repetitions: int = 5) -> Path:
@@ -84,16 +85,39 @@ class DeployEnv:
     fleet_file: Path
     store_url: str
     monkeypatch: pytest.MonkeyPatch
+    runtime: TFServingRuntime | None = None
 
-    def seed(self, *, version: int = 1, replicas: int = 1, image: str = "tensorflow/serving:2.14.1") -> None:
-        """The model as it runs before a deploy: version ``version`` on ``replicas`` pods."""
-        self.kube.add_deployment(
-            NAMESPACE,
-            DEPLOYMENT,
-            replicas=replicas,
-            image=image,
-            labels={"model": MODEL, "version": str(version)},
-        )
+    def seed(self, *, version: int = 1, replicas: int = 1, image_tag: str = "2.14.1") -> None:
+        """The model as it runs before a deploy: ``version`` on ``replicas`` Ready pods,
+        applied from mlinfra's own manifests (as a first deploy would have left it)."""
+        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+        from mlinfra.config import load_fleet
+        from mlinfra.deploy.kube import ManifestClient, apply_objects
+        from mlinfra.deploy.manifests import manifest_values, render_manifests
+        from mlinfra.deploy.params import validate_request
+
+        ensure_version(self.base_path, version)
+        fleet = load_fleet(self.fleet_file)
+        request = validate_request({"model": MODEL, "version": version, "image_tag": image_tag}, fleet)
+        values = manifest_values(fleet.model(MODEL), request, run_id="seed", replicas=replicas)
+        client = ManifestClient(KubernetesHook(conn_id="kubernetes_default").api_client)
+        apply_objects(client, render_manifests(values).objects, {})
+        self.wait_serving(version, replicas)
+        self.kube.requests.clear()
+
+    def wait_serving(self, version: int, replicas: int, timeout: float = 60) -> None:
+        """Until ``replicas`` Ready pods serve ``version`` behind the Service."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pods = self.serving.pods()
+            endpoints = pods["endpoints"] or []
+            if len(endpoints) == replicas and all(
+                pods["pods"].get(p, {}).get(str(version)) == "AVAILABLE" for p in endpoints
+            ):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"version {version} not served by {replicas} Ready pods: {self.serving.pods()}")
 
     def records(self) -> Any:
         from mlinfra.deploy.records import DeploymentRecords
@@ -102,11 +126,53 @@ class DeployEnv:
         return DeploymentRecords(MetricsStore.from_url(self.store_url))
 
 
+@dataclass
+class TrafficProbe:
+    """A client sending predictions to the Service for as long as the block runs.
+
+    Every request is latest-version (what an application sends); each result is kept, so
+    a test can assert that not one request failed during a whole deploy.
+    """
+
+    serving: StandinProcess
+    interval: float = 0.02
+    results: list[tuple[float, str]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        import httpx
+
+        with httpx.Client(base_url=self.serving.rest_url, timeout=5) as http:
+            while not self._stop.wait(self.interval):
+                try:
+                    r = http.post("/v1/models/half_plus_two:predict", json={"instances": [1.0]})
+                    outcome = "ok" if r.status_code == 200 else f"HTTP {r.status_code}: {r.text[:200]}"
+                except httpx.HTTPError as e:
+                    outcome = f"{type(e).__name__}: {e}"
+                self.results.append((time.monotonic(), outcome))
+
+    @property
+    def failures(self) -> list[str]:
+        return [o for _, o in self.results if o != "ok"]
+
+
+@contextlib.contextmanager
+def traffic(serving: StandinProcess) -> Iterator[TrafficProbe]:
+    probe = TrafficProbe(serving)
+    thread = threading.Thread(target=probe.run, daemon=True, name="traffic")
+    thread.start()
+    try:
+        yield probe
+    finally:
+        probe._stop.set()
+        thread.join(timeout=10)
+
+
 @contextlib.contextmanager
 def deploy_env(tmp: Path, serving: StandinProcess, base_path: Path, **fleet: Any) -> Iterator[DeployEnv]:
-    """Environment variables and a fresh Kubernetes stand-in linked to ``serving``."""
+    """Environment variables and a fresh Kubernetes stand-in whose pods ``serving`` runs."""
     with KubeStandIn() as kube, pytest.MonkeyPatch.context() as mp:
-        link(kube, serving, base_path)
+        runtime = link(kube, serving)
         kubeconfig = kube.write_kubeconfig(tmp / "kubeconfig")
         fleet_file = write_test_fleet(tmp / "include", **fleet)
         store = tmp / "store.db"
@@ -118,14 +184,25 @@ def deploy_env(tmp: Path, serving: StandinProcess, base_path: Path, **fleet: Any
         mp.setenv("MLINFRA_DEPLOY_MODEL_TIMEOUT", "30s")
         mp.setenv("MLINFRA_DEPLOY_POLL_INTERVAL", "200ms")
         mp.setenv("MLINFRA_DEPLOY_PROGRESS_DEADLINE", "60s")
-        yield DeployEnv(kube, serving, base_path, fleet_file, f"sqlite:///{store}", mp)
+        mp.setenv("MLINFRA_DEPLOY_CONFIG_GC_MIN_AGE", "0s")
+        try:
+            yield DeployEnv(kube, serving, base_path, fleet_file, f"sqlite:///{store}", mp, runtime)
+        finally:
+            kube.stop()
+            runtime.reset()
 
 
 @contextlib.contextmanager
 def serving_standin(tmp: Path) -> Iterator[tuple[StandinProcess, Path]]:
-    """A TF Serving stand-in of its own (versions change), serving version 1 of half_plus_two."""
+    """A TF Serving stand-in of its own whose pods read ``/models`` from a private folder.
+
+    Version 1 of half_plus_two is there; tests add versions with :func:`ensure_version`.
+    """
     base = copy_base_path(tmp / "models" / "half_plus_two")
     with start_tf_serving_standin(
-        base, build_versions=None, extra_args=["--versions", "1", "--poll-seconds", "0.2"], log_dir=tmp
+        base,
+        build_versions=None,
+        extra_args=["--versions", "1", "--poll-seconds", "0.2", "--path-map", f"/models={tmp / 'models'}"],
+        log_dir=tmp,
     ) as server:
         yield server, base

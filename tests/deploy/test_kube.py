@@ -64,7 +64,7 @@ def test_first_apply_creates_everything_with_server_side_apply(
     result = apply_objects(client, objects, live)
 
     assert result.changed == [
-        "ConfigMap/half-plus-two-config",
+        f"ConfigMap/{objects[0]['metadata']['name']}",
         "Service/half-plus-two",
         "Deployment/half-plus-two",
     ]
@@ -116,13 +116,11 @@ def test_rollback_restores_the_previous_spec_and_version(
 
     plan = rollback_plan(previous, objects)
     assert [o["kind"] for o in plan.reapply] == ["Deployment"]
-    assert plan.delete == [
-        ("ConfigMap", "serving", "half-plus-two-config"),
-        ("Service", "serving", "half-plus-two"),
-    ]
+    # The version's immutable ConfigMap is left to the garbage collector, not deleted here.
+    assert plan.delete == [("Service", "serving", "half-plus-two")]
     done = execute_rollback(client, plan)
 
-    assert done["deleted"] == ["Service/half-plus-two", "ConfigMap/half-plus-two-config"]
+    assert done["deleted"] == ["Service/half-plus-two"]
     dep = client.read("Deployment", "serving", "half-plus-two")
     assert deployed_version(dep) == 1
     # Fields only the failed deploy set are gone again (server-side apply ownership).
@@ -138,11 +136,13 @@ def test_rollback_restores_the_previous_spec_and_version(
 def test_stale_resource_version_is_a_conflict(kube: KubeStandIn, client: ManifestClient, fleet: Any) -> None:
     from kubernetes.client.exceptions import ApiException
 
-    config = client.apply(rendered(fleet)[0])
+    config = {**rendered(fleet)[0], "immutable": False}
+    name = config["metadata"]["name"]
+    config = client.apply(config)
     stale = dict(config)
-    client.core.patch_namespaced_config_map("half-plus-two-config", "serving", {"data": {"extra": "1"}})
+    client.core.patch_namespaced_config_map(name, "serving", {"data": {"extra": "1"}})
     with pytest.raises(ApiException) as e:
-        client.core.replace_namespaced_config_map("half-plus-two-config", "serving", stale)
+        client.core.replace_namespaced_config_map(name, "serving", stale)
     assert e.value.status == 409
     assert "the object has been modified" in e.value.body
 
@@ -238,3 +238,52 @@ def test_rollout_hooks_fire_when_the_new_template_is_ready(
     objects = rendered(fleet, version=5, replicas=1)
     apply_objects(client, objects, snapshot(client, objects))
     wait_for(lambda: seen == ["5"])
+
+
+def test_unused_version_config_maps_are_collected_and_used_ones_kept(
+    kube: KubeStandIn, client: ManifestClient, fleet: Any
+) -> None:
+    from mlinfra.deploy.kube import collect_config_maps
+
+    names = []
+    for version in (1, 2, 3):
+        objects = rendered(fleet, version=version, replicas=1)
+        apply_objects(client, objects, snapshot(client, objects))
+        wait_for(lambda: rolled_out(kube))
+        names.append(objects[0]["metadata"]["name"])
+    # A ConfigMap of ours that nothing mounts any more (its ReplicaSet left the history),
+    # one that is too young to judge, and one that is not ours at all.
+    kube.put_object({**rendered(fleet, version=9)[0]})
+    young = {**rendered(fleet, version=10)[0]}
+    kube.put_object(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "serving"}}
+    )
+
+    done = collect_config_maps(client, "serving", "half-plus-two", min_age=0)
+
+    # Versions 1 and 2 stay: their ReplicaSets are in the revision history (rollout undo).
+    assert sorted(done["kept"]) == sorted(names)
+    assert done["deleted"] == [rendered(fleet, version=9)[0]["metadata"]["name"]]
+    kube.put_object(young)
+    assert young["metadata"]["name"] in collect_config_maps(client, "serving", "half-plus-two")["kept"]
+    assert kube.get_object("v1", "ConfigMap", "serving", "x") is not None
+
+
+def test_old_replicasets_beyond_the_history_limit_are_pruned_with_their_config(
+    kube: KubeStandIn, client: ManifestClient, fleet: Any
+) -> None:
+    from mlinfra.deploy.kube import collect_config_maps
+
+    names = []
+    for version in range(1, 9):  # revisionHistoryLimit is 5 in the template
+        objects = rendered(fleet, version=version, replicas=1)
+        apply_objects(client, objects, snapshot(client, objects))
+        wait_for(lambda: rolled_out(kube))
+        names.append(objects[0]["metadata"]["name"])
+    replicasets = kube.list_objects("apps/v1", "ReplicaSet", "serving")
+    assert len(replicasets) == 6  # the current one and five old ones
+
+    done = collect_config_maps(client, "serving", "half-plus-two", min_age=0)
+
+    assert sorted(done["deleted"]) == sorted(names[:2])
+    assert sorted(done["kept"]) == sorted(names[2:])

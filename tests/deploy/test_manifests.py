@@ -66,7 +66,7 @@ def test_renders_the_three_objects_with_what_the_issue_asks_for(values: Manifest
     assert container["image"] == "tensorflow/serving:2.14.1-gpu"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert container["readinessProbe"]["httpGet"] == {
-        "path": "/v1/models/resnet50/versions/3",
+        "path": "/v1/models/resnet50/versions/3/metadata",
         "port": "http",
     }
     assert "livenessProbe" in container
@@ -89,10 +89,32 @@ def test_no_gpu_limit_for_a_cpu_model(fleet: Any) -> None:
     assert "nvidia.com/gpu" not in dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
 
 
-def test_the_config_hash_changes_with_the_version(values: ManifestValues) -> None:
-    a = render_manifests(values).objects[2]["spec"]["template"]["metadata"]["annotations"]
-    b = render_manifests(replace(values, version=4)).objects[2]["spec"]["template"]["metadata"]["annotations"]
-    assert a["mlinfra.io/config-sha256"] != b["mlinfra.io/config-sha256"]
+def test_each_version_owns_an_immutable_config_map_named_by_its_content(values: ManifestValues) -> None:
+    v3 = render_manifests(values).objects
+    v4 = render_manifests(replace(values, version=4)).objects
+    again = render_manifests(replace(values, run_id="manual__2", replicas=5)).objects
+    for config, _, dep in (v3, v4):
+        assert config["immutable"] is True
+        assert config["metadata"]["name"].startswith("resnet50-classifier-config-")
+        assert config["metadata"]["labels"]["mlinfra.io/config-of"] == "resnet50-classifier"
+        volumes = dep["spec"]["template"]["spec"]["volumes"]
+        assert volumes == [{"name": "config", "configMap": {"name": config["metadata"]["name"]}}]
+    # A new version is a new object; the same content is the same object (idempotent deploys).
+    assert v3[0]["metadata"]["name"] != v4[0]["metadata"]["name"]
+    assert again[0]["metadata"]["name"] == v3[0]["metadata"]["name"]
+
+
+def test_a_template_that_mounts_another_config_map_is_refused(values: ManifestValues) -> None:
+    from mlinfra.deploy.manifests import check_manifests
+
+    objects = render_manifests(values).objects
+    objects[2]["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"] = "resnet50-classifier-config"
+    with pytest.raises(ManifestError, match="must mount exactly the ConfigMap"):
+        check_manifests(objects, values)
+    objects = render_manifests(values).objects
+    objects[0]["immutable"] = False
+    with pytest.raises(ManifestError, match="immutable must be true"):
+        check_manifests(objects, values)
 
 
 @pytest.mark.parametrize("text", HOSTILE, ids=range(len(HOSTILE)))
@@ -130,7 +152,7 @@ def test_structured_fields_with_hostile_values_are_refused_or_inert(
     elif field in ("cpu", "memory"):
         assert container["resources"]["limits"][field] == text
     elif field == "version_label":
-        assert f"/v1/models/{text}/versions/3" == container["readinessProbe"]["httpGet"]["path"]
+        assert f"/v1/models/{text}/versions/3/metadata" == container["readinessProbe"]["httpGet"]["path"]
     assert sorted(dep["spec"]) == sorted(render_manifests(values).objects[2]["spec"])
 
 
@@ -215,7 +237,7 @@ def test_the_diff_shows_managed_fields_only(values: ManifestValues) -> None:
     live_dep = {**objects[2], "status": {"replicas": 9}}
     live_dep = {**live_dep, "spec": {**live_dep["spec"], "replicas": 1}}
     diff = diff_objects(objects, {"ConfigMap": objects[0], "Service": None, "Deployment": live_dep})
-    assert "= ConfigMap/resnet50-classifier-config: unchanged" in diff
+    assert f"= ConfigMap/{objects[0]['metadata']['name']}: unchanged" in diff
     assert "+++ new Service/resnet50-classifier" in diff
     assert "-  replicas: 1" in diff
     assert "+  replicas: 2" in diff

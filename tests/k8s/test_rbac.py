@@ -55,7 +55,14 @@ def test_every_request_of_the_code_is_allowed_and_every_rule_is_used(
 
     from mlinfra.collectors.kubernetes import collect_kubernetes_samples
     from mlinfra.config import load_fleet
-    from mlinfra.deploy.kube import ManifestClient, apply_objects, execute_rollback, rollback_plan, snapshot
+    from mlinfra.deploy.kube import (
+        ManifestClient,
+        apply_objects,
+        collect_config_maps,
+        execute_rollback,
+        rollback_plan,
+        snapshot,
+    )
     from mlinfra.deploy.manifests import manifest_values, render_manifests
     from mlinfra.deploy.params import validate_request
     from mlinfra.operators.scale import ScaleDeploymentOperator
@@ -82,7 +89,9 @@ def test_every_request_of_the_code_is_allowed_and_every_rule_is_used(
         live = snapshot(client, objects)
         apply_objects(client, objects, live)
         DeploymentRolloutSensor(task_id="w", namespace="serving", deployment="half-plus-two").check()
+        collect_config_maps(client, "serving", "half-plus-two", min_age=0)
         execute_rollback(client, rollback_plan(live, objects))
+        collect_config_maps(client, "serving", "half-plus-two", min_age=0)
         # sweep: collector and plan; scale: the operator and its trigger
         kube.add_deployment("serving", "half-plus-two", replicas=1)
         collect_kubernetes_samples(["serving"], core_v1=hook.core_v1_client, apps_v1=hook.apps_v1_client)

@@ -18,10 +18,16 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlinfra.deploy.manifests import clean_live, needs_apply
+from mlinfra.deploy.manifests import (
+    clean_live,
+    config_map_selector,
+    needs_apply,
+    template_config_maps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +88,22 @@ class ManifestClient:
         result: dict[str, Any] = json.loads(response.data)
         return result
 
+    def list(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        """Objects of ``kind`` matching ``label_selector`` (ConfigMaps and ReplicaSets)."""
+        from kubernetes import client
+
+        if kind == "ConfigMap":
+            call = self.core.list_namespaced_config_map
+        elif kind == "ReplicaSet":
+            call = client.AppsV1Api(self.apps.api_client).list_namespaced_replica_set
+        else:
+            raise ValueError(f"mlinfra lists ConfigMap and ReplicaSet objects, not {kind}")
+        response = call(
+            namespace, label_selector=label_selector, _preload_content=False, _request_timeout=self.timeout
+        )
+        items: list[dict[str, Any]] = json.loads(response.data).get("items") or []
+        return items
+
     def delete(self, kind: str, namespace: str, name: str) -> bool:
         from kubernetes.client.exceptions import ApiException
 
@@ -93,6 +115,21 @@ class ManifestClient:
                 return False
             raise
         return True
+
+
+def describe_api_error(error: BaseException) -> str:
+    """One line for an API failure: the status and the API server's message, never headers."""
+    from kubernetes.client.exceptions import ApiException
+
+    if isinstance(error, ApiException):
+        message = error.reason or ""
+        try:
+            body = json.loads(error.body or "{}")
+            message = body.get("message") or message
+        except (TypeError, ValueError):
+            pass
+        return f"HTTP {error.status}: {message}".strip()
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".strip()
 
 
 def snapshot(client: ManifestClient, objects: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
@@ -121,9 +158,17 @@ class ApplyResult:
 
 
 def apply_objects(
-    client: ManifestClient, objects: list[dict[str, Any]], live: dict[str, dict[str, Any] | None]
+    client: ManifestClient,
+    objects: list[dict[str, Any]],
+    live: dict[str, dict[str, Any] | None],
+    *,
+    on_written: Callable[[list[str]], None] | None = None,
 ) -> ApplyResult:
-    """Apply each object that differs from ``live`` (in order); leave the others untouched."""
+    """Apply each object that differs from ``live`` (in order); leave the others untouched.
+
+    ``on_written(changed so far)`` runs after each write, so a failure part-way leaves a
+    record of exactly which objects the cluster already has in their new form.
+    """
     result = ApplyResult()
     for obj in objects:
         label = f"{obj['kind']}/{obj['metadata']['name']}"
@@ -134,6 +179,8 @@ def apply_objects(
             continue
         stored = client.apply(obj)
         result.changed.append(label)
+        if on_written is not None:
+            on_written(list(result.changed))
         log.info("%s: applied (resourceVersion %s)", label, stored.get("metadata", {}).get("resourceVersion"))
     dep = next(o for o in objects if o["kind"] == "Deployment")
     stored_dep = client.read("Deployment", dep["metadata"]["namespace"], dep["metadata"]["name"]) or {}
@@ -155,9 +202,17 @@ class RollbackPlan:
 
 
 def rollback_plan(previous: dict[str, dict[str, Any] | None], desired: list[dict[str, Any]]) -> RollbackPlan:
-    """Re-apply every kept object; delete objects the deploy created where there were none."""
+    """Re-apply every kept object; delete objects the deploy created where there were none.
+
+    A version's ConfigMap is neither: it is immutable and named by its content, so the
+    previous version's own ConfigMap is still there for the re-applied pod template, and
+    the failed version's is left to :func:`collect_config_maps` (its ReplicaSet may stay
+    in the revision history, where ``kubectl rollout undo`` can still use it).
+    """
     reapply, delete = [], []
     for obj in desired:
+        if obj["kind"] == "ConfigMap":
+            continue
         kept = previous.get(obj["kind"])
         if kept is not None:
             reapply.append(kept)
@@ -182,6 +237,56 @@ def execute_rollback(client: ManifestClient, plan: RollbackPlan) -> dict[str, An
         if client.delete(kind, namespace, name):
             done["deleted"].append(f"{kind}/{name}")
     return done
+
+
+def collect_config_maps(
+    client: ManifestClient,
+    namespace: str,
+    deployment: str,
+    *,
+    min_age: float = 600.0,
+    now: float | None = None,
+) -> dict[str, list[str]]:
+    """Delete the per-version ConfigMaps of ``deployment`` that no pod template uses any more.
+
+    Kept: the ones the Deployment's template or any of its ReplicaSets (those the controller
+    keeps, up to ``revisionHistoryLimit``) mount, so ``kubectl rollout undo`` still works;
+    and any younger than ``min_age`` seconds (a concurrent deploy may have created it and
+    not yet written its Deployment). Only ConfigMaps labelled as this deployment's configs
+    by mlinfra are ever considered. Returns ``{"deleted": [...], "kept": [...]}``.
+    """
+    import time
+    from datetime import datetime
+
+    now = time.time() if now is None else now
+    live = client.read("Deployment", namespace, deployment)
+    referenced: set[str] = set()
+    if live is not None:
+        referenced |= template_config_maps((live.get("spec") or {}).get("template") or {})
+        selector = ((live.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        uid = (live.get("metadata") or {}).get("uid")
+        for rs in client.list("ReplicaSet", namespace, ",".join(f"{k}={v}" for k, v in selector.items())):
+            owners = (rs.get("metadata") or {}).get("ownerReferences") or []
+            if any(o.get("uid") == uid for o in owners):
+                referenced |= template_config_maps((rs.get("spec") or {}).get("template") or {})
+    labels = ",".join(f"{k}={v}" for k, v in config_map_selector(deployment).items())
+    out: dict[str, list[str]] = {"deleted": [], "kept": []}
+    for cm in client.list("ConfigMap", namespace, labels):
+        name = cm["metadata"]["name"]
+        created = cm["metadata"].get("creationTimestamp")
+        age = now - datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp() if created else 1e18
+        if name in referenced or age < min_age:
+            out["kept"].append(name)
+        elif client.delete("ConfigMap", namespace, name):
+            out["deleted"].append(name)
+    log.info(
+        "config maps of %s/%s: deleted %s; kept %s",
+        namespace,
+        deployment,
+        ", ".join(out["deleted"]) or "-",
+        ", ".join(out["kept"]) or "-",
+    )
+    return out
 
 
 def deployed_version(deployment: dict[str, Any] | None) -> int | None:

@@ -11,6 +11,14 @@ The text is then parsed back and checked before anyone may apply it::
     >>> [o["kind"] for o in rendered.objects]
     ['ConfigMap', 'Service', 'Deployment']
 
+A model version owns its configuration: the ConfigMap's name carries a hash of its
+content (``<deployment>-config-<sha256[:10]>``) and it is ``immutable: true``, so a
+deploy creates a new one that only the new pod template mounts. Running pods keep
+theirs until they are gone: a kubelet re-projecting a rewritten ConfigMap into old
+pods (which then re-read their model config and drop the version they serve) cannot
+happen. :func:`mlinfra.deploy.kube.collect_config_maps` deletes the ones no pod
+template of the Deployment or of its kept ReplicaSets mounts any more.
+
 :class:`~mlinfra.exceptions.ManifestError` names the object and field of any problem.
 """
 
@@ -76,10 +84,6 @@ class ManifestValues:
     progress_deadline_seconds: int = 600
 
     @property
-    def config_map_name(self) -> str:
-        return f"{self.name}-config"
-
-    @property
     def labels(self) -> dict[str, str]:
         return {"app": self.name, "model": self.model, "version": str(self.version)}
 
@@ -87,6 +91,26 @@ class ManifestValues:
     def selector(self) -> dict[str, str]:
         # Immutable on a Deployment: only the app label, so a new version is an update.
         return {"app": self.name}
+
+    @property
+    def config_labels(self) -> dict[str, str]:
+        """Labels of the version's ConfigMap: what the garbage collector selects on."""
+        return {**self.labels, **config_map_selector(self.name)}
+
+
+CONFIG_OF_LABEL = "mlinfra.io/config-of"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "mlinfra"}
+
+
+def config_map_selector(deployment: str) -> dict[str, str]:
+    """The labels every per-version ConfigMap of ``deployment`` carries (and only those)."""
+    return {**MANAGED_BY, CONFIG_OF_LABEL: deployment}
+
+
+def config_map_name(deployment: str, data: Any) -> str:
+    """``<deployment>-config-<first 10 hex of sha256(data)>``: the same content, the same name."""
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{deployment}-config-{digest}"
 
 
 def manifest_values(
@@ -247,23 +271,24 @@ def render_manifests(values: ManifestValues, template_dir: Path = TEMPLATE_DIR) 
     env = environment(template_dir)
     context: dict[str, Any] = {
         **asdict(values),
-        "config_map_name": values.config_map_name,
+        "config_map_name": f"{values.name}-config",  # replaced by the content-derived name below
         "labels": values.labels,
+        "config_labels": values.config_labels,
         "selector": values.selector,
         "grpc_port": GRPC_PORT,
         "rest_port": REST_PORT,
         "rest_port_text": str(REST_PORT),
-        "readiness_path": f"/v1/models/{values.model_name}/versions/{values.version}",
+        # GetModelMetadata needs the version loaded: 404 unless it is AVAILABLE, so a pod that
+        # lost its version leaves the Service (the status URL would still answer 200 with END).
+        "readiness_path": f"/v1/models/{values.model_name}/versions/{values.version}/metadata",
         "model_config": model_config_text(values.model_name, values.model_base_path, values.version),
     }
     texts = []
     try:
-        config_text = env.get_template(TEMPLATES[0]).render(context)
-        config = _parse_one(config_text, TEMPLATES[0])
-        context["config_sha256"] = hashlib.sha256(
-            json.dumps(config.get("data"), sort_keys=True).encode()
-        ).hexdigest()
-        texts.append(config_text)
+        # The name derives from the content, so the content is rendered first.
+        draft = _parse_one(env.get_template(TEMPLATES[0]).render(context), TEMPLATES[0])
+        context["config_map_name"] = config_map_name(values.name, draft.get("data"))
+        texts.append(env.get_template(TEMPLATES[0]).render(context))
         for template in TEMPLATES[1:]:
             texts.append(env.get_template(template).render(context))
     except TemplateError as e:
@@ -307,7 +332,7 @@ def check_manifests(objects: list[dict[str, Any]], values: ManifestValues) -> No
             problems.append(
                 f"{where}: metadata.name must be a DNS-1123 {'subdomain' if kind == 'ConfigMap' else 'label'}"
             )
-        expected_name = values.config_map_name if kind == "ConfigMap" else values.name
+        expected_name = config_map_name(values.name, obj.get("data")) if kind == "ConfigMap" else values.name
         if name != expected_name:
             problems.append(f"{where}: metadata.name must be {expected_name!r}")
         namespace = meta.get("namespace")
@@ -316,8 +341,10 @@ def check_manifests(objects: list[dict[str, Any]], values: ManifestValues) -> No
         elif namespace != values.namespace:
             problems.append(f"{where}: metadata.namespace must be {values.namespace!r}, got {namespace!r}")
         problems.extend(_label_problems(where, "metadata.labels", meta.get("labels")))
+        if kind == "ConfigMap" and obj.get("immutable") is not True:
+            problems.append(f"{where}: immutable must be true (a version's config never changes)")
     if not problems:
-        problems.extend(_deployment_problems(objects[2], values))
+        problems.extend(_deployment_problems(objects[2], values, objects[0]["metadata"]["name"]))
     if problems:
         raise ManifestError(
             "rendered manifests failed their checks:\n" + "\n".join(f"  {p}" for p in problems)
@@ -338,10 +365,17 @@ def _label_problems(where: str, field: str, labels: Any) -> list[str]:
     return out
 
 
-def _deployment_problems(dep: dict[str, Any], values: ManifestValues) -> list[str]:
+def _deployment_problems(dep: dict[str, Any], values: ManifestValues, config_map: str) -> list[str]:
     where = f"Deployment {values.name!r}"
     spec = dep.get("spec") or {}
     template = spec.get("template") or {}
+    mounted = template_config_maps(template)
+    if mounted != {config_map}:
+        problems_cm = [
+            f"{where}: the pod template must mount exactly the ConfigMap {config_map!r}, got {sorted(mounted)}"
+        ]
+    else:
+        problems_cm = []
     labels = (template.get("metadata") or {}).get("labels") or {}
     problems = _label_problems(where, "spec.template.metadata.labels", labels)
     selector = (spec.get("selector") or {}).get("matchLabels") or {}
@@ -361,7 +395,13 @@ def _deployment_problems(dep: dict[str, Any], values: ManifestValues) -> list[st
     if annotations != expected:
         # A value that changed on the way through YAML was not rendered inertly.
         problems.append(f"{where}: metadata.annotations do not read back as rendered")
-    return problems
+    return problems_cm + problems
+
+
+def template_config_maps(template: dict[str, Any]) -> set[str]:
+    """Names of the ConfigMaps a pod template mounts as volumes."""
+    volumes = ((template or {}).get("spec") or {}).get("volumes") or []
+    return {v["configMap"]["name"] for v in volumes if isinstance(v, dict) and v.get("configMap")}
 
 
 # --------------------------------------------------------------------------- live objects and diffs

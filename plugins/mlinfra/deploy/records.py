@@ -25,7 +25,9 @@ import sqlalchemy as sa
 
 from mlinfra.store import MetricsStore, metadata
 
-OUTCOMES = ("succeeded", "rolled_back", "failed", "dry_run")
+# "partial": the apply or the rollback failed part-way and the rollback could not restore
+# the previous spec; the record's ``applied.changed`` and ``rollback`` say what the cluster has.
+OUTCOMES = ("succeeded", "rolled_back", "failed", "partial", "dry_run")
 
 deployments_table = sa.Table(
     "mlinfra_deployments",

@@ -7,6 +7,7 @@ variable                            default  what
 ``MLINFRA_DEPLOY_MODEL_TIMEOUT``    10m      TF Serving reporting the version AVAILABLE
 ``MLINFRA_DEPLOY_POLL_INTERVAL``    5s       triggers' polling interval
 ``MLINFRA_DEPLOY_PROGRESS_DEADLINE`` 10m     the Deployment's ``progressDeadlineSeconds``
+``MLINFRA_DEPLOY_CONFIG_GC_MIN_AGE`` 10m     unused version ConfigMaps younger than this stay
 ==================================  =======  ==========================================
 """
 
@@ -24,6 +25,7 @@ class DeploySettings:
     model_timeout: float = 600.0
     poll_interval: float = 5.0
     progress_deadline: float = 600.0
+    config_gc_min_age: float = 600.0
 
     @classmethod
     def from_env(cls) -> DeploySettings:
@@ -42,4 +44,5 @@ class DeploySettings:
             model_timeout=get("MLINFRA_DEPLOY_MODEL_TIMEOUT", d.model_timeout),
             poll_interval=max(get("MLINFRA_DEPLOY_POLL_INTERVAL", d.poll_interval), 0.05),
             progress_deadline=max(get("MLINFRA_DEPLOY_PROGRESS_DEADLINE", d.progress_deadline), 1.0),
+            config_gc_min_age=get("MLINFRA_DEPLOY_CONFIG_GC_MIN_AGE", d.config_gc_min_age),
         )

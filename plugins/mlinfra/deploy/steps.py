@@ -92,26 +92,11 @@ def render_plan(
             for k in ("model", "version", "image_tag", "replicas", "run_smoke", "auto_rollback", "dry_run")
         }
     ).model_copy(update={"image_repository": model.image.repository})
-    identity = [
-        {
-            "kind": "ConfigMap",
-            "metadata": {
-                "namespace": model.kubernetes.namespace,
-                "name": f"{model.kubernetes.deployment}-config",
-            },
-        },
-        {
-            "kind": "Service",
-            "metadata": {"namespace": model.kubernetes.namespace, "name": model.kubernetes.deployment},
-        },
-        {
-            "kind": "Deployment",
-            "metadata": {"namespace": model.kubernetes.namespace, "name": model.kubernetes.deployment},
-        },
-    ]
-    live = snapshot(client, identity)
+    # The running Deployment decides the replicas; the rest is read once rendered (the
+    # ConfigMap's name derives from its content).
+    running_dep = client.read("Deployment", model.kubernetes.namespace, model.kubernetes.deployment)
     low, high = replica_bounds(model)
-    running = current_replicas(live.get("Deployment"))
+    running = current_replicas(running_dep)
     replicas = request.replicas or (min(max(running, low), high) if running else low)
     values = manifest_values(
         model,
@@ -123,6 +108,7 @@ def render_plan(
         progress_deadline_seconds=progress_deadline_seconds,
     )
     rendered = render_manifests(values)
+    live = snapshot(client, rendered.objects)
     diff = diff_objects(rendered.objects, live)
     changed = [
         f"{o['kind']}/{o['metadata']['name']}"
@@ -166,6 +152,13 @@ def finish(records: DeploymentRecords, run_id: str, *, smoke: dict[str, Any] | N
     if record.outcome in ("succeeded", "dry_run"):
         return record.to_dict()
     rollback = record.rollback or {}
+    if record.outcome == "partial":
+        changed = ", ".join((record.applied or {}).get("changed") or []) or "nothing recorded as written"
+        raise DeployFailed(
+            f"deploy of {record.model} version {record.version}: cluster partially changed ({changed}); "
+            f"rollback failed: {rollback.get('error') or 'unknown error'} "
+            f"(first failure: {record.reason or 'unknown'})"
+        )
     detail = ""
     if record.outcome == "rolled_back":
         detail = " (rolled back"
@@ -175,3 +168,24 @@ def finish(records: DeploymentRecords, run_id: str, *, smoke: dict[str, Any] | N
     raise DeployFailed(
         f"deploy of {record.model} version {record.version} {record.outcome}{detail}: {record.reason or 'unknown reason'}"
     )
+
+
+def collect_configs(plan: dict[str, Any], *, min_age: float = 600.0) -> dict[str, Any]:
+    """Garbage-collect the model's unused per-version ConfigMaps; never raises.
+
+    A deploy that never got past validation or rendering changed nothing to collect.
+    """
+    from mlinfra.deploy.kube import collect_config_maps, describe_api_error
+
+    if not plan or plan.get("dry_run"):
+        return {"deleted": [], "kept": [], "skipped": "nothing was applied"}
+    try:
+        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+        client = ManifestClient(KubernetesHook(conn_id=plan["kubernetes_conn_id"]).api_client)
+        return collect_config_maps(client, plan["namespace"], plan["deployment"], min_age=min_age)
+    except Exception as e:  # best effort: the next deploy collects what this one could not
+        log.warning(
+            "could not collect the unused ConfigMaps of %s: %s", plan.get("model"), describe_api_error(e)
+        )
+        return {"deleted": [], "kept": [], "error": describe_api_error(e)}

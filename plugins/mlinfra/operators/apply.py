@@ -31,11 +31,13 @@ class ApplyManifestsOperator(BaseOperator):
     :param deploy_run_id: when set, the previous objects and the result are written to
         ``mlinfra_deployments`` for this run (templated, usually ``{{ run_id }}``).
     :param store_conn_id: the store's connection.
+    :param record_extra: more keys for the record's ``applied`` JSON (templated), e.g. what a
+        manual rollback was asked for.
     :returns: ``{"changed": [...], "unchanged": [...], "generation": n, "pod_labels": {...},
         "previous_version": n | None}``
     """
 
-    template_fields: Sequence[str] = ("manifests", "kubernetes_conn_id", "deploy_run_id")
+    template_fields: Sequence[str] = ("manifests", "kubernetes_conn_id", "deploy_run_id", "record_extra")
     ui_color = "#c9e4c5"
 
     def __init__(
@@ -46,10 +48,12 @@ class ApplyManifestsOperator(BaseOperator):
         field_manager: str | None = None,
         deploy_run_id: str | None = None,
         store_conn_id: str = "mlinfra_store",
+        record_extra: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.manifests = manifests
+        self.record_extra = dict(record_extra or {})
         self.kubernetes_conn_id = kubernetes_conn_id
         self.field_manager = field_manager
         self.deploy_run_id = deploy_run_id
@@ -75,6 +79,7 @@ class ApplyManifestsOperator(BaseOperator):
         live = snapshot(client, objects)
         previous = live
         records = None
+        record = None
         if self.deploy_run_id:
             from mlinfra.deploy.records import DeploymentRecords
 
@@ -85,21 +90,40 @@ class ApplyManifestsOperator(BaseOperator):
                 self.log.info("keeping the previous spec saved by the first attempt")
             else:
                 records.update(self.deploy_run_id, previous=live)
-        result = apply_objects(client, objects, live)
+        identities = [
+            {"kind": o["kind"], "namespace": o["metadata"]["namespace"], "name": o["metadata"]["name"]}
+            for o in objects
+        ]
+        # A retry after a failure part-way: what the earlier attempts wrote counts as changed too.
+        earlier = list(
+            ((record.applied or {}).get("changed") or []) if records is not None and record else []
+        )
+
+        def progress(changed: list[str]) -> None:
+            if records is not None and self.deploy_run_id:
+                records.update(
+                    self.deploy_run_id,
+                    applied={
+                        "changed": _union(earlier, changed),
+                        "objects": identities,
+                        "complete": False,
+                        **self.record_extra,
+                    },
+                )
+
+        result = apply_objects(client, objects, live, on_written=progress)
         out = {**result.to_dict(), "previous_version": deployed_version(previous.get("Deployment"))}
         if records is not None and self.deploy_run_id:
             records.update(
                 self.deploy_run_id,
                 applied={
                     **out,
-                    "objects": [
-                        {
-                            "kind": o["kind"],
-                            "namespace": o["metadata"]["namespace"],
-                            "name": o["metadata"]["name"],
-                        }
-                        for o in objects
-                    ],
+                    "changed": _union(earlier, result.changed),
+                    "objects": identities,
+                    "complete": True,
+                    # The exact objects: what a manual rollback to this version re-applies.
+                    "spec": objects,
+                    **self.record_extra,
                 },
             )
         if result.changed:
@@ -109,3 +133,7 @@ class ApplyManifestsOperator(BaseOperator):
         else:
             self.log.info("nothing to apply: every object is already as rendered")
         return out
+
+
+def _union(first: list[str], second: list[str]) -> list[str]:
+    return first + [x for x in second if x not in first]

@@ -114,8 +114,13 @@ class ModelRollbackOperator(BaseOperator):
             ", ".join(f"{o['kind']}/{o['metadata']['name']}" for o in plan.reapply) or "-",
             ", ".join(f"{k}/{n}" for k, _, n in plan.delete) or "-",
         )
-        done = execute_rollback(client, plan)
         previous_version = deployed_version(record.previous.get("Deployment"))
+        try:
+            done = execute_rollback(client, plan)
+        except Exception as e:
+            # Unreachable cluster, 403, 409...: say exactly what the cluster is left with.
+            self._record_partial(records, record, plan, e, previous_version)
+            raise
         state = {"performed": True, **done, "previous_version": previous_version}
         records.update(self.deploy_run_id, rollback=state)
         if record.previous.get("Deployment") is None:
@@ -134,6 +139,32 @@ class ModelRollbackOperator(BaseOperator):
             method_name="rollout_complete",
             timeout=timedelta(seconds=self.rollout_timeout + 60),
         )
+
+    def _record_partial(
+        self, records: Any, record: Any, plan: Any, error: BaseException, previous_version: int | None
+    ) -> None:
+        from mlinfra.deploy.kube import describe_api_error
+        from mlinfra.exceptions import RollbackFailed
+
+        changed = list((record.applied or {}).get("changed") or [])
+        state = {
+            "performed": False,
+            "attempted": True,
+            "error": describe_api_error(error),
+            "changed": changed,
+            "planned": {
+                "reapply": [f"{o['kind']}/{o['metadata']['name']}" for o in plan.reapply],
+                "delete": [f"{k}/{n}" for k, _, n in plan.delete],
+            },
+            "previous_version": previous_version,
+        }
+        records.finish(self.deploy_run_id, "partial", rollback=state)
+        message = (
+            f"cluster partially changed ({', '.join(changed) or 'nothing recorded as written'}); "
+            f"rollback failed: {state['error']}"
+        )
+        self.log.error("%s", message)
+        raise RollbackFailed(message) from error
 
     def _state(self) -> dict[str, Any]:
         # The record, not the deferral's kwargs, carries the state between the steps:

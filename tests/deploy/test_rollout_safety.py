@@ -1,0 +1,113 @@
+"""A bad version must never take the serving version down: the per-version ConfigMap design.
+
+The regression test of the defect the old design had: every deploy rewrote one mutable
+ConfigMap (``<deployment>-config``) that the running pods mount. On a real cluster the
+kubelet re-projects it into the *old* pods within about a minute; TF Serving re-reads its
+model config on its poll interval and unloads the version those pods serve, and their
+readiness path fails, before the rollout, the model wait or the smoke test could judge the
+new version. The Kubernetes stand-in (tests/support/kubelet.py) propagates ConfigMaps and
+the TF Serving stand-in polls its config as the real ones do, so the old design fails here
+and the new one (an immutable ConfigMap per version, mounted only by its own pods) passes.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.deploy.environment import DEPLOYMENT, MODEL, DeployEnv, deploy_env, ensure_version, traffic
+from tests.support.tf_serving_standin import StandinProcess
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def env(deploy_serving: tuple[StandinProcess, Path], tmp_path: Path) -> Iterator[DeployEnv]:
+    server, base = deploy_serving
+    server.set_faults(version_faults={}, output_offset=0, error_rate=0, predict_delay=0)
+    ensure_version(base, 2)
+    with deploy_env(tmp_path, server, base) as e:
+        yield e
+
+
+def rendered(env: DeployEnv, version: int, image_tag: str) -> list[dict[str, Any]]:
+    from mlinfra.config import load_fleet
+    from mlinfra.deploy.manifests import manifest_values, render_manifests
+    from mlinfra.deploy.params import validate_request
+
+    fleet = load_fleet(env.fleet_file)
+    request = validate_request({"model": MODEL, "version": version, "image_tag": image_tag}, fleet)
+    values = manifest_values(fleet.model(MODEL), request, run_id=f"v{version}", replicas=2)
+    return render_manifests(values).objects
+
+
+def single_mutable_config_map(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The manifests as the old design rendered them: one ConfigMap per model, rewritten."""
+    config, service, dep = copy.deepcopy(objects)
+    config["metadata"]["name"] = f"{DEPLOYMENT}-config"
+    config.pop("immutable")
+    dep["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"] = f"{DEPLOYMENT}-config"
+    return [config, service, dep]
+
+
+def per_version(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return objects
+
+
+def apply(objects: list[dict[str, Any]]) -> None:
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+    from mlinfra.deploy.kube import ManifestClient, apply_objects, snapshot
+
+    client = ManifestClient(KubernetesHook(conn_id="kubernetes_default").api_client)
+    apply_objects(client, objects, snapshot(client, objects))
+
+
+def failures_during_a_bad_rollout(env: DeployEnv, design: Any) -> list[str]:
+    apply(design(rendered(env, 1, "2.14.1")))
+    env.wait_serving(1, 2)
+    with traffic(env.serving) as client:
+        # Version 2 on an image the registry does not hold: its pods never start.
+        apply(design(rendered(env, 2, "does-not-exist")))
+        # Four kubelet sync delays plus TF Serving poll intervals of cluster time.
+        time.sleep(4 * 60 * env.kube.kubelet.time_scale + 1.0)
+    assert len(client.results) > 50
+    return client.failures
+
+
+def test_the_old_single_config_map_design_loses_the_serving_version(env: DeployEnv) -> None:
+    failures = failures_during_a_bad_rollout(env, single_mutable_config_map)
+    # The old pods were re-configured under their feet: requests to the Service failed.
+    assert failures, "the stand-in no longer shows the defect the old design had"
+    assert any("503" in f or "404" in f for f in failures), failures[:3]
+
+
+def test_per_version_config_maps_keep_every_request_answered(env: DeployEnv) -> None:
+    failures = failures_during_a_bad_rollout(env, per_version)
+    assert failures == []
+    pods = env.serving.pods()
+    assert len(pods["endpoints"]) == 2
+    assert all(states == {"1": "AVAILABLE"} for states in pods["pods"].values() if states)
+
+
+def test_an_immutable_config_map_refuses_changes_with_422(env: DeployEnv) -> None:
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+    from kubernetes.client.exceptions import ApiException
+
+    from mlinfra.deploy.kube import ManifestClient
+
+    client = ManifestClient(KubernetesHook(conn_id="kubernetes_default").api_client)
+    config = rendered(env, 1, "2.14.1")[0]
+    client.apply(config)
+    client.apply(config)  # the same content again is a no-op, not an error
+    changed = copy.deepcopy(config)
+    changed["data"]["models.config"] = changed["data"]["models.config"].replace("versions: 1", "versions: 2")
+    with pytest.raises(ApiException) as e:
+        client.apply(changed)
+    assert e.value.status == 422
+    assert "field is immutable when `immutable` is set" in e.value.body
