@@ -318,7 +318,8 @@ S3 = "      model_base_path: s3://ml-models/a\n"
         (
             "      model_base_path: s3://ml-models/a/../b\n      artifacts_conn_id: aws_default\n",
             "",
-            "(the part after the bucket may not have '.' or '..' segments, '//', spaces, '?', '#' or '%')",
+            "(the part after the bucket: letters, digits and . _ ~ + = , @ - between single slashes; "
+            "no '.' or '..' segments)",
         ),
         (
             "      model_base_path: pvc://Model_Store/a\n",

@@ -71,9 +71,11 @@ class KubernetesTarget(_Strict):
 # --------------------------------------------------------------------------- model artifacts
 
 ArtifactScheme = Literal["s3", "gs", "pvc", "image"]
-# One path segment of an object key or a file path: URI "pchar" without percent-encoding,
-# so the same text is a valid S3/GCS key, a file path and part of a URI.
-_SEGMENT = r"[A-Za-z0-9._~!$&'()*+,;=:@-]+"
+# One path segment of an object key or a file path: characters that mean the same in an
+# S3/GCS key, a file path, a URI and a container argument (no '$(' expansion, quoting,
+# percent-encoding or shell meaning).
+_SEGMENT = r"[A-Za-z0-9._~+=,@-]+"
+SEGMENT_RULE = "letters, digits and . _ ~ + = , @ - between single slashes; no '.' or '..' segments"
 _RELATIVE = re.compile(rf"^{_SEGMENT}(/{_SEGMENT})*$")
 _BASE_PATH = re.compile(r"^(?P<scheme>[a-z0-9]+)://(?P<host>[^/]*)(?:/(?P<path>.*))?$")
 # https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
@@ -125,7 +127,7 @@ def parse_model_base_path(text: str) -> ArtifactLocation:
     if text.startswith("/"):
         rest = text.rstrip("/")
         if not rest or not _RELATIVE.match(rest[1:]) or _dot_segments(rest[1:]):
-            raise ValueError(f"{problem} (an absolute path without '.' or '..' segments, '//' or spaces)")
+            raise ValueError(f"{problem} (an absolute path: {SEGMENT_RULE})")
         return ArtifactLocation("image", None, rest)
     m = _BASE_PATH.match(text)
     if m is None:
@@ -134,10 +136,8 @@ def parse_model_base_path(text: str) -> ArtifactLocation:
     if scheme not in ("s3", "gs", "pvc"):
         raise ValueError(f"{problem} (unknown scheme {scheme}://)")
     if path and (not _RELATIVE.match(path) or _dot_segments(path)):
-        raise ValueError(
-            f"{problem} (the part after the {'claim' if scheme == 'pvc' else 'bucket'} "
-            "may not have '.' or '..' segments, '//', spaces, '?', '#' or '%')"
-        )
+        after = "claim" if scheme == "pvc" else "bucket"
+        raise ValueError(f"{problem} (the part after the {after}: {SEGMENT_RULE})")
     if scheme == "pvc":
         if len(host) > 253 or not re.match(DNS1123_SUBDOMAIN, host):
             raise ValueError(f"{problem} (the claim name must be a DNS-1123 subdomain, got {host!r})")
