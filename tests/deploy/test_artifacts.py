@@ -216,6 +216,15 @@ def test_an_unreachable_store_is_a_retryable_error(monkeypatch: pytest.MonkeyPat
     _no_secrets(message)
 
 
+def test_an_undefined_connection_is_named_not_tried(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_ARTIFACTS_NOT_DEFINED", raising=False)
+    model = _model(model_base_path=f"s3://{BUCKET}/{PREFIX}", artifacts_conn_id="artifacts_not_defined")
+    with pytest.raises(ArtifactStoreError) as err:
+        check_artifact(model, 1)
+    assert "serving.artifacts_conn_id 'artifacts_not_defined' is not an Airflow connection" in str(err.value)
+    assert "AIRFLOW_CONN_ARTIFACTS_NOT_DEFINED" in str(err.value)
+
+
 def test_an_unknown_filesystem_and_a_denied_read_are_not_retryable() -> None:
     from mlinfra.deploy.artifacts import _store_error
 

@@ -107,6 +107,20 @@ def _check_object_store(model: Model, location: ArtifactLocation, version: int) 
     uri = f"{location.version_uri(version)}/{SAVED_MODEL}"
     what = f"version {version} of model {model.name!r}"
     try:
+        conn = _connection(conn_id)
+    except Exception as e:  # a secrets backend that does not answer
+        raise ArtifactStoreUnavailable(
+            f"{what}: cannot read connection {conn_id!r} ({type(e).__name__}); retry later"
+        ) from None
+    if conn is None:
+        # The Amazon provider would quietly fall back to the worker's own AWS identity and
+        # report "cannot connect" or "denied" much later: name the typo now.
+        raise ArtifactStoreError(
+            f"{what}: serving.artifacts_conn_id {conn_id!r} is not an Airflow connection; define it "
+            f"(Admin > Connections, or AIRFLOW_CONN_{str(conn_id).upper()}), without login and "
+            "password to use the worker's own cloud identity"
+        )
+    try:
         path = ObjectStoragePath(uri, conn_id=conn_id)
         # A long-lived worker keeps one filesystem per connection, and s3fs caches listings:
         # an upload made after an earlier check must be seen now.
@@ -186,14 +200,27 @@ def _scrub(text: str, conn_id: str | None) -> str:
     return text
 
 
-def _connection_secrets(conn_id: str | None) -> list[str]:
+def _connection(conn_id: str | None) -> Any | None:
+    """The Airflow connection ``conn_id``, or None when it is not defined."""
     if not conn_id:
-        return []
-    try:
-        from airflow.sdk import BaseHook
+        return None
+    from airflow.sdk import BaseHook
 
-        conn = BaseHook.get_connection(conn_id)
-    except Exception:  # no such connection: then it cannot leak either
+    try:
+        return BaseHook.get_connection(conn_id)
+    except Exception as e:
+        # AirflowNotFoundException (its module moved between Airflow versions: matched by name).
+        if type(e).__name__ == "AirflowNotFoundException":
+            return None
+        raise
+
+
+def _connection_secrets(conn_id: str | None) -> list[str]:
+    try:
+        conn = _connection(conn_id)
+    except Exception:  # an unreadable connection cannot leak into a message either
+        return []
+    if conn is None:
         return []
     values = [conn.login, conn.password]
     extra = conn.extra_dejson or {}
