@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from mlinfra.cli import main, parse_time
 from mlinfra.samples import Sample
 from mlinfra.store import MetricsStore
@@ -47,3 +49,32 @@ def test_parse_time() -> None:
     assert parse_time("1800000000") == 1_800_000_000.0
     assert parse_time("2027-01-15T08:00:00Z") == 1_800_000_000.0
     assert parse_time("2027-01-15T08:00:00+01:00") == 1_800_000_000.0 - 3600
+
+
+def test_fleet_check_validates_each_models_manifests_against_the_schema(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlinfra.config import load_fleet
+    from mlinfra.deploy import manifests
+
+    fleet_file = ROOT / "include" / "fleet.yaml"
+    assert main(["fleet", "check", "--file", str(fleet_file)]) == 0
+    out = capsys.readouterr().out
+    version = load_fleet(fleet_file).kubernetes_version
+    assert f"manifests against the Kubernetes {version} API schema:\n  half-plus-two: ok\n" in out
+    assert "\n  resnet50-classifier: ok\n" in out
+
+    # A template typo (the same templates, one field misspelt): refused per model, with the path.
+    for name in manifests.TEMPLATES:
+        (tmp_path / name).write_text((manifests.TEMPLATE_DIR / name).read_text())
+    template = tmp_path / "deployment.yaml.j2"
+    template.write_text(template.read_text().replace("imagePullPolicy:", "imagePullPolicyy:", 1))
+    original = manifests.render_manifests
+    monkeypatch.setattr(manifests, "render_manifests", lambda values: original(values, tmp_path))
+    assert main(["fleet", "check", "--file", str(fleet_file)]) == 1
+    out = capsys.readouterr().out
+    for model in ("half-plus-two", "resnet50-classifier"):
+        assert (
+            f"  {model}: 1 problem(s)\n    Deployment '{model}': spec.template.spec.containers[0].imagePullPolicyy: unknown field"
+            in out
+        )

@@ -207,3 +207,198 @@ def test_scaling_targets_the_engine_cannot_evaluate_are_refused_unless_parse_tim
     # DAG files read the fleet for their forms without loading the PromQL engine.
     fleet = parse_fleet(text, source="include/fleet.yaml", check_expressions=False)
     assert fleet.models[0].scaling.target is not None
+
+
+# ---------------------------------------------------------------------- issue 10: artifacts, schema version
+
+from mlinfra.config import ArtifactLocation, parse_model_base_path  # noqa: E402
+from mlinfra.deploy.schema import DEFAULT_KUBERNETES_VERSION, supported_kubernetes_versions  # noqa: E402
+
+
+def _fleet_text(serving_extra: str = "", top_extra: str = "") -> str:
+    """A one-model fleet; ``serving_extra`` lines start at line 6 (after ``top_extra``'s)."""
+    head = (
+        "cost: {gpu_hour: 1, cpu_hour: 0.1}\n"
+        "models:\n"
+        "  - name: a\n"
+        "    kubernetes: {namespace: serving, deployment: a}\n"
+        "    serving:\n"
+    )
+    tail = (
+        "      conn_id: c\n"
+        "      model_name: a\n"
+        '      grpc_target: "a:8500"\n'
+        '      rest_url: "http://a:8501"\n'
+        "    image: {repository: tensorflow/serving}\n"
+        "    smoke_file: smoke/a.json\n"
+        "    slo: {p99_latency_ms: 100}\n"
+        "    scaling: {min_replicas: 1, max_replicas: 2}\n"
+    )
+    return top_extra + head + serving_extra + tail
+
+
+def test_artifacts_default_to_the_image_and_the_version_to_the_default() -> None:
+    fleet = load_fleet(FLEET)
+    assert fleet.kubernetes_version == DEFAULT_KUBERNETES_VERSION
+    serving = fleet.model("half-plus-two").serving
+    assert (serving.model_base_path, serving.artifacts_conn_id, serving.credentials_secret) == (
+        None,
+        None,
+        None,
+    )
+    assert serving.artifact == ArtifactLocation("image", None, "/models/half_plus_two")
+    assert serving.artifact.version_uri(3) == "/models/half_plus_two/3"
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected", "uri"),
+    [
+        (
+            "      model_base_path: s3://ml-models/prod/a/\n      artifacts_conn_id: aws_default\n"
+            "      credentials_secret: a-s3-reader\n",
+            ArtifactLocation("s3", "ml-models", "prod/a"),
+            "s3://ml-models/prod/a/7",
+        ),
+        (
+            "      model_base_path: gs://ml_models\n      artifacts_conn_id: google_cloud_default\n",
+            ArtifactLocation("gs", "ml_models", ""),
+            "gs://ml_models/7",
+        ),
+        (
+            "      model_base_path: pvc://model-store/serving/a\n",
+            ArtifactLocation("pvc", "model-store", "serving/a"),
+            "pvc://model-store/serving/a/7",
+        ),
+        (
+            "      model_base_path: /srv/models/a\n",
+            ArtifactLocation("image", None, "/srv/models/a"),
+            "/srv/models/a/7",
+        ),
+    ],
+    ids=["s3", "gs", "pvc", "image"],
+)
+def test_the_four_kinds_of_model_base_path(lines: str, expected: ArtifactLocation, uri: str) -> None:
+    fleet = parse_fleet(_fleet_text(lines), source="f.yaml")
+    assert fleet.models[0].serving.artifact == expected
+    assert fleet.models[0].serving.artifact.version_uri(7) == uri
+
+
+def test_kubernetes_version_is_one_the_schemas_cover() -> None:
+    newest = supported_kubernetes_versions()[-1]
+    assert (
+        parse_fleet(_fleet_text(top_extra=f'kubernetes_version: "{newest}"\n')).kubernetes_version == newest
+    )
+
+
+S3 = "      model_base_path: s3://ml-models/a\n"
+
+
+@pytest.mark.parametrize(
+    ("serving_extra", "top_extra", "expected"),
+    [
+        (
+            "      model_base_path: hdfs://nn/models/a\n",
+            "",
+            "line 6: models[0].serving.model_base_path: must be s3://<bucket>/<prefix>, gs://<bucket>/<prefix>, "
+            "pvc://<claim>/<path>, or an absolute path inside the image (default: /models/<model_name>); "
+            "got 'hdfs://nn/models/a' (unknown scheme hdfs://)",
+        ),
+        (
+            "      model_base_path: models/a\n",
+            "",
+            "line 6: models[0].serving.model_base_path: must be s3://<bucket>/<prefix>, gs://<bucket>/<prefix>, "
+            "pvc://<claim>/<path>, or an absolute path inside the image (default: /models/<model_name>); "
+            "got 'models/a'",
+        ),
+        (
+            "      model_base_path: s3://ML_Models/a\n      artifacts_conn_id: aws_default\n",
+            "",
+            "line 6: models[0].serving.model_base_path: must be s3://",
+        ),
+        (
+            "      model_base_path: s3://ml-models/a/../b\n      artifacts_conn_id: aws_default\n",
+            "",
+            "(the part after the bucket: letters, digits and . _ ~ + = , @ - between single slashes; "
+            "no '.' or '..' segments)",
+        ),
+        (
+            "      model_base_path: pvc://Model_Store/a\n",
+            "",
+            "(the claim name must be a DNS-1123 subdomain, got 'Model_Store')",
+        ),
+        (
+            S3,
+            "",
+            "line 5: models[0].serving.artifacts_conn_id: required with a model_base_path on s3://: "
+            "the Airflow connection the pre-flight reads the bucket with",
+        ),
+        (
+            "      model_base_path: pvc://store/a\n      artifacts_conn_id: aws_default\n",
+            "",
+            "line 7: models[0].serving.artifacts_conn_id: only used with s3:// or gs:// model_base_path; "
+            "with a pvc:// model_base_path the pre-flight checks a claim through kubernetes.conn_id",
+        ),
+        (
+            "      credentials_secret: aws-creds\n",
+            "",
+            "line 6: models[0].serving.credentials_secret: only used with s3:// or gs:// model_base_path; "
+            "with a model_base_path inside the image TF Serving needs no object-store credentials",
+        ),
+        (
+            S3 + "      artifacts_conn_id: aws_default\n      credentials_secret: AWS_Creds\n",
+            "",
+            "line 8: models[0].serving.credentials_secret: must be a Kubernetes Secret name (DNS-1123 "
+            "subdomain: lowercase letters, digits, '-' and '.', at most 253 characters), got 'AWS_Creds'",
+        ),
+        (
+            S3 + "      artifacts_conn_id: aws default\n",
+            "",
+            "line 7: models[0].serving.artifacts_conn_id: got 'aws default', which does not match",
+        ),
+        (
+            "",
+            "kubernetes_version: 1.30\n",
+            'line 1: kubernetes_version: must be a string like "1.35" (quote it: YAML reads 1.30 as the '
+            "number 1.3), got 1.3",
+        ),
+        (
+            "",
+            'kubernetes_version: "1.99"\n',
+            "line 1: kubernetes_version: must be a Kubernetes minor whose schema kubernetes-validate bundles",
+        ),
+    ],
+    ids=[
+        "unknown-scheme",
+        "relative-path",
+        "bad-bucket",
+        "dot-dot",
+        "bad-claim",
+        "s3-without-conn",
+        "conn-with-pvc",
+        "secret-with-image",
+        "bad-secret-name",
+        "bad-conn-id",
+        "version-as-number",
+        "version-unknown",
+    ],
+)
+def test_bad_artifact_settings_are_refused_with_line_and_field(
+    serving_extra: str, top_extra: str, expected: str
+) -> None:
+    with pytest.raises(FleetConfigError) as err:
+        parse_fleet(_fleet_text(serving_extra, top_extra), source="f.yaml")
+    [problem] = err.value.problems
+    assert expected in problem
+    assert problem.startswith("line ")
+
+
+@pytest.mark.parametrize("version", [0, -1, True, "3"])
+def test_version_uri_needs_a_version_number(version: object) -> None:
+    with pytest.raises(ValueError, match="a model version is an integer >= 1"):
+        ArtifactLocation("s3", "b-1", "p").version_uri(version)  # type: ignore[arg-type]
+
+
+def test_parse_model_base_path_strips_trailing_slashes() -> None:
+    assert parse_model_base_path("pvc://store/") == ArtifactLocation("pvc", "store", "")
+    assert parse_model_base_path("/models/a/").base_uri == "/models/a"
+    assert parse_model_base_path("s3://bkt/p/q//").base_uri == "s3://bkt/p/q"

@@ -20,9 +20,13 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from mlinfra.durations import format_duration, parse_duration
 from mlinfra.exceptions import MlinfraError
+
+if TYPE_CHECKING:
+    from mlinfra.config import Fleet
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,6 +81,29 @@ def _store(url: str | None):  # type: ignore[no-untyped-def]
     return MetricsStore.from_url(url) if url else MetricsStore.from_connection()
 
 
+def _check_manifests(fleet: Fleet) -> int:
+    """Render each model's manifests for a sample deploy and validate them against the
+    fleet's Kubernetes schema: a template typo is found here, not by the first deploy."""
+    from mlinfra.deploy.manifests import manifest_values, render_manifests
+    from mlinfra.deploy.params import replica_bounds, validate_request
+    from mlinfra.deploy.schema import schema_problems
+
+    failed = 0
+    print(f"manifests against the Kubernetes {fleet.kubernetes_version} API schema:")
+    for m in fleet.models:
+        try:
+            request = validate_request({"model": m.name, "version": 1, "image_tag": "fleet-check"}, fleet)
+            values = manifest_values(m, request, run_id="fleet-check", replicas=replica_bounds(m)[0])
+            problems = schema_problems(render_manifests(values).objects, fleet.kubernetes_version)
+        except MlinfraError as e:
+            problems = str(e).splitlines()
+        print(f"  {m.name}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
+        for p in problems:
+            print(f"    {p.strip()}")
+        failed += bool(problems)
+    return 1 if failed else 0
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     from mlinfra.config import load_fleet
 
@@ -91,7 +118,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 f"replicas {s.min_replicas}..{s.max_replicas}; gpus {m.resources.gpus}; "
                 f"p99 <= {m.slo.p99_latency_ms:g} ms"
             )
-        return 0
+        return _check_manifests(f)
 
     if args.command == "sweep":
         from mlinfra.export import push_from_connection

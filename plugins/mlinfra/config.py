@@ -16,7 +16,9 @@ local file, validated once), and a long-running dag-processor still sees edits.
 from __future__ import annotations
 
 import os
+import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from mlinfra.deploy.schema import DEFAULT_KUBERNETES_VERSION, kubernetes_version_problem
 from mlinfra.durations import parse_duration
 from mlinfra.exceptions import FleetConfigError
 
@@ -39,6 +42,7 @@ DEFAULT_FLEET_FILE = PROJECT_ROOT / "include" / "fleet.yaml"
 FLEET_FILE_ENV = "MLINFRA_FLEET_FILE"
 
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # Kubernetes resource quantities: 500m, 2, 1.5, 4Gi, 512Mi, 1e3
 K8S_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|e[0-9]+)?$"
 # An OCI repository without tag or digest: [registry[:port]/]path/component
@@ -64,6 +68,90 @@ class KubernetesTarget(_Strict):
     deployment: str = Field(pattern=DNS1123_LABEL)
 
 
+# --------------------------------------------------------------------------- model artifacts
+
+ArtifactScheme = Literal["s3", "gs", "pvc", "image"]
+# One path segment of an object key or a file path: characters that mean the same in an
+# S3/GCS key, a file path, a URI and a container argument (no '$(' expansion, quoting,
+# percent-encoding or shell meaning).
+_SEGMENT = r"[A-Za-z0-9._~+=,@-]+"
+SEGMENT_RULE = "letters, digits and . _ ~ + = , @ - between single slashes; no '.' or '..' segments"
+_RELATIVE = re.compile(rf"^{_SEGMENT}(/{_SEGMENT})*$")
+_BASE_PATH = re.compile(r"^(?P<scheme>[a-z0-9]+)://(?P<host>[^/]*)(?:/(?P<path>.*))?$")
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# https://cloud.google.com/storage/docs/buckets#naming
+_GS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+BASE_PATH_FORMS = (
+    "s3://<bucket>/<prefix>, gs://<bucket>/<prefix>, pvc://<claim>/<path>, "
+    "or an absolute path inside the image (default: /models/<model_name>)"
+)
+
+
+@dataclass(frozen=True)
+class ArtifactLocation:
+    """Where a model's SavedModel versions are: ``<base>/<version>/saved_model.pb``.
+
+    >>> loc = fleet.model("half-plus-two").serving.artifact
+    >>> loc.scheme, loc.bucket_or_claim, loc.path
+    ('image', None, '/models/half_plus_two')
+    >>> ArtifactLocation("s3", "models", "prod/half_plus_two").version_uri(3)
+    's3://models/prod/half_plus_two/3'
+
+    ``path`` is the key prefix (``s3``, ``gs``; may be empty: the bucket's root), the
+    path inside the claim's volume (``pvc``; may be empty), or the absolute path in
+    the image (``image``: the model is baked in, today's behaviour).
+    """
+
+    scheme: ArtifactScheme
+    bucket_or_claim: str | None
+    path: str
+
+    @property
+    def base_uri(self) -> str:
+        if self.scheme == "image":
+            return self.path
+        base = f"{self.scheme}://{self.bucket_or_claim}"
+        return f"{base}/{self.path}" if self.path else base
+
+    def version_uri(self, version: int) -> str:
+        """The folder of one model version (TF Serving's layout: a number per version)."""
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValueError(f"a model version is an integer >= 1, got {version!r}")
+        return f"{self.base_uri}/{version}"
+
+
+def parse_model_base_path(text: str) -> ArtifactLocation:
+    """``serving.model_base_path`` as an :class:`ArtifactLocation`; ValueError saying what is accepted."""
+    problem = f"must be {BASE_PATH_FORMS}; got {text!r}"
+    if text.startswith("/"):
+        rest = text.rstrip("/")
+        if not rest or not _RELATIVE.match(rest[1:]) or _dot_segments(rest[1:]):
+            raise ValueError(f"{problem} (an absolute path: {SEGMENT_RULE})")
+        return ArtifactLocation("image", None, rest)
+    m = _BASE_PATH.match(text)
+    if m is None:
+        raise ValueError(problem)
+    scheme, host, path = m["scheme"], m["host"], (m["path"] or "").rstrip("/")
+    if scheme not in ("s3", "gs", "pvc"):
+        raise ValueError(f"{problem} (unknown scheme {scheme}://)")
+    if path and (not _RELATIVE.match(path) or _dot_segments(path)):
+        after = "claim" if scheme == "pvc" else "bucket"
+        raise ValueError(f"{problem} (the part after the {after}: {SEGMENT_RULE})")
+    if scheme == "pvc":
+        if len(host) > 253 or not re.match(DNS1123_SUBDOMAIN, host):
+            raise ValueError(f"{problem} (the claim name must be a DNS-1123 subdomain, got {host!r})")
+        return ArtifactLocation("pvc", host, path)
+    bucket = _S3_BUCKET if scheme == "s3" else _GS_BUCKET
+    if not bucket.match(host) or ".." in host:
+        raise ValueError(f"{problem} (not a valid {scheme} bucket name: {host!r})")
+    return ArtifactLocation("s3" if scheme == "s3" else "gs", host, path)
+
+
+def _dot_segments(path: str) -> bool:
+    return any(part in (".", "..") for part in path.split("/"))
+
+
 class ServingTarget(_Strict):
     """Where the model's TF Serving answers.
 
@@ -78,6 +166,59 @@ class ServingTarget(_Strict):
     grpc_target: str = Field(pattern=GRPC_TARGET)
     rest_url: str = Field(pattern=r"^https?://[^\s/]+(:[0-9]+)?/?$")
     signature_name: str = "serving_default"
+    # Model artifacts (issue 10): see ArtifactLocation. None keeps today's behaviour,
+    # versions baked into the image under /models/<model_name>.
+    model_base_path: str | None = None
+    # The Airflow connection the pre-flight reads s3:// or gs:// with (aws_default, ...).
+    artifacts_conn_id: str | None = Field(default=None, pattern=CONN_ID)
+    # A Secret in the model's namespace whose keys TF Serving gets as environment
+    # variables (AWS_ACCESS_KEY_ID, ...): the Airflow connection never enters a manifest.
+    credentials_secret: str | None = None
+
+    @field_validator("model_base_path")
+    @classmethod
+    def _base_path_form(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_model_base_path(value)
+        return value
+
+    @field_validator("credentials_secret")
+    @classmethod
+    def _secret_name(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 253 or not re.match(DNS1123_SUBDOMAIN, value)):
+            raise ValueError(
+                "must be a Kubernetes Secret name (DNS-1123 subdomain: lowercase letters, digits, "
+                f"'-' and '.', at most 253 characters), got {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _artifact_settings(self) -> ServingTarget:
+        scheme = self.artifact.scheme
+        if scheme in ("s3", "gs") and self.artifacts_conn_id is None:
+            raise _FieldError(
+                ("artifacts_conn_id",),
+                f"required with a model_base_path on {scheme}://: the Airflow connection the pre-flight "
+                "reads the bucket with (e.g. aws_default, google_cloud_default)",
+            )
+        where = "a model_base_path inside the image" if scheme == "image" else "a pvc:// model_base_path"
+        if scheme in ("pvc", "image"):
+            for field, why in (
+                ("artifacts_conn_id", "the pre-flight checks a claim through kubernetes.conn_id"),
+                ("credentials_secret", "TF Serving needs no object-store credentials"),
+            ):
+                if getattr(self, field) is not None:
+                    raise _FieldError(
+                        (field,), f"only used with s3:// or gs:// model_base_path; with {where} {why}"
+                    )
+        return self
+
+    @property
+    def artifact(self) -> ArtifactLocation:
+        """Where this model's versions are (the image's /models/<model_name> by default)."""
+        if self.model_base_path is None:
+            return ArtifactLocation("image", None, f"/models/{self.model_name}")
+        return parse_model_base_path(self.model_base_path)
 
 
 class Image(_Strict):
@@ -214,8 +355,18 @@ class Fleet(_Strict):
     cost: Cost
     store: StoreSettings = StoreSettings()
     rules: RuleSettings = RuleSettings()
+    # The cluster's Kubernetes minor: rendered manifests are validated against its API schema.
+    kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
     # Where the file came from; relative paths (smoke files) resolve against its folder.
     source: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("kubernetes_version", mode="before")
+    @classmethod
+    def _known_kubernetes_version(cls, value: Any) -> Any:
+        problem = kubernetes_version_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _unique_names(self, info: ValidationInfo) -> Fleet:

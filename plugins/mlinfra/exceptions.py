@@ -175,3 +175,30 @@ class ScaleForbidden(ScaleFailed):
         self.api_group = api_group
         self.namespace = namespace
         super().__init__(message)
+
+
+class ArtifactMissing(DeployRequestError):
+    """The requested model version is not where the fleet file says; nothing was changed.
+
+    ``uri`` is exactly what was looked for (``s3://bucket/prefix/3/saved_model.pb``, or the
+    PersistentVolumeClaim); ``existing_versions`` the versions found under the base path
+    (the newest ten at most). Not retryable: upload the version, or fix ``model_base_path``.
+    """
+
+    def __init__(self, message: str, *, uri: str, existing_versions: list[int] | None = None):
+        self.uri = uri
+        self.existing_versions = existing_versions or []
+        super().__init__([message])
+
+
+class ArtifactStoreError(MlinfraError):
+    """The artifact store refused the pre-flight for a reason a retry does not fix.
+
+    Access denied (the connection's credentials or the bucket policy; RBAC for a claim),
+    no credentials, no filesystem for the scheme. The message names the connection,
+    never its secrets.
+    """
+
+
+class ArtifactStoreUnavailable(MlinfraError):
+    """The object store or the Kubernetes API could not be reached (refused, timeout, 5xx): retry."""
