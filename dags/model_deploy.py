@@ -18,8 +18,12 @@ airflow dags trigger model_deploy --conf '{"model": "half-plus-two", "version": 
 | `dry_run` | render and log the diff against the cluster; change nothing |
 
 Steps: **validate_request** (the conf again, so a CLI/API trigger with bad values is
-refused before anything touches the cluster) -> **render_manifests** (`include/k8s/*.yaml.j2`,
-sandboxed, parsed back and checked; the diff against the cluster is in its log) ->
+refused before anything touches the cluster) -> **preflight** (the version exists where TF
+Serving reads it: `<model_base_path>/<version>/saved_model.pb` on S3/GCS with its size, the
+PersistentVolumeClaim is Bound; a missing version is refused naming the path) ->
+**render_manifests** (`include/k8s/*.yaml.j2`,
+sandboxed, parsed back, checked and validated against the Kubernetes OpenAPI schema of the
+fleet's `kubernetes_version`; the diff against the cluster is in its log) ->
 **apply** (server-side apply, field manager `mlinfra`; the previous spec is kept) ->
 **wait_rollout** and **wait_model** (deferred: no worker slot is held while Kubernetes
 rolls out and TF Serving loads the version) -> **smoke_test** (gRPC and REST against the
@@ -119,6 +123,24 @@ def model_deploy() -> None:
         except DeployRequestError as e:
             raise AirflowFailException(str(e)) from e
 
+    # Before anything touches the cluster: the version must exist where TF Serving reads it.
+    @task(execution_timeout=timedelta(minutes=5))
+    def preflight(plan: dict[str, Any]) -> dict[str, Any]:
+        from mlinfra.deploy.records import DeploymentRecords
+        from mlinfra.deploy.steps import preflight_artifact
+        from mlinfra.exceptions import ArtifactStoreError, DeployRequestError
+
+        context = get_current_context()
+        try:
+            return preflight_artifact(
+                plan,
+                fleet=load_fleet(),
+                records=DeploymentRecords.from_connection(),
+                run_id=context["run_id"],
+            )
+        except (DeployRequestError, ArtifactStoreError) as e:  # a missing version: no retry helps
+            raise AirflowFailException(str(e)) from e
+
     @task(multiple_outputs=True, execution_timeout=timedelta(minutes=5))
     def render_manifests(plan: dict[str, Any]) -> dict[str, Any]:
         from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
@@ -188,7 +210,9 @@ def model_deploy() -> None:
             raise AirflowFailException(str(e)) from e
 
     plan = validate_request()
+    checked = preflight(plan)
     rendered = render_manifests(plan)
+    checked >> rendered
     go = unless_dry_run(plan)
     rendered >> go
 

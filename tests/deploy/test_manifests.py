@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -242,3 +243,52 @@ def test_the_diff_shows_managed_fields_only(values: ManifestValues) -> None:
     assert "-  replicas: 1" in diff
     assert "+  replicas: 2" in diff
     assert "status" not in diff
+
+
+def test_a_template_typo_is_refused_by_the_kubernetes_schema_naming_the_field(
+    values: ManifestValues, tmp_path: Path
+) -> None:
+    import shutil
+
+    from mlinfra.deploy.manifests import TEMPLATE_DIR
+
+    shutil.copytree(TEMPLATE_DIR, tmp_path, dirs_exist_ok=True)
+    deployment = tmp_path / "deployment.yaml.j2"
+    deployment.write_text(deployment.read_text().replace("imagePullPolicy:", "imagePullPolicyy:"))
+    render_manifests(values, tmp_path)  # without a Kubernetes version: our own checks only
+    with pytest.raises(ManifestError, match=r"containers\[0\]\.imagePullPolicyy: unknown field"):
+        render_manifests(replace(values, kubernetes_version="1.35"), tmp_path)
+
+
+def test_object_store_credentials_come_from_a_secret_and_claims_are_mounted(fleet: Any) -> None:
+    from mlinfra.config import parse_fleet
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "include" / "fleet.yaml").read_text())
+    raw["models"][0]["serving"].update(
+        model_base_path="s3://ml-models/prod/half_plus_two",
+        artifacts_conn_id="aws_default",
+        credentials_secret="half-plus-two-s3",
+    )
+    raw["models"][1]["serving"]["model_base_path"] = "pvc://model-store/resnet50"
+    fleet = parse_fleet(yaml.safe_dump(raw), source="fleet.yaml")
+    s3, pvc = fleet.models
+    for model, version in ((s3, 2), (pvc, 3)):
+        request = validate_request({"model": model.name, "version": version, "image_tag": "2.14.1"}, fleet)
+        objects = render_manifests(
+            manifest_values(model, request, run_id="r", replicas=1, kubernetes_version="1.35")
+        ).objects
+        config = objects[0]["data"]["models.config"]
+        spec = objects[2]["spec"]["template"]["spec"]
+        if model is s3:
+            assert 'base_path: "s3://ml-models/prod/half_plus_two"' in config
+            assert spec["containers"][0]["envFrom"] == [{"secretRef": {"name": "half-plus-two-s3"}}]
+            assert "s3" not in json.dumps(spec["containers"][0].get("env", []))  # no connection copied
+        else:
+            assert 'base_path: "/models/pvc/model-store/resnet50"' in config
+            assert {
+                "name": "models",
+                "persistentVolumeClaim": {"claimName": "model-store", "readOnly": True},
+            } in (spec["volumes"])
+            assert {"name": "models", "mountPath": "/models/pvc/model-store", "readOnly": True} in spec[
+                "containers"
+            ][0]["volumeMounts"]

@@ -102,12 +102,11 @@ def test_every_problem_of_every_object_at_once(fleet: Any) -> None:
     container["ports"][0]["containerPort"] = 8500.5
     container["readinessProbe"]["httpGet"]["port"] = {"name": "http"}  # IntOrString
     problems = _refusal(objects)
+    config = objects[0]["metadata"]["name"]
     assert len(problems) == 4
-    assert problems[0].startswith(
-        "ConfigMap 'half-plus-two-config': dataa: unknown field (did you mean 'data'?)"
-    )
+    assert problems[0].startswith(f"ConfigMap '{config}': dataa: unknown field (did you mean 'data'?)")
     assert (
-        "ConfigMap 'half-plus-two-config': metadata.labels[\"app.kubernetes.io/part-of\"]: "
+        f"ConfigMap '{config}': metadata.labels[\"app.kubernetes.io/part-of\"]: "
         "expected string, got integer 3"
     ) in problems
     assert (

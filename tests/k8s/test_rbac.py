@@ -126,6 +126,7 @@ def test_every_request_of_the_code_is_allowed_and_every_rule_is_used(
         ("create", "", "configmaps"),
         ("create", "", "services"),
         ("create", "apps", "deployments"),
+        ("get", "", "persistentvolumeclaims"),  # the pre-flight of pvc:// models only
         ("get", "", "pods"),
         ("get", "autoscaling", "horizontalpodautoscalers"),
         ("get", "keda.sh", "scaledobjects"),

@@ -50,6 +50,7 @@ TEMPLATES = ("configmap.yaml.j2", "service.yaml.j2", "deployment.yaml.j2")
 KINDS = {"ConfigMap": "v1", "Service": "v1", "Deployment": "apps/v1"}
 GRPC_PORT, REST_PORT = 8500, 8501
 DEFAULT_MODEL_BASE_PATH = "/models/{model_name}"
+PVC_MOUNT = "/models/pvc"  # where a pvc:// claim is mounted in the TF Serving container
 # Annotations that name the run: they do not make a deploy "a change" on their own.
 RUN_ANNOTATIONS = frozenset(
     {"mlinfra.io/airflow-dag-id", "mlinfra.io/airflow-run-id", "mlinfra.io/triggered-by"}
@@ -82,6 +83,12 @@ class ManifestValues:
     run_id: str
     triggered_by: str
     progress_deadline_seconds: int = 600
+    # A Kubernetes Secret whose keys become the TF Serving container's environment
+    # (object-store credentials): never the Airflow connection itself.
+    credentials_secret: str | None = None
+    # A PersistentVolumeClaim holding the versions (pvc:// base paths), mounted read-only.
+    model_claim: str | None = None
+    kubernetes_version: str | None = None  # validate against this version's OpenAPI schema
 
     @property
     def labels(self) -> dict[str, str]:
@@ -123,8 +130,22 @@ def manifest_values(
     triggered_by: str = "",
     model_base_path: str | None = None,
     progress_deadline_seconds: int = 600,
+    kubernetes_version: str | None = None,
 ) -> ManifestValues:
-    """The values for ``request`` of fleet ``model`` in run ``run_id``."""
+    """The values for ``request`` of fleet ``model`` in run ``run_id``.
+
+    The base path TF Serving reads follows ``serving.model_base_path``: ``s3://``/``gs://``
+    as they are (TF Serving reads object stores itself, with ``credentials_secret``),
+    ``pvc://<claim>/<path>`` as the claim mounted at ``/models/pvc/<claim>``, and a path
+    inside the image as it is.
+    """
+    artifact = model.serving.artifact
+    claim = artifact.bucket_or_claim if artifact.scheme == "pvc" else None
+    if model_base_path is None:
+        if artifact.scheme == "pvc":
+            model_base_path = f"{PVC_MOUNT}/{claim}" + (f"/{artifact.path}" if artifact.path else "")
+        else:
+            model_base_path = artifact.base_uri
     return ManifestValues(
         name=model.kubernetes.deployment,
         namespace=model.kubernetes.namespace,
@@ -136,12 +157,14 @@ def manifest_values(
         cpu=model.resources.cpu,
         memory=model.resources.memory,
         gpus=model.resources.gpus,
-        model_base_path=model_base_path
-        or DEFAULT_MODEL_BASE_PATH.format(model_name=model.serving.model_name),
+        model_base_path=model_base_path,
         dag_id=dag_id,
         run_id=run_id,
         triggered_by=triggered_by,
         progress_deadline_seconds=progress_deadline_seconds,
+        credentials_secret=model.serving.credentials_secret,
+        model_claim=claim,
+        kubernetes_version=kubernetes_version,
     )
 
 
@@ -282,6 +305,7 @@ def render_manifests(values: ManifestValues, template_dir: Path = TEMPLATE_DIR) 
         # lost its version leaves the Service (the status URL would still answer 200 with END).
         "readiness_path": f"/v1/models/{values.model_name}/versions/{values.version}/metadata",
         "model_config": model_config_text(values.model_name, values.model_base_path, values.version),
+        "pvc_mount": f"{PVC_MOUNT}/{values.model_claim}" if values.model_claim else None,
     }
     texts = []
     try:
@@ -296,6 +320,10 @@ def render_manifests(values: ManifestValues, template_dir: Path = TEMPLATE_DIR) 
     text = "---\n".join(texts)
     objects = [_parse_one(t, name) for t, name in zip(texts, TEMPLATES, strict=True)]
     check_manifests(objects, values)
+    if values.kubernetes_version:
+        from mlinfra.deploy.schema import validate_manifests
+
+        validate_manifests(objects, values.kubernetes_version)
     return RenderedManifests(objects, text)
 
 

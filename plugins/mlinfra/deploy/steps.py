@@ -106,6 +106,7 @@ def render_plan(
         dag_id=dag_id,
         triggered_by=plan.get("triggered_by") or "",
         progress_deadline_seconds=progress_deadline_seconds,
+        kubernetes_version=fleet.kubernetes_version,
     )
     rendered = render_manifests(values)
     live = snapshot(client, rendered.objects)
@@ -125,6 +126,27 @@ def render_plan(
         "changed": changed,
         "replicas": replicas,
     }
+
+
+def preflight_artifact(
+    plan: dict[str, Any], *, fleet: Fleet, records: DeploymentRecords, run_id: str
+) -> dict[str, Any]:
+    """Check the requested version's artifact (:func:`mlinfra.deploy.artifacts.check_artifact`).
+
+    A missing version or an unusable store is recorded as the deploy's failure, before
+    any write to the cluster; an unreachable store raises for a retry.
+    """
+    from mlinfra.deploy.artifacts import check_artifact
+    from mlinfra.exceptions import ArtifactStoreError
+
+    model = fleet.model(plan["model"])
+    try:
+        result = check_artifact(model, int(plan["version"]))
+    except (DeployRequestError, ArtifactStoreError) as e:
+        records.finish(run_id, "failed", reason=f"preflight: {e}")
+        raise
+    log.info("%s", result.message)
+    return result.to_dict()
 
 
 def record_failure(records: DeploymentRecords, run_id: str, task_id: str, error: BaseException | str) -> None:
