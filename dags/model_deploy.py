@@ -48,39 +48,19 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Asset, AssetAlias, dag, get_current_context, task
+from airflow.sdk import dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from mlinfra.config import load_fleet
+from mlinfra.deploy.flow import record_failure_callback, rollout_and_verify
 from mlinfra.deploy.params import form_params
 from mlinfra.deploy.settings import DeploySettings
 from mlinfra.forms import triggered_by
-from mlinfra.operators.apply import ApplyManifestsOperator
-from mlinfra.operators.rollback import ModelRollbackOperator
-from mlinfra.operators.smoke import TFServingSmokeTestOperator
-from mlinfra.sensors.model import TFServingModelVersionSensor
-from mlinfra.sensors.rollout import DeploymentRolloutSensor
 
 # The form's choices come from the fleet file (local, validated, cached); the PromQL check
 # of scaling targets runs when a task loads the fleet, not at every parse.
 FLEET = load_fleet(check_expressions=False)
 SETTINGS = DeploySettings.from_env()
-# One asset per model (mlinfra://models/<name>), attached at run time through this alias.
-MODEL_DEPLOYS = AssetAlias("mlinfra-model-deploys")
-
-
-def _record_failure(context: Any) -> None:
-    """on_failure_callback: keep the first failure of the run as the deploy's reason."""
-    from mlinfra.deploy.records import DeploymentRecords
-    from mlinfra.deploy.steps import record_failure
-
-    error = context.get("exception")
-    try:
-        record_failure(DeploymentRecords.from_connection(), context["run_id"], context["ti"].task_id, error)
-    except Exception:  # a callback must never hide the task's own failure
-        import logging
-
-        logging.getLogger(__name__).exception("could not record the failure of the deploy")
 
 
 @dag(
@@ -100,7 +80,7 @@ def _record_failure(context: Any) -> None:
         # fix raise AirflowFailException and fail at once.
         "retries": 2,
         "retry_delay": timedelta(seconds=30),
-        "on_failure_callback": _record_failure,
+        "on_failure_callback": record_failure_callback,
     },
 )
 def model_deploy() -> None:
@@ -171,44 +151,6 @@ def model_deploy() -> None:
     def unless_dry_run(plan: dict[str, Any]) -> bool:
         return not plan["dry_run"]
 
-    @task(trigger_rule="none_failed", outlets=[MODEL_DEPLOYS], execution_timeout=timedelta(minutes=2))
-    def promote(plan: dict[str, Any]) -> dict[str, Any]:
-        from mlinfra.deploy.records import DeploymentRecords
-        from mlinfra.deploy.steps import record_success
-
-        context = get_current_context()
-        smoke = context["ti"].xcom_pull(task_ids="smoke_test", key="smoke_report")
-        record_success(DeploymentRecords.from_connection(), context["run_id"], smoke)
-        context["outlet_events"][MODEL_DEPLOYS].add(
-            Asset(f"mlinfra://models/{plan['model']}"),
-            extra={"version": plan["version"], "image": plan["image"], "run_id": context["run_id"]},
-        )
-        return {"model": plan["model"], "version": plan["version"], "image": plan["image"]}
-
-    # Once the rollout settled either way: delete the versions' ConfigMaps no kept ReplicaSet
-    # mounts. Best effort: a failure here never changes the deploy's outcome (the next run
-    # collects them).
-    @task(trigger_rule="all_done", execution_timeout=timedelta(minutes=2))
-    def collect_configs() -> dict[str, Any]:
-        from mlinfra.deploy.steps import collect_configs as collect
-
-        # Pulled, not passed: this also runs when validate_request failed (no plan then).
-        plan = get_current_context()["ti"].xcom_pull(task_ids="validate_request")
-        return collect(plan or {}, min_age=SETTINGS.config_gc_min_age)
-
-    @task(trigger_rule="all_done", execution_timeout=timedelta(minutes=2))
-    def finish() -> dict[str, Any]:
-        from mlinfra.deploy.records import DeploymentRecords
-        from mlinfra.deploy.steps import finish as close
-        from mlinfra.exceptions import DeployFailed
-
-        context = get_current_context()
-        smoke = context["ti"].xcom_pull(task_ids="smoke_test", key="smoke_report")
-        try:
-            return close(DeploymentRecords.from_connection(), context["run_id"], smoke=smoke)
-        except DeployFailed as e:
-            raise AirflowFailException(str(e)) from e
-
     plan = validate_request()
     checked = preflight(plan)
     rendered = render_manifests(plan)
@@ -216,59 +158,8 @@ def model_deploy() -> None:
     go = unless_dry_run(plan)
     rendered >> go
 
-    apply = ApplyManifestsOperator(
-        task_id="apply",
-        manifests=rendered["objects"],
-        kubernetes_conn_id=plan["kubernetes_conn_id"],
-        deploy_run_id="{{ run_id | tojson }}",
-        execution_timeout=timedelta(minutes=5),
-    )
-    wait_rollout = DeploymentRolloutSensor(
-        task_id="wait_rollout",
-        namespace=plan["namespace"],
-        deployment=plan["deployment"],
-        kubernetes_conn_id=plan["kubernetes_conn_id"],
-        min_generation="{{ ti.xcom_pull(task_ids='apply')['generation'] }}",
-        timeout=SETTINGS.rollout_timeout,
-        poll_interval=SETTINGS.poll_interval,
-    )
-    wait_model = TFServingModelVersionSensor(
-        task_id="wait_model",
-        tf_serving_conn_id=plan["serving_conn_id"],
-        model_name=plan["model_name"],
-        version=plan["version"],
-        default_grpc_target=plan["grpc_target"],
-        default_rest_url=plan["rest_url"],
-        timeout=SETTINGS.model_timeout,
-        poll_interval=SETTINGS.poll_interval,
-    )
-    smoke_test = TFServingSmokeTestOperator(
-        task_id="smoke_test",
-        model=plan["model"],
-        version=plan["version"],
-        run_smoke=plan["run_smoke"],
-        # A smoke test that failed must not pass on a second try.
-        execution_timeout=timedelta(minutes=10),
-    )
-    # Templates, not XCom arguments: the rollback also runs when earlier tasks failed.
-    # Templates, rendered as native objects: `tojson` keeps a model name or run id that looks
-    # like a number ("2024", "1e5") a string.
-    rollback = ModelRollbackOperator(
-        task_id="rollback",
-        model="{{ params.model | tojson }}",
-        deploy_run_id="{{ run_id | tojson }}",
-        auto_rollback="{{ params.auto_rollback }}",
-        trigger_rule="one_failed",
-        rollout_timeout=SETTINGS.rollout_timeout,
-        model_timeout=SETTINGS.model_timeout,
-        poll_interval=SETTINGS.poll_interval,
-    )
-    promoted = promote(plan)
-    cleaned = collect_configs()
-    done = finish()
-
-    go >> apply >> wait_rollout >> wait_model >> smoke_test >> promoted >> cleaned >> done
-    [apply, wait_rollout, wait_model, smoke_test] >> rollback >> cleaned
+    apply = rollout_and_verify(plan, rendered["objects"], settings=SETTINGS, plan_task_id="validate_request")
+    go >> apply
 
 
 model_deploy()

@@ -376,3 +376,32 @@ def test_a_missing_model_version_rolls_back_without_a_failed_request(env: Deploy
     assert record.rollback["previous_version_available"] is True
     assert client.failures == []
     assert len(client.results) > 10
+
+
+# --------------------------------------------------------------------------- names that look like numbers
+
+
+@pytest.mark.parametrize("name", ["2024", "1e5", "half-plus-two"])
+def test_templated_names_stay_strings_under_native_rendering(name: str) -> None:
+    """render_template_as_native_obj would turn "2024" into 2024 and "1e5" into 100000.0."""
+    dag = load_dag()
+    rollback = dag.get_task("rollback")
+    context = {"params": {"model": name, "auto_rollback": True}, "run_id": "123"}
+    env = dag.get_template_env(force_sandboxed=False)
+    assert rollback.render_template(rollback.model, context, jinja_env=env) == name
+    assert rollback.render_template(rollback.deploy_run_id, context, jinja_env=env) == "123"
+
+
+def test_a_padded_model_name_is_refused_by_the_form_and_by_the_first_task(env: DeployEnv) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    from mlinfra.config import load_fleet
+    from mlinfra.deploy.params import validate_request
+    from mlinfra.exceptions import DeployRequestError
+
+    with pytest.raises(ParamValidationError, match="is not one of"):
+        deploy(model=" half-plus-two ", version=2)
+    # A conf that reaches the first task some other way: refused there, not crashed later.
+    with pytest.raises(DeployRequestError, match="model: must be one of half-plus-two"):
+        validate_request({"model": " half-plus-two ", "version": 2, "image_tag": "2.14.1"}, load_fleet())
+    assert list(env.kube.requests) == []

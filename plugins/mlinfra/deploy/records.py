@@ -176,6 +176,17 @@ class DeploymentRecords:
         with self.store.begin() as conn:
             return [_record(r._mapping) for r in conn.execute(stmt)]
 
+    def succeeded(self, model: str, *, limit: int = 200) -> list[DeploymentRecord]:
+        """The model's successful deploys (manual rollbacks included), newest first."""
+        stmt = (
+            sa.select(deployments_table)
+            .where(deployments_table.c.model == model, deployments_table.c.outcome == "succeeded")
+            .order_by(deployments_table.c.started_at.desc())
+            .limit(limit)
+        )
+        with self.store.begin() as conn:
+            return [_record(r._mapping) for r in conn.execute(stmt)]
+
 
 def _dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, sort_keys=True, default=str)

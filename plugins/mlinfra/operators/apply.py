@@ -48,12 +48,12 @@ class ApplyManifestsOperator(BaseOperator):
         field_manager: str | None = None,
         deploy_run_id: str | None = None,
         store_conn_id: str = "mlinfra_store",
-        record_extra: dict[str, Any] | None = None,
+        record_extra: dict[str, Any] | Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.manifests = manifests
-        self.record_extra = dict(record_extra or {})
+        self.record_extra = record_extra
         self.kubernetes_conn_id = kubernetes_conn_id
         self.field_manager = field_manager
         self.deploy_run_id = deploy_run_id
@@ -90,6 +90,7 @@ class ApplyManifestsOperator(BaseOperator):
                 self.log.info("keeping the previous spec saved by the first attempt")
             else:
                 records.update(self.deploy_run_id, previous=live)
+        extra = dict(self.record_extra or {})
         identities = [
             {"kind": o["kind"], "namespace": o["metadata"]["namespace"], "name": o["metadata"]["name"]}
             for o in objects
@@ -107,7 +108,7 @@ class ApplyManifestsOperator(BaseOperator):
                         "changed": _union(earlier, changed),
                         "objects": identities,
                         "complete": False,
-                        **self.record_extra,
+                        **extra,
                     },
                 )
 
@@ -123,7 +124,7 @@ class ApplyManifestsOperator(BaseOperator):
                     "complete": True,
                     # The exact objects: what a manual rollback to this version re-applies.
                     "spec": objects,
-                    **self.record_extra,
+                    **extra,
                 },
             )
         if result.changed:

@@ -1,0 +1,151 @@
+"""The tasks every change of a model's serving spec runs once the objects are known.
+
+``model_deploy`` (a new version from the templates) and ``model_rollback`` (a version's
+recorded spec) share them, so a rollback by hand is proven exactly as a deploy is::
+
+    apply = rollout_and_verify(plan, objects, settings=SETTINGS, plan_task_id="validate_request")
+    # apply -> wait_rollout -> wait_model -> smoke_test -> promote -> collect_configs -> finish
+    #   (any failure)      -> rollback (re-apply the spec kept before, verify it) --^
+
+``plan`` is the XCom of the first task (model, version, namespace, connections...);
+``objects`` the Kubernetes objects to apply. Task ids are fixed: the ML Fleet page and
+the tests read them.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import Asset, AssetAlias, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from mlinfra.deploy.settings import DeploySettings
+from mlinfra.operators.apply import ApplyManifestsOperator
+from mlinfra.operators.rollback import ModelRollbackOperator
+from mlinfra.operators.smoke import TFServingSmokeTestOperator
+from mlinfra.sensors.model import TFServingModelVersionSensor
+from mlinfra.sensors.rollout import DeploymentRolloutSensor
+
+# One asset per model (mlinfra://models/<name>), attached at run time through this alias.
+MODEL_DEPLOYS = AssetAlias("mlinfra-model-deploys")
+
+
+def record_failure_callback(context: Any) -> None:
+    """on_failure_callback: keep the first failure of the run as the deploy's reason."""
+    from mlinfra.deploy.records import DeploymentRecords
+    from mlinfra.deploy.steps import record_failure
+
+    error = context.get("exception")
+    try:
+        record_failure(DeploymentRecords.from_connection(), context["run_id"], context["ti"].task_id, error)
+    except Exception:  # a callback must never hide the task's own failure
+        import logging
+
+        logging.getLogger(__name__).exception("could not record the failure of the deploy")
+
+
+def rollout_and_verify(
+    plan: Any,
+    objects: Any,
+    *,
+    settings: DeploySettings,
+    plan_task_id: str,
+    auto_rollback: bool | str = "{{ params.auto_rollback }}",
+    record_extra: Any = None,
+) -> ApplyManifestsOperator:
+    """Wire apply -> waits -> smoke -> promote | rollback -> collect_configs -> finish; returns apply."""
+
+    @task(trigger_rule="none_failed", outlets=[MODEL_DEPLOYS], execution_timeout=timedelta(minutes=2))
+    def promote(plan: dict[str, Any]) -> dict[str, Any]:
+        from mlinfra.deploy.records import DeploymentRecords
+        from mlinfra.deploy.steps import record_success
+
+        context = get_current_context()
+        smoke = context["ti"].xcom_pull(task_ids="smoke_test", key="smoke_report")
+        record_success(DeploymentRecords.from_connection(), context["run_id"], smoke)
+        context["outlet_events"][MODEL_DEPLOYS].add(
+            Asset(f"mlinfra://models/{plan['model']}"),
+            extra={"version": plan["version"], "image": plan["image"], "run_id": context["run_id"]},
+        )
+        return {"model": plan["model"], "version": plan["version"], "image": plan["image"]}
+
+    # Once the rollout settled either way: delete the versions' ConfigMaps no kept ReplicaSet
+    # mounts. Best effort: a failure here never changes the deploy's outcome (the next run
+    # collects them).
+    @task(trigger_rule="all_done", execution_timeout=timedelta(minutes=2))
+    def collect_configs() -> dict[str, Any]:
+        from mlinfra.deploy.steps import collect_configs as collect
+
+        # Pulled, not passed: this also runs when the first task failed (no plan then).
+        plan = get_current_context()["ti"].xcom_pull(task_ids=plan_task_id)
+        return collect(plan or {}, min_age=settings.config_gc_min_age)
+
+    @task(trigger_rule="all_done", execution_timeout=timedelta(minutes=2))
+    def finish() -> dict[str, Any]:
+        from mlinfra.deploy.records import DeploymentRecords
+        from mlinfra.deploy.steps import finish as close
+        from mlinfra.exceptions import DeployFailed
+
+        context = get_current_context()
+        smoke = context["ti"].xcom_pull(task_ids="smoke_test", key="smoke_report")
+        try:
+            return close(DeploymentRecords.from_connection(), context["run_id"], smoke=smoke)
+        except DeployFailed as e:
+            raise AirflowFailException(str(e)) from e
+
+    apply = ApplyManifestsOperator(
+        task_id="apply",
+        manifests=objects,
+        kubernetes_conn_id=plan["kubernetes_conn_id"],
+        # Rendered as native objects: `tojson` keeps a run id that looks like a number a string.
+        deploy_run_id="{{ run_id | tojson }}",
+        record_extra=record_extra,
+        execution_timeout=timedelta(minutes=5),
+    )
+    wait_rollout = DeploymentRolloutSensor(
+        task_id="wait_rollout",
+        namespace=plan["namespace"],
+        deployment=plan["deployment"],
+        kubernetes_conn_id=plan["kubernetes_conn_id"],
+        min_generation="{{ ti.xcom_pull(task_ids='apply')['generation'] }}",
+        timeout=settings.rollout_timeout,
+        poll_interval=settings.poll_interval,
+    )
+    wait_model = TFServingModelVersionSensor(
+        task_id="wait_model",
+        tf_serving_conn_id=plan["serving_conn_id"],
+        model_name=plan["model_name"],
+        version=plan["version"],
+        default_grpc_target=plan["grpc_target"],
+        default_rest_url=plan["rest_url"],
+        timeout=settings.model_timeout,
+        poll_interval=settings.poll_interval,
+    )
+    smoke_test = TFServingSmokeTestOperator(
+        task_id="smoke_test",
+        model=plan["model"],
+        version=plan["version"],
+        run_smoke=plan["run_smoke"],
+        # A smoke test that failed must not pass on a second try.
+        execution_timeout=timedelta(minutes=10),
+    )
+    # Templates, not XCom arguments: the rollback also runs when earlier tasks failed.
+    # `tojson`: a model name that looks like a number ("2024", "1e5") stays a string.
+    rollback = ModelRollbackOperator(
+        task_id="rollback",
+        model="{{ params.model | tojson }}",
+        deploy_run_id="{{ run_id | tojson }}",
+        auto_rollback=auto_rollback,
+        trigger_rule="one_failed",
+        rollout_timeout=settings.rollout_timeout,
+        model_timeout=settings.model_timeout,
+        poll_interval=settings.poll_interval,
+    )
+    promoted = promote(plan)
+    cleaned = collect_configs()
+    done = finish()
+
+    apply >> wait_rollout >> wait_model >> smoke_test >> promoted >> cleaned >> done
+    [apply, wait_rollout, wait_model, smoke_test] >> rollback >> cleaned
+    return apply
