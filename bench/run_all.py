@@ -15,7 +15,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-BENCHMARKS = ["bench_dag_parse", "bench_store", "bench_sweep", "bench_rules", "bench_deploy", "bench_reports"]
+BENCHMARKS = [
+    "bench_dag_parse",
+    "bench_store",
+    "bench_sweep",
+    "bench_rules",
+    "bench_deploy",
+    "bench_deploy_e2e",
+    "bench_reports",
+]
 
 
 def main() -> int:

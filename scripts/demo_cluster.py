@@ -10,9 +10,12 @@ wire protocols, reached by Airflow through the real client libraries):
 * the TF Serving stand-in (``tests/support/tf_serving_standin.py``) serving
   ``half_plus_two`` (a real SavedModel, built once with TensorFlow into
   ``<dir>/models/half_plus_two``);
-* linked the way a cluster links them: when a new pod template of ``half-plus-two``
-  has a ready pod, TF Serving is told to serve the version the template's
-  ``version`` label names (the version directory is created from version 1).
+* linked the way a cluster links them (tests/support/serving_runtime.py): every pod of
+  ``half-plus-two`` is a TF Serving server reading the model config its own ConfigMap
+  projects, behind the Service; versions 1-5 exist in the model store (``/models`` is
+  ``<dir>/models``), version 6 and up are missing artifacts; the cluster's registry holds
+  the ``tensorflow/serving`` release tags and refuses ``does-not-exist``
+  (``ErrImagePull``): try it to watch a deploy roll back.
 
 It seeds the metrics store (``<dir>/store.db``) with six hours of simulated GPU
 history, once, so the fleet page has charts from the first minute, then writes
@@ -47,39 +50,46 @@ HISTORY_HOURS = 6
 STEP_S = 300
 
 
-def seed_deployments(kube: Any, fleet: Any) -> None:
+DEMO_VERSIONS = (1, 2, 3, 4, 5)  # versions of half_plus_two the demo's model store holds
+
+
+def seed_deployments(kube: Any, fleet: Any, kubeconfig: Path) -> None:
+    """The served model as a first deploy leaves it (mlinfra's own manifests, version 1, pods
+    run by the TF Serving stand-in); every other model a Deployment with nothing serving."""
+    from kubernetes.config import new_client_from_config
+
+    from mlinfra.deploy.kube import ManifestClient, apply_objects
+    from mlinfra.deploy.manifests import manifest_values, render_manifests
+    from mlinfra.deploy.params import validate_request
+
+    client = ManifestClient(new_client_from_config(config_file=str(kubeconfig)))
     for model in fleet.models:
         k = model.kubernetes
-        kube.add_deployment(
-            k.namespace,
-            k.deployment,
-            replicas=max(model.scaling.min_replicas, 1),
-            image=f"{model.image.repository}:2.14.1",
-            labels={"model": model.name, "version": "1"},
-        )
+        replicas = max(model.scaling.min_replicas, 1)
+        if model.name == SERVED_MODEL:
+            request = validate_request({"model": model.name, "version": 1, "image_tag": "2.14.1"}, fleet)
+            values = manifest_values(model, request, run_id="demo-seed", replicas=replicas)
+            apply_objects(client, render_manifests(values).objects, {})
+        else:
+            kube.add_deployment(
+                k.namespace,
+                k.deployment,
+                replicas=replicas,
+                image=f"{model.image.repository}:2.14.1",
+                labels={"model": model.name, "version": "1"},
+            )
         log.info("seeded Deployment %s/%s", k.namespace, k.deployment)
 
 
-def link_rollouts_to_serving(kube: Any, serving: Any, base_path: Path, deployment: str) -> None:
-    """Serve the version a Deployment's new pods run, once one of them is ready (a config reload)."""
-
-    def on_rollout(obj: dict[str, Any]) -> None:
-        if obj["metadata"]["name"] != deployment:
-            return
-        version = obj["spec"]["template"]["metadata"].get("labels", {}).get("version", "")
-        if not version.isdigit():
-            return
-        target = base_path / version
+def model_store(base_path: Path) -> None:
+    """Versions 1-5 of half_plus_two (copies of version 1): version 6 and up are missing artifacts."""
+    for version in DEMO_VERSIONS[1:]:
+        target = base_path / str(version)
         if not target.exists():
             tmp = base_path / f".copy-{version}"
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(base_path / "1", tmp)
             tmp.rename(target)
-        # In a thread: the hook runs inside the stand-in's controller loop.
-        threading.Thread(target=serving.set_versions, args=([int(version)],), daemon=True).start()
-        log.info("rollout of %s: TF Serving now loads version %s", deployment, version)
-
-    kube.on_rollout(on_rollout)
 
 
 def seed_gpu_history(store_path: Path, now: float) -> int:
@@ -120,9 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-history", action="store_true", help="do not seed simulated GPU history")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s demo-cluster %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per probe otherwise
 
     from mlinfra.config import load_fleet
     from tests.support.k8s_standin import KubeStandIn
+    from tests.support.serving_runtime import TFServingRuntime
     from tests.support.tf_serving_standin import start_tf_serving_standin
 
     demo = args.dir.resolve()
@@ -137,9 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
-    kube = KubeStandIn().start()
+    # A node ten times faster than a real one: the kubelet's ConfigMap sync and TF Serving's
+    # config poll take 6 s instead of a minute, back-offs 1 s instead of 10 s.
+    kube = KubeStandIn(time_scale=0.1).start()
     try:
-        seed_deployments(kube, fleet)
         kubeconfig = kube.write_kubeconfig(demo / "kubeconfig")
         base = demo / "models" / served.serving.model_name
         log.info("starting TF Serving stand-in for %s (the first start builds the SavedModel)", served.name)
@@ -147,10 +160,23 @@ def main(argv: list[str] | None = None) -> int:
             base,
             model_name=served.serving.model_name,
             build_versions=(1,),
-            extra_args=["--versions", "1", "--poll-seconds", "0.5"],
+            extra_args=[
+                "--versions",
+                "1",
+                "--poll-seconds",
+                "0.5",
+                "--path-map",
+                f"/models={demo / 'models'}",
+            ],
             log_dir=demo,
         ) as serving:
-            link_rollouts_to_serving(kube, serving, base, served.kubernetes.deployment)
+            model_store(base)
+            runtime = TFServingRuntime(
+                serving, namespace=served.kubernetes.namespace, service=served.kubernetes.deployment
+            )
+            runtime.reset()
+            kube.attach_runtime(runtime)
+            seed_deployments(kube, fleet, kubeconfig)
             if not args.no_history:
                 log.info("seeded %d simulated GPU sweeps", seed_gpu_history(store_path, time.time()))
             k8s_var, k8s_conn = kube.airflow_connection_env(

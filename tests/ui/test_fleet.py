@@ -26,6 +26,9 @@ def test_health_names_every_reason() -> None:
     assert _health(3, 3, 1, [{"alert": "HighLatency"}], None) == ("degraded", ["alert HighLatency firing"])
     assert _health(3, 3, 1, [], {"outcome": "rolled_back"}) == ("degraded", ["last deploy rolled back"])
     assert _health(None, None, None, [], None)[0] == "unknown"
+    health, reasons = _health(3, 3, 1, [], {"outcome": "partial"})
+    assert health == "degraded"
+    assert reasons == ["CLUSTER PARTIALLY CHANGED by the last deploy; its rollback failed (see the run)"]
 
 
 def test_the_view_reads_every_section(filled: dict[str, Any]) -> None:

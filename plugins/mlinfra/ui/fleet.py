@@ -409,6 +409,9 @@ def _health(
     reasons.extend(f"alert {a['alert']} firing" for a in alerts)
     if last is not None and last.get("outcome") in ("failed", "rolled_back"):
         reasons.append(f"last deploy {str(last['outcome']).replace('_', ' ')}")
+    if last is not None and last.get("outcome") == "partial":
+        # The apply or its rollback stopped part-way: the cluster holds a mix; say so loudly.
+        reasons.append("CLUSTER PARTIALLY CHANGED by the last deploy; its rollback failed (see the run)")
     if down:
         return "down", reasons
     if reasons:
