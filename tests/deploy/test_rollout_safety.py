@@ -111,3 +111,30 @@ def test_an_immutable_config_map_refuses_changes_with_422(env: DeployEnv) -> Non
         client.apply(changed)
     assert e.value.status == 422
     assert "field is immutable when `immutable` is set" in e.value.body
+
+
+def test_a_model_base_path_that_does_not_exist_crash_loops_with_back_off(env: DeployEnv) -> None:
+    from dataclasses import replace
+
+    from mlinfra.config import load_fleet
+    from mlinfra.deploy.manifests import manifest_values, render_manifests
+    from mlinfra.deploy.params import validate_request
+
+    fleet = load_fleet(env.fleet_file)
+    request = validate_request({"model": MODEL, "version": 1, "image_tag": "2.14.1"}, fleet)
+    values = manifest_values(fleet.model(MODEL), request, run_id="r", replicas=1)
+    apply(render_manifests(replace(values, model_base_path="/models/not_there")).objects)
+
+    deadline = time.monotonic() + 20
+    restarts: list[int] = []
+    while time.monotonic() < deadline and (not restarts or restarts[-1] < 3):
+        for name in env.kube.pod_names("serving", deployment=DEPLOYMENT):
+            status = env.kube.pod("serving", name)["status"]["containerStatuses"][0]
+            waiting = (status.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") == "CrashLoopBackOff":
+                assert "Could not find base path /models/not_there" in waiting["message"]
+                restarts.append(status["restartCount"])
+        time.sleep(0.05)
+    assert restarts, "the pod never crash-looped"
+    assert restarts[-1] >= 3
+    assert env.serving.pods()["endpoints"] == []  # never Ready, never an endpoint
