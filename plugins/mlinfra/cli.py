@@ -1,6 +1,7 @@
 """The ``mlinfra`` command line: the same code the DAGs run, without a scheduler.
 
     mlinfra fleet check [--file include/fleet.yaml]
+    mlinfra fleet rbac [--subject airflow/airflow-worker] > include/k8s/rbac.yaml
     mlinfra sweep [--collectors host,gpu] [--store-url sqlite:////tmp/s.db] [--json]
     mlinfra store series ml_cpu_usage_percent [--since 1h]
     mlinfra store retention [--keep 30d]
@@ -36,6 +37,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     fleet = sub.add_parser("fleet", help="fleet configuration").add_subparsers(dest="action", required=True)
     check = fleet.add_parser("check", help="validate a fleet file and print what it declares")
     check.add_argument("--file", help="fleet file (default: $MLINFRA_FLEET_FILE or include/fleet.yaml)")
+    rbac = fleet.add_parser("rbac", help="print least-privilege Roles and RoleBindings for the fleet")
+    rbac.add_argument("--file", help="fleet file (default: $MLINFRA_FLEET_FILE or include/fleet.yaml)")
+    rbac.add_argument(
+        "--subject",
+        action="append",
+        metavar="NAMESPACE/NAME",
+        help="service account Airflow's workers and triggerer run as (repeat; default: the Helm chart's)",
+    )
 
     sweep = sub.add_parser("sweep", help="run the collectors once and write one sweep to the store")
     sweep.add_argument("--collectors", help="comma-separated subset (default: all)")
@@ -106,6 +115,19 @@ def _check_manifests(fleet: Fleet) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     from mlinfra.config import load_fleet
+
+    if args.command == "fleet" and args.action == "rbac":
+        from mlinfra.deploy.rbac import DEFAULT_SUBJECTS, render_rbac
+
+        subjects: tuple[tuple[str, str], ...] = DEFAULT_SUBJECTS
+        if args.subject:
+            pairs = [tuple(s.split("/", 1)) for s in args.subject]
+            if any(len(p) != 2 or not all(p) for p in pairs):
+                print("error: --subject must be NAMESPACE/NAME", file=sys.stderr)
+                return 2
+            subjects = tuple((p[0], p[1]) for p in pairs)
+        sys.stdout.write(render_rbac(load_fleet(args.file), subjects=subjects))
+        return 0
 
     if args.command == "fleet":
         f = load_fleet(args.file)

@@ -34,13 +34,14 @@ def test_rbac_file_parses_and_is_namespaced() -> None:
         assert "*" not in rule["apiGroups"]
         assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"])
     rules = role_rules(docs)
-    assert allowed(rules, "patch", "apps", "deployments/scale")
-    assert not allowed(rules, "update", "apps", "deployments/scale")
+    assert allowed(rules, "patch", "apps", "deployments/scale", "half-plus-two")
+    assert not allowed(rules, "patch", "apps", "deployments/scale", "not-in-the-fleet")
+    assert not allowed(rules, "update", "apps", "deployments/scale", "half-plus-two")
     assert not allowed(rules, "get", "", "secrets")
 
 
 def test_uncovered_reports_what_is_missing() -> None:
-    assert uncovered({("patch", "apps", "deployments/scale", "serving")}) == []
+    assert uncovered({("patch", "apps", "deployments/scale", "serving", "half-plus-two")}) == []
     assert uncovered({("list", "", "secrets", "serving"), ("list", "", "namespaces", "")}) == [
         "list namespaces (group '') in the cluster scope",
         "list secrets (group '') in serving",
@@ -118,16 +119,46 @@ def test_every_request_of_the_code_is_allowed_and_every_rule_is_used(
         for resource in rule["resources"]
         for verb in rule["verbs"]
     }
-    # Granted but not seen in the requests, each on purpose: "create" because a server-side
-    # apply that creates an object is also authorized as create; "get" and "watch" because
-    # read access is get/list/watch (kubectl and future watches). Nothing else.
-    unused = sorted(g for g in granted - {(v, g, r) for v, g, r, _ in used} if g[0] != "watch")
+    # Granted but not seen, each on purpose: "create" because a server-side apply that
+    # creates an absent object is also authorized as create (the stand-in records the PATCH).
+    unused = sorted(granted - {(v, g, r) for v, g, r, _, _ in used})
     assert unused == [
         ("create", "", "configmaps"),
         ("create", "", "services"),
         ("create", "apps", "deployments"),
-        ("get", "", "persistentvolumeclaims"),  # the pre-flight of pvc:// models only
-        ("get", "", "pods"),
-        ("get", "autoscaling", "horizontalpodautoscalers"),
-        ("get", "keda.sh", "scaledobjects"),
     ]
+
+
+def test_the_committed_rbac_file_is_what_the_fleet_generates() -> None:
+    from mlinfra.config import load_fleet
+    from mlinfra.deploy.rbac import render_rbac
+
+    committed = (Path(__file__).resolve().parents[2] / "include" / "k8s" / "rbac.yaml").read_text()
+    assert committed == render_rbac(load_fleet()), "regenerate: mlinfra fleet rbac > include/k8s/rbac.yaml"
+
+
+def test_names_are_enforced_where_kubernetes_can() -> None:
+    assert uncovered({("patch", "apps", "deployments", "serving", "half-plus-two")}) == []
+    assert uncovered({("patch", "apps", "deployments", "serving", "someone-elses")}) == [
+        "patch deployments/someone-elses (group 'apps') in serving"
+    ]
+    assert uncovered({("delete", "", "services", "serving", "kube-dns")}) != []
+    assert uncovered({("get", "apps", "deployments/scale", "serving", "payments")}) != []
+    assert uncovered({("list", "apps", "deployments", "serving", "")}) == []
+    assert uncovered({("list", "apps", "deployments", "other-namespace", "")}) != []
+
+
+def test_pvc_models_get_their_claims_and_nothing_else(tmp_path: Path) -> None:
+    import yaml
+
+    from mlinfra.config import PROJECT_ROOT, parse_fleet
+    from mlinfra.deploy.rbac import rbac_documents
+
+    raw = yaml.safe_load((PROJECT_ROOT / "include" / "fleet.yaml").read_text())
+    raw["models"][1]["serving"]["model_base_path"] = "pvc://model-store/resnet50"
+    docs = rbac_documents(parse_fleet(yaml.safe_dump(raw)))
+    assert uncovered({("get", "", "persistentvolumeclaims", "serving", "model-store")}, docs) == []
+    assert uncovered({("get", "", "persistentvolumeclaims", "serving", "other")}, docs) != []
+    assert (
+        uncovered({("get", "", "persistentvolumeclaims", "serving", "model-store")}) != []
+    )  # the shipped fleet

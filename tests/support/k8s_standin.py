@@ -1698,8 +1698,9 @@ class KubeStandIn:
             }
         )
 
-    def rbac_requests(self) -> set[tuple[str, str, str, str]]:
-        """Recorded requests as RBAC authorizes them: ``(verb, apiGroup, resource[/sub], namespace)``.
+    def rbac_requests(self) -> set[tuple[str, str, str, str, str]]:
+        """Recorded requests as RBAC authorizes them:
+        ``(verb, apiGroup, resource[/sub], namespace, name)`` (name ``""`` for list and create).
 
         Discovery and health paths (``/api``, ``/apis``, ``/version``) are left out: every
         authenticated user may read them (``system:discovery``).
@@ -1715,7 +1716,8 @@ class KubeStandIn:
             else:
                 verb = verbs.get(r.method, r.method.lower())
             resource = f"{m['plural']}/{m['sub']}" if m["sub"] else m["plural"]
-            out.add((verb, m["group"] or "", resource, m["namespace"] or ""))
+            name = m["name"] or "" if r.method != "POST" else ""
+            out.add((verb, m["group"] or "", resource, m["namespace"] or "", name))
         return out
 
     def _scale_object(self, dep: Obj) -> Obj:
