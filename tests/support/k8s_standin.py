@@ -1565,8 +1565,14 @@ class KubeStandIn:
         settings = self._rollout_settings.get(key, RolloutSettings())
         state = self._rollouts.get(key)
         now = time.monotonic()
-        if state is None or state.pod_hash != pod_hash:
-            state = self._rollouts[key] = _Rollout(pod_hash, started=now)
+        if state is None or state.pod_hash != pod_hash or state.desired != desired:
+            # A slow controller (step_seconds) is slow from the first step of a change on.
+            first = now if settings.step_seconds else -1e9
+            if state is None or state.pod_hash != pod_hash:
+                state = self._rollouts[key] = _Rollout(pod_hash, started=now, last_step=first)
+            else:
+                state.last_step = first
+            state.desired = desired
         rs = self._ensure_replicaset(dep, pod_hash)
         pods = [self.pod(namespace, p) for p in self.pod_names(namespace, deployment=name)]
         new = [p for p in pods if p["metadata"]["labels"].get("pod-template-hash") == pod_hash]
@@ -2067,6 +2073,7 @@ class _Rollout:
     pod_hash: str
     started: float
     last_step: float = -1e9
+    desired: int | None = None
     hooked: bool = False
     complete: bool = False
 
