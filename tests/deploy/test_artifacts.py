@@ -302,7 +302,7 @@ def test_a_bound_claim_passes_and_the_version_is_left_to_the_pod(claims: KubeSta
         check.message
     )
     # The one permission the pre-flight needs (include/k8s/rbac.yaml must grant it).
-    assert claims.rbac_requests() == {("get", "", "persistentvolumeclaims", "serving")}
+    assert claims.rbac_requests() == {("get", "", "persistentvolumeclaims", "serving", "model-store")}
 
 
 @pytest.mark.integration
