@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -227,3 +228,25 @@ def test_from_connection_uses_the_airflow_connection(tmp_path, monkeypatch) -> N
     store = MetricsStore.from_connection()
     assert store.engine.url.database == str(path)
     assert "mlinfra_store" in store.description
+
+
+# ---------------------------------------------------------------------- regexes (issue 11)
+
+
+def test_regex_matchers_run_in_linear_time(store: MetricsStore) -> None:
+    # Python's backtracking re needs ~2**n steps for (a+)+b against "a" * n: ~15 s at n=28.
+    store.write_sweep(T0, [Sample("m", {"path": "a" * 28}, 1), Sample("m", {"path": "aab"}, 2)])
+    start = time.monotonic()
+    hits = store.select_series("m", [LabelMatcher("path", "=~", "(a+)+b")])
+    assert time.monotonic() - start < 5
+    assert [s.labels["path"] for s in hits] == ["aab"]
+
+
+def test_regex_matchers_use_re2_syntax_like_prometheus(store: MetricsStore) -> None:
+    store.write_sweep(T0, [Sample("m", {"v": "x\ny"}, 1), Sample("m", {"v": "by"}, 2)])
+    # "." matches a newline (Prometheus 3 compiles matchers with (?s)), and anchors are implied.
+    assert [s.labels["v"] for s in store.select_series("m", [LabelMatcher("v", "=~", "x.y")])] == ["x\ny"]
+    assert store.select_series("m", [LabelMatcher("v", "=~", "y")]) == []
+    # Look-behind is Perl, not RE2: Prometheus refuses it, so do we.
+    with pytest.raises(ValueError, match="invalid perl operator"):
+        store.select_series("m", [LabelMatcher("v", "=~", "(?<=b)y")])

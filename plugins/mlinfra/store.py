@@ -34,7 +34,6 @@ import json
 import logging
 import math
 import os
-import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -47,6 +46,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from mlinfra.exceptions import StoreError
+from mlinfra.label_regex import compile_label_regex
 from mlinfra.samples import Sample, canonical_labels, dumps_samples, loads_samples
 
 log = logging.getLogger(__name__)
@@ -120,18 +120,8 @@ class LabelMatcher:
             return actual == self.value
         if self.op == "!=":
             return actual != self.value
-        hit = _regex(self.value).fullmatch(actual) is not None
+        hit = compile_label_regex(self.value).fullmatch(actual) is not None
         return hit if self.op == "=~" else not hit
-
-
-_regex_cache: dict[str, re.Pattern[str]] = {}
-
-
-def _regex(pattern: str) -> re.Pattern[str]:
-    compiled = _regex_cache.get(pattern)
-    if compiled is None:
-        compiled = _regex_cache[pattern] = re.compile(pattern)
-    return compiled
 
 
 @dataclass(frozen=True, slots=True)
