@@ -10,7 +10,9 @@ Every five minutes: read every sensor of the fleet, keep the samples, export the
   it never hides the others.
 * **write_sweep** stores all samples in one transaction at the run's logical time
   (re-running a run replaces its sweep), pushes them to the Pushgateway when the
-  connection `prometheus_pushgateway` exists, and applies the store's retention.
+  connection `prometheus_pushgateway` exists, and applies the store's retention. A
+  Pushgateway outage is logged and kept in the summary (`export_error`): rules and
+  scaling still run. A retry from any failure point rewrites the same sweep.
 * **evaluate_rules** evaluates `include/alert_rules/*.yaml` (Prometheus rule files) at
   the run's logical time on the fleet's engine (`rules.engine`: local over the store,
   or Prometheus): recording rules write back to the store, alert states

@@ -418,6 +418,20 @@ class MetricsStore:
                 for t, run_id, n, summary in rows
             ]
 
+    def sweep_at(self, ts: float | datetime) -> SweepRecord | None:
+        """The sweep written at exactly ``ts``, or ``None``."""
+        t = to_ms(ts)
+        with self.begin() as conn:
+            row = conn.execute(
+                sa.select(sweeps_table.c.run_id, sweeps_table.c.samples, sweeps_table.c.summary).where(
+                    sweeps_table.c.ts == t
+                )
+            ).first()
+        if row is None:
+            return None
+        run_id, n, summary = row
+        return SweepRecord(t / 1000.0, run_id, n, json.loads(summary) if summary else None)
+
     # ------------------------------------------------------------------ housekeeping
 
     def apply_retention(self, older_than: float | datetime) -> tuple[int, int]:

@@ -83,35 +83,58 @@ def write_sweep(
 
     A collector whose task failed before staging anything is reported as down
     (``mlinfra_collector_up 0``) instead of silently missing from the sweep.
+
+    Safe to retry from any failure point: the staged samples are dropped only once
+    everything else succeeded, so a retry rewrites the same sweep. A Pushgateway
+    that cannot be reached degrades only the export (``summary["export_error"]``);
+    the rules and scaling downstream still run on the store.
     """
+    from mlinfra.exceptions import ExportError
     from mlinfra.export import push_from_connection
     from mlinfra.samples import Sample
 
     staged = store.staged(run_id)
+    if not staged:
+        # A run re-run after it succeeded (staging already cleared) must not replace
+        # the real sweep with "every collector down".
+        existing = store.sweep_at(ts)
+        if existing is not None and existing.run_id == run_id and existing.summary is not None:
+            log.info("sweep %s at %s is already written and nothing is staged: kept as it is", run_id, ts)
+            return existing.summary
     samples: list[Sample] = [s for name in sorted(staged) for s in staged[name]]
     by_name = {s["collector"]: s for s in summaries if s}
     missing = [name for name in expected if name not in staged]
     for name in missing:
         samples.append(Sample("mlinfra_collector_up", {"collector": name}, 0.0))
-        by_name.setdefault(
-            name, {"collector": name, "up": False, "samples": 0, "errors": ["collector task did not stage"]}
-        )
-    summary = {
+        by_name[name] = {
+            "collector": name,
+            "up": False,
+            "samples": 0,
+            "errors": ["collector task did not stage"],
+        }
+    summary: dict[str, Any] = {
         "collectors": {name: by_name[name] for name in sorted(by_name)},
         "down": sorted(name for name, s in by_name.items() if not s.get("up")),
         "skipped": {name: s["skipped"] for name, s in sorted(by_name.items()) if s.get("skipped")},
         "samples": len({s.series_key for s in samples}),
     }
-    summary["samples"] = store.write_sweep(ts, samples, run_id=run_id, summary=summary)
-    store.clear_staged(run_id)
-
-    pushed = (export or push_from_connection)(samples)
-    summary["exported"] = pushed
-    if pushed is None:
+    # Pushed before the store write so the stored summary says how the export went; a
+    # push is a PUT of the whole group, so a retry pushing again is harmless.
+    try:
+        summary["exported"] = (export or push_from_connection)(samples)
+    except ExportError as e:
+        # The next sweep's push replaces the whole group, so nothing is lost for good.
+        log.warning("export failed, the sweep is stored but not pushed: %s", e)
+        summary["exported"] = None
+        summary["export_error"] = str(e)
+    if summary["exported"] is None and "export_error" not in summary:
         log.info("no Airflow connection prometheus_pushgateway: export skipped")
+    summary["samples"] = store.write_sweep(ts, samples, run_id=run_id, summary=summary)
 
     cutoff = now() - fleet.store.retention
     deleted, dropped_series = store.apply_retention(cutoff)
+    # Last: until here a retry must find the staged samples again.
+    store.clear_staged(run_id)
     store.clear_staged(older_than=now() - STAGING_KEEP_SECONDS)
     if deleted or dropped_series:
         log.info("retention: deleted %d samples and %d empty series", deleted, dropped_series)
