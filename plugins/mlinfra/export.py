@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
 import urllib.error
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -40,6 +39,7 @@ from mlinfra.samples import Sample
 __all__ = [
     "CONTENT_TYPE_LATEST",
     "DEFAULT_CONN_ID",
+    "DEFAULT_INSTANCE",
     "DEFAULT_JOB",
     "SampleCollector",
     "push_from_connection",
@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONN_ID = "prometheus_pushgateway"
 DEFAULT_JOB = "mlinfra_sweep"
+# The grouping key must not depend on which worker ran the sweep: with several Celery
+# workers (or one pod per task) a per-host group would leave a stale copy of every
+# series behind on the gateway for each worker, for ever.
+DEFAULT_INSTANCE = "mlinfra"
 # Labels the push's grouping key sets on every series; a sample's own label of the
 # same name is kept as exported_<name>, as Prometheus does on a scrape.
 GROUPING_LABELS = ("job", "instance")
@@ -191,8 +195,9 @@ def push_samples(
 ) -> int:
     """Replace the Pushgateway group ``{job, instance}`` with ``samples``; return how many were pushed.
 
-    ``gateway`` is the base URL (``http://host:9091``); ``instance`` defaults to this
-    host's name; ``auth`` is ``(username, password)`` for basic auth. Connection
+    ``gateway`` is the base URL (``http://host:9091``); ``instance`` defaults to
+    :data:`DEFAULT_INSTANCE` (the same on every worker, so each sweep replaces the
+    last); ``auth`` is ``(username, password)`` for basic auth. Connection
     errors, timeouts and 429/500/502/503/504 answers are retried (``attempts`` in all, short
     backoff); a final failure, or any other refusal (400: inconsistent metrics),
     raises :class:`~mlinfra.exceptions.ExportError` naming the gateway and status.
@@ -200,7 +205,7 @@ def push_samples(
     >>> push_samples(samples, gateway="http://127.0.0.1:9091", instance="sweep-host")  # doctest: +SKIP
     42
     """
-    instance = instance or socket.gethostname()
+    instance = instance or DEFAULT_INSTANCE
     registry, collector = sample_registry(samples)
     handler: Callable[..., Callable[[], None]] = default_handler
     if auth is not None:
@@ -264,7 +269,7 @@ def push_from_connection(samples: Iterable[Sample], conn_id: str = DEFAULT_CONN_
     if conn is None:
         log.info("Connection %r is not defined: Pushgateway export skipped", conn_id)
         return None
-    from mlinfra.hooks.extras import http_base_url
+    from mlinfra.hooks.extras import http_base_url, timeout_setting
 
     extras: Mapping[str, Any] = conn.extra_dejson or {}
     gateway = http_base_url(conn, conn_id=conn_id, what="the Pushgateway", error=ExportError)
@@ -274,6 +279,6 @@ def push_from_connection(samples: Iterable[Sample], conn_id: str = DEFAULT_CONN_
         gateway=gateway,
         job=str(extras.get("job") or DEFAULT_JOB),
         instance=str(extras["instance"]) if extras.get("instance") else None,
-        timeout=float(extras.get("timeout", 10)),
+        timeout=timeout_setting(None, extras, conn_id=conn_id, default=10.0, error=ExportError),
         auth=auth,
     )

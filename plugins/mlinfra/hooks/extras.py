@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,7 +21,10 @@ def timeout_setting(
     rather than surfacing later as a confusing client error.
     """
     if explicit is not None:
-        return float(explicit)
+        value = float(explicit)
+        if not math.isfinite(value) or value <= 0:
+            raise error(f"timeout must be a finite number of seconds > 0, got {explicit!r}")
+        return value
     raw = extras.get("timeout")
     if raw in (None, ""):
         return default
@@ -30,8 +34,9 @@ def timeout_setting(
         raise error(
             f"connection {conn_id!r}: extra 'timeout' must be a number of seconds, got {raw!r}"
         ) from None
-    if value <= 0:
-        raise error(f"connection {conn_id!r}: extra 'timeout' must be > 0, got {raw!r}")
+    # NaN compares false with everything, so "> 0" alone would let it through.
+    if not math.isfinite(value) or value <= 0:
+        raise error(f"connection {conn_id!r}: extra 'timeout' must be a finite number > 0, got {raw!r}")
     return value
 
 
