@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -230,7 +232,49 @@ def test_from_connection_uses_the_airflow_connection(tmp_path, monkeypatch) -> N
     assert "mlinfra_store" in store.description
 
 
-# ---------------------------------------------------------------------- regexes (issue 11)
+# ---------------------------------------------------------------------- conflicts and regexes (issue 11)
+
+
+@contextlib.contextmanager
+def _delete_series_before_samples_insert(store: MetricsStore, *, times: int) -> Iterator[list[int]]:
+    """Make the database delete the sweep's series just before its samples go in, ``times`` times.
+
+    That is what a retention run committing between the sweep's series lookup and its
+    insert does on PostgreSQL: the insert then violates the samples' foreign key.
+    """
+    fired: list[int] = []
+
+    def race(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if len(fired) < times and statement.lstrip().upper().startswith("INSERT INTO MLINFRA_SAMPLES"):
+            fired.append(1)
+            cursor.execute("DELETE FROM mlinfra_series")
+
+    # Engines are shared per URL: the hook must not outlive this test.
+    sa.event.listen(store.engine, "before_cursor_execute", race)
+    try:
+        yield fired
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", race)
+
+
+def test_a_sweep_losing_a_race_with_retention_is_retried_and_written(store: MetricsStore) -> None:
+    store.write_sweep(T0 - 300, [gpu(0, 1)])
+    with _delete_series_before_samples_insert(store, times=1) as fired:
+        assert store.write_sweep(T0, [gpu(0, 42)], run_id="r") == 1
+
+    assert fired == [1]
+    assert [pts for _, pts in store.query_range("ml_gpu_utilization_percent", (), T0, T0)] == [[(T0, 42.0)]]
+
+
+def test_a_write_that_keeps_conflicting_raises_store_error_not_integrity_error(store: MetricsStore) -> None:
+    store.write_sweep(T0 - 300, [gpu(0, 1)])
+    with (
+        _delete_series_before_samples_insert(store, times=100),
+        pytest.raises(StoreError, match="concurrent write conflicted") as err,
+    ):
+        store.write_sweep(T0, [gpu(0, 42)], run_id="r")
+    assert not isinstance(err.value, sa.exc.IntegrityError)
+    assert store.sweep_at(T0) is None  # rolled back: nothing half-written
 
 
 def test_regex_matchers_run_in_linear_time(store: MetricsStore) -> None:

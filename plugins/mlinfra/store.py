@@ -35,7 +35,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,7 +45,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from mlinfra.exceptions import StoreError
+from mlinfra.exceptions import StoreConflict, StoreError
 from mlinfra.label_regex import compile_label_regex
 from mlinfra.samples import Sample, canonical_labels, dumps_samples, loads_samples
 
@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONN_ID = "mlinfra_store"
 _CHUNK = 500  # rows per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
+# Writes that lost a race (retention removed a series they looked up) are re-run this often.
+_CONFLICT_ATTEMPTS = 3
 
 metadata = sa.MetaData()
 
@@ -193,7 +195,7 @@ class MetricsStore:
             register_all_tables()
             try:
                 metadata.create_all(self.engine, checkfirst=True)
-            except sa.exc.OperationalError as e:
+            except sa.exc.DBAPIError as e:
                 raise StoreError(f"metrics store {self.description} is unreachable: {_reason(e)}") from e
             self._schema_ready = True
 
@@ -205,6 +207,15 @@ class MetricsStore:
             with self.engine.begin() as conn:
                 yield conn
         except sa.exc.OperationalError as e:
+            raise StoreError(f"metrics store {self.description}: {_reason(e)}") from e
+        except sa.exc.IntegrityError as e:
+            # A write racing another one (retention deleting a series this write was about
+            # to use): the transaction is rolled back, and the task can simply run again.
+            raise StoreConflict(
+                f"metrics store {self.description}: a concurrent write conflicted ({_reason(e)}); "
+                "nothing was written, retry"
+            ) from e
+        except sa.exc.DBAPIError as e:
             raise StoreError(f"metrics store {self.description}: {_reason(e)}") from e
 
     # ------------------------------------------------------------------ writes
@@ -224,6 +235,22 @@ class MetricsStore:
         """
         t = to_ms(ts)
         by_series = {s.series_key: s for s in samples}  # last one wins within a sweep
+        return self._retry_conflicts(lambda: self._write_sweep(t, by_series, run_id, summary))
+
+    def _retry_conflicts(self, write: Callable[[], int]) -> int:
+        attempt = 1
+        while True:
+            try:
+                return write()
+            except StoreConflict:
+                if attempt >= _CONFLICT_ATTEMPTS:
+                    raise
+                log.warning("store write conflicted with a concurrent one (attempt %d); retrying", attempt)
+                attempt += 1
+
+    def _write_sweep(
+        self, t: int, by_series: dict[Any, Sample], run_id: str | None, summary: dict[str, Any] | None
+    ) -> int:
         with self.begin() as conn:
             ids = self._series_ids(conn, by_series.values())
             conn.execute(sa.delete(samples_table).where(samples_table.c.ts == t))
@@ -258,6 +285,9 @@ class MetricsStore:
             rows_by_key[(s.series_key, to_ms(when))] = s
         if not rows_by_key:
             return 0
+        return self._retry_conflicts(lambda: self._write_samples(rows_by_key))
+
+    def _write_samples(self, rows_by_key: dict[tuple[Any, int], Sample]) -> int:
         with self.begin() as conn:
             ids = self._series_ids(conn, rows_by_key.values())
             rows = [
