@@ -24,7 +24,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, push_to_gateway
 from prometheus_client.exposition import basic_auth_handler, default_handler
@@ -34,6 +33,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 from mlinfra.connections import get_connection
 from mlinfra.exceptions import ExportError
+from mlinfra.redaction import redact_url
 from mlinfra.samples import Sample
 
 __all__ = [
@@ -154,16 +154,6 @@ def render_exposition(samples: Iterable[Sample]) -> bytes:
     return generate_latest(registry)
 
 
-def _redacted(url: str) -> str:
-    """``url`` without any ``user:password@`` part, for messages and logs."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-
-
 def _is_transient(exc: BaseException) -> bool:
     """Worth retrying: the gateway was unreachable, timed out, overloaded or behind a failing proxy."""
     if isinstance(exc, urllib.error.HTTPError):
@@ -210,7 +200,7 @@ def push_samples(
     handler: Callable[..., Callable[[], None]] = default_handler
     if auth is not None:
         handler = partial(basic_auth_handler, username=auth[0], password=auth[1])
-    where = _redacted(gateway)
+    where = redact_url(gateway)
 
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
