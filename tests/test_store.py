@@ -294,3 +294,31 @@ def test_regex_matchers_use_re2_syntax_like_prometheus(store: MetricsStore) -> N
     # Look-behind is Perl, not RE2: Prometheus refuses it, so do we.
     with pytest.raises(ValueError, match="invalid perl operator"):
         store.select_series("m", [LabelMatcher("v", "=~", "(?<=b)y")])
+
+
+def test_the_sqlite_busy_timeout_is_configurable(tmp_path, monkeypatch) -> None:
+    import sqlite3
+
+    monkeypatch.setenv("MLINFRA_STORE_BUSY_TIMEOUT", "0.5")
+    path = tmp_path / "locked.db"
+    store = MetricsStore.from_url(f"sqlite:///{path}")
+    store.create_schema()
+    holder = sqlite3.connect(path)
+    holder.isolation_level = None
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    try:
+        start = time.monotonic()
+        with pytest.raises(StoreError, match="database is locked"):
+            store.write_sweep(T0, [gpu(0, 1)])
+        assert time.monotonic() - start < 5
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        store.engine.dispose()
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "inf"])
+def test_a_bad_busy_timeout_is_refused_naming_the_variable(tmp_path, monkeypatch, value: str) -> None:
+    monkeypatch.setenv("MLINFRA_STORE_BUSY_TIMEOUT", value)
+    with pytest.raises(StoreError, match="MLINFRA_STORE_BUSY_TIMEOUT"):
+        MetricsStore.from_url(f"sqlite:///{tmp_path / f'bad-{value}.db'}")

@@ -134,3 +134,19 @@ def test_a_collector_that_staged_nothing_is_down_whatever_its_summary_says(sqlit
 
     assert summary["down"] == ["serving"]
     assert _values(sqlite_store)["mlinfra_collector_up[('collector', 'serving')]"] == 0.0
+
+
+def test_running_the_write_again_after_an_export_failure_pushes_the_stored_sweep(sqlite_store, fleet) -> None:
+    summaries = _stage_all(sqlite_store, fleet)
+    kw: dict[str, Any] = {"store": sqlite_store, "run_id": RUN, "ts": TS, "summaries": summaries}
+    write_sweep(**kw, fleet=fleet, expected=("gpu", "host"), export=_refused)
+    pushed: list[list[Sample]] = []
+
+    again = write_sweep(
+        **kw, fleet=fleet, expected=("gpu", "host"), export=lambda s: pushed.append(s) or len(s)
+    )
+
+    assert "export_error" not in again
+    assert again["exported"] == 2
+    assert sorted(s.name for s in pushed[0]) == ["ml_gpu_value", "ml_host_value"]
+    assert sqlite_store.sweep_at(TS).summary == again

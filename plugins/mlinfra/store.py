@@ -462,6 +462,21 @@ class MetricsStore:
         run_id, n, summary = row
         return SweepRecord(t / 1000.0, run_id, n, json.loads(summary) if summary else None)
 
+    def sweep_samples(self, ts: float | datetime) -> list[Sample]:
+        """Every sample stored at exactly ``ts`` (a sweep as written), stamped with ``ts``."""
+        t = to_ms(ts)
+        with self.begin() as conn:
+            rows = conn.execute(
+                sa.select(series_table.c.name, series_table.c.labels, samples_table.c.value)
+                .join(series_table, series_table.c.id == samples_table.c.series_id)
+                .where(samples_table.c.ts == t)
+                .order_by(series_table.c.name, series_table.c.labels)
+            ).all()
+        return [
+            Sample(name, json.loads(labels), math.nan if v is None else v, t / 1000.0)
+            for name, labels, v in rows
+        ]
+
     # ------------------------------------------------------------------ housekeeping
 
     def apply_retention(self, older_than: float | datetime) -> tuple[int, int]:
@@ -505,9 +520,10 @@ def _create_engine(url: sa.URL) -> Engine:
         database = url.database or ""
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
+        busy = _busy_timeout()
         engine = sa.create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": 30},
+            connect_args={"check_same_thread": False, "timeout": busy},
             # One connection for :memory: so every caller sees the same database.
             poolclass=sa.pool.StaticPool if database in ("", ":memory:") else None,
         )
@@ -519,11 +535,26 @@ def _create_engine(url: sa.URL) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={round(busy * 1000)}")
             cur.close()
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+BUSY_TIMEOUT_ENV = "MLINFRA_STORE_BUSY_TIMEOUT"
+
+
+def _busy_timeout() -> float:
+    """Seconds a SQLite write waits for another writer's lock (``$MLINFRA_STORE_BUSY_TIMEOUT``, 30)."""
+    raw = os.environ.get(BUSY_TIMEOUT_ENV, "")
+    try:
+        value = float(raw) if raw else 30.0
+    except ValueError:
+        raise StoreError(f"{BUSY_TIMEOUT_ENV}={raw!r}: must be a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise StoreError(f"{BUSY_TIMEOUT_ENV}={raw!r}: must be a finite number of seconds > 0")
+    return value
 
 
 def default_sqlite_path() -> Path:

@@ -89,7 +89,6 @@ def write_sweep(
     that cannot be reached degrades only the export (``summary["export_error"]``);
     the rules and scaling downstream still run on the store.
     """
-    from mlinfra.exceptions import ExportError
     from mlinfra.export import push_from_connection
     from mlinfra.samples import Sample
 
@@ -100,7 +99,12 @@ def write_sweep(
         existing = store.sweep_at(ts)
         if existing is not None and existing.run_id == run_id and existing.summary is not None:
             log.info("sweep %s at %s is already written and nothing is staged: kept as it is", run_id, ts)
-            return existing.summary
+            kept: dict[str, Any] = existing.summary
+            if kept.get("export_error"):
+                # Re-run by hand once the Pushgateway is back: push what was stored.
+                kept = _export(kept, store.sweep_samples(ts), export or push_from_connection)
+                store.write_sweep(ts, store.sweep_samples(ts), run_id=run_id, summary=kept)
+            return kept
     samples: list[Sample] = [s for name in sorted(staged) for s in staged[name]]
     by_name = {s["collector"]: s for s in summaries if s}
     missing = [name for name in expected if name not in staged]
@@ -120,15 +124,7 @@ def write_sweep(
     }
     # Pushed before the store write so the stored summary says how the export went; a
     # push is a PUT of the whole group, so a retry pushing again is harmless.
-    try:
-        summary["exported"] = (export or push_from_connection)(samples)
-    except ExportError as e:
-        # The next sweep's push replaces the whole group, so nothing is lost for good.
-        log.warning("export failed, the sweep is stored but not pushed: %s", e)
-        summary["exported"] = None
-        summary["export_error"] = str(e)
-    if summary["exported"] is None and "export_error" not in summary:
-        log.info("no Airflow connection prometheus_pushgateway: export skipped")
+    summary = _export(summary, samples, export or push_from_connection)
     summary["samples"] = store.write_sweep(ts, samples, run_id=run_id, summary=summary)
 
     cutoff = now() - fleet.store.retention
@@ -147,3 +143,22 @@ def write_sweep(
         summary["skipped"],
     )
     return summary
+
+
+def _export(
+    summary: dict[str, Any], samples: list[Sample], export: Callable[[list[Sample]], int | None]
+) -> dict[str, Any]:
+    """``summary`` with ``exported`` (and ``export_error`` when the Pushgateway failed)."""
+    from mlinfra.exceptions import ExportError
+
+    out = {k: v for k, v in summary.items() if k not in ("exported", "export_error")}
+    try:
+        out["exported"] = export(samples)
+    except ExportError as e:
+        # The next sweep's push replaces the whole group, so nothing is lost for good.
+        log.warning("export failed, the sweep is stored but not pushed: %s", e)
+        out["exported"] = None
+        out["export_error"] = str(e)
+    if out["exported"] is None and "export_error" not in out:
+        log.info("no Airflow connection prometheus_pushgateway: export skipped")
+    return out
