@@ -103,7 +103,7 @@ def test_a_retry_after_a_late_failure_rewrites_the_same_sweep(sqlite_store, flee
     assert retried["down"] == []
     assert _values(sqlite_store) == undisturbed
     assert "mlinfra_collector_up[('collector', 'gpu')]" not in undisturbed  # no made-up "down" sample
-    assert sqlite_store.staged(RUN) == {}  # cleared once the task succeeded
+    assert set(sqlite_store.staged(RUN)) == {"gpu", "host"}  # kept for a re-run
 
 
 def test_running_a_finished_write_again_keeps_the_sweep(sqlite_store, fleet) -> None:
@@ -150,3 +150,19 @@ def test_running_the_write_again_after_an_export_failure_pushes_the_stored_sweep
     assert again["exported"] == 2
     assert sorted(s.name for s in pushed[0]) == ["ml_gpu_value", "ml_host_value"]
     assert sqlite_store.sweep_at(TS).summary == again
+
+
+def test_rerunning_one_collector_and_the_write_keeps_the_other_collectors(sqlite_store, fleet) -> None:
+    summaries = _stage_all(sqlite_store, fleet)
+    kw: dict[str, Any] = {"store": sqlite_store, "run_id": RUN, "ts": TS, "fleet": fleet}
+    write_sweep(**kw, summaries=summaries, expected=("gpu", "host"), export=lambda s: None)
+
+    # The user clears collect_host (it read a bad value) and write_sweep: only host stages again.
+    host = collect_and_stage(
+        "host", fleet=fleet, store=sqlite_store, run_id=RUN, ts=TS, run=lambda n, _f: _result(n, 2.0)
+    )
+    again = write_sweep(**kw, summaries=[summaries[0], host], expected=("gpu", "host"), export=lambda s: None)
+
+    assert again["down"] == []
+    assert _values(sqlite_store)["ml_gpu_value[('n', '0')]"] == 1.0
+    assert _values(sqlite_store)["ml_host_value[('n', '0')]"] == 2.0

@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 # Collector name -> module under mlinfra.collectors exposing ``run(fleet) -> CollectorResult``.
 # Kept as plain names so that DAG files can lay out tasks without importing any collector.
 COLLECTORS: tuple[str, ...] = ("gpu", "host", "kubernetes", "serving")
-STAGING_KEEP_SECONDS = 86400.0  # staged output of runs that never reached their write task
+# How long a run's staged collector output is kept, so that the run's write_sweep can be
+# re-run (after clearing a collector task, or a late failure) and rewrite the same sweep.
+STAGING_KEEP_SECONDS = 86400.0
 
 
 def run_collector_module(name: str, fleet: Fleet) -> CollectorResult:
@@ -84,8 +86,9 @@ def write_sweep(
     A collector whose task failed before staging anything is reported as down
     (``mlinfra_collector_up 0``) instead of silently missing from the sweep.
 
-    Safe to retry from any failure point: the staged samples are dropped only once
-    everything else succeeded, so a retry rewrites the same sweep. A Pushgateway
+    Safe to retry from any failure point: the staged samples stay (for
+    :data:`STAGING_KEEP_SECONDS`), so a retry, or a re-run after one collector task
+    was cleared, rewrites the same sweep. A Pushgateway
     that cannot be reached degrades only the export (``summary["export_error"]``);
     the rules and scaling downstream still run on the store.
     """
@@ -129,8 +132,9 @@ def write_sweep(
 
     cutoff = now() - fleet.store.retention
     deleted, dropped_series = store.apply_retention(cutoff)
-    # Last: until here a retry must find the staged samples again.
-    store.clear_staged(run_id)
+    # This run's staged samples are kept (for STAGING_KEEP_SECONDS): clearing one
+    # collector task and write_sweep again must rewrite the sweep with every other
+    # collector's samples too, not report them down.
     store.clear_staged(older_than=now() - STAGING_KEEP_SECONDS)
     if deleted or dropped_series:
         log.info("retention: deleted %d samples and %d empty series", deleted, dropped_series)
