@@ -42,6 +42,10 @@ class CollectorUnavailable(CollectorError):
     """
 
 
+class ReportStorageError(MlinfraError):
+    """Report files could not be written where the reports go (object storage or a folder); names it."""
+
+
 class ExportError(MlinfraError):
     """Samples could not be exported (Pushgateway refused or unreachable)."""
 
