@@ -298,6 +298,17 @@ def test_the_grouping_key_is_the_same_on_every_worker(monkeypatch: pytest.Monkey
     assert paths == ["/metrics/job/mlinfra_sweep/instance/mlinfra"] * 2
 
 
+def test_credentials_pasted_in_the_host_url_become_basic_auth(monkeypatch: pytest.MonkeyPatch) -> None:
+    with _ScriptedGateway([]) as gw:
+        port = gw.server.server_address[1]
+        monkeypatch.setenv(
+            CONN_ENV, json.dumps({"conn_type": "http", "host": f"http://ops:p%40ss@127.0.0.1:{port}"})
+        )
+        assert push_from_connection([Sample("m", {}, 1)]) == 1
+
+    assert gw.requests[-1]["headers"]["Authorization"] == "Basic " + base64.b64encode(b"ops:p@ss").decode()
+
+
 @pytest.mark.parametrize("timeout", ["soon", "nan", "inf", "-1", "0"])
 def test_a_bad_timeout_extra_is_refused_naming_the_connection(
     monkeypatch: pytest.MonkeyPatch, timeout: str

@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, push_to_gateway
 from prometheus_client.exposition import basic_auth_handler, default_handler
@@ -264,6 +265,12 @@ def push_from_connection(samples: Iterable[Sample], conn_id: str = DEFAULT_CONN_
     extras: Mapping[str, Any] = conn.extra_dejson or {}
     gateway = http_base_url(conn, conn_id=conn_id, what="the Pushgateway", error=ExportError)
     auth = (conn.login, conn.password or "") if conn.login else None
+    parts = urlsplit(gateway)
+    if parts.username is not None:
+        # A pasted URL with credentials: urllib cannot send them (it takes "user:pw@host"
+        # for the host name), so they become basic auth unless the login is set.
+        auth = auth or (unquote(parts.username), unquote(parts.password or ""))
+        gateway = redact_url(gateway)
     return push_samples(
         samples,
         gateway=gateway,
