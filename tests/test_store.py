@@ -322,3 +322,11 @@ def test_a_bad_busy_timeout_is_refused_naming_the_variable(tmp_path, monkeypatch
     monkeypatch.setenv("MLINFRA_STORE_BUSY_TIMEOUT", value)
     with pytest.raises(StoreError, match="MLINFRA_STORE_BUSY_TIMEOUT"):
         MetricsStore.from_url(f"sqlite:///{tmp_path / f'bad-{value}.db'}")
+
+
+def test_staging_is_cleared_by_when_it_was_staged_not_by_logical_time(store: MetricsStore) -> None:
+    # A backfilled run of last month stages now: its staging must survive a day-old cleanup.
+    store.stage("backfill", "host", T0 - 30 * 86400, [gpu(0, 1)])
+    assert store.clear_staged(staged_before=time.time() - 3600) == 0
+    assert set(store.staged("backfill")) == {"host"}
+    assert store.clear_staged(staged_before=time.time() + 60) == 1

@@ -370,13 +370,27 @@ class MetricsStore:
             )
             return {collector: loads_samples(payload) for collector, payload in rows}
 
-    def clear_staged(self, run_id: str | None = None, *, older_than: float | datetime | None = None) -> int:
-        """Drop staged output of one run, or of every run staged before ``older_than``."""
+    def clear_staged(
+        self,
+        run_id: str | None = None,
+        *,
+        older_than: float | datetime | None = None,
+        staged_before: float | datetime | None = None,
+    ) -> int:
+        """Drop staged output of one run, of runs at a logical time before ``older_than``,
+        or staged (wall clock) before ``staged_before``."""
         stmt = sa.delete(staging_table)
         if run_id is not None:
             stmt = stmt.where(staging_table.c.run_id == run_id)
         if older_than is not None:
             stmt = stmt.where(staging_table.c.ts < to_ms(older_than))
+        if staged_before is not None:
+            when = (
+                staged_before
+                if isinstance(staged_before, datetime)
+                else datetime.fromtimestamp(staged_before, UTC)
+            )
+            stmt = stmt.where(staging_table.c.created_at < when)
         with self.begin() as conn:
             return conn.execute(stmt).rowcount or 0
 

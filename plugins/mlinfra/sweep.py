@@ -135,7 +135,9 @@ def write_sweep(
     # This run's staged samples are kept (for STAGING_KEEP_SECONDS): clearing one
     # collector task and write_sweep again must rewrite the sweep with every other
     # collector's samples too, not report them down.
-    store.clear_staged(older_than=now() - STAGING_KEEP_SECONDS)
+    # By when it was staged, not by logical time: a backfilled or manual run of an old
+    # logical time must keep its staging for a re-run too.
+    store.clear_staged(staged_before=time.time() - STAGING_KEEP_SECONDS)
     if deleted or dropped_series:
         log.info("retention: deleted %d samples and %d empty series", deleted, dropped_series)
     log.info(
