@@ -18,7 +18,8 @@ Every five minutes: read every sensor of the fleet, keep the samples, export the
   or Prometheus): recording rules write back to the store, alert states
   (pending/firing/resolved) persist in the store, a bad rule file is logged with its
   location while the others still run. Alerts go to Alertmanager when the connection
-  `alertmanager_default` exists; the firing ones go to XCom for the scaling step.
+  `alertmanager_default` exists (an outage is logged and returned as `post_error`,
+  never a failed task); the firing ones go to XCom for the scaling step.
 * **plan_scaling** decides every model's replica count at the logical time from its
   scaling policy (`scaling` in the fleet file): the metric target on the fleet's
   engine, the firing alerts labelled `mlinfra_scale: up|down` that name the model
