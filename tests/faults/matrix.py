@@ -151,6 +151,20 @@ SCENARIOS: tuple[Scenario, ...] = (
         },
     ),
     Scenario(
+        "Kubernetes API",
+        "scale",
+        "kubernetes-scale",
+        "the failure is recorded in `mlinfra_scale_events` (outcome `failed`, with the reason); the "
+        "retry patches the scale subresource once and records `patched`",
+        {
+            "refused": Expect("fails", r"ScaleFailed: .*cannot reach the API server"),
+            "timeout": Expect("fails", r"ScaleFailed: .*cannot reach the API server"),
+            "5xx": Expect("fails", r"ScaleFailed: .*answered 503"),
+            "malformed": Expect("fails", r"ScaleFailed: .*unreadable answer"),
+            "recovery": Expect("fails", r"ScaleFailed: .*answered 503"),  # no retry inside the task
+        },
+    ),
+    Scenario(
         "TF Serving gRPC",
         "collect_serving",
         "tfserving_grpc-collect",

@@ -465,6 +465,52 @@ def test_kubernetes_scaling(cell: Cell, world, kube_front) -> None:  # type: ign
     )
 
 
+@pytest.mark.parametrize("cell", _cells("kubernetes-scale"))
+def test_kubernetes_scale_task(cell: Cell, world, kube_front, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from mlinfra.operators.scale import ScaleDeploymentOperator
+
+    def step(store: MetricsStore) -> dict[str, Any]:
+        # The scale task's store is its own connection: point it at this side's file.
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_MLINFRA_STORE_FAULTS",
+            json.dumps({"conn_type": "sqlite", "host": store.engine.url.database}),
+        )
+        op = ScaleDeploymentOperator(
+            task_id="scale",
+            model="half-plus-two",
+            namespace="serving",
+            deployment="half-plus-two",
+            replicas=3,
+            from_replicas=2,
+            reason="faults: metric above target",
+            trigger="metric",
+            decided_at=TS,
+            store_conn_id="mlinfra_store_faults",
+            request_timeout=STEP_TIMEOUT,
+            conflict_retries=1,
+        )
+        try:
+            return op.execute({"run_id": RUN})
+        except TaskDeferred:
+            # Waiting for the new pods happens in the triggerer; the patch is done and recorded.
+            return {"outcome": "patched"}
+
+    from airflow.sdk.exceptions import TaskDeferred
+
+    def failure_recorded(store: MetricsStore, got: Outcome) -> None:
+        with store.engine.connect() as conn:
+            outcomes = conn.execute(sa.text("SELECT outcome, message FROM mlinfra_scale_events")).all()
+        assert [o for o, _ in outcomes] == ["failed"]
+        assert got.message.removeprefix("ScaleFailed: ") in outcomes[0][1]
+
+    CellRun(cell, world, kube_front).check(
+        step,
+        lambda result: Outcome("ok", "", result),
+        owns=("mlinfra_scale_events",),
+        downstream=failure_recorded,
+    )
+
+
 # ---------------------------------------------------------------------- TF Serving
 
 
