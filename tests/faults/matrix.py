@@ -224,6 +224,19 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario(
         "Metrics store (PostgreSQL down / SQLite locked)",
+        "collect_host",
+        "store-collect",
+        "the collector's samples are not staged; the other collectors' staging is untouched; the retry stages them again",
+        {
+            "refused": Expect("fails", r"metrics store .* (unreachable|refused)"),
+            "timeout": Expect("fails", r"metrics store .* (unreachable|timeout)"),
+            "5xx": Expect("fails", r"metrics store .*database is locked"),
+            "malformed": Expect("fails", r"metrics store .*file is not a database"),
+            "recovery": Expect("ok"),
+        },
+    ),
+    Scenario(
+        "Metrics store (PostgreSQL down / SQLite locked)",
         "write_sweep",
         "store-write_sweep",
         "nothing half-written (one transaction); the collectors' output stays staged for the retry",
@@ -241,6 +254,32 @@ SCENARIOS: tuple[Scenario, ...] = (
         "store-evaluate_rules",
         "alert states and recorded series are written in transactions; a failed run leaves the "
         "previous evaluation as it was",
+        {
+            "refused": Expect("fails", r"metrics store .* (unreachable|refused)"),
+            "timeout": Expect("fails", r"metrics store .* (unreachable|timeout)"),
+            "5xx": Expect("fails", r"metrics store .*database is locked"),
+            "malformed": Expect("fails", r"metrics store .*file is not a database"),
+            "recovery": Expect("ok"),
+        },
+    ),
+    Scenario(
+        "Metrics store (PostgreSQL down / SQLite locked)",
+        "plan_scaling",
+        "store-plan_scaling",
+        "no decision is recorded and nothing is scaled; the retry decides from the same history",
+        {
+            "refused": Expect("fails", r"metrics store .* (unreachable|refused)"),
+            "timeout": Expect("fails", r"metrics store .* (unreachable|timeout)"),
+            "5xx": Expect("fails", r"metrics store .*database is locked"),
+            "malformed": Expect("fails", r"metrics store .*file is not a database"),
+            "recovery": Expect("ok"),
+        },
+    ),
+    Scenario(
+        "Metrics store (PostgreSQL down / SQLite locked)",
+        "metrics_report",
+        "store-metrics_report",
+        "no report files or record are written; the previous reports are untouched",
         {
             "refused": Expect("fails", r"metrics store .* (unreachable|refused)"),
             "timeout": Expect("fails", r"metrics store .* (unreachable|timeout)"),

@@ -741,3 +741,41 @@ def test_report_storage(cell: Cell, world, s3_server, monkeypatch) -> None:  # t
             step, classify, owns=("mlinfra_reports",), downstream=lambda store, got: None
         )
         assert S3_SECRET not in got.message
+
+
+@pytest.mark.parametrize("cell", _cells("store-collect"))
+def test_store_collect(cell: Cell, world, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from mlinfra.collectors.base import CollectorResult
+    from mlinfra.sweep import collect_and_stage
+
+    def host(_name: str, _fleet: Fleet) -> CollectorResult:
+        sample = Sample("ml_memory_usage_percent", {"host": "a"}, 40.0)
+        return CollectorResult("host", [sample], up=True, duration_seconds=0.1)
+
+    def step(store: MetricsStore) -> dict[str, Any]:
+        return collect_and_stage("host", fleet=world["fleet"], store=store, run_id=RUN, ts=TS, run=host)
+
+    _store_cell(cell, world, tmp_path, step, lambda r: Outcome("ok", "", r), ("mlinfra_staging",))
+
+
+@pytest.mark.parametrize("cell", _cells("store-plan_scaling"))
+def test_store_plan_scaling(cell: Cell, world, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _store_cell(
+        cell, world, tmp_path, lambda store: plan_step(store, world["fleet"]), plan_outcome, SCALE_TABLES
+    )
+
+
+@pytest.mark.parametrize("cell", _cells("store-metrics_report"))
+def test_store_metrics_report(cell: Cell, world, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from airflow.sdk import ObjectStoragePath
+
+    from mlinfra.reports.publish import publish_report
+
+    for s in (world["faulty"], world["clean"]):
+        write_sweep_step(s, world["fleet"])
+    base = ObjectStoragePath((tmp_path / "reports").as_uri())
+
+    def step(store: MetricsStore) -> dict[str, Any]:
+        return publish_report(store, world["fleet"], TS - 3600, TS, base=base, run_id=RUN)
+
+    _store_cell(cell, world, tmp_path, step, lambda r: Outcome("ok", "", r), ("mlinfra_reports",))
