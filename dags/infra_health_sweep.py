@@ -10,13 +10,16 @@ Every five minutes: read every sensor of the fleet, keep the samples, export the
   it never hides the others.
 * **write_sweep** stores all samples in one transaction at the run's logical time
   (re-running a run replaces its sweep), pushes them to the Pushgateway when the
-  connection `prometheus_pushgateway` exists, and applies the store's retention.
+  connection `prometheus_pushgateway` exists, and applies the store's retention. A
+  Pushgateway outage is logged and kept in the summary (`export_error`): rules and
+  scaling still run. A retry from any failure point rewrites the same sweep.
 * **evaluate_rules** evaluates `include/alert_rules/*.yaml` (Prometheus rule files) at
   the run's logical time on the fleet's engine (`rules.engine`: local over the store,
   or Prometheus): recording rules write back to the store, alert states
   (pending/firing/resolved) persist in the store, a bad rule file is logged with its
   location while the others still run. Alerts go to Alertmanager when the connection
-  `alertmanager_default` exists; the firing ones go to XCom for the scaling step.
+  `alertmanager_default` exists (an outage is logged and returned as `post_error`,
+  never a failed task); the firing ones go to XCom for the scaling step.
 * **plan_scaling** decides every model's replica count at the logical time from its
   scaling policy (`scaling` in the fleet file): the metric target on the fleet's
   engine, the firing alerts labelled `mlinfra_scale: up|down` that name the model

@@ -78,3 +78,29 @@ def test_fleet_check_validates_each_models_manifests_against_the_schema(
             f"  {model}: 1 problem(s)\n    Deployment '{model}': spec.template.spec.containers[0].imagePullPolicyy: unknown field"
             in out
         )
+
+
+# ---------------------------------------------------------------------- bad values (issue 11)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["store", "series", "m", "--since", "bogus"], "error: --since 'bogus': not a Prometheus duration"),
+        (["store", "retention", "--keep", "3 days"], "error: --keep '3 days': not a Prometheus duration"),
+        (["query", "up", "--time", "nan"], "error: --time 'nan': use finite epoch seconds"),
+        (["query", "up", "--time", "inf"], "error: --time 'inf': use finite epoch seconds"),
+    ],
+)
+def test_bad_option_values_are_reported_in_one_line(tmp_path: Path, capsys, argv, expected) -> None:  # type: ignore[no-untyped-def]
+    assert main([*argv, "--store-url", f"sqlite:///{tmp_path / 's.db'}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(expected)
+    assert "Traceback" not in err
+
+
+def test_fleet_check_of_a_recursive_alias_is_an_error_message(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text("models: &m [*m]\ncost: {gpu_hour: 1, cpu_hour: 1}\n")
+    assert main(["fleet", "check", "--file", str(fleet)]) == 1
+    assert "models[0]: input should be a valid dictionary" in capsys.readouterr().err

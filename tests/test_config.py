@@ -402,3 +402,47 @@ def test_parse_model_base_path_strips_trailing_slashes() -> None:
     assert parse_model_base_path("pvc://store/") == ArtifactLocation("pvc", "store", "")
     assert parse_model_base_path("/models/a/").base_uri == "/models/a"
     assert parse_model_base_path("s3://bkt/p/q//").base_uri == "s3://bkt/p/q"
+
+
+# ---------------------------------------------------------------------- hostile files (issue 11)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "store.retention",
+        "models.0.scaling.cooldown",
+        "models.0.scaling.scale_down_stabilization",
+        "models.0.slo.p99_latency_ms",
+        "models.0.scaling.target.value",
+        "cost.gpu_hour",
+        "cost.cpu_hour",
+    ],
+)
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_infinite_and_nan_numbers_are_refused(path: str, value: float) -> None:
+    def edit(data) -> None:  # type: ignore[no-untyped-def]
+        data.setdefault("store", {})
+        _set(path, value)(data)
+
+    with pytest.raises(FleetConfigError, match=r"input should be a finite number"):
+        parse_fleet(_mutate(edit), source="include/fleet.yaml", check_expressions=False)
+
+
+def test_an_alias_bomb_is_refused_in_linear_time() -> None:
+    # 9 ** 8 paths through 290 bytes of aliases: the line index used to walk every one.
+    lines = ['a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for prev, name in zip("abcdefg", "bcdefgh", strict=True):
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    lines.append("models: *h")
+    start = time.monotonic()
+    with pytest.raises(FleetConfigError) as err:
+        parse_fleet("\n".join(lines), source="include/fleet.yaml")
+    assert time.monotonic() - start < 5
+    assert "line 9: models[0]: input should be a valid dictionary" in str(err.value)
+    assert len(str(err.value)) < 5000  # the offending value is quoted briefly
+
+
+def test_a_recursive_alias_is_a_fleet_error_not_a_recursion_error() -> None:
+    with pytest.raises(FleetConfigError, match=r"models\[0\]: input should be a valid dictionary"):
+        parse_fleet("models: &m [*m]\ncost: {gpu_hour: 1, cpu_hour: 1}\n", source="include/fleet.yaml")

@@ -283,6 +283,43 @@ def test_connection_with_a_non_http_schema_is_refused(monkeypatch: pytest.Monkey
         push_from_connection([Sample("m", {}, 1)])
 
 
+def test_the_grouping_key_is_the_same_on_every_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two Celery workers (different hostnames) must replace one group, not pile up two.
+    monkeypatch.setenv(CONN_ENV, json.dumps({"conn_type": "http", "host": "127.0.0.1"}))
+    paths = []
+    for hostname in ("worker-a", "worker-b"):
+        monkeypatch.setattr("socket.gethostname", lambda h=hostname: h)
+        with _ScriptedGateway([]) as gw:
+            port = gw.server.server_address[1]
+            monkeypatch.setenv(CONN_ENV, json.dumps({"conn_type": "http", "host": "127.0.0.1", "port": port}))
+            push_from_connection([Sample("m", {}, 1)])
+        paths.append(gw.requests[-1]["path"])
+
+    assert paths == ["/metrics/job/mlinfra_sweep/instance/mlinfra"] * 2
+
+
+def test_credentials_pasted_in_the_host_url_become_basic_auth(monkeypatch: pytest.MonkeyPatch) -> None:
+    with _ScriptedGateway([]) as gw:
+        port = gw.server.server_address[1]
+        monkeypatch.setenv(
+            CONN_ENV, json.dumps({"conn_type": "http", "host": f"http://ops:p%40ss@127.0.0.1:{port}"})
+        )
+        assert push_from_connection([Sample("m", {}, 1)]) == 1
+
+    assert gw.requests[-1]["headers"]["Authorization"] == "Basic " + base64.b64encode(b"ops:p@ss").decode()
+
+
+@pytest.mark.parametrize("timeout", ["soon", "nan", "inf", "-1", "0"])
+def test_a_bad_timeout_extra_is_refused_naming_the_connection(
+    monkeypatch: pytest.MonkeyPatch, timeout: str
+) -> None:
+    conn = {"conn_type": "http", "host": "127.0.0.1", "port": 9, "extra": {"timeout": timeout}}
+    monkeypatch.setenv(CONN_ENV, json.dumps(conn))
+
+    with pytest.raises(ExportError, match=r"'prometheus_pushgateway': extra 'timeout' must be"):
+        push_from_connection([Sample("m", {}, 1)])
+
+
 # --------------------------------------------------------------------------- real Pushgateway + Prometheus
 # Session-scoped launchers; to be hoisted into tests/conftest.py.
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -227,3 +230,103 @@ def test_from_connection_uses_the_airflow_connection(tmp_path, monkeypatch) -> N
     store = MetricsStore.from_connection()
     assert store.engine.url.database == str(path)
     assert "mlinfra_store" in store.description
+
+
+# ---------------------------------------------------------------------- conflicts and regexes (issue 11)
+
+
+@contextlib.contextmanager
+def _delete_series_before_samples_insert(store: MetricsStore, *, times: int) -> Iterator[list[int]]:
+    """Make the database delete the sweep's series just before its samples go in, ``times`` times.
+
+    That is what a retention run committing between the sweep's series lookup and its
+    insert does on PostgreSQL: the insert then violates the samples' foreign key.
+    """
+    fired: list[int] = []
+
+    def race(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if len(fired) < times and statement.lstrip().upper().startswith("INSERT INTO MLINFRA_SAMPLES"):
+            fired.append(1)
+            cursor.execute("DELETE FROM mlinfra_series")
+
+    # Engines are shared per URL: the hook must not outlive this test.
+    sa.event.listen(store.engine, "before_cursor_execute", race)
+    try:
+        yield fired
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", race)
+
+
+def test_a_sweep_losing_a_race_with_retention_is_retried_and_written(store: MetricsStore) -> None:
+    store.write_sweep(T0 - 300, [gpu(0, 1)])
+    with _delete_series_before_samples_insert(store, times=1) as fired:
+        assert store.write_sweep(T0, [gpu(0, 42)], run_id="r") == 1
+
+    assert fired == [1]
+    assert [pts for _, pts in store.query_range("ml_gpu_utilization_percent", (), T0, T0)] == [[(T0, 42.0)]]
+
+
+def test_a_write_that_keeps_conflicting_raises_store_error_not_integrity_error(store: MetricsStore) -> None:
+    store.write_sweep(T0 - 300, [gpu(0, 1)])
+    with (
+        _delete_series_before_samples_insert(store, times=100),
+        pytest.raises(StoreError, match="concurrent write conflicted") as err,
+    ):
+        store.write_sweep(T0, [gpu(0, 42)], run_id="r")
+    assert not isinstance(err.value, sa.exc.IntegrityError)
+    assert store.sweep_at(T0) is None  # rolled back: nothing half-written
+
+
+def test_regex_matchers_run_in_linear_time(store: MetricsStore) -> None:
+    # Python's backtracking re needs ~2**n steps for (a+)+b against "a" * n: ~15 s at n=28.
+    store.write_sweep(T0, [Sample("m", {"path": "a" * 28}, 1), Sample("m", {"path": "aab"}, 2)])
+    start = time.monotonic()
+    hits = store.select_series("m", [LabelMatcher("path", "=~", "(a+)+b")])
+    assert time.monotonic() - start < 5
+    assert [s.labels["path"] for s in hits] == ["aab"]
+
+
+def test_regex_matchers_use_re2_syntax_like_prometheus(store: MetricsStore) -> None:
+    store.write_sweep(T0, [Sample("m", {"v": "x\ny"}, 1), Sample("m", {"v": "by"}, 2)])
+    # "." matches a newline (Prometheus 3 compiles matchers with (?s)), and anchors are implied.
+    assert [s.labels["v"] for s in store.select_series("m", [LabelMatcher("v", "=~", "x.y")])] == ["x\ny"]
+    assert store.select_series("m", [LabelMatcher("v", "=~", "y")]) == []
+    # Look-behind is Perl, not RE2: Prometheus refuses it, so do we.
+    with pytest.raises(ValueError, match="invalid perl operator"):
+        store.select_series("m", [LabelMatcher("v", "=~", "(?<=b)y")])
+
+
+def test_the_sqlite_busy_timeout_is_configurable(tmp_path, monkeypatch) -> None:
+    import sqlite3
+
+    monkeypatch.setenv("MLINFRA_STORE_BUSY_TIMEOUT", "0.5")
+    path = tmp_path / "locked.db"
+    store = MetricsStore.from_url(f"sqlite:///{path}")
+    store.create_schema()
+    holder = sqlite3.connect(path)
+    holder.isolation_level = None
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    try:
+        start = time.monotonic()
+        with pytest.raises(StoreError, match="database is locked"):
+            store.write_sweep(T0, [gpu(0, 1)])
+        assert time.monotonic() - start < 5
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        store.engine.dispose()
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "inf"])
+def test_a_bad_busy_timeout_is_refused_naming_the_variable(tmp_path, monkeypatch, value: str) -> None:
+    monkeypatch.setenv("MLINFRA_STORE_BUSY_TIMEOUT", value)
+    with pytest.raises(StoreError, match="MLINFRA_STORE_BUSY_TIMEOUT"):
+        MetricsStore.from_url(f"sqlite:///{tmp_path / f'bad-{value}.db'}")
+
+
+def test_staging_is_cleared_by_when_it_was_staged_not_by_logical_time(store: MetricsStore) -> None:
+    # A backfilled run of last month stages now: its staging must survive a day-old cleanup.
+    store.stage("backfill", "host", T0 - 30 * 86400, [gpu(0, 1)])
+    assert store.clear_staged(staged_before=time.time() - 3600) == 0
+    assert set(store.staged("backfill")) == {"host"}
+    assert store.clear_staged(staged_before=time.time() + 60) == 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import uuid
@@ -176,7 +177,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "store" and args.action == "series":
         store = _store(args.store_url)
         now = time.time()
-        rows = store.query_range(args.name, (), now - parse_duration(args.since), now)
+        rows = store.query_range(args.name, (), now - _duration_option("--since", args.since), now)
         for s, points in sorted(rows, key=lambda r: sorted(r[0].labels.items())):
             t, v = points[-1]
             labels = ",".join(f'{k}="{val}"' for k, val in sorted(s.labels.items()))
@@ -187,7 +188,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "store" and args.action == "retention":
         store = _store(args.store_url)
-        keep = parse_duration(args.keep) if args.keep else load_fleet().store.retention
+        keep = _duration_option("--keep", args.keep) if args.keep else load_fleet().store.retention
         deleted, series = store.apply_retention(time.time() - keep)
         print(f"deleted {deleted} samples and {series} empty series older than {format_duration(keep)}")
         return 0
@@ -206,6 +207,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(f"unhandled command {args}")  # argparse's required= makes this unreachable
 
 
+def _duration_option(flag: str, text: str) -> float:
+    """A Prometheus duration given on the command line; a bad one is a usage error, not a traceback."""
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise MlinfraError(f"{flag} {text!r}: {e}") from None
+
+
 def parse_time(text: str | None) -> float:
     """``--time``: epoch seconds, RFC 3339 (``2026-01-01T12:00:00Z``), or now when absent."""
     from datetime import UTC, datetime
@@ -213,9 +222,16 @@ def parse_time(text: str | None) -> float:
     if text is None or text == "now":
         return time.time()
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        # float() accepts "nan" and "inf", which no evaluation time can be.
+        if not math.isfinite(seconds):
+            raise MlinfraError(
+                f"--time {text!r}: use finite epoch seconds or RFC 3339 (2026-01-01T12:00:00Z)"
+            )
+        return seconds
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

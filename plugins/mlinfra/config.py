@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import reprlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,9 @@ CONN_ID = r"^[A-Za-z0-9_.-]+$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    # allow_inf_nan=False: YAML's .inf / .nan would pass every "ge=0" bound (an infinite
+    # retention, cooldown, SLO or price) and break the arithmetic done with them later.
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, allow_inf_nan=False)
 
 
 Duration = Annotated[float, Field(ge=0)]
@@ -549,16 +552,16 @@ def _describe(err: Any, lines: dict[tuple[str | int, ...], int]) -> str:
         accepted = ", ".join(parent.model_fields) if parent else "see the documentation"
         msg = f"unknown field; accepted here: {accepted}"
     elif kind == "string_pattern_mismatch":
-        msg = f"got {got!r}, which does not match {ctx.get('pattern')}"
+        msg = f"got {_short_repr(got)}, which does not match {ctx.get('pattern')}"
     elif kind == "literal_error":
-        msg = f"must be one of {ctx.get('expected')}, got {got!r}"
+        msg = f"must be one of {ctx.get('expected')}, got {_short_repr(got)}"
     elif kind == "value_error":
         error = ctx.get("error")
         if isinstance(error, _FieldError):  # a cross-field check that knows its field
             loc = (*loc, *error.loc)
         msg = str(error) if error is not None else err["msg"]
     else:
-        msg = f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got!r}"
+        msg = f"{err['msg'][0].lower()}{err['msg'][1:]}, got {_short_repr(got)}"
     return _located(loc, msg, lines)
 
 
@@ -579,21 +582,39 @@ def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
 
 
 def _line_index(node: yaml.Node | None) -> dict[tuple[str | int, ...], int]:
-    """Field path -> 1-based line in the YAML text, from the composed node tree."""
-    out: dict[tuple[str | int, ...], int] = {}
+    """Field path -> 1-based line in the YAML text, from the composed node tree.
 
-    def walk(n: yaml.Node, path: tuple[str | int, ...]) -> None:
-        out[path] = n.start_mark.line + 1
+    Each node is walked once: an alias is the same node object as its anchor, so
+    following every alias path would take exponential time on a few hundred bytes
+    of nested aliases (and never end on a recursive one). Paths under a repeated
+    node have no line of their own; errors there point at the alias's line.
+    """
+    out: dict[tuple[str | int, ...], int] = {}
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, tuple[str | int, ...]]] = [(node, ())] if node is not None else []
+    while stack:
+        n, path = stack.pop()
+        out.setdefault(path, n.start_mark.line + 1)
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        # Children pushed in reverse: walked in document order, a shared node gets the
+        # lines of its first (anchored) occurrence, and an alias points at its own line.
         if isinstance(n, yaml.MappingNode):
-            for key, value in n.value:
+            for key, value in reversed(n.value):
                 k = key.value
                 out[(*path, k)] = key.start_mark.line + 1
-                walk(value, (*path, k))
-                out[(*path, k)] = key.start_mark.line + 1
+                stack.append((value, (*path, k)))
         elif isinstance(n, yaml.SequenceNode):
-            for i, item in enumerate(n.value):
-                walk(item, (*path, i))
-
-    if node is not None:
-        walk(node, ())
+            for i in reversed(range(len(n.value))):
+                stack.append((n.value[i], (*path, i)))
     return out
+
+
+# Error messages quote the offending value; an alias bomb's value would print as megabytes.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 80, 80
+
+
+def _short_repr(value: Any) -> str:
+    return _SHORT.repr(value)

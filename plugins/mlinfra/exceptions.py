@@ -27,6 +27,10 @@ class StoreError(MlinfraError):
     """The metrics store cannot be reached or used; the message names the connection."""
 
 
+class StoreConflict(StoreError):
+    """A store write lost a race with a concurrent one and was rolled back; running it again is safe."""
+
+
 class CollectorError(MlinfraError):
     """A collector could not read its source (the sweep records it as down)."""
 
@@ -36,6 +40,10 @@ class CollectorUnavailable(CollectorError):
 
     Not a failure of the sweep: the collector reports ``mlinfra_collector_up 0``.
     """
+
+
+class ReportStorageError(MlinfraError):
+    """Report files could not be written where the reports go (object storage or a folder); names it."""
 
 
 class ExportError(MlinfraError):

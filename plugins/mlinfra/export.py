@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
 import urllib.error
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, push_to_gateway
 from prometheus_client.exposition import basic_auth_handler, default_handler
@@ -35,11 +34,13 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 from mlinfra.connections import get_connection
 from mlinfra.exceptions import ExportError
+from mlinfra.redaction import redact_url
 from mlinfra.samples import Sample
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
     "DEFAULT_CONN_ID",
+    "DEFAULT_INSTANCE",
     "DEFAULT_JOB",
     "SampleCollector",
     "push_from_connection",
@@ -52,6 +53,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONN_ID = "prometheus_pushgateway"
 DEFAULT_JOB = "mlinfra_sweep"
+# The grouping key must not depend on which worker ran the sweep: with several Celery
+# workers (or one pod per task) a per-host group would leave a stale copy of every
+# series behind on the gateway for each worker, for ever.
+DEFAULT_INSTANCE = "mlinfra"
 # Labels the push's grouping key sets on every series; a sample's own label of the
 # same name is kept as exported_<name>, as Prometheus does on a scrape.
 GROUPING_LABELS = ("job", "instance")
@@ -150,16 +155,6 @@ def render_exposition(samples: Iterable[Sample]) -> bytes:
     return generate_latest(registry)
 
 
-def _redacted(url: str) -> str:
-    """``url`` without any ``user:password@`` part, for messages and logs."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-
-
 def _is_transient(exc: BaseException) -> bool:
     """Worth retrying: the gateway was unreachable, timed out, overloaded or behind a failing proxy."""
     if isinstance(exc, urllib.error.HTTPError):
@@ -191,8 +186,9 @@ def push_samples(
 ) -> int:
     """Replace the Pushgateway group ``{job, instance}`` with ``samples``; return how many were pushed.
 
-    ``gateway`` is the base URL (``http://host:9091``); ``instance`` defaults to this
-    host's name; ``auth`` is ``(username, password)`` for basic auth. Connection
+    ``gateway`` is the base URL (``http://host:9091``); ``instance`` defaults to
+    :data:`DEFAULT_INSTANCE` (the same on every worker, so each sweep replaces the
+    last); ``auth`` is ``(username, password)`` for basic auth. Connection
     errors, timeouts and 429/500/502/503/504 answers are retried (``attempts`` in all, short
     backoff); a final failure, or any other refusal (400: inconsistent metrics),
     raises :class:`~mlinfra.exceptions.ExportError` naming the gateway and status.
@@ -200,12 +196,12 @@ def push_samples(
     >>> push_samples(samples, gateway="http://127.0.0.1:9091", instance="sweep-host")  # doctest: +SKIP
     42
     """
-    instance = instance or socket.gethostname()
+    instance = instance or DEFAULT_INSTANCE
     registry, collector = sample_registry(samples)
     handler: Callable[..., Callable[[], None]] = default_handler
     if auth is not None:
         handler = partial(basic_auth_handler, username=auth[0], password=auth[1])
-    where = _redacted(gateway)
+    where = redact_url(gateway)
 
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -264,16 +260,22 @@ def push_from_connection(samples: Iterable[Sample], conn_id: str = DEFAULT_CONN_
     if conn is None:
         log.info("Connection %r is not defined: Pushgateway export skipped", conn_id)
         return None
-    from mlinfra.hooks.extras import http_base_url
+    from mlinfra.hooks.extras import http_base_url, timeout_setting
 
     extras: Mapping[str, Any] = conn.extra_dejson or {}
     gateway = http_base_url(conn, conn_id=conn_id, what="the Pushgateway", error=ExportError)
     auth = (conn.login, conn.password or "") if conn.login else None
+    parts = urlsplit(gateway)
+    if parts.username is not None:
+        # A pasted URL with credentials: urllib cannot send them (it takes "user:pw@host"
+        # for the host name), so they become basic auth unless the login is set.
+        auth = auth or (unquote(parts.username), unquote(parts.password or ""))
+        gateway = redact_url(gateway)
     return push_samples(
         samples,
         gateway=gateway,
         job=str(extras.get("job") or DEFAULT_JOB),
         instance=str(extras["instance"]) if extras.get("instance") else None,
-        timeout=float(extras.get("timeout", 10)),
+        timeout=timeout_setting(None, extras, conn_id=conn_id, default=10.0, error=ExportError),
         auth=auth,
     )

@@ -34,9 +34,8 @@ import json
 import logging
 import math
 import os
-import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,13 +45,16 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from mlinfra.exceptions import StoreError
+from mlinfra.exceptions import StoreConflict, StoreError
+from mlinfra.label_regex import compile_label_regex
 from mlinfra.samples import Sample, canonical_labels, dumps_samples, loads_samples
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONN_ID = "mlinfra_store"
 _CHUNK = 500  # rows per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
+# Writes that lost a race (retention removed a series they looked up) are re-run this often.
+_CONFLICT_ATTEMPTS = 3
 
 metadata = sa.MetaData()
 
@@ -120,18 +122,8 @@ class LabelMatcher:
             return actual == self.value
         if self.op == "!=":
             return actual != self.value
-        hit = _regex(self.value).fullmatch(actual) is not None
+        hit = compile_label_regex(self.value).fullmatch(actual) is not None
         return hit if self.op == "=~" else not hit
-
-
-_regex_cache: dict[str, re.Pattern[str]] = {}
-
-
-def _regex(pattern: str) -> re.Pattern[str]:
-    compiled = _regex_cache.get(pattern)
-    if compiled is None:
-        compiled = _regex_cache[pattern] = re.compile(pattern)
-    return compiled
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +195,7 @@ class MetricsStore:
             register_all_tables()
             try:
                 metadata.create_all(self.engine, checkfirst=True)
-            except sa.exc.OperationalError as e:
+            except sa.exc.DBAPIError as e:
                 raise StoreError(f"metrics store {self.description} is unreachable: {_reason(e)}") from e
             self._schema_ready = True
 
@@ -215,6 +207,15 @@ class MetricsStore:
             with self.engine.begin() as conn:
                 yield conn
         except sa.exc.OperationalError as e:
+            raise StoreError(f"metrics store {self.description}: {_reason(e)}") from e
+        except sa.exc.IntegrityError as e:
+            # A write racing another one (retention deleting a series this write was about
+            # to use): the transaction is rolled back, and the task can simply run again.
+            raise StoreConflict(
+                f"metrics store {self.description}: a concurrent write conflicted ({_reason(e)}); "
+                "nothing was written, retry"
+            ) from e
+        except sa.exc.DBAPIError as e:
             raise StoreError(f"metrics store {self.description}: {_reason(e)}") from e
 
     # ------------------------------------------------------------------ writes
@@ -234,6 +235,22 @@ class MetricsStore:
         """
         t = to_ms(ts)
         by_series = {s.series_key: s for s in samples}  # last one wins within a sweep
+        return self._retry_conflicts(lambda: self._write_sweep(t, by_series, run_id, summary))
+
+    def _retry_conflicts(self, write: Callable[[], int]) -> int:
+        attempt = 1
+        while True:
+            try:
+                return write()
+            except StoreConflict:
+                if attempt >= _CONFLICT_ATTEMPTS:
+                    raise
+                log.warning("store write conflicted with a concurrent one (attempt %d); retrying", attempt)
+                attempt += 1
+
+    def _write_sweep(
+        self, t: int, by_series: dict[Any, Sample], run_id: str | None, summary: dict[str, Any] | None
+    ) -> int:
         with self.begin() as conn:
             ids = self._series_ids(conn, by_series.values())
             conn.execute(sa.delete(samples_table).where(samples_table.c.ts == t))
@@ -268,6 +285,9 @@ class MetricsStore:
             rows_by_key[(s.series_key, to_ms(when))] = s
         if not rows_by_key:
             return 0
+        return self._retry_conflicts(lambda: self._write_samples(rows_by_key))
+
+    def _write_samples(self, rows_by_key: dict[tuple[Any, int], Sample]) -> int:
         with self.begin() as conn:
             ids = self._series_ids(conn, rows_by_key.values())
             rows = [
@@ -350,13 +370,27 @@ class MetricsStore:
             )
             return {collector: loads_samples(payload) for collector, payload in rows}
 
-    def clear_staged(self, run_id: str | None = None, *, older_than: float | datetime | None = None) -> int:
-        """Drop staged output of one run, or of every run staged before ``older_than``."""
+    def clear_staged(
+        self,
+        run_id: str | None = None,
+        *,
+        older_than: float | datetime | None = None,
+        staged_before: float | datetime | None = None,
+    ) -> int:
+        """Drop staged output of one run, of runs at a logical time before ``older_than``,
+        or staged (wall clock) before ``staged_before``."""
         stmt = sa.delete(staging_table)
         if run_id is not None:
             stmt = stmt.where(staging_table.c.run_id == run_id)
         if older_than is not None:
             stmt = stmt.where(staging_table.c.ts < to_ms(older_than))
+        if staged_before is not None:
+            when = (
+                staged_before
+                if isinstance(staged_before, datetime)
+                else datetime.fromtimestamp(staged_before, UTC)
+            )
+            stmt = stmt.where(staging_table.c.created_at < when)
         with self.begin() as conn:
             return conn.execute(stmt).rowcount or 0
 
@@ -428,6 +462,35 @@ class MetricsStore:
                 for t, run_id, n, summary in rows
             ]
 
+    def sweep_at(self, ts: float | datetime) -> SweepRecord | None:
+        """The sweep written at exactly ``ts``, or ``None``."""
+        t = to_ms(ts)
+        with self.begin() as conn:
+            row = conn.execute(
+                sa.select(sweeps_table.c.run_id, sweeps_table.c.samples, sweeps_table.c.summary).where(
+                    sweeps_table.c.ts == t
+                )
+            ).first()
+        if row is None:
+            return None
+        run_id, n, summary = row
+        return SweepRecord(t / 1000.0, run_id, n, json.loads(summary) if summary else None)
+
+    def sweep_samples(self, ts: float | datetime) -> list[Sample]:
+        """Every sample stored at exactly ``ts`` (a sweep as written), stamped with ``ts``."""
+        t = to_ms(ts)
+        with self.begin() as conn:
+            rows = conn.execute(
+                sa.select(series_table.c.name, series_table.c.labels, samples_table.c.value)
+                .join(series_table, series_table.c.id == samples_table.c.series_id)
+                .where(samples_table.c.ts == t)
+                .order_by(series_table.c.name, series_table.c.labels)
+            ).all()
+        return [
+            Sample(name, json.loads(labels), math.nan if v is None else v, t / 1000.0)
+            for name, labels, v in rows
+        ]
+
     # ------------------------------------------------------------------ housekeeping
 
     def apply_retention(self, older_than: float | datetime) -> tuple[int, int]:
@@ -471,9 +534,10 @@ def _create_engine(url: sa.URL) -> Engine:
         database = url.database or ""
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
+        busy = _busy_timeout()
         engine = sa.create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": 30},
+            connect_args={"check_same_thread": False, "timeout": busy},
             # One connection for :memory: so every caller sees the same database.
             poolclass=sa.pool.StaticPool if database in ("", ":memory:") else None,
         )
@@ -485,11 +549,26 @@ def _create_engine(url: sa.URL) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={round(busy * 1000)}")
             cur.close()
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+BUSY_TIMEOUT_ENV = "MLINFRA_STORE_BUSY_TIMEOUT"
+
+
+def _busy_timeout() -> float:
+    """Seconds a SQLite write waits for another writer's lock (``$MLINFRA_STORE_BUSY_TIMEOUT``, 30)."""
+    raw = os.environ.get(BUSY_TIMEOUT_ENV, "")
+    try:
+        value = float(raw) if raw else 30.0
+    except ValueError:
+        raise StoreError(f"{BUSY_TIMEOUT_ENV}={raw!r}: must be a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise StoreError(f"{BUSY_TIMEOUT_ENV}={raw!r}: must be a finite number of seconds > 0")
+    return value
 
 
 def default_sqlite_path() -> Path:

@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 # Collector name -> module under mlinfra.collectors exposing ``run(fleet) -> CollectorResult``.
 # Kept as plain names so that DAG files can lay out tasks without importing any collector.
 COLLECTORS: tuple[str, ...] = ("gpu", "host", "kubernetes", "serving")
-STAGING_KEEP_SECONDS = 86400.0  # staged output of runs that never reached their write task
+# How long a run's staged collector output is kept, so that the run's write_sweep can be
+# re-run (after clearing a collector task, or a late failure) and rewrite the same sweep.
+STAGING_KEEP_SECONDS = 86400.0
 
 
 def run_collector_module(name: str, fleet: Fleet) -> CollectorResult:
@@ -83,36 +85,59 @@ def write_sweep(
 
     A collector whose task failed before staging anything is reported as down
     (``mlinfra_collector_up 0``) instead of silently missing from the sweep.
+
+    Safe to retry from any failure point: the staged samples stay (for
+    :data:`STAGING_KEEP_SECONDS`), so a retry, or a re-run after one collector task
+    was cleared, rewrites the same sweep. A Pushgateway
+    that cannot be reached degrades only the export (``summary["export_error"]``);
+    the rules and scaling downstream still run on the store.
     """
     from mlinfra.export import push_from_connection
     from mlinfra.samples import Sample
 
     staged = store.staged(run_id)
+    if not staged:
+        # A run re-run after it succeeded (staging already cleared) must not replace
+        # the real sweep with "every collector down".
+        existing = store.sweep_at(ts)
+        if existing is not None and existing.run_id == run_id and existing.summary is not None:
+            log.info("sweep %s at %s is already written and nothing is staged: kept as it is", run_id, ts)
+            kept: dict[str, Any] = existing.summary
+            if kept.get("export_error"):
+                # Re-run by hand once the Pushgateway is back: push what was stored.
+                kept = _export(kept, store.sweep_samples(ts), export or push_from_connection)
+                store.write_sweep(ts, store.sweep_samples(ts), run_id=run_id, summary=kept)
+            return kept
     samples: list[Sample] = [s for name in sorted(staged) for s in staged[name]]
     by_name = {s["collector"]: s for s in summaries if s}
     missing = [name for name in expected if name not in staged]
     for name in missing:
         samples.append(Sample("mlinfra_collector_up", {"collector": name}, 0.0))
-        by_name.setdefault(
-            name, {"collector": name, "up": False, "samples": 0, "errors": ["collector task did not stage"]}
-        )
-    summary = {
+        by_name[name] = {
+            "collector": name,
+            "up": False,
+            "samples": 0,
+            "errors": ["collector task did not stage"],
+        }
+    summary: dict[str, Any] = {
         "collectors": {name: by_name[name] for name in sorted(by_name)},
         "down": sorted(name for name, s in by_name.items() if not s.get("up")),
         "skipped": {name: s["skipped"] for name, s in sorted(by_name.items()) if s.get("skipped")},
         "samples": len({s.series_key for s in samples}),
     }
+    # Pushed before the store write so the stored summary says how the export went; a
+    # push is a PUT of the whole group, so a retry pushing again is harmless.
+    summary = _export(summary, samples, export or push_from_connection)
     summary["samples"] = store.write_sweep(ts, samples, run_id=run_id, summary=summary)
-    store.clear_staged(run_id)
-
-    pushed = (export or push_from_connection)(samples)
-    summary["exported"] = pushed
-    if pushed is None:
-        log.info("no Airflow connection prometheus_pushgateway: export skipped")
 
     cutoff = now() - fleet.store.retention
     deleted, dropped_series = store.apply_retention(cutoff)
-    store.clear_staged(older_than=now() - STAGING_KEEP_SECONDS)
+    # This run's staged samples are kept (for STAGING_KEEP_SECONDS): clearing one
+    # collector task and write_sweep again must rewrite the sweep with every other
+    # collector's samples too, not report them down.
+    # By when it was staged, not by logical time: a backfilled or manual run of an old
+    # logical time must keep its staging for a re-run too.
+    store.clear_staged(staged_before=time.time() - STAGING_KEEP_SECONDS)
     if deleted or dropped_series:
         log.info("retention: deleted %d samples and %d empty series", deleted, dropped_series)
     log.info(
@@ -124,3 +149,22 @@ def write_sweep(
         summary["skipped"],
     )
     return summary
+
+
+def _export(
+    summary: dict[str, Any], samples: list[Sample], export: Callable[[list[Sample]], int | None]
+) -> dict[str, Any]:
+    """``summary`` with ``exported`` (and ``export_error`` when the Pushgateway failed)."""
+    from mlinfra.exceptions import ExportError
+
+    out = {k: v for k, v in summary.items() if k not in ("exported", "export_error")}
+    try:
+        out["exported"] = export(samples)
+    except ExportError as e:
+        # The next sweep's push replaces the whole group, so nothing is lost for good.
+        log.warning("export failed, the sweep is stored but not pushed: %s", e)
+        out["exported"] = None
+        out["export_error"] = str(e)
+    if out["exported"] is None and "export_error" not in out:
+        log.info("no Airflow connection prometheus_pushgateway: export skipped")
+    return out

@@ -139,3 +139,43 @@ def test_wrong_version_errors_and_slo_breaches_fail(
     assert not slow.passed
     assert any("exceeds the SLO of 0.001 ms" in p for p in slow.problems)
     assert "FAIL" in slow.table()
+
+
+# --------------------------------------------------------------------------- hostile smoke files (issue 11)
+
+
+def _case(**overrides: Any) -> str:
+    case = {"name": "a", "inputs": {"x": [1.0]}, "expected": {"y": [1.0]}, **overrides}
+    return json.dumps({"cases": [case]})
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        # No value at all, but building it would make 10**12 empty lists.
+        (_case(inputs={"x": {"fill": 0.5, "shape": [10**12, 0]}}), "every leading product"),
+        # Tolerances that accept every answer would make the smoke test a no-op.
+        ('{"abs_tol": Infinity, ' + _case()[1:], "abs_tol: Input should be a finite number"),
+        ('{"rel_tol": NaN, ' + _case()[1:], "rel_tol: Input should be a finite number"),
+        (_case().replace('"name": "a"', '"name": "a", "abs_tol": Infinity'), "cases.0.abs_tol"),
+        (_case(inputs={"x": {"fill": float("nan"), "shape": [1]}}), "finite number"),
+    ],
+)
+def test_smoke_files_that_would_hang_or_accept_anything_are_refused(
+    tmp_path: Path, content: str, fragment: str
+) -> None:
+    path = tmp_path / "m.json"
+    path.write_text(content)
+    with pytest.raises(SmokeFileError) as e:
+        load_smoke_spec(path)
+    assert fragment in str(e.value)
+
+
+@pytest.mark.parametrize("depth", [40, 5000])
+def test_deeply_nested_smoke_files_are_refused_not_a_recursion_error(tmp_path: Path, depth: int) -> None:
+    # 40 levels load, and would then recurse through validation and compare(); 5000 levels
+    # are beyond what json.loads itself can build.
+    path = tmp_path / "m.json"
+    path.write_text(_case().replace('"y": [1.0]', '"y": ' + "[" * depth + "1" + "]" * depth))
+    with pytest.raises(SmokeFileError, match="nested deeper than 32 levels"):
+        load_smoke_spec(path)

@@ -159,3 +159,46 @@ def test_unreachable_alertmanager_is_a_clear_error(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr("mlinfra.hooks.alertmanager.RETRY_ATTEMPTS", 2)
     with pytest.raises(AlertmanagerError, match="unreachable"):
         AlertmanagerHook().post_alerts([_alert("firing")], at=time.time())
+
+
+# ---------------------------------------------------------------------- settings (issue 11)
+
+
+def _am_connection(monkeypatch: pytest.MonkeyPatch, **fields: Any) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_ALERTMANAGER_DEFAULT", json.dumps({"conn_type": "http", **fields}))
+
+
+@pytest.mark.parametrize(
+    ("verify", "expected"), [("false", False), ("False", False), ("0", False), ("true", True), (False, False)]
+)
+def test_verify_spelled_as_a_string_is_a_boolean_not_a_ca_path(
+    monkeypatch: pytest.MonkeyPatch, verify: object, expected: bool
+) -> None:
+    _am_connection(monkeypatch, host="am", port=9093, extra={"verify": verify})
+    assert AlertmanagerHook().verify is expected
+
+
+def test_verify_naming_a_missing_ca_bundle_is_refused_naming_the_connection(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    _am_connection(monkeypatch, host="am", port=9093, extra={"verify": str(tmp_path / "ca.pem")})
+    with pytest.raises(
+        AlertmanagerError, match=r"'alertmanager_default': extra 'verify' must be true, false"
+    ):
+        _ = AlertmanagerHook().verify
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "-inf"])
+def test_non_finite_timeouts_are_refused(monkeypatch: pytest.MonkeyPatch, timeout: str) -> None:
+    _am_connection(monkeypatch, host="am", port=9093, extra={"timeout": timeout})
+    with pytest.raises(AlertmanagerError, match="'timeout' must be a finite number"):
+        _ = AlertmanagerHook().timeout
+
+
+def test_credentials_in_the_host_url_stay_out_of_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    _am_connection(monkeypatch, host="http://ops:am-s3cret@127.0.0.1:9", extra={"timeout": 1})
+    monkeypatch.setattr("mlinfra.hooks.alertmanager.RETRY_ATTEMPTS", 1)
+    with pytest.raises(AlertmanagerError, match="unreachable") as err:
+        AlertmanagerHook().post_alerts([_alert("firing")], at=time.time())
+    assert "am-s3cret" not in str(err.value)
+    assert "http://127.0.0.1:9" in str(err.value)

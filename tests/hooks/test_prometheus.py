@@ -36,6 +36,8 @@ class Recorder:
         self.body: bytes = json.dumps(
             {"status": "success", "data": {"resultType": "scalar", "result": [1, "2"]}}
         ).encode()
+        # (status, body) for the next requests, in order; then status/body above.
+        self.answers: list[tuple[int, bytes]] = []
 
 
 @pytest.fixture
@@ -46,11 +48,12 @@ def recorder() -> Iterator[tuple[str, Recorder]]:
         def do_GET(self) -> None:
             parts = urlsplit(self.path)
             rec.requests.append((parts.path, parse_qs(parts.query), self.headers.get("Authorization")))
-            self.send_response(rec.status)
+            status, body = rec.answers.pop(0) if rec.answers else (rec.status, rec.body)
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(rec.body)))
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(rec.body)
+            self.wfile.write(body)
 
         def log_message(self, *args: Any) -> None:
             return
@@ -109,7 +112,9 @@ def test_a_host_with_a_scheme_is_used_as_is(monkeypatch: pytest.MonkeyPatch) -> 
         ({"host": ""}, "has no host"),
         ({"host": "prom", "schema": "ftp"}, "use 'http' or 'https'"),
         ({"host": "prom", "extra": {"timeout": "soon"}}, "'timeout' must be a number"),
-        ({"host": "prom", "extra": {"timeout": 0}}, "'timeout' must be > 0"),
+        ({"host": "prom", "extra": {"timeout": 0}}, "'timeout' must be a finite number > 0"),
+        ({"host": "prom", "extra": {"timeout": "nan"}}, "'timeout' must be a finite number > 0"),
+        ({"host": "prom", "extra": {"verify": "/no/such/ca.pem"}}, "extra 'verify' must be true, false"),
     ],
 )
 def test_bad_connections_are_refused_with_the_field(
@@ -118,7 +123,7 @@ def test_bad_connections_are_refused_with_the_field(
     set_connection(monkeypatch, **fields)
     hook = PrometheusHook(CONN)
     with pytest.raises(PrometheusConfigError, match=message):
-        _ = hook.base_url, hook.timeout
+        _ = hook.base_url, hook.timeout, hook.verify
 
 
 def test_a_non_api_answer_is_an_error_naming_the_server(recorder: tuple[str, Recorder]) -> None:
@@ -138,6 +143,43 @@ def test_a_server_side_timeout_is_unavailable(recorder: tuple[str, Recorder]) ->
     with pytest.raises(PrometheusUnavailable, match="HTTP 503: timeout: query timed out") as err:
         PrometheusHook(base_url=f"http://{address}").query("up", 1)
     assert (err.value.error_type, err.value.error) == ("timeout", "query timed out")
+
+
+def test_a_proxy_error_is_retried_and_the_answer_returned(recorder: tuple[str, Recorder]) -> None:
+    address, rec = recorder
+    rec.answers = [(502, b"<html>Bad Gateway</html>"), (503, b"restarting")]
+    assert PrometheusHook(base_url=f"http://{address}").query("up", 1) == {
+        "resultType": "scalar",
+        "result": [1, "2"],
+    }
+    assert len(rec.requests) == 3
+
+
+def test_prometheus_own_query_timeout_is_not_retried(recorder: tuple[str, Recorder]) -> None:
+    address, rec = recorder
+    rec.status = 503
+    rec.body = json.dumps({"status": "error", "errorType": "timeout", "error": "query timed out"}).encode()
+    with pytest.raises(PrometheusUnavailable):
+        PrometheusHook(base_url=f"http://{address}").query("up", 1)
+    assert len(rec.requests) == 1
+
+
+def test_verify_false_and_a_ca_bundle_reach_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ssl
+
+    set_connection(monkeypatch, host="prom", extra={"verify": "false"})
+    assert PrometheusHook(CONN).verify is False
+    set_connection(monkeypatch, host="prom", extra={"verify": ssl.get_default_verify_paths().openssl_cafile})
+    assert isinstance(PrometheusHook(CONN).verify, ssl.SSLContext)
+
+
+def test_credentials_in_the_host_url_stay_out_of_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_connection(monkeypatch, host="http://ops:prom-s3cret@127.0.0.1:9", extra={"timeout": 1})
+    with pytest.raises(PrometheusUnavailable) as err:
+        PrometheusHook(CONN).query("up", 1)
+    assert "prom-s3cret" not in str(err.value)
+    assert "prom-s3cret" not in err.value.server
+    assert "http://127.0.0.1:9" in str(err.value)
 
 
 @pytest.mark.integration

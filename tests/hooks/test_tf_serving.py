@@ -439,3 +439,15 @@ def test_injected_server_errors_surface_as_unavailable(
     finally:
         tf_serving_standin.set_faults(error_rate=0.0)
     assert hook.predict("half_plus_two", {"x": [1.0]}) == {"y": [2.5]}
+
+
+def test_a_client_key_that_is_not_a_file_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A key pasted without its PEM header: the base64 body is the secret itself.
+    secret = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC-tfs-s3cret"
+    set_connection(monkeypatch, host="h", extra={"client_key": secret})
+    with pytest.raises(
+        TFServingConfigError, match="'client_key' is neither PEM text nor a readable file"
+    ) as err:
+        _ = TFServingHook(CONN).channel
+    assert secret not in str(err.value)
+    assert f"{len(secret)} characters, not shown" in str(err.value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 
 import numpy as np
 import pytest
@@ -95,3 +96,19 @@ def test_gaps_are_named_as_ranges() -> None:
 )
 def test_cpu_quantity(text: str, cores: float) -> None:
     assert cpu_quantity(text) == cores
+
+
+@pytest.mark.parametrize(
+    ("text", "cores"),
+    [("1Ki", 1024.0), ("2T", 2e12), ("1.5Mi", 1.5 * 2**20), ("1e3", 1000.0), ("2e0", 2.0), ("3P", 3e15)],
+)
+def test_cpu_quantity_takes_every_form_the_fleet_accepts(text: str, cores: float) -> None:
+    from mlinfra.config import K8S_QUANTITY
+
+    assert re.match(K8S_QUANTITY, text)
+    assert cpu_quantity(text) == pytest.approx(cores)
+
+
+def test_cpu_quantity_refuses_what_is_not_a_quantity() -> None:
+    with pytest.raises(ValueError, match="not a Kubernetes quantity: '1x'"):
+        cpu_quantity("1x")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -130,3 +131,64 @@ def test_sweep_function_persists_posts_live_evaluations_and_returns_xcom(
     )
     assert out["posted"] is None
     assert len(posted) == 1
+
+
+OVERFLOW_RULES = """
+groups:
+  - name: first
+    rules:
+      - alert: Stamped
+        expr: ml_cpu_usage_percent * 1e300 > 0
+        annotations:
+          since: "{{ $value | humanizeTimestamp }}"
+  - name: second
+    rules:
+      - alert: HostHot
+        expr: ml_cpu_usage_percent > 80
+"""
+
+
+def test_a_template_overflow_costs_one_annotation_not_the_other_groups(
+    tmp_path: Path, sqlite_store: MetricsStore
+) -> None:
+    path = tmp_path / "overflow.yaml"
+    path.write_text(textwrap.dedent(OVERFLOW_RULES))
+    engine = LocalEngine(sqlite_store)
+    _load(sqlite_store, T0)
+
+    result = evaluate_groups(load_rule_file(path, engine=engine), engine, at=T0, store=sqlite_store)
+
+    assert result.errors == []
+    stamped = [a for a in result.alerts if a.alertname == "Stamped"]
+    assert len(stamped) == 3
+    assert all(a.annotations["since"].startswith("<error expanding template:") for a in stamped)
+    assert [a.labels["host"] for a in result.firing if a.alertname == "HostHot"] == ["a"]
+
+
+def test_an_alertmanager_outage_is_reported_and_the_firing_alerts_still_go_to_xcom(
+    tmp_path: Path, sqlite_store: MetricsStore, monkeypatch
+) -> None:
+    # Nothing listens on port 9 (discard): the connection is refused at once.
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ALERTMANAGER_DEFAULT",
+        json.dumps({"conn_type": "http", "host": "127.0.0.1", "port": 9, "extra": {"timeout": 2}}),
+    )
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "chain.yaml").write_text(textwrap.dedent(RULES).replace('"{{ if_not_used }}"', "page"))
+    _load(sqlite_store, T0)
+
+    out = evaluate_rules_for_sweep(
+        store=sqlite_store,
+        fleet=load_fleet(),
+        at=T0,
+        run_id="run-1",
+        rules_dir=rules_dir,
+        now=lambda: T0 + 30,
+    )
+
+    assert out["posted"] is None
+    assert "Alertmanager at http://127.0.0.1:9" in out["post_error"]
+    assert "unreachable" in out["post_error"]
+    assert {a["alertname"] for a in out["firing"]} == {"HostHot", "After"}
+    assert StoreAlertStates(sqlite_store).current(state="firing")

@@ -7,6 +7,7 @@ pin the semantics down case by case, and need nothing but SQLite.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -499,3 +500,12 @@ def test_the_garbage_collector_is_paused_only_during_a_session(
         assert not gc.isenabled()  # a collector that was off stays off
     finally:
         gc.enable()
+
+
+def test_regex_matchers_are_re2_linear_time_and_anchored(store: MetricsStore, engine: LocalEngine) -> None:
+    # (a+)+b against "a" * 28 backtracks for ~15 s in Python's re; RE2 answers at once.
+    put(store, "m", {"path": "a" * 28}, [(100.0, 1.0)])
+    put(store, "m", {"path": "aab"}, [(100.0, 2.0)])
+    start = time.monotonic()
+    assert q(engine, 'm{path=~"(a+)+b"}', 100.0) == {L(__name__="m", path="aab"): 2.0}
+    assert time.monotonic() - start < 5

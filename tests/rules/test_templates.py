@@ -122,6 +122,29 @@ def test_printf(fmt: str, args: tuple[object, ...], expected: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("fmt", "expected"),
+    [
+        # Go's fmt refuses widths and precisions above 1e6 (parsenum's tooLarge) and stops.
+        ("x%50000000dy", "x%!(NOVERB)%!(EXTRA float64=1)"),
+        ("%.50000000f", "%!(NOVERB)%!(EXTRA float64=1)"),
+        ("%5.50000000f", "%!(NOVERB)%!(EXTRA float64=1)"),
+    ],
+)
+def test_printf_refuses_huge_widths_like_go(fmt: str, expected: str) -> None:
+    assert go_sprintf(fmt, 1.0) == expected
+
+
+def test_printf_allows_widths_up_to_gos_limit() -> None:
+    assert len(go_sprintf("%1000000d", 7)) == 1_000_000
+
+
+@pytest.mark.parametrize("value", [1e300, -1e300, 1e18])
+def test_humanize_timestamp_out_of_range_is_a_template_error_not_a_crash(value: float) -> None:
+    rendered = parse_template("at {{ $value | humanizeTimestamp }}").render(TemplateData(value=value))
+    assert rendered.startswith("<error expanding template: error calling humanizeTimestamp:")
+
+
+@pytest.mark.parametrize(
     ("source", "expected"),
     [
         ("plain text, no actions", "plain text, no actions"),

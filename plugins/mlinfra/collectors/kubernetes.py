@@ -223,7 +223,8 @@ def run(
                     found = collect_kubernetes_samples(
                         [namespace], core_v1=core_v1, apps_v1=apps_v1, request_timeout=request_timeout
                     )
-                except (ApiException, HTTPError, OSError) as e:
+                # ValueError: the client could not read the answer (not the API's JSON).
+                except (ApiException, HTTPError, OSError, ValueError) as e:
                     errors.append(f"{conn_id}/{namespace}: {_describe_api_error(e, core_v1)}")
                     samples.append(_target_up(conn_id, namespace, False))
                 else:
@@ -269,6 +270,8 @@ def _describe_api_error(error: Exception, core_v1: Any) -> str:
         return f"{text}: {message}" if message else text
     host = getattr(getattr(getattr(core_v1, "api_client", None), "configuration", None), "host", None)
     where = f" at {host}" if host else ""
+    if isinstance(error, ValueError):
+        return f"unreadable answer from the API server{where}: {error}"
     cause = _root_cause(error)
     if isinstance(cause, TimeoutError) or _is_read_timeout(error):
         return f"no answer in time from the API server{where}: {_describe_cause(cause)}"

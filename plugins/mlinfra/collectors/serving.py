@@ -73,8 +73,9 @@ def collect_serving_samples(
     try:
         text = hook.monitoring_metrics()
         samples.extend(parse_monitoring_metrics(text, model=name, model_name=served))
-    except (MlinfraError, ValueError) as e:
-        # ValueError: the parser's verdict on a malformed exposition.
+    except (MlinfraError, ValueError, IndexError, KeyError) as e:
+        # ValueError, IndexError, KeyError: prometheus_client's parser on a malformed
+        # exposition (a truncated line raises IndexError); only this model's metrics are lost.
         raise PartialCollection(samples, [f"model {name}: monitoring metrics: {e}"]) from None
     return samples
 

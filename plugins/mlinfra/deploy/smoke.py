@@ -46,8 +46,16 @@ Protocol = Literal["grpc", "rest"]
 PROTOCOLS: tuple[Protocol, ...] = ("grpc", "rest")
 
 
+# A smoke tensor is small: 16M values is a 64 MB float32 request already.
+MAX_FILL_VALUES = 16_000_000
+# Nested lists deeper than this are no tensor anyone sends; the checks walk them recursively.
+MAX_NESTING = 32
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: "abs_tol": Infinity (Python's json accepts it) would accept
+    # every answer and turn the smoke test into a no-op.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Fill(_Strict):
@@ -57,8 +65,14 @@ class Fill(_Strict):
     @field_validator("shape")
     @classmethod
     def _bounded(cls, shape: list[int]) -> list[int]:
-        if any(d < 0 for d in shape) or math.prod(shape) > 16_000_000:
-            raise ValueError(f"dimensions must be >= 0 and hold at most 16M values, got {shape}")
+        # Building the tensor creates one list per prefix of the shape, so every prefix
+        # counts: [10**12, 0] holds no value but would loop 10**12 times.
+        if any(d < 0 for d in shape) or any(
+            math.prod(shape[: i + 1]) > MAX_FILL_VALUES for i in range(len(shape))
+        ):
+            raise ValueError(
+                f"dimensions must be >= 0 and every leading product at most {MAX_FILL_VALUES}, got {shape}"
+            )
         return shape
 
     def materialize(self) -> Any:
@@ -103,6 +117,11 @@ def load_smoke_spec(path: str | Path) -> SmokeSpec:
         raise SmokeFileError(f"{p}: cannot read the smoke file: {e.strerror}") from None
     except ValueError as e:
         raise SmokeFileError(f"{p}: not valid JSON: {e}") from None
+    except RecursionError:
+        raise SmokeFileError(f"{p}: nested deeper than {MAX_NESTING} levels") from None
+    where = _too_deep(data)
+    if where is not None:
+        raise SmokeFileError(f"{p}: {where}: nested deeper than {MAX_NESTING} levels")
     try:
         return SmokeSpec.model_validate(data)
     except ValidationError as e:
@@ -111,6 +130,24 @@ def load_smoke_spec(path: str | Path) -> SmokeSpec:
             for err in e.errors()
         ]
         raise SmokeFileError("\n".join(problems)) from None
+
+
+def _too_deep(data: Any) -> str | None:
+    """The path of the first value nested deeper than :data:`MAX_NESTING`, or ``None``.
+
+    Iterative on purpose: the point is to refuse what would exhaust the recursion of
+    validation and of :func:`compare`.
+    """
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return path or "(top level)"
+        if isinstance(value, dict):
+            stack.extend((v, f"{path}.{k}" if path else str(k), depth + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
+    return None
 
 
 # --------------------------------------------------------------------------- checking answers

@@ -3,7 +3,8 @@
 The Airflow connection ``alertmanager_default`` (type ``http``) names the server:
 host, port, schema (``http``/``https``), optional login/password for basic auth,
 and extras ``path_prefix`` (Alertmanager's ``--web.route-prefix``), ``timeout``
-(seconds, default 10) and ``verify`` (TLS verification, default true)::
+(seconds, default 10) and ``verify`` (TLS verification: true, the default, false,
+or the path of a CA bundle)::
 
     hook = AlertmanagerHook()                          # connection alertmanager_default
     hook.post_alerts(result.alerts, generator_url=ti.log_url, at=logical_time, interval=300)
@@ -19,6 +20,7 @@ Alertmanager's message.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import cached_property
@@ -27,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 
 from mlinfra.exceptions import AlertmanagerError
-from mlinfra.hooks.extras import http_base_url, timeout_setting
+from mlinfra.hooks.extras import http_base_url, timeout_setting, tls_verify_setting
+from mlinfra.redaction import redact_url
 
 if TYPE_CHECKING:
     import httpx
@@ -99,6 +102,11 @@ class AlertmanagerHook(BaseHook):
         )
 
     @cached_property
+    def where(self) -> str:
+        """The base URL as messages and logs show it: without credentials a pasted URL may carry."""
+        return redact_url(self.base_url)
+
+    @cached_property
     def timeout(self) -> float:
         return timeout_setting(
             self._timeout_arg,
@@ -114,8 +122,12 @@ class AlertmanagerHook(BaseHook):
 
         conn = self._connection
         auth = httpx.BasicAuth(conn.login, conn.password or "") if conn.login else None
-        verify = self._extras.get("verify", True)
-        return httpx.Client(base_url=self.base_url, auth=auth, timeout=self.timeout, verify=verify)
+        return httpx.Client(base_url=self.base_url, auth=auth, timeout=self.timeout, verify=self.verify)
+
+    @cached_property
+    def verify(self) -> bool | ssl.SSLContext:
+        """TLS verification from the extra ``verify``: true, false, or a CA bundle's path."""
+        return tls_verify_setting(self._extras, conn_id=self.alertmanager_conn_id, error=AlertmanagerError)
 
     def close(self) -> None:
         if "client" in self.__dict__:
@@ -146,16 +158,16 @@ class AlertmanagerHook(BaseHook):
             response = call()
         except httpx.TransportError as e:
             raise AlertmanagerError(
-                f"Alertmanager at {self.base_url} (connection {self.alertmanager_conn_id!r}) "
+                f"Alertmanager at {self.where} (connection {self.alertmanager_conn_id!r}) "
                 f"is unreachable: {type(e).__name__}: {e}"
             ) from e
         except _ServerError as e:
             raise AlertmanagerError(
-                f"Alertmanager at {self.base_url}: {method} {path} answered {e.status}: {e.body.strip()[:500]}"
+                f"Alertmanager at {self.where}: {method} {path} answered {e.status}: {e.body.strip()[:500]}"
             ) from None
         if response.status_code >= 400:
             raise AlertmanagerError(
-                f"Alertmanager at {self.base_url}: {method} {path} answered {response.status_code}: "
+                f"Alertmanager at {self.where}: {method} {path} answered {response.status_code}: "
                 f"{response.text.strip()[:500]}"
             )
         return response
@@ -173,7 +185,7 @@ class AlertmanagerHook(BaseHook):
         if not body:
             return 0
         self._request("POST", "/api/v2/alerts", json=body)
-        self.log.info("posted %d alert(s) to Alertmanager at %s", len(body), self.base_url)
+        self.log.info("posted %d alert(s) to Alertmanager at %s", len(body), self.where)
         return len(body)
 
     def get_alerts(self, *, active: bool | None = None) -> list[dict[str, Any]]:
@@ -187,7 +199,7 @@ class AlertmanagerHook(BaseHook):
             self._request("GET", "/api/v2/status")
         except AlertmanagerError as e:
             return False, str(e)
-        return True, f"Alertmanager at {self.base_url} answered"
+        return True, f"Alertmanager at {self.where} answered"
 
 
 class _ServerError(Exception):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,7 +22,10 @@ def timeout_setting(
     rather than surfacing later as a confusing client error.
     """
     if explicit is not None:
-        return float(explicit)
+        value = float(explicit)
+        if not math.isfinite(value) or value <= 0:
+            raise error(f"timeout must be a finite number of seconds > 0, got {explicit!r}")
+        return value
     raw = extras.get("timeout")
     if raw in (None, ""):
         return default
@@ -30,8 +35,9 @@ def timeout_setting(
         raise error(
             f"connection {conn_id!r}: extra 'timeout' must be a number of seconds, got {raw!r}"
         ) from None
-    if value <= 0:
-        raise error(f"connection {conn_id!r}: extra 'timeout' must be > 0, got {raw!r}")
+    # NaN compares false with everything, so "> 0" alone would let it through.
+    if not math.isfinite(value) or value <= 0:
+        raise error(f"connection {conn_id!r}: extra 'timeout' must be a finite number > 0, got {raw!r}")
     return value
 
 
@@ -60,3 +66,40 @@ def http_base_url(conn: Any, *, conn_id: str, what: str, error: Callable[[str], 
     extras = conn.extra_dejson if getattr(conn, "extra", None) else {}
     prefix = str(extras.get("path_prefix") or "").strip("/")
     return f"{url}/{prefix}" if prefix else url
+
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def tls_verify_setting(
+    extras: Mapping[str, Any], *, conn_id: str, error: Callable[[str], Exception]
+) -> bool | ssl.SSLContext:
+    """The extra ``verify``: true (default), false, or the path of a CA bundle (PEM).
+
+    Connection extras are often typed into a form, so ``"false"`` arrives as a
+    string; taken as a path, it used to fail later as a confusing TLS error.
+    Booleans spelled as strings are read as booleans; anything else must name a
+    readable CA bundle, checked here (httpx deprecates passing a path itself).
+    """
+    raw = extras.get("verify", True)
+    if raw is None or isinstance(raw, bool):
+        return True if raw is None else raw
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text.lower() in _TRUE or not text:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        try:
+            return ssl.create_default_context(cafile=text)
+        except (OSError, ssl.SSLError) as e:
+            reason = getattr(e, "strerror", None) or str(e)
+            raise error(
+                f"connection {conn_id!r}: extra 'verify' must be true, false or the path of a CA "
+                f"bundle; cannot load {text!r}: {reason}"
+            ) from None
+    raise error(
+        f"connection {conn_id!r}: extra 'verify' must be true, false or the path of a CA bundle, "
+        f"got {type(raw).__name__}"
+    )

@@ -2,8 +2,9 @@
 
 The Airflow connection (default ``prometheus_default``, type ``prometheus``) is an
 HTTP address: schema (``http``/``https``, default ``http``), host, port, optional
-login/password (basic auth), and extras ``timeout`` (seconds, default 10) and
-``path_prefix`` (for a Prometheus served under a path, ``--web.route-prefix``)::
+login/password (basic auth), and extras ``timeout`` (seconds, default 10),
+``path_prefix`` (for a Prometheus served under a path, ``--web.route-prefix``) and
+``verify`` (TLS verification: true, the default, false, or the path of a CA bundle)::
 
     AIRFLOW_CONN_PROMETHEUS_DEFAULT='{"conn_type": "prometheus", "host": "prometheus",
         "port": 9090, "extra": {"timeout": 5}}'
@@ -14,27 +15,34 @@ login/password (basic auth), and extras ``timeout`` (seconds, default 10) and
 
 An explicit ``base_url`` (or ``timeout``) beats the connection; with ``base_url``
 no connection is needed at all. Every failure raises :class:`PrometheusError`
-naming the server, the HTTP status and Prometheus's ``errorType``/``error``;
-refused connections and timeouts raise :class:`PrometheusUnavailable`.
+naming the server (never its credentials), the HTTP status and Prometheus's
+``errorType``/``error``; refused connections and timeouts raise
+:class:`PrometheusUnavailable`. Transport errors and 502/503/504 answers are retried
+(``RETRY_ATTEMPTS`` in all, short backoff), except Prometheus's own query timeout:
+the same query would only time out again.
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
 from mlinfra.exceptions import MlinfraError, PrometheusError, PrometheusUnavailable
-from mlinfra.hooks.extras import http_base_url, timeout_setting
+from mlinfra.hooks.extras import http_base_url, timeout_setting, tls_verify_setting
+from mlinfra.redaction import redact_url
 
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["DEFAULT_TIMEOUT", "PrometheusConfigError", "PrometheusHook"]
+__all__ = ["DEFAULT_TIMEOUT", "RETRY_ATTEMPTS", "PrometheusConfigError", "PrometheusHook"]
 
 DEFAULT_TIMEOUT = 10.0
+RETRY_ATTEMPTS = 3
+_RETRY_STATUSES = (502, 503, 504)  # a proxy in front, or a server restarting
 
 
 class PrometheusConfigError(MlinfraError):
@@ -107,6 +115,15 @@ class PrometheusHook(BaseHook):
         )
 
     @cached_property
+    def where(self) -> str:
+        """The base URL as messages show it: without credentials a pasted URL may carry."""
+        return redact_url(self.base_url)
+
+    @cached_property
+    def verify(self) -> bool | ssl.SSLContext:
+        return tls_verify_setting(self._extras, conn_id=self.prometheus_conn_id, error=PrometheusConfigError)
+
+    @cached_property
     def timeout(self) -> float:
         return timeout_setting(
             self._timeout_arg,
@@ -127,7 +144,7 @@ class PrometheusHook(BaseHook):
     def http(self) -> httpx.Client:
         import httpx
 
-        return httpx.Client(timeout=self.timeout, auth=self._auth)
+        return httpx.Client(timeout=self.timeout, auth=self._auth, verify=self.verify)
 
     def get_conn(self) -> httpx.Client:
         return self.http
@@ -151,6 +168,29 @@ class PrometheusHook(BaseHook):
         return self._get("/api/v1/query", params)
 
     def _get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+        import tenacity
+
+        def transient(exc: BaseException) -> bool:
+            if not isinstance(exc, PrometheusError) or exc.error_type == "timeout":
+                return False
+            return exc.status == 0 or exc.status in _RETRY_STATUSES
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(transient),
+            stop=tenacity.stop_after_attempt(RETRY_ATTEMPTS),
+            wait=tenacity.wait_exponential(multiplier=0.25, max=2),
+            reraise=True,
+            before_sleep=lambda state: self.log.warning(
+                "Prometheus request failed (attempt %d of %d): %s; retrying",
+                state.attempt_number,
+                RETRY_ATTEMPTS,
+                state.outcome.exception() if state.outcome else "?",
+            ),
+        )
+        result: dict[str, Any] = retrying(self._get_once, path, params)
+        return result
+
+    def _get_once(self, path: str, params: dict[str, str]) -> dict[str, Any]:
         import httpx
 
         url = self.base_url + path
@@ -158,13 +198,14 @@ class PrometheusHook(BaseHook):
             response = self.http.get(url, params=params)
         except httpx.TimeoutException as e:
             raise PrometheusUnavailable(
-                f"Prometheus at {self.base_url} did not answer {path} within {self.timeout:g} s "
+                f"Prometheus at {self.where} did not answer {path} within {self.timeout:g} s "
                 f"({type(e).__name__})",
-                server=self.base_url,
+                server=self.where,
             ) from e
         except httpx.HTTPError as e:
             raise PrometheusUnavailable(
-                f"Prometheus at {self.base_url} is unreachable: {type(e).__name__}: {e}", server=self.base_url
+                f"Prometheus at {self.where} is unreachable: {type(e).__name__}: {_no_url(e)}",
+                server=self.where,
             ) from e
         try:
             body = response.json()
@@ -172,9 +213,9 @@ class PrometheusHook(BaseHook):
             body = None
         if not isinstance(body, dict):
             raise PrometheusError(
-                f"Prometheus at {self.base_url} answered {path} with HTTP {response.status_code} and no "
+                f"Prometheus at {self.where} answered {path} with HTTP {response.status_code} and no "
                 f"API response: {response.text[:200]!r}",
-                server=self.base_url,
+                server=self.where,
                 status=response.status_code,
             )
         if body.get("status") != "success" or response.status_code >= 400:
@@ -183,9 +224,9 @@ class PrometheusHook(BaseHook):
             # Prometheus reports its own query timeout as errorType "timeout" (HTTP 503).
             cls = PrometheusUnavailable if error_type == "timeout" else PrometheusError
             raise cls(
-                f"Prometheus at {self.base_url} answered {path} with HTTP {response.status_code}: "
-                f"{error_type or 'error'}: {error or repr(body)}",
-                server=self.base_url,
+                f"Prometheus at {self.where} answered {path} with HTTP {response.status_code}: "
+                f"{error_type or 'error'}: {error or repr(body)[:200]}",
+                server=self.where,
                 status=response.status_code,
                 error_type=error_type,
                 error=error,
@@ -193,11 +234,20 @@ class PrometheusHook(BaseHook):
         data = body.get("data")
         if not isinstance(data, dict):
             raise PrometheusError(
-                f"Prometheus at {self.base_url} answered {path} without a data object",
-                server=self.base_url,
+                f"Prometheus at {self.where} answered {path} without a data object",
+                server=self.where,
                 status=response.status_code,
             )
         return data
+
+
+def _no_url(exc: Exception) -> str:
+    """An httpx error's text; some name the request URL, which may carry credentials."""
+    text = str(exc)
+    request = getattr(exc, "_request", None)
+    if request is not None:
+        text = text.replace(str(request.url), redact_url(str(request.url)))
+    return text
 
 
 def _format_time(at: float) -> str:

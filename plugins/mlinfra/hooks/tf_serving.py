@@ -54,6 +54,7 @@ from mlinfra.exceptions import (
     TFServingUnavailable,
 )
 from mlinfra.hooks.extras import timeout_setting
+from mlinfra.redaction import redact_url
 
 if TYPE_CHECKING:
     import grpc
@@ -214,9 +215,12 @@ class TFServingHook(BaseHook):
         try:
             return Path(text).expanduser().read_bytes()
         except OSError as e:
+            # A private key pasted without its PEM header (base64 only) is the key itself:
+            # it must not reach the log, the deploy record, the sweep summary or the UI.
+            shown = f"{len(text)} characters, not shown" if key == "client_key" else repr(text)
             raise TFServingConfigError(
                 f"connection {self.tf_serving_conn_id!r}: extra {key!r} is neither PEM text nor a "
-                f"readable file: {text}: {e.strerror}"
+                f"readable file ({shown}): {e.strerror}"
             ) from None
 
     # ------------------------------------------------------------------ clients
@@ -431,7 +435,7 @@ class TFServingHook(BaseHook):
         import httpx
 
         url = f"{self.rest_url}{path}"
-        where = f"TF Serving {self.rest_url} (connection {self.tf_serving_conn_id!r})"
+        where = f"TF Serving {redact_url(self.rest_url)} (connection {self.tf_serving_conn_id!r})"
         tls = self._tls
         # A port-forward's URL host is not the certificate's name: check the named one.
         extensions = {"sni_hostname": tls.server_name} if tls is not None and tls.server_name else None

@@ -19,6 +19,7 @@ out of every statistic rather than turned into a zero.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 
 from mlinfra.rules.quantile import bucket_quantile
@@ -113,10 +114,34 @@ def missing_ranges(
     return gaps
 
 
+_QUANTITY_SUFFIXES = {
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "Ki": 2.0**10,
+    "Mi": 2.0**20,
+    "Gi": 2.0**30,
+    "Ti": 2.0**40,
+    "Pi": 2.0**50,
+    "Ei": 2.0**60,
+}
+# Every form the fleet file accepts (config.K8S_QUANTITY): a report must never refuse
+# a quantity the fleet let through, or metrics_report fails on a valid fleet.
+_QUANTITY_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|e[0-9]+)?$")
+
+
 def cpu_quantity(text: str) -> float:
-    """A Kubernetes CPU quantity (``"500m"``, ``"2"``, ``"1.5"``) in cores."""
-    units = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9}
-    s = text.strip()
-    if s and s[-1] in units:
-        return float(s[:-1]) * units[s[-1]]
-    return float(s)
+    """A Kubernetes quantity (``"500m"``, ``"2"``, ``"1.5"``, ``"1Ki"``, ``"1e3"``) as a number of cores."""
+    m = _QUANTITY_RE.match(text.strip())
+    if m is None:
+        raise ValueError(f"not a Kubernetes quantity: {text!r}")
+    number, suffix = float(m.group(1)), m.group(2)
+    if not suffix:
+        return number
+    if suffix.startswith("e"):
+        return number * 10.0 ** int(suffix[1:])
+    return number * _QUANTITY_SUFFIXES[suffix]

@@ -29,6 +29,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlinfra.exceptions import ReportStorageError
+from mlinfra.redaction import redact_url
 from mlinfra.reports.aggregate import DEFAULT_STEP, Report, build_report
 from mlinfra.reports.records import upsert_report_record
 from mlinfra.reports.render import render_all
@@ -83,7 +85,13 @@ def _write_atomically(folder: ObjectStoragePath, name: str, content: bytes) -> N
 
 
 def _clear_leftovers(folder: ObjectStoragePath) -> None:
-    for p in folder.iterdir():
+    try:
+        entries = list(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        # Object stores have no empty folders: a new interval's prefix does not exist until
+        # its first file is written, and listing it fails instead of giving nothing.
+        return
+    for p in entries:
         if p.name.startswith(_TMP_PREFIX):
             log.info("removing %s left by an earlier attempt", p)
             p.unlink(missing_ok=True)
@@ -99,6 +107,16 @@ def write_report_files(report: Report, base: ObjectStoragePath) -> ObjectStorage
     return folder
 
 
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    """What a failing file system raises: OSError, and botocore's own errors for S3 (not OSErrors)."""
+    errors: list[type[BaseException]] = [OSError]
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # no Amazon provider installed: no S3 either
+        return tuple(errors)
+    return (*errors, BotoCoreError, ClientError)
+
+
 def publish_report(
     store: MetricsStore,
     fleet: Fleet,
@@ -111,7 +129,13 @@ def publish_report(
 ) -> dict[str, Any]:
     """Build, write and record the report of ``[start, end)``; returns the stored summary plus ``path``."""
     report = build_report(store, fleet, start, end, step=step)
-    folder = write_report_files(report, base)
+    try:
+        folder = write_report_files(report, base)
+    except _storage_errors() as e:
+        # Nothing is recorded before the files are complete, so the retry simply rewrites them.
+        raise ReportStorageError(
+            f"report {report.folder_name}: cannot write to {redact_url(str(base))}: {type(e).__name__}: {e}"
+        ) from e
     summary = report.summary()
     upsert_report_record(store, report.start, report.end, str(folder), summary, run_id=run_id)
     log.info(

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlinfra.exceptions import AlertmanagerError
 from mlinfra.rules.alerts import (
     ActiveAlert,
     AlertInstance,
@@ -226,7 +227,12 @@ def _evaluate_group(
                     transitions.extend(rule_transitions)
                 else:
                     result.recorded += _evaluate_record(rule, group, evaluator, at, store)
-            except _RuleFailed as e:
+            except Exception as e:
+                if not isinstance(e, _RuleFailed):
+                    # A bug in rendering or state handling must cost this rule only, never
+                    # the other rules and groups (nor, by failing the task, the scaling after).
+                    log.exception("rule %s: unexpected failure", rule.name)
+                    e = _RuleFailed(f"{type(e).__name__}: {e}")
                 if rule.is_alert:
                     new_states.update(rule_previous)  # Prometheus keeps the state on a failed evaluation
                 error = RuleEvaluationError(group.file, group.name, rule.name, str(e))
@@ -334,7 +340,8 @@ def evaluate_rules_for_sweep(
     """The Airflow-independent body of the sweep's ``evaluate_rules`` task.
 
     Returns ``{"firing": [...small dicts...], "pending": n, "resolved": n,
-    "errors": [...], "load_errors": [...], "posted": n | None}``. ``post_alerts``
+    "errors": [...], "load_errors": [...], "posted": n | None, "post_error": str | None}``:
+    an Alertmanager that fails is logged and reported in ``post_error``, not raised. ``post_alerts``
     receives (alerts, evaluation time, group interval) and defaults to the
     Alertmanager connection ``alertmanager_default`` when it exists.
     """
@@ -366,6 +373,7 @@ def evaluate_rules_for_sweep(
 
     interval = 300.0
     posted: int | None = None
+    post_error: str | None = None
     to_send = [a for a in result.alerts if a.state in ("firing", "resolved")]
     if post_alerts is None:
         post_alerts = _alertmanager_poster(generator_url)
@@ -374,7 +382,13 @@ def evaluate_rules_for_sweep(
         if now() - at > 4 * max(RESEND_DELAY, interval):
             log.info("evaluation time %s is in the past: alerts not posted to Alertmanager", at)
         elif to_send:
-            posted = post_alerts(to_send, at, interval)
+            try:
+                posted = post_alerts(to_send, at, interval)
+            except AlertmanagerError as e:
+                # The states are saved and every active alert is re-sent at the next
+                # evaluation; failing here would switch off the scaling downstream.
+                log.warning("alerts not posted, Alertmanager failed: %s", e)
+                post_error = str(e)
         else:
             posted = 0
     return {
@@ -386,6 +400,7 @@ def evaluate_rules_for_sweep(
         "load_errors": [str(e) for e in rules.errors],
         "recorded": result.recorded,
         "posted": posted,
+        "post_error": post_error,
     }
 
 

@@ -53,6 +53,7 @@ import promql_parser as pp
 import sqlalchemy as sa
 
 from mlinfra.exceptions import StoreError
+from mlinfra.label_regex import LabelRegexError, compile_label_regex
 from mlinfra.rules.engine import (
     InstantSample,
     QueryError,
@@ -488,8 +489,8 @@ def _matcher_test(op: str, label: str, value: str) -> Callable[[dict[str, str]],
     if op == "!=":
         return lambda d: d.get(label, "") != value
     try:
-        rx = re.compile(f"(?:{value})", re.DOTALL)
-    except re.error as e:
+        rx = compile_label_regex(value)
+    except LabelRegexError as e:
         raise QuerySyntaxError(f"invalid regular expression {value!r} for label {label!r}: {e}") from e
     if op == "=~":
         return lambda d: rx.fullmatch(d.get(label, "")) is not None

@@ -40,7 +40,7 @@ class PrometheusEngine:
         )
 
     def __repr__(self) -> str:
-        return f"PrometheusEngine({self.hook.prometheus_conn_id if self.hook._base_url_arg is None else self.hook._base_url_arg})"
+        return f"PrometheusEngine({self.hook.prometheus_conn_id if self.hook._base_url_arg is None else self.hook.where})"
 
     def check(self, expr: str) -> None:
         """Raise :class:`QuerySyntaxError` unless ``expr`` parses."""

@@ -226,6 +226,11 @@ def go_sprintf(fmt: str, *args: Any) -> str:
             out.append("%!(NOVERB)")
             break
         flags, width, prec, verb = m.group(1), m.group(2), m.group(3), m.group(4)
+        if _too_large(width) or _too_large(prec):
+            # Go's parsenum gives up on a number above 1e6 and skips to the end of the
+            # format: "%50000000d" renders "%!(NOVERB)", not 50 MB of padding.
+            out.append("%!(NOVERB)")
+            break
         i = m.end()
         if verb == "%":
             out.append("%")
@@ -240,6 +245,19 @@ def go_sprintf(fmt: str, *args: Any) -> str:
         extra = ", ".join(f"{_go_type(a)}={_go_print(a)}" for a in args[argi:])
         out.append(f"%!(EXTRA {extra})")
     return "".join(out)
+
+
+_GO_MAX_NUM = 1_000_000  # fmt's tooLarge(): widths and precisions above this are refused
+
+
+def _too_large(digits: str | None) -> bool:
+    """Whether Go's ``parsenum`` overflows on ``digits``: it checks before adding each digit."""
+    num = 0
+    for d in digits or "":
+        if num > _GO_MAX_NUM:
+            return True
+        num = num * 10 + int(d)
+    return False
 
 
 def _go_type(a: Any) -> str:
@@ -654,6 +672,10 @@ def _run_command(cmd: _Command, data: TemplateData, piped: Any) -> Any:
             return FUNCTIONS[first.name](*args)
         except TemplateExecError as e:
             raise TemplateExecError(f"error calling {first.name}: {e}") from None
+        except (ArithmeticError, ValueError, OSError) as e:
+            # A value out of Python's range (humanizeTimestamp of 1e300: the year is past
+            # 9999) is this alert's template error, not the evaluation's.
+            raise TemplateExecError(f"error calling {first.name}: {type(e).__name__}: {e}") from None
     return _eval_operand(first, data)
 
 

@@ -94,7 +94,14 @@ class ScaleClient:
 
     @staticmethod
     def _raw(response: Any) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(response.data)
+        try:
+            data = json.loads(response.data)
+        except ValueError as e:
+            raise ScaleFailed(f"unreadable answer from the API server: {e}") from None
+        if not isinstance(data, dict):
+            raise ScaleFailed(
+                f"unreadable answer from the API server: a {type(data).__name__}, not an object"
+            )
         return data
 
     def _call(
@@ -102,16 +109,30 @@ class ScaleClient:
     ) -> Any:
         """Run an API call; 403 -> ScaleForbidden naming ``what`` = (verb, resource, group, namespace)."""
         from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
 
+        verb, resource, group, namespace = what
         try:
             return fn(*args, _request_timeout=self.timeout, **kwargs)
         except ApiException as e:
             if e.status == 403:
-                verb, resource, group, namespace = what
                 raise forbidden(
                     e, verb=verb, resource=resource, api_group=group, namespace=namespace
                 ) from None
+            if e.status is not None and e.status >= 500:
+                # A ScaleFailed is recorded in the audit trail by the scale task; a raw
+                # client error would fail the task without a trace there.
+                raise ScaleFailed(
+                    f"{verb} {resource} in {namespace}: the API server answered {e.status} {e.reason}: "
+                    f"{_api_message(e)}"
+                ) from None
             raise
+        except (HTTPError, OSError) as e:
+            raise ScaleFailed(f"{verb} {resource} in {namespace}: cannot reach the API server: {e}") from None
+        except ValueError as e:  # the client could not read the answer
+            raise ScaleFailed(
+                f"{verb} {resource} in {namespace}: unreadable answer from the API server: {e}"
+            ) from None
 
     # ------------------------------------------------------------------ reads
 
