@@ -44,7 +44,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from mlinfra.config import Fleet, load_fleet
-from mlinfra.export import render_exposition
+from mlinfra.metric_families import typed_exposition
 from mlinfra.samples import Sample
 from mlinfra.store import MetricsStore
 from mlinfra.ui.fleet import DEFAULT_HOURS, find_report, latest_sweep_samples, read_audit, read_fleet_view
@@ -234,7 +234,7 @@ def create_app(
         ts, samples = latest_sweep_samples(store())
         if ts is not None:
             samples.append(Sample("mlinfra_latest_sweep_timestamp_seconds", {}, ts))
-        return Response(render_exposition(samples), media_type=EXPOSITION_TYPE)
+        return Response(typed_exposition(samples), media_type=EXPOSITION_TYPE)
 
     @app.get("/audit/{namespace}/{deployment}", response_class=HTMLResponse)
     def audit(request: Request, namespace: str, deployment: str) -> HTMLResponse:
