@@ -47,8 +47,9 @@ from mlinfra.config import Fleet, load_fleet
 from mlinfra.metric_families import typed_exposition
 from mlinfra.samples import Sample
 from mlinfra.store import MetricsStore
+from mlinfra.ui.chart import time_chart
+from mlinfra.ui.decision_rows import decision_rows
 from mlinfra.ui.fleet import DEFAULT_HOURS, find_report, latest_sweep_samples, read_audit, read_fleet_view
-from mlinfra.ui.sparkline import sparkline
 from mlinfra.ui.trigger import TRIGGER_DAGS
 
 log = logging.getLogger(__name__)
@@ -147,8 +148,9 @@ def _environment() -> Environment:
     env.filters.update(
         ago=_ago, utc=_utc, duration=_duration, gib=_gib, num=_num, quote=lambda s: quote(str(s))
     )
-    # sparkline() escapes every text it embeds, so its markup is safe as is.
-    env.globals["spark"] = lambda *a, **kw: Markup(sparkline(*a, **kw))
+    # time_chart() escapes every text it embeds, so its markup is safe as is.
+    env.globals["chart"] = lambda *a, **kw: Markup(time_chart(*a, **kw))
+    env.globals["decision_rows"] = decision_rows
     return env
 
 
