@@ -48,9 +48,10 @@ run: setup
 	@echo "Metrics store (default): $(AIRFLOW_HOME)/mlinfra/store.db"
 	$(AIRFLOW_ENV) $(BIN)/airflow standalone
 
-# The embedded Airflow wired to local stand-ins: nothing touches a real cluster.
+# The embedded Airflow wired to local stand-ins: nothing touches a real cluster. exec: the
+# script itself is make's child, so the SIGTERM or SIGINT make passes on reaches its trap.
 demo: setup
-	@AIRFLOW_PORT=$(AIRFLOW_PORT) scripts/demo.sh
+	@exec env AIRFLOW_PORT=$(AIRFLOW_PORT) scripts/demo.sh
 
 compose-models: setup
 	scripts/build_compose_models.sh

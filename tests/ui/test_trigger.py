@@ -111,3 +111,13 @@ def test_unknown_forms_and_models_are_404s_naming_what_exists(client: Any) -> No
     r = client.get("/trigger/model_scale", params={"model": "nope"})
     assert r.status_code == 404
     assert "half-plus-two, resnet50-classifier" in r.json()["detail"]
+
+
+def test_today_so_far_is_built_on_request(client: Any) -> None:
+    html = client.get("/fleet").text
+    assert 'href="/mlinfra/reports/today/report.html"' in html
+    report = client.get("/reports/today/report.html")
+    assert report.status_code == 200
+    assert "Data interval" in report.text
+    data = client.get("/reports/today/report.json").json()
+    assert data["interval"]["start"].endswith("T00:00:00Z")

@@ -8,7 +8,8 @@ Routes (all behind Airflow's own authentication: the UI's session cookie or an
 ``GET /mlinfra/api/fleet``          the same data as JSON
 ``GET /mlinfra/metrics``            the latest sweep in the Prometheus text format
 ``GET /mlinfra/audit/{ns}/{name}``  every deploy and scale event of one Deployment
-``GET /mlinfra/reports/{day}/{f}``  a daily report's ``report.html|json|csv``
+``GET /mlinfra/reports/{day}/{f}``  a daily report's ``report.html|json|csv`` (``today``: today
+                                    so far, built on request)
 ``GET /mlinfra/trigger/{dag_id}``   a trigger form prefilled for ``?model=`` (Deploy, Scale,
                                     Roll back; see :mod:`mlinfra.ui.trigger`)
 =================================  =====================================================
@@ -246,6 +247,14 @@ def create_app(
     def report_file(day: str, name: str) -> Response:
         if name not in REPORT_FILES:
             raise HTTPException(404, f"no such report file {name!r}; one of {sorted(REPORT_FILES)}")
+        if day == "today":
+            # Today so far, [00:00 UTC, now): built on request, never stored (the day is not over).
+            from mlinfra.reports.aggregate import build_report
+            from mlinfra.reports.render import render_all
+
+            now = time.time()
+            report = build_report(store(), fleet(), now - now % 86400, now)
+            return Response(render_all(report)[name], media_type=REPORT_FILES[name])
         row = find_report(store(), day)
         if row is None:
             raise HTTPException(404, f"no report for {day} in the store (run metrics_report for that day)")
