@@ -7,6 +7,7 @@ start a child that listens on a port, as the stand-ins and Airflow's processes d
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -106,3 +107,8 @@ def test_the_demo_stops_everything_it_started(tmp_path: Path, via_make: bool, si
     finally:
         if proc.poll() is None:
             proc.kill()
+        # Whatever the outcome, leave nothing running: the groups the demo recorded.
+        pgids = demo_dir / "pgids"
+        for pgid in pgids.read_text().split() if pgids.exists() else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(pgid), signal.SIGKILL)
