@@ -118,26 +118,15 @@ def simulated_fleet_samples(fleet: Any, t: float, counters: dict[Any, float], ho
         out.append(
             Sample(":tensorflow:serving:request_count", {**labels, "status": status}, counters[status])
         )
-    # Latency: most answers within 2 ms, a tail to 20 ms (TF Serving's buckets are in microseconds).
-    shares = [
-        (1000.0, 0.55),
-        (2000.0, 0.3),
-        (5000.0, 0.1),
-        (10000.0, 0.035),
-        (20000.0, 0.015),
-        (math.inf, 0.0),
-    ]
-    cumulative = 0.0
-    for le, share in shares:
-        cumulative += share * requests
-        counters[le] = counters.get(le, 0.0) + cumulative
-        bucket = {
-            **labels,
-            "API": "predict",
-            "entrypoint": "GRPC",
-            "le": "+Inf" if le == math.inf else f"{le:g}",
-        }
-        out.append(Sample(":tensorflow:serving:request_latency_bucket", bucket, counters[le]))
+    # Latency: log-normal around 1.5 ms, in TF Serving's own buckets (Exponential(10us, 1.8, 33),
+    # le printed as the TF Serving stand-in prints it), so the live sweeps continue these series.
+    for i in range(34):
+        bound = 10.0 * 1.8**i if i < 33 else math.inf
+        share = 1.0 if i == 33 else 0.5 * (1 + math.erf(math.log(bound / 1500.0) / (0.6 * math.sqrt(2))))
+        counters[i] = counters.get(i, 0.0) + share * requests
+        le = "+Inf" if i == 33 else f"{bound:.10g}"
+        bucket = {**labels, "API": "predict", "entrypoint": "GRPC", "le": le}
+        out.append(Sample(":tensorflow:serving:request_latency_bucket", bucket, counters[i]))
     out.append(Sample("mlinfra_serving_up", {"model": served.name}, 1.0))
     busy = 6.0 + 10.0 * _wave(t, 86400, -0.25)
     out += [
