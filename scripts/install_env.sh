@@ -51,7 +51,12 @@ with_uv() {
 	value="$(pip_setting PIP_INDEX_URL index-url)"
 	[[ -n "$value" && -z "${UV_INDEX_URL:-}" ]] && export UV_INDEX_URL="$value"
 	value="$(pip_setting PIP_EXTRA_INDEX_URL extra-index-url)"
-	[[ -n "$value" && -z "${UV_EXTRA_INDEX_URL:-}" ]] && export UV_EXTRA_INDEX_URL="$value"
+	if [[ -n "$value" && -z "${UV_EXTRA_INDEX_URL:-}" ]]; then
+		export UV_EXTRA_INDEX_URL="$value"
+		# pip takes the best match over all its indexes; uv, by default, only the first
+		# index that has a package at all, which misses pins found on the others.
+		export UV_INDEX_STRATEGY="${UV_INDEX_STRATEGY:-unsafe-best-match}"
+	fi
 	value="$(pip_setting PIP_FIND_LINKS find-links)"
 	[[ -n "$value" && -z "${UV_FIND_LINKS:-}" ]] && export UV_FIND_LINKS="${value// /,}"
 	"$uv" pip install --quiet --python "$BIN/python" "${REQS[@]}" &&
