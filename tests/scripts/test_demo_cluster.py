@@ -20,18 +20,24 @@ DAY = 86400.0
 
 @pytest.fixture(scope="module")
 def demo_cluster() -> Any:
-    spec = importlib.util.spec_from_file_location("demo_cluster", ROOT / "scripts" / "demo_cluster.py")
+    return _load("demo_cluster", ROOT / "scripts" / "demo_cluster.py")
+
+
+def _load(name: str, path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["demo_cluster"] = module
     spec.loader.exec_module(module)
     return module
 
 
 def test_the_seed_gives_two_complete_days_with_model_gpu_host_and_cost_figures(
-    demo_cluster: Any, tmp_path: Path
+    demo_cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The demo process imports its simulated NVML as pynvml; another test may have imported
+    # the real (or the test suite's fake) one first.
+    monkeypatch.setitem(sys.modules, "pynvml", _load("pynvml", ROOT / "scripts" / "demo_nvml" / "pynvml.py"))
     fleet = load_fleet()
     written = demo_cluster.seed_history(tmp_path / "store.db", fleet, NOW)
     store = MetricsStore.from_url(f"sqlite:///{tmp_path / 'store.db'}")
