@@ -205,7 +205,8 @@ def test_a_wrong_answer_during_warm_up_still_fails() -> None:
 
     report = run_smoke(WrongOnce(FakeClock(), []), "m", 1, _spec(repetitions=3, warmup=1), slo_p99_ms=50)
     assert not report.passed
-    assert "1 mismatch(es) in 4 requests" in report.problems[0]
+    assert "0 mismatch(es) in 3 requests (and 1 of 1 warm-up requests)" in report.problems[0]
+    assert report.to_dict()["cases"][0]["warmup_failures"] == 1
 
 
 SPEC = SmokeSpec.model_validate(json.loads((ROOT / "include" / "smoke" / "half_plus_two.json").read_text()))
@@ -251,7 +252,8 @@ def test_wrong_version_errors_and_slo_breaches_fail(
         missing = run_smoke(hook, "half_plus_two", 99, spec, slo_p99_ms=10_000, protocols=["grpc"])
         slow = run_smoke(hook, "half_plus_two", 1, spec, slo_p99_ms=0.001, protocols=["rest"])
     assert not missing.passed
-    assert missing.results[0].errors == 4  # 2 warm-up + 2 measured: every answer is checked
+    assert missing.results[0].errors == 2  # the measured ones; the warm-up ones are counted apart
+    assert missing.results[0].warmup_failures == 2
     assert "NOT_FOUND" in (missing.results[0].first_problem or "")
     assert not slow.passed
     assert any("p50 latency" in p and "exceeds the SLO of 0.001 ms" in p for p in slow.problems)

@@ -53,8 +53,11 @@ def test_a_wrong_expectation_fails_without_retry_and_keeps_the_report(fleet_env:
     spec["cases"][1]["expected"]["y"] = [2.5, 3.0, 4.6]
     smoke.write_text(json.dumps(spec))
     ti = RecordingTI()
-    # 2 warm-up + 3 measured requests: warm-up answers are checked too.
-    with pytest.raises(AirflowFailException, match=r"case 'batch': 0 error\(s\), 5 mismatch\(es\) in 5"):
+    # 3 measured requests; the 2 warm-up answers are checked too, and counted apart.
+    with pytest.raises(
+        AirflowFailException,
+        match=r"case 'batch': 0 error\(s\), 3 mismatch\(es\) in 3 requests \(and 2 of 2 warm-up requests\)",
+    ):
         TFServingSmokeTestOperator(task_id="smoke", model="half-plus-two", version=1).execute({"ti": ti})
     assert ti.pushed["smoke_report"]["passed"] is False
 

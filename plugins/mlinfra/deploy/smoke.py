@@ -188,10 +188,18 @@ class CaseResult:
     case: str
     requests: int = 0
     warmup: int = 0
+    # Warm-up answers are checked too, but counted apart: errors/mismatches are of the
+    # measured requests, so they compare with ``requests``.
+    warmup_failures: int = 0
     errors: int = 0
     mismatches: int = 0
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     first_problem: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Any wrong answer or error, warm-up included."""
+        return bool(self.errors or self.mismatches or self.warmup_failures)
 
     @property
     def p50_ms(self) -> float | None:
@@ -285,10 +293,13 @@ class SmokeReport:
     def problems(self) -> list[str]:
         out = []
         for r in self.results:
-            if r.errors or r.mismatches:
+            if r.failed:
+                warm = (
+                    f" (and {r.warmup_failures} of {r.warmup} warm-up requests)" if r.warmup_failures else ""
+                )
                 out.append(
                     f"{r.protocol} case {r.case!r}: {r.errors} error(s), {r.mismatches} mismatch(es) "
-                    f"in {r.requests + r.warmup} requests; first: {r.first_problem}"
+                    f"in {r.requests} requests{warm}; first: {r.first_problem}"
                 )
         for protocol in self._protocols():
             out.extend(v.describe() for v in self.latency_verdicts(protocol) if v.verdict == "over SLO")
@@ -342,7 +353,7 @@ class SmokeReport:
                         str(r.mismatches),
                         _ms(r.p50_ms, len(r.latencies_ms), 50),
                         _ms(r.p99_ms, len(r.latencies_ms), 99),
-                        "ok" if not (r.errors or r.mismatches) else "FAIL",
+                        "ok" if not r.failed else "FAIL",
                         "",
                     )
                 )
@@ -365,7 +376,7 @@ class SmokeReport:
                     str(sum(r.mismatches for r in mine)),
                     _ms(verdicts[0].value_ms, verdicts[0].samples, 50),
                     _ms(verdicts[1].value_ms, verdicts[1].samples, 99),
-                    "ok" if all(not (r.errors or r.mismatches) for r in mine) else "FAIL",
+                    "ok" if not any(r.failed for r in mine) else "FAIL",
                     f"{latency} (SLO {self.slo_p99_ms:g} ms)",
                 )
             )
@@ -404,6 +415,7 @@ class SmokeReport:
                     "case": r.case,
                     "requests": r.requests,
                     "warmup": r.warmup,
+                    "warmup_failures": r.warmup_failures,
                     "errors": r.errors,
                     "mismatches": r.mismatches,
                     "p50_ms": r.p50_ms,
@@ -491,13 +503,17 @@ def run_smoke(
             with ThreadPoolExecutor(max_workers=spec.concurrency, thread_name_prefix="smoke") as pool:
                 measured = list(pool.map(call, range(spec.repetitions)))
             for i, (elapsed_ms, outputs, error) in enumerate(warm + measured):
-                if i < len(warm):
+                warming = i < len(warm)
+                if warming:
                     result.warmup += 1
                 else:
                     result.requests += 1
                     result.latencies_ms.append(elapsed_ms)
                 if error is not None:
-                    result.errors += 1
+                    if warming:
+                        result.warmup_failures += 1
+                    else:
+                        result.errors += 1
                     result.first_problem = result.first_problem or error
                     continue
                 for name, expected in case.expected.items():
@@ -507,7 +523,10 @@ def run_smoke(
                     else:
                         problem = compare(outputs[name], expected, abs_tol, rel_tol)
                     if problem is not None:
-                        result.mismatches += 1
+                        if warming:
+                            result.warmup_failures += 1
+                        else:
+                            result.mismatches += 1
                         result.first_problem = result.first_problem or f"output {name!r}: {problem}"
                         break
     return SmokeReport(model_name, version, slo_p99_ms, results, duration_s=clock() - started)
