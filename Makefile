@@ -27,18 +27,17 @@ help:
 	@echo "make run    - start Airflow (standalone) with this checkout's DAGs on http://localhost:$(AIRFLOW_PORT)"
 	@echo "make test   - lint, type-check and run every test suite (integration ones start real servers)"
 	@echo "make demo   - make run + a SIMULATED cluster (Kubernetes API + TF Serving stand-ins, simulated GPUs)"
-	@echo "make setup  - create $(VENV) and install the pinned dependencies (pip's cache is reused)"
+	@echo "make setup  - create $(VENV) and install the pinned dependencies (uv, pip as fallback; caches reused)"
 	@echo "make lint   - ruff (with Airflow's AIR rules) and mypy on plugins/mlinfra"
 	@echo "make bench  - run the benchmarks in bench/ and print their ratios"
 
 setup: $(STAMP)
 
-# Re-install only when a requirements file changed; pip's cache makes a re-install cheap.
+# Re-install only when a requirements file changed. uv (pinned) installs the pins, pip is the
+# fallback (MLINFRA_INSTALLER=pip forces it); both reuse their caches.
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade "pip>=24" setuptools wheel
-	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt -c constraints.txt
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+	scripts/install_env.sh $(VENV)
 	@touch $(STAMP)
 
 run: setup
@@ -48,9 +47,10 @@ run: setup
 	@echo "Metrics store (default): $(AIRFLOW_HOME)/mlinfra/store.db"
 	$(AIRFLOW_ENV) $(BIN)/airflow standalone
 
-# The embedded Airflow wired to local stand-ins: nothing touches a real cluster.
+# The embedded Airflow wired to local stand-ins: nothing touches a real cluster. exec: the
+# script itself is make's child, so the SIGTERM or SIGINT make passes on reaches its trap.
 demo: setup
-	@AIRFLOW_PORT=$(AIRFLOW_PORT) scripts/demo.sh
+	@exec env AIRFLOW_PORT=$(AIRFLOW_PORT) scripts/demo.sh
 
 compose-models: setup
 	scripts/build_compose_models.sh

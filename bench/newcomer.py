@@ -1,11 +1,14 @@
 """Newcomer path: from a fresh clone, `make run` until the UI answers with the DAGs loaded.
 
-    python3 bench/newcomer.py [--port 18080] [--cold]
+    python3 bench/newcomer.py [--port 18080] [--cold] [--pip]
 
 Clones this repository into a temporary folder, runs `make run` there, and polls the
 API server (with the generated admin password) until every DAG of dags/ is listed.
-`--cold` gives pip an empty cache (PIP_CACHE_DIR in the temp folder): everything is
-downloaded again. Prints the seconds it took.
+Always measures the warm path (the installers' caches as they are on this machine).
+`--cold` also measures a run with empty uv and pip caches (UV_CACHE_DIR and
+PIP_CACHE_DIR in the temp folder: everything is downloaded again); `--pip` also
+measures the warm path with pip as the installer (MLINFRA_INSTALLER=pip). Prints each
+figure and, side by side, their ratios to the warm one.
 """
 
 from __future__ import annotations
@@ -51,16 +54,17 @@ def _token(base: str, home: Path) -> str | None:
         return None
 
 
-def main(port: int, cold: bool, timeout: float) -> float:
+def main(port: int, cold: bool, timeout: float, installer: str = "uv") -> float:
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp) / "mlinfra"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         # What a newcomer gets is the committed tree: expect its DAG files, not the working tree's.
         expected = sorted(p.stem for p in (clone / "dags").glob("*.py") if not p.name.startswith("_"))
-        env = {**os.environ, "AIRFLOW_PORT": str(port)}
+        env = {**os.environ, "AIRFLOW_PORT": str(port), "MLINFRA_INSTALLER": installer}
         env.pop("VIRTUAL_ENV", None)
         if cold:
             env["PIP_CACHE_DIR"] = str(Path(tmp) / "pip-cache")
+            env["UV_CACHE_DIR"] = str(Path(tmp) / "uv-cache")
         base = f"http://127.0.0.1:{port}"
         start = time.monotonic()
         log = open(Path(tmp) / "make-run.log", "w")  # noqa: SIM115 - closed below
@@ -80,8 +84,9 @@ def main(port: int, cold: bool, timeout: float) -> float:
                     if status == 200 and sorted(d["dag_id"] for d in json.loads(body)["dags"]) == expected:
                         elapsed = time.monotonic() - start
                         print(
-                            f"newcomer path ({'cold' if cold else 'warm'} pip cache): UI answered with "
-                            f"{len(expected)} DAGs after {elapsed:.0f}s"
+                            f"newcomer path ({'cold' if cold else 'warm'} cache, {installer}): UI answered "
+                            f"with {len(expected)} DAGs after {elapsed:.0f}s",
+                            flush=True,
                         )
                         return elapsed
                 time.sleep(2)
@@ -100,7 +105,17 @@ def main(port: int, cold: bool, timeout: float) -> float:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=18080)
-    parser.add_argument("--cold", action="store_true")
+    parser.add_argument("--cold", action="store_true", help="also measure with empty caches")
+    parser.add_argument("--pip", action="store_true", help="also measure the warm path with pip")
     parser.add_argument("--timeout", type=float, default=1800)
     a = parser.parse_args()
-    sys.exit(0 if main(a.port, a.cold, a.timeout) else 1)
+    warm = main(a.port, False, a.timeout)
+    figures = {"warm (uv)": warm}
+    if a.pip:
+        figures["warm (pip)"] = main(a.port, False, a.timeout, installer="pip")
+    if a.cold:
+        figures["cold (uv)"] = main(a.port, True, a.timeout)
+    print("\nnewcomer path, seconds until the UI lists every DAG:")
+    for name, seconds in figures.items():
+        print(f"  {name:<11} {seconds:7.1f}s   x{seconds / warm:.2f} of warm (uv)")
+    sys.exit(0)

@@ -31,6 +31,11 @@ that exist) or the CLI:
         --from-date 2026-11-01 --to-date 2026-11-07 [--reprocess-behavior completed]
 
 Each day is one run, re-running a day replaces that day's report and nothing else.
+A run is named after its logical date, which for this timetable is the *end* of the
+day it reports: `backfill__2026-11-30T00:00:00+00:00` writes the report of 2026-11-29,
+and a manual trigger at date D writes D-1. Every report prints its data interval and
+the run that wrote it, and so does the task log. Today so far: `mlinfra report --day
+today`, or "Today so far" on the ML Fleet page.
 A store that cannot be reached fails the task with the connection named (retried).
 """
 

@@ -12,6 +12,7 @@ airflow dags trigger model_scale --conf '{"model": "half-plus-two", "replicas": 
 | `model` | a model of `include/fleet.yaml` |
 | `replicas` | the new count, within the model's scaling policy (`min_replicas`-`max_replicas`) |
 | `reason` | why (required): kept in the audit trail |
+| `hold` | keep this count for a while (`30m`, `2h`, `1d`; at most 7d): the sweep's autoscaler skips the model until then and says why; empty = no hold |
 | `dry_run` | record the request, patch nothing |
 
 Steps: **validate_request** checks the conf against the fleet again (a CLI/API trigger
@@ -21,12 +22,16 @@ or KEDA ScaledObject owns, patches the `scale` subresource, records the event in
 `mlinfra_scale_events` with trigger `manual`, and waits (deferred) until the new
 replicas are available.
 
-The sweep's automatic scaling counts this as a scale action: its cooldown applies.
+The sweep's automatic scaling counts this as a scale action: its cooldown applies, and
+after it the autoscaler may change the count again at its next sweep, unless the
+request holds it (`hold`): until then every sweep records "skipped: held at N replicas
+by a manual scale until <time> (run ...: reason)".
 """
 
 from __future__ import annotations
 
 import os
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -67,7 +72,8 @@ def model_scale() -> None:
     @task(multiple_outputs=True, execution_timeout=timedelta(minutes=1))
     def validate_request() -> dict[str, Any]:
         from mlinfra.exceptions import ScaleRequestError
-        from mlinfra.scaling.manual import validate_scale_request
+        from mlinfra.scaling.manual import hold_until, validate_scale_request
+        from mlinfra.timestamps import rfc3339
 
         context = get_current_context()
         conf = {**context["params"], **(context["dag_run"].conf or {})}
@@ -77,18 +83,22 @@ def model_scale() -> None:
             raise AirflowFailException(str(e)) from e
         model = load_fleet().model(request.model)
         k = model.kubernetes
+        # The hold runs from now, the moment the request is accepted (a retry keeps it).
+        until = hold_until(request, time.time())
         return {
             "model": model.name,
             "namespace": k.namespace,
             "deployment": k.deployment,
             "kubernetes_conn_id": k.conn_id,
             "replicas": request.replicas,
-            "reason": f"{request.reason} (by {triggered_by(context)})",
+            "reason": f"{request.reason} (by {triggered_by(context)})"
+            + (f"; hold {request.hold} until {rfc3339(until)}" if until else ""),
             "dry_run": request.dry_run,
             "decision": {
                 "request": request.model_dump(),
                 "by": triggered_by(context),
                 "policy": model.scaling.model_dump(mode="json"),
+                "hold_until": until,
             },
         }
 

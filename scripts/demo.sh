@@ -43,14 +43,21 @@ cleanup() {
 	echo "demo: stopping"
 	[[ -n "$airflow_pid" ]] && stop_group "$airflow_pid"
 	[[ -n "$cluster_pid" ]] && stop_group "$cluster_pid"
+	# The TF Serving stand-in runs in a session of its own (demo_cluster.py lists it in
+	# $DEMO/pgids): if the cluster script was killed before it stopped it, stop it here.
+	local pgid
+	for pgid in $(cat "$DEMO/pgids" 2>/dev/null); do
+		stop_group "$pgid"
+	done
 	wait 2>/dev/null || true
 }
 trap cleanup EXIT INT TERM
 
 echo "demo: starting the simulated cluster (log: $DEMO/logs/cluster.log)"
+: >"$DEMO/pgids" # process groups to stop; the cluster adds the TF Serving stand-in's
 setsid "$BIN/python" "$ROOT/scripts/demo_cluster.py" --dir "$DEMO" >"$DEMO/logs/cluster.log" 2>&1 &
 cluster_pid=$!
-echo "$cluster_pid" >"$DEMO/pgids"
+echo "$cluster_pid" >>"$DEMO/pgids"
 
 deadline=$((SECONDS + READY_TIMEOUT_S))
 until [[ -f "$DEMO/env.sh" ]]; do
@@ -65,6 +72,19 @@ until [[ -f "$DEMO/env.sh" ]]; do
 	fi
 	sleep 0.5
 done
+# What a shell needs to reach this demo's Airflow and store from the CLI (README:
+# `source .demo/env.sh`, then `mlinfra ...` or `airflow ...`): added to the cluster's
+# connections, so one file sets up a second terminal.
+cat >>"$DEMO/env.sh" <<ENV
+export AIRFLOW_HOME=$(printf %q "$AIRFLOW_HOME")
+export AIRFLOW__CORE__DAGS_FOLDER=$(printf %q "$ROOT/dags")
+export AIRFLOW__CORE__PLUGINS_FOLDER=$(printf %q "$ROOT/plugins")
+export AIRFLOW__CORE__LOAD_EXAMPLES=False
+export AIRFLOW__API__PORT=$PORT
+export MLINFRA_REPORTS_BASE=$(printf %q "${MLINFRA_REPORTS_BASE:-file://$DEMO/reports}")
+${MLINFRA_FLEET_FILE:+export MLINFRA_FLEET_FILE=$(printf %q "$MLINFRA_FLEET_FILE")}
+export PATH=$(printf %q "$BIN"):\$PATH
+ENV
 # shellcheck disable=SC1091
 source "$DEMO/env.sh"
 

@@ -17,8 +17,8 @@ wire protocols, reached by Airflow through the real client libraries):
   the ``tensorflow/serving`` release tags and refuses ``does-not-exist``
   (``ErrImagePull``): try it to watch a deploy roll back.
 
-It seeds the metrics store (``<dir>/store.db``) with six hours of simulated GPU
-history, once, so the fleet page has charts from the first minute, then writes
+It seeds the metrics store (``<dir>/store.db``) with two whole days (and today so
+far) of simulated sweeps, once, so the fleet page has charts from the first minute, then writes
 ``<dir>/env.sh``: the ``AIRFLOW_CONN_*`` variables pointing Airflow at all of it.
 ``resnet50-classifier`` gets a Deployment but no TF Serving (the demo serves one
 model): its serving connection stays undefined, so the sweep reports it skipped.
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import shlex
 import shutil
@@ -46,7 +47,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts" / "demo_nvml")]
 log = logging.getLogger("mlinfra.demo")
 
 SERVED_MODEL = "half-plus-two"
-HISTORY_HOURS = 6
+# Whole UTC days before today, so that complete daily reports exist from the first start.
+HISTORY_DAYS = 2
 STEP_S = 300
 
 
@@ -92,8 +94,67 @@ def model_store(base_path: Path) -> None:
             tmp.rename(target)
 
 
-def seed_gpu_history(store_path: Path, now: float) -> int:
-    """Six hours of simulated GPU sweeps before ``now``, once (an empty store only)."""
+def _wave(t: float, period: float, phase: float = 0.0) -> float:
+    return 0.5 + 0.5 * math.sin(2 * math.pi * (t / period + phase))
+
+
+def simulated_fleet_samples(fleet: Any, t: float, counters: dict[Any, float], host: str) -> list[Any]:
+    """What a sweep of the simulated cluster reads at ``t`` besides the GPUs.
+
+    Deployments at their minimum replicas, half-plus-two answering a daily wave of
+    traffic (TF Serving's request counter and latency histogram, counted up in
+    ``counters`` between calls), and a quiet host. Labels as the real collectors write
+    them, so the reports and the fleet page read them like any other sweep.
+    """
+    from mlinfra.samples import Sample
+
+    out = []
+    for model in fleet.models:
+        k = model.kubernetes
+        where = {"namespace": k.namespace, "deployment": k.deployment}
+        replicas = float(max(model.scaling.min_replicas, 1))
+        out += [
+            Sample("kube_deployment_spec_replicas", where, replicas),
+            Sample("kube_deployment_status_replicas", where, replicas),
+            Sample("kube_deployment_status_replicas_available", where, replicas),
+            Sample("kube_deployment_status_replicas_ready", where, replicas),
+        ]
+    served = fleet.model(SERVED_MODEL)
+    labels = {"model": served.name, "model_name": served.serving.model_name}
+    requests = STEP_S * (2.0 + 6.0 * _wave(t, 86400, -0.25))  # 2-8 predictions a second, peak mid-day
+    errors = float(int(requests * 0.0005))
+    for status, n in (("OK", requests - errors), ("INVALID_ARGUMENT", errors)):
+        counters[status] = counters.get(status, 0.0) + n
+        out.append(
+            Sample(":tensorflow:serving:request_count", {**labels, "status": status}, counters[status])
+        )
+    # Latency: log-normal around 1.5 ms, in TF Serving's own buckets (Exponential(10us, 1.8, 33),
+    # le printed as the TF Serving stand-in prints it), so the live sweeps continue these series.
+    for i in range(34):
+        bound = 10.0 * 1.8**i if i < 33 else math.inf
+        share = 1.0 if i == 33 else 0.5 * (1 + math.erf(math.log(bound / 1500.0) / (0.6 * math.sqrt(2))))
+        counters[i] = counters.get(i, 0.0) + share * requests
+        le = "+Inf" if i == 33 else f"{bound:.10g}"
+        bucket = {**labels, "API": "predict", "entrypoint": "GRPC", "le": le}
+        out.append(Sample(":tensorflow:serving:request_latency_bucket", bucket, counters[i]))
+    out.append(Sample("mlinfra_serving_up", {"model": served.name}, 1.0))
+    busy = 6.0 + 10.0 * _wave(t, 86400, -0.25)
+    out += [
+        Sample("ml_cpu_usage_percent", {"host": host, "core": "all"}, round(busy, 2)),
+        Sample("ml_memory_usage_percent", {"host": host}, round(41.0 + 4.0 * _wave(t, 43200), 2)),
+        Sample("ml_memory_usage_bytes", {"host": host, "type": "used"}, float(int(64 * 2**30 * 0.43))),
+        Sample("ml_memory_usage_bytes", {"host": host, "type": "total"}, float(64 * 2**30)),
+    ]
+    return out
+
+
+def seed_history(store_path: Path, fleet: Any, now: float) -> int:
+    """Simulated sweeps from midnight UTC ``HISTORY_DAYS`` days ago until ``now``, once (an empty store only).
+
+    Two whole days give two complete daily reports at once (``metrics_report`` ->
+    backfill, or ``mlinfra report --day <date>``); the part of today gives the fleet
+    page its charts and ``mlinfra report --day today`` something to read.
+    """
     import pynvml as demo_nvml  # the demo's simulated NVML (scripts/demo_nvml)
 
     from mlinfra.collectors.gpu import collect_gpu_samples
@@ -103,14 +164,18 @@ def seed_gpu_history(store_path: Path, now: float) -> int:
     if store.sweeps(0, now + 86400):
         return 0
     host = socket.gethostname()
-    end = now - (now % STEP_S)
+    first = (now - now % 86400) - HISTORY_DAYS * 86400
+    counters: dict[Any, float] = {}
     written = 0
-    for k in range(HISTORY_HOURS * 3600 // STEP_S, 0, -1):
-        t = end - k * STEP_S
+    t = first
+    while t < now - STEP_S:
         demo_nvml._nvml.gpus = demo_nvml.fake_gpus(t)
-        samples = collect_gpu_samples(demo_nvml._nvml, host=host)
+        samples = collect_gpu_samples(demo_nvml._nvml, host=host) + simulated_fleet_samples(
+            fleet, t, counters, host
+        )
         store.write_sweep(t, samples, summary={"demo_seed": True})
         written += 1
+        t += STEP_S
     store.engine.dispose()
     return written
 
@@ -127,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fleet", type=Path, default=None, help="fleet file (default: MLINFRA_FLEET_FILE or include/)"
     )
-    parser.add_argument("--no-history", action="store_true", help="do not seed simulated GPU history")
+    parser.add_argument("--no-history", action="store_true", help="do not seed simulated history")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s demo-cluster %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per probe otherwise
@@ -170,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
             ],
             log_dir=demo,
         ) as serving:
+            # Its own session: demo.sh stops the groups listed here too, in case this
+            # process is killed before its own clean-up stops the stand-in.
+            with open(demo / "pgids", "a") as pgids:
+                pgids.write(f"{serving.process.pid}\n")
             model_store(base)
             runtime = TFServingRuntime(
                 serving, namespace=served.kubernetes.namespace, service=served.kubernetes.deployment
@@ -178,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             kube.attach_runtime(runtime)
             seed_deployments(kube, fleet, kubeconfig)
             if not args.no_history:
-                log.info("seeded %d simulated GPU sweeps", seed_gpu_history(store_path, time.time()))
+                log.info("seeded %d simulated sweeps", seed_history(store_path, fleet, time.time()))
             k8s_var, k8s_conn = kube.airflow_connection_env(
                 served.kubernetes.conn_id, kubeconfig_path=kubeconfig
             )

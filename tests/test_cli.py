@@ -1,4 +1,4 @@
-"""The command line: rules check / rules test / query (the other commands are covered by their modules' tests)."""
+"""The command line: rules check / rules test / query / report / store series, and what every command announces."""
 
 from __future__ import annotations
 
@@ -35,7 +35,9 @@ def test_query_evaluates_on_the_store(tmp_path: Path, capsys) -> None:  # type: 
     store = MetricsStore.from_url(url)
     store.write_sweep(1_800_000_000, [Sample("ml_cpu_usage_percent", {"core": "all", "host": "h"}, 91.5)])
     assert main(["query", "ml_cpu_usage_percent > 85", "--time", "1800000060", "--store-url", url]) == 0
-    assert 'ml_cpu_usage_percent{core="all", host="h"} => 91.5' in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert 'ml_cpu_usage_percent{core="all", host="h"} => 91.5 @ 2027-01-15T08:01:00Z' in out.out
+    assert f"mlinfra: store {url.replace('sqlite:///', 'sqlite:///')}" in out.err
     assert (
         main(["query", "sum(ml_cpu_usage_percent) * 2", "--time", "2027-01-15T08:10:00Z", "--store-url", url])
         == 0
@@ -104,3 +106,77 @@ def test_fleet_check_of_a_recursive_alias_is_an_error_message(tmp_path: Path, ca
     fleet.write_text("models: &m [*m]\ncost: {gpu_hour: 1, cpu_hour: 1}\n")
     assert main(["fleet", "check", "--file", str(fleet)]) == 1
     assert "models[0]: input should be a valid dictionary" in capsys.readouterr().err
+
+
+def test_every_command_says_which_store_airflow_and_fleet_it_uses(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("AIRFLOW_CONN_MLINFRA_STORE", raising=False)
+    assert main(["fleet", "check"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"mlinfra: Airflow AIRFLOW_HOME={tmp_path / 'home'}; AIRFLOW_CONN_MLINFRA_STORE not set; fleet "
+        in err
+    )
+
+
+def test_reading_a_store_that_does_not_exist_names_it_instead_of_creating_it(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "wrong-home"))
+    monkeypatch.delenv("AIRFLOW_CONN_MLINFRA_STORE", raising=False)
+    assert main(["store", "series", "ml_cpu_usage_percent"]) == 1
+    err = capsys.readouterr().err
+    missing = tmp_path / "wrong-home" / "mlinfra" / "store.db"
+    assert f"error: no store at {missing}" in err
+    assert "source .demo/env.sh" in err
+    assert not missing.exists()
+
+
+def test_store_series_prints_rfc3339_times(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from mlinfra.timestamps import rfc3339
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    t = float(int(time.time()) - 60)
+    MetricsStore.from_url(url).write_sweep(t, [Sample("ml_cpu_usage_percent", {"core": "all"}, 3.5)])
+    assert main(["store", "series", "ml_cpu_usage_percent", "--store-url", url]) == 0
+    assert f'ml_cpu_usage_percent{{core="all"}} 3.5  at {rfc3339(t)} (1m' in capsys.readouterr().out
+
+
+def test_report_of_today_so_far(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    now = time.time()
+    store = MetricsStore.from_url(url)
+    for k in range(3):
+        store.write_sweep(
+            now - 300 * (k + 1), [Sample("ml_cpu_usage_percent", {"core": "all", "host": "h"}, 5.0)]
+        )
+    out_dir = tmp_path / "out"
+    assert main(["report", "--day", "today", "--store-url", url, "--out", str(out_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("report of [")
+    (folder,) = out_dir.iterdir()
+    assert "--" in folder.name  # an interval shorter than a day is named by its bounds
+    html = (folder / "report.html").read_text()
+    assert "Data interval" in html
+
+
+def test_day_interval() -> None:
+    import pytest
+
+    from mlinfra.cli import day_interval
+    from mlinfra.exceptions import MlinfraError
+
+    now = 1_800_050_000.0  # 2027-01-15 21:53:20 UTC
+    assert day_interval("today", now) == (1_800_000_000.0 - 8 * 3600, now)
+    assert day_interval("yesterday", now) == (1_800_000_000.0 - 8 * 3600 - 86400, 1_800_000_000.0 - 8 * 3600)
+    assert day_interval("2027-01-10", now)[1] - day_interval("2027-01-10", now)[0] == 86400
+    with pytest.raises(MlinfraError, match="has not started yet"):
+        day_interval("2027-02-01", now)
+    with pytest.raises(MlinfraError, match="use today, yesterday or a date"):
+        day_interval("last week", now)

@@ -8,9 +8,14 @@
     mlinfra rules check include/alert_rules/*.yaml
     mlinfra rules test include/alert_rules/tests/*.yaml
     mlinfra query 'ml_cpu_usage_percent{core="all"} > 85' [--time 2026-01-01T12:00:00Z]
+    mlinfra report --day today|yesterday|2026-11-30 [--out DIR]
 
 The store is the Airflow connection ``mlinfra_store`` (or the SQLite default under
-``$AIRFLOW_HOME``) unless ``--store-url`` names another.
+``$AIRFLOW_HOME``) unless ``--store-url`` names another. Every command first says, on
+stderr, which store, Airflow home and fleet file it uses, so a command pointed at the
+wrong place says so instead of quietly answering "no samples". Commands that read
+the store refuse a SQLite file that does not exist rather than create an empty one.
+Times print as RFC 3339 (UTC).
 """
 
 from __future__ import annotations
@@ -22,17 +27,36 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlinfra.durations import format_duration, parse_duration
 from mlinfra.exceptions import MlinfraError
+from mlinfra.timestamps import rfc3339
+
+DESCRIPTION = "mlinfra: the same code the DAGs run (sweep, store, rules, query, report), without a scheduler."
+EPILOG = """examples:
+  mlinfra fleet check
+  mlinfra sweep --collectors host
+  mlinfra store series ml_cpu_usage_percent --since 15m
+  mlinfra query 'avg(ml_gpu_utilization_percent) > 80'
+  mlinfra report --day today
+
+The store is the Airflow connection mlinfra_store (or $AIRFLOW_HOME/mlinfra/store.db)
+unless --store-url names another; each command first prints which one it uses.
+For make demo: source .demo/env.sh first."""
 
 if TYPE_CHECKING:
     from mlinfra.config import Fleet
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mlinfra", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="mlinfra",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     fleet = sub.add_parser("fleet", help="fleet configuration").add_subparsers(dest="action", required=True)
@@ -72,10 +96,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     rules_test = rules.add_parser("test", help="run rule unit tests in promtool's test-file format")
     rules_test.add_argument("files", nargs="+", metavar="FILE")
 
-    query = sub.add_parser("query", help="evaluate a PromQL expression on the store (local engine)")
-    query.add_argument("expr", metavar="EXPR")
+    query = sub.add_parser(
+        "query",
+        help="evaluate a PromQL expression on the store (local engine)",
+        description="Evaluate a PromQL expression at one instant over the metrics store, with the local "
+        "engine (Prometheus 2.42 semantics), and print the resulting vector or scalar.",
+    )
+    query.add_argument("expr", metavar="EXPR", help="a PromQL expression, quoted for the shell")
     query.add_argument("--time", help="evaluation time: epoch seconds or RFC 3339 (default: now)")
     query.add_argument("--store-url")
+
+    report = sub.add_parser(
+        "report",
+        help="build one day's metrics report from the store",
+        description="Build the report of one UTC day, [00:00, 24:00), as metrics_report does; for today, "
+        "[00:00, now): a report of today so far. Writes report.html/json/csv into --out (default: "
+        "the reports base, folder named after the interval) and prints the summary.",
+    )
+    report.add_argument(
+        "--day", default="yesterday", help="today, yesterday or YYYY-MM-DD (default: yesterday)"
+    )
+    report.add_argument("--out", help="folder to write the files into (default: the reports base)")
+    report.add_argument("--store-url")
 
     args = parser.parse_args(argv)
     try:
@@ -85,10 +127,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _store(url: str | None):  # type: ignore[no-untyped-def]
+def _store(url: str | None, *, must_exist: bool = True):  # type: ignore[no-untyped-def]
+    """The store to use, announced on stderr; a SQLite file that does not exist is refused when reading."""
     from mlinfra.store import MetricsStore
 
-    return MetricsStore.from_url(url) if url else MetricsStore.from_connection()
+    store = MetricsStore.from_url(url) if url else MetricsStore.from_connection()
+    print(f"mlinfra: store {store.description}", file=sys.stderr)
+    engine_url = store.engine.url
+    if must_exist and engine_url.get_backend_name() == "sqlite":
+        path = engine_url.database
+        if path and path != ":memory:" and not Path(path).exists():
+            raise MlinfraError(
+                f"no store at {path}: nothing was ever written there. Is this the store the sweep writes? "
+                "Set AIRFLOW_HOME or the mlinfra_store connection as Airflow has them "
+                "(for make demo: source .demo/env.sh), or pass --store-url"
+            )
+    return store
+
+
+def _announce_airflow() -> None:
+    import os
+
+    from mlinfra.config import fleet_file
+
+    home = os.environ.get("AIRFLOW_HOME")
+    where = (
+        f"AIRFLOW_HOME={home}"
+        if home
+        else f"~/airflow (AIRFLOW_HOME not set: {Path('~/airflow').expanduser()})"
+    )
+    conn = "set" if os.environ.get("AIRFLOW_CONN_MLINFRA_STORE") else "not set"
+    print(
+        f"mlinfra: Airflow {where}; AIRFLOW_CONN_MLINFRA_STORE {conn}; fleet {fleet_file()}",
+        file=sys.stderr,
+    )
 
 
 def _check_manifests(fleet: Fleet) -> int:
@@ -117,6 +189,7 @@ def _check_manifests(fleet: Fleet) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     from mlinfra.config import load_fleet
 
+    _announce_airflow()
     if args.command == "fleet" and args.action == "rbac":
         from mlinfra.deploy.rbac import DEFAULT_SUBJECTS, render_rbac
 
@@ -152,7 +225,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         if unknown:
             print(f"error: unknown collectors {unknown}; known: {', '.join(COLLECTORS)}", file=sys.stderr)
             return 2
-        fleet, store = load_fleet(), _store(args.store_url)
+        fleet, store = load_fleet(), _store(args.store_url, must_exist=False)
         run_id, ts = f"cli__{uuid.uuid4().hex[:12]}", time.time()
         summaries = [collect_and_stage(n, fleet=fleet, store=store, run_id=run_id, ts=ts) for n in names]
         summary = write_sweep(
@@ -181,16 +254,19 @@ def _dispatch(args: argparse.Namespace) -> int:
         for s, points in sorted(rows, key=lambda r: sorted(r[0].labels.items())):
             t, v = points[-1]
             labels = ",".join(f'{k}="{val}"' for k, val in sorted(s.labels.items()))
-            print(f"{s.name}{{{labels}}} {v:g}  ({format_duration(now - t)} ago)")
+            print(f"{s.name}{{{labels}}} {v:g}  at {rfc3339(t)} ({format_duration(round(now - t))} ago)")
         if not rows:
-            print(f"no samples of {args.name} in the last {args.since}")
+            print(f"no samples of {args.name} in the last {args.since} in {store.description}")
         return 0
 
     if args.command == "store" and args.action == "retention":
-        store = _store(args.store_url)
+        store = _store(args.store_url, must_exist=False)
         keep = _duration_option("--keep", args.keep) if args.keep else load_fleet().store.retention
         deleted, series = store.apply_retention(time.time() - keep)
-        print(f"deleted {deleted} samples and {series} empty series older than {format_duration(keep)}")
+        print(
+            f"deleted {deleted} samples and {series} empty series older than {format_duration(keep)} "
+            f"(before {rfc3339(time.time() - keep)})"
+        )
         return 0
     if args.command == "rules" and args.action == "check":
         from mlinfra.rules.promtool import check_rule_files
@@ -204,6 +280,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "query":
         return _query(args)
+    if args.command == "report":
+        return _report(args)
     raise AssertionError(f"unhandled command {args}")  # argparse's required= makes this unreachable
 
 
@@ -257,9 +335,51 @@ def _query(args: argparse.Namespace) -> int:
     for s in sorted(result, key=lambda s: sorted(s.labels.items())):
         name = s.labels.get("__name__", "")
         labels = ", ".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()) if k != "__name__")
-        print(f"{name}{{{labels}}} => {go_float(s.value)} @[{at:.3f}]")
+        print(f"{name}{{{labels}}} => {go_float(s.value)} @ {rfc3339(at)}")
     if not result:
         print("empty result")
+    return 0
+
+
+def day_interval(day: str, now: float) -> tuple[float, float]:
+    """``[start, end)`` of ``today`` (until ``now``), ``yesterday`` or ``YYYY-MM-DD`` (UTC)."""
+    from datetime import UTC, datetime
+
+    midnight = now - now % 86400
+    if day == "today":
+        return midnight, now
+    if day == "yesterday":
+        return midnight - 86400, midnight
+    try:
+        start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        raise MlinfraError(f"--day {day!r}: use today, yesterday or a date like 2026-11-30") from None
+    if start >= now:
+        raise MlinfraError(f"--day {day}: that day has not started yet (now is {rfc3339(now)})")
+    return start, min(start + 86400, now)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from mlinfra.config import load_fleet
+    from mlinfra.reports.aggregate import build_report
+    from mlinfra.reports.publish import reports_base, write_report_files
+
+    start, end = day_interval(args.day, time.time())
+    store = _store(args.store_url)
+    report = build_report(store, load_fleet(), start, end)
+    if args.out:
+        from airflow.sdk import ObjectStoragePath
+
+        base = ObjectStoragePath(Path(args.out).resolve().as_uri())
+    else:
+        base = reports_base()
+    folder = write_report_files(report, base)
+    print(f"report of [{rfc3339(start)}, {rfc3339(end)}): {report.status}: {report.message}")
+    for m in report.models:
+        p99 = "-" if m.latency_p99_ms is None else f"{m.latency_p99_ms:.1f} ms"
+        print(f"  {m.name}: {m.requests:,.0f} requests, p99 {p99}")
+    print(f"  cost {report.cost.total:,.2f} {report.cost.currency} ({report.cost.gpu_hours:.1f} GPU-hours)")
+    print(f"written to {folder}/report.html")
     return 0
 
 

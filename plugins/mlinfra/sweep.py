@@ -35,6 +35,9 @@ COLLECTORS: tuple[str, ...] = ("gpu", "host", "kubernetes", "serving")
 # How long a run's staged collector output is kept, so that the run's write_sweep can be
 # re-run (after clearing a collector task, or a late failure) and rewrite the same sweep.
 STAGING_KEEP_SECONDS = 86400.0
+# CPU usage is the change of the CPU counters since the previous sweep; after a longer
+# gap (the scheduler was down) an average over hours would pass for "now".
+CPU_PREVIOUS_MAX_AGE_SECONDS = 3600.0
 
 
 def run_collector_module(name: str, fleet: Fleet) -> CollectorResult:
@@ -68,6 +71,34 @@ def collect_and_stage(
         f" skipped={result.skipped}" if result.skipped else "",
     )
     return summary
+
+
+def derive_cpu_usage(store: MetricsStore, ts: float | datetime, samples: Sequence[Sample]) -> list[Sample]:
+    """``ml_cpu_usage_percent`` for this sweep from its CPU counters and the previous sweep's.
+
+    The previous counters are each series' last stored value before ``ts`` (at most
+    :data:`CPU_PREVIOUS_MAX_AGE_SECONDS` old): the store keeps what is needed, and a
+    re-run of the same sweep derives the same figure. The first sweep has none.
+    """
+    from mlinfra.collectors.host import cpu_usage_from_counters
+    from mlinfra.samples import Sample
+    from mlinfra.store import to_ms
+
+    current = [s for s in samples if s.name == "ml_cpu_seconds_total"]
+    if not current:
+        return []
+    at = to_ms(ts) / 1000.0
+    previous = []
+    for series, points in store.query_range(
+        "ml_cpu_seconds_total", (), at - CPU_PREVIOUS_MAX_AGE_SECONDS, at, include_start=True
+    ):
+        before = [(t, v) for t, v in points if t < at]
+        if before:
+            previous.append(Sample(series.name, series.labels, before[-1][1], before[-1][0]))
+    derived = cpu_usage_from_counters(previous, current)
+    if not derived:
+        log.info("ml_cpu_usage_percent: no CPU counters from a previous sweep yet (first sweep)")
+    return derived
 
 
 def write_sweep(
@@ -110,6 +141,7 @@ def write_sweep(
             return kept
     samples: list[Sample] = [s for name in sorted(staged) for s in staged[name]]
     by_name = {s["collector"]: s for s in summaries if s}
+    samples += derive_cpu_usage(store, ts, samples)
     missing = [name for name in expected if name not in staged]
     for name in missing:
         samples.append(Sample("mlinfra_collector_up", {"collector": name}, 0.0))

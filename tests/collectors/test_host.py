@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from mlinfra.collectors import PartialCollection, host
-from mlinfra.collectors.host import collect_host_samples
+from mlinfra.collectors.host import CPU_MODES, collect_host_samples, cpu_usage_from_counters
 from mlinfra.samples import Sample
 
 # The shapes psutil returns (only the fields the collector reads, plus a few).
@@ -21,6 +21,7 @@ sdiskpart = namedtuple("sdiskpart", "device mountpoint fstype opts")
 sdiskusage = namedtuple("sdiskusage", "total used free percent")
 sdiskio = namedtuple("sdiskio", "read_count write_count read_bytes write_bytes")
 snetio = namedtuple("snetio", "bytes_sent bytes_recv packets_sent packets_recv errin errout dropin dropout")
+scputimes = namedtuple("scputimes", "user nice system idle iowait irq softirq steal guest guest_nice")
 
 GiB = 1024**3
 
@@ -30,7 +31,7 @@ class FakePsutil:
 
     def __init__(self, **failures: BaseException):
         self.failures = failures  # psutil function name -> exception it raises
-        self.cpu_percent_calls: list[dict[str, Any]] = []
+        self.cpu_times_calls: list[dict[str, Any]] = []
         self.partitions_all: list[bool] = []
         self.partitions = [
             sdiskpart("/dev/nvme0n1p2", "/", "ext4", "rw"),
@@ -50,10 +51,11 @@ class FakePsutil:
         if name in self.failures:
             raise self.failures[name]
 
-    def cpu_percent(self, interval: float | None = None, percpu: bool = False) -> list[float]:
-        self.cpu_percent_calls.append({"interval": interval, "percpu": percpu})
-        self._maybe_fail("cpu_percent")
-        return [10.0, 20.0, 30.0, 100.0]
+    def cpu_times(self, percpu: bool = False) -> list[scputimes]:
+        self.cpu_times_calls.append({"percpu": percpu})
+        self._maybe_fail("cpu_times")
+        # Core i: user 10*(i+1) s, idle 1000 s, guest 5 s (already inside user).
+        return [scputimes(10.0 * (i + 1), 0.0, 2.0, 1000.0, 1.0, 0.0, 0.5, 0.0, 5.0, 0.0) for i in range(4)]
 
     def cpu_count(self, logical: bool = True) -> int:
         return 4
@@ -114,15 +116,19 @@ def named(samples: list[Sample], name: str) -> list[Sample]:
 
 
 def test_real_host_values_are_sensible() -> None:
-    samples = collect_host_samples(host="node-a", cpu_interval=0.05)
+    started = time.monotonic()
+    samples = collect_host_samples(host="node-a")
+    later = collect_host_samples(host="node-a")
 
+    assert time.monotonic() - started < 5  # no sleeping to sample a percentage
     assert all(s.labels["host"] == "node-a" for s in samples)
-    cpu = named(samples, "ml_cpu_usage_percent")
-    cores = [s for s in cpu if s.labels["core"] != "all"]
-    assert len(cores) == psutil.cpu_count()
-    assert sorted(int(s.labels["core"]) for s in cores) == list(range(psutil.cpu_count()))
-    assert all(0.0 <= s.value <= 100.0 for s in cpu)
-    assert 0.0 <= value(samples, "ml_cpu_usage_percent", core="all") <= 100.0
+    counters = named(samples, "ml_cpu_seconds_total")
+    assert {s.labels["cpu"] for s in counters} == {str(i) for i in range(psutil.cpu_count())}
+    assert {s.labels["mode"] for s in counters} <= set(CPU_MODES)
+    assert value(samples, "ml_cpu_seconds_total", cpu="0", mode="idle") > 0
+    assert not named(samples, "ml_cpu_usage_percent")  # derived between sweeps, not sampled
+    usage = cpu_usage_from_counters(counters, named(later, "ml_cpu_seconds_total"))
+    assert all(0.0 <= s.value <= 100.0 for s in usage)
     assert value(samples, "ml_cpu_count") == psutil.cpu_count()
     assert {s.labels["period"] for s in named(samples, "ml_cpu_load_average")} == {"1m", "5m", "15m"}
     assert all(s.value >= 0 for s in named(samples, "ml_cpu_load_average"))
@@ -144,7 +150,7 @@ def test_real_host_values_are_sensible() -> None:
 
 
 def test_real_run_is_up() -> None:
-    result = host.run(cpu_interval=0.01)
+    result = host.run()
     assert result.up, result.errors
     assert value(result.samples, "mlinfra_collector_up", collector="host") == 1
 
@@ -152,14 +158,48 @@ def test_real_run_is_up() -> None:
 # -- scripted psutil ---------------------------------------------------------------
 
 
-def test_cpu_is_measured_once_over_the_interval() -> None:
+def test_cpu_is_read_as_counters_per_core_and_mode() -> None:
     ps = FakePsutil()
-    samples = collect_host_samples(ps, host="h", cpu_interval=1.75)
+    samples = collect_host_samples(ps, host="h")
 
-    assert ps.cpu_percent_calls == [{"interval": 1.75, "percpu": True}]
-    assert [value(samples, "ml_cpu_usage_percent", core=str(i)) for i in range(4)] == [10, 20, 30, 100]
-    assert value(samples, "ml_cpu_usage_percent", core="all") == 40.0
+    assert ps.cpu_times_calls == [{"percpu": True}]
+    assert value(samples, "ml_cpu_seconds_total", cpu="2", mode="user") == 30.0
+    assert value(samples, "ml_cpu_seconds_total", cpu="0", mode="idle") == 1000.0
+    assert {s.labels["mode"] for s in named(samples, "ml_cpu_seconds_total")} == set(CPU_MODES)
+    assert len(named(samples, "ml_cpu_seconds_total")) == 4 * len(CPU_MODES)  # no guest: inside user
     assert value(samples, "ml_cpu_count") == 4
+
+
+def counters(host: str, per_core: dict[str, dict[str, float]], ts: float) -> list[Sample]:
+    return [
+        Sample("ml_cpu_seconds_total", {"host": host, "cpu": cpu, "mode": mode}, v, ts)
+        for cpu, modes in per_core.items()
+        for mode, v in modes.items()
+    ]
+
+
+def test_usage_is_the_busy_share_of_the_change_since_the_previous_reading() -> None:
+    before = counters("h", {"0": {"user": 100, "system": 50, "idle": 1000, "iowait": 10},
+                            "1": {"user": 10, "system": 5, "idle": 2000, "iowait": 0}}, 1.0)  # fmt: skip
+    # Over 300 s: core 0 spent 30 s user, 15 s system, 250 s idle, 5 s iowait (15 % busy);
+    # core 1 spent 3 s busy and 297 s idle (1 %). Since boot core 0 was ~13 % busy: not asked.
+    after = counters("h", {"0": {"user": 130, "system": 65, "idle": 1250, "iowait": 15},
+                           "1": {"user": 12, "system": 6, "idle": 2297, "iowait": 0}}, 301.0)  # fmt: skip
+    usage = {s.labels["core"]: s for s in cpu_usage_from_counters(before, after)}
+
+    assert usage["0"].value == pytest.approx(15.0)
+    assert usage["1"].value == pytest.approx(1.0)
+    assert usage["all"].value == pytest.approx(8.0)
+    assert usage["all"].labels == {"host": "h", "core": "all"}
+    assert usage["all"].timestamp == 301.0
+
+
+def test_no_previous_reading_a_reset_or_another_host_gives_no_figure() -> None:
+    now = counters("h", {"0": {"user": 5, "idle": 50}}, 2.0)
+    assert cpu_usage_from_counters([], now) == []
+    assert cpu_usage_from_counters(counters("h", {"0": {"user": 500, "idle": 5000}}, 1.0), now) == []
+    assert cpu_usage_from_counters(counters("other", {"0": {"user": 1, "idle": 1}}, 1.0), now) == []
+    assert cpu_usage_from_counters(now, now) == []  # no time passed: no share to take
 
 
 def test_scripted_values_and_labels() -> None:
@@ -210,7 +250,7 @@ def test_permission_error_on_one_mount_is_skipped(caplog: pytest.LogCaptureFixtu
     ("failing", "section", "lost_metric"),
     [
         ("net_io_counters", "network", "ml_network_receive_bytes_total"),
-        ("cpu_percent", "cpu", "ml_cpu_usage_percent"),
+        ("cpu_times", "cpu", "ml_cpu_seconds_total"),
         ("disk_partitions", "disk usage", "ml_disk_usage_percent"),
         ("virtual_memory", "memory", "ml_memory_usage_percent"),
     ],
@@ -224,7 +264,7 @@ def test_a_failing_section_keeps_the_others(failing: str, section: str, lost_met
     present = {s.name for s in info.value.samples}
     assert lost_metric not in present
     expected = {
-        "ml_cpu_usage_percent",
+        "ml_cpu_seconds_total",
         "ml_cpu_load_average",
         "ml_memory_usage_percent",
         "ml_disk_usage_percent",

@@ -58,9 +58,9 @@ def test_form_shape() -> None:
 
     dag = DagBag(dag_folder=str(ROOT / "dags" / "model_scale.py")).dags["model_scale"]
     params = dag.params.dump()
-    assert set(params) == {"model", "replicas", "reason", "dry_run"}
+    assert set(params) == {"model", "replicas", "reason", "dry_run", "hold"}
     schema = dag.params.get_param("replicas").schema
-    assert (schema["minimum"], schema["maximum"]) == (1, 8)
+    assert (schema["minimum"], schema.get("maximum")) == (0, None)  # the model's own range: first task
     assert dag.params.get_param("model").schema["enum"] == ["half-plus-two", "resnet50-classifier"]
     assert dag.params.get_param("reason").schema["minLength"] == 1
 
@@ -87,8 +87,25 @@ def test_manual_scale_patches_waits_and_is_audited(env: tuple[KubeStandIn, Scale
         "replicas": 3,
         "reason": "launch traffic",
         "dry_run": False,
+        "hold": "",
     }
+    assert event["decision"]["hold_until"] is None
     assert [w.method for w in kube.writes()] == ["PATCH"]
+
+
+def test_a_manual_scale_can_hold_its_count(env: tuple[KubeStandIn, ScaleRecords]) -> None:
+    import time
+
+    kube, records = env
+    before = time.time()
+    run = scale(model="half-plus-two", replicas=3, reason="launch", hold="2h")
+    assert run.state == "success", states(run)
+    (event,) = records.events("half-plus-two")
+    assert before + 7200 <= event["decision"]["hold_until"] <= time.time() + 7200
+    assert " hold 2h until 20" in event["reason"]
+    held = records.active_holds(["half-plus-two"], at=time.time())
+    assert held["half-plus-two"]["replicas"] == 3
+    assert records.active_holds(["half-plus-two"], at=before + 7201) == {}
 
 
 def test_dry_run_records_only(env: tuple[KubeStandIn, ScaleRecords]) -> None:
@@ -106,6 +123,10 @@ def test_dry_run_records_only(env: tuple[KubeStandIn, ScaleRecords]) -> None:
         {"model": "half-plus-two", "replicas": 5, "reason": "too many"},  # above half-plus-two's max of 4
         {"model": "resnet50-classifier", "replicas": 1, "reason": "too few"},  # below its min of 2
         {"model": "half-plus-two", "replicas": 2, "reason": "   "},  # a reason is required
+        # More than any model allows: refused by the first task with the model's own range,
+        # never clamped by the form to another model's maximum.
+        {"model": "half-plus-two", "replicas": 9, "reason": "more than any model's max"},
+        {"model": "half-plus-two", "replicas": 2, "reason": "x", "hold": "30d"},  # longer than 7d
     ],
 )
 def test_invalid_requests_are_refused_before_any_cluster_call(
@@ -125,7 +146,9 @@ def test_the_form_itself_refuses_what_no_model_allows(env: tuple[KubeStandIn, Sc
 
     kube, records = env
     with pytest.raises(ParamValidationError, match="replicas"):
-        scale(model="half-plus-two", replicas=9, reason="more than any model's max")
+        scale(model="half-plus-two", replicas=-1, reason="no model allows this")
+    with pytest.raises(ParamValidationError, match="hold"):
+        scale(model="half-plus-two", replicas=2, reason="x", hold="forever")
     with pytest.raises(ParamValidationError, match="reason"):
         scale(model="half-plus-two", replicas=2, reason="")
     assert list(kube.requests) == []

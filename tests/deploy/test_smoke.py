@@ -13,6 +13,7 @@ from mlinfra.deploy.smoke import (
     SmokeSpec,
     compare,
     load_smoke_spec,
+    min_samples,
     percentile,
     run_smoke,
 )
@@ -94,6 +95,120 @@ def test_percentiles_are_nearest_rank() -> None:
     assert percentile([], 50) is None
 
 
+def test_a_percentile_needs_enough_samples_not_to_be_the_slowest() -> None:
+    assert (min_samples(50), min_samples(90), min_samples(99), min_samples(99.9)) == (2, 10, 100, 1000)
+    for q in (50, 90, 99):
+        n = min_samples(q)
+        values = [float(v) for v in range(1, n + 1)]
+        assert percentile(values, q) < max(values)
+        assert percentile(values[:-1], q) == max(values[:-1])
+    with pytest.raises(ValueError, match="percentile must be in"):
+        min_samples(100)
+
+
+def test_the_shipped_smoke_file_measures_enough_for_a_p99() -> None:
+    spec = load_smoke_spec(ROOT / "include" / "smoke" / "half_plus_two.json")
+    assert spec.warmup >= 1
+    assert spec.repetitions * len(spec.cases) >= min_samples(99)
+
+
+class ScriptedHook:
+    """A TFServingHook stand-in: half_plus_two's answers after scripted delays (fake clock)."""
+
+    def __init__(self, clock: FakeClock, delays_ms: list[float], default_ms: float = 2.0) -> None:
+        self.clock, self.delays_ms, self.default_ms = clock, list(delays_ms), default_ms
+
+    def _answer(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        self.clock.now += (self.delays_ms.pop(0) if self.delays_ms else self.default_ms) / 1000
+        return {"y": [0.5 * x + 2 for x in inputs["x"]]}
+
+    def predict(self, model: str, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self._answer(inputs)
+
+    def rest_predict(self, model: str, *, inputs: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return {"outputs": self._answer(inputs)}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+ONE_CASE = {"cases": [{"name": "zeros", "inputs": {"x": [0.0]}, "expected": {"y": [2.0]}}]}
+
+
+def _spec(**fields: Any) -> SmokeSpec:
+    return SmokeSpec.model_validate({**ONE_CASE, "protocols": ["grpc"], "concurrency": 1, **fields})
+
+
+def test_warm_up_requests_are_checked_but_not_timed() -> None:
+    clock = FakeClock()
+    # The first request pays for the channel (250 ms); everything after answers in 2 ms.
+    hook = ScriptedHook(clock, [250.0])
+    report = run_smoke(hook, "m", 1, _spec(repetitions=100, warmup=1), slo_p99_ms=50, clock=clock)
+    assert report.passed, report.problems
+    assert report.results[0].warmup == 1
+    assert report.results[0].requests == 100
+    assert max(report.results[0].latencies_ms) == pytest.approx(2.0)
+    assert report.to_dict()["protocols"]["grpc"]["latency"] == {"p50": "ok", "p99": "ok"}
+
+    cold = run_smoke(
+        ScriptedHook(FakeClock(), [250.0]), "m", 1, _spec(repetitions=100, warmup=0), slo_p99_ms=50
+    )
+    assert cold.results[0].warmup == 0
+
+
+def test_too_few_requests_give_no_p99_verdict_rather_than_judging_the_slowest() -> None:
+    clock = FakeClock()
+    # 20 measured requests, one of them slow: the nearest-rank "p99" of 20 would be that one.
+    hook = ScriptedHook(clock, [2.0] * 10 + [300.0] + [2.0] * 9)
+    report = run_smoke(hook, "m", 1, _spec(repetitions=20, warmup=0), slo_p99_ms=50, clock=clock)
+    assert report.passed, report.problems
+    assert report.to_dict()["protocols"]["grpc"]["latency"] == {"p50": "ok", "p99": "not enough samples"}
+    assert report.not_judged == [
+        "grpc: p99 not judged: 20 measured request(s), 100 needed (raise repetitions or add cases)"
+    ]
+    table = report.table()
+    assert "n<100" in table
+    assert "not enough samples (SLO 50 ms)" in table
+    assert "verdict: PASS" in table
+
+
+def test_a_slow_version_fails_on_p99_and_every_row_says_the_same() -> None:
+    clock = FakeClock()
+    # 2 of 100 requests are slow: the nearest-rank p99 is the 99th value, a slow one.
+    hook = ScriptedHook(clock, [2.0] * 98 + [300.0, 300.0])
+    report = run_smoke(hook, "m", 1, _spec(repetitions=100, warmup=0), slo_p99_ms=50, clock=clock)
+    assert not report.passed
+    assert report.problems == ["grpc: p99 latency 300.0 ms exceeds the SLO of 50 ms (100 requests)"]
+    rows = {line.split()[1]: line for line in report.table().splitlines() if line.startswith("grpc")}
+    # The case row judges answers (all right); the protocol row judges answers and latency.
+    assert rows["zeros"].rstrip().endswith("ok")
+    assert rows["(all)"].split()[-5:] == ["ok", "FAIL", "(SLO", "50", "ms)"]
+    assert report.table().splitlines()[-2:] == [
+        "verdict: FAIL",
+        "  grpc: p99 latency 300.0 ms exceeds the SLO of 50 ms (100 requests)",
+    ]
+
+
+def test_a_wrong_answer_during_warm_up_still_fails() -> None:
+    class WrongOnce(ScriptedHook):
+        def predict(self, model: str, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+            answer = self._answer(inputs)
+            if not hasattr(self, "seen"):
+                self.seen = True
+                return {"y": [9.0]}
+            return answer
+
+    report = run_smoke(WrongOnce(FakeClock(), []), "m", 1, _spec(repetitions=3, warmup=1), slo_p99_ms=50)
+    assert not report.passed
+    assert "0 mismatch(es) in 3 requests (and 1 of 1 warm-up requests)" in report.problems[0]
+    assert report.to_dict()["cases"][0]["warmup_failures"] == 1
+
+
 SPEC = SmokeSpec.model_validate(json.loads((ROOT / "include" / "smoke" / "half_plus_two.json").read_text()))
 
 
@@ -117,8 +232,11 @@ def test_a_smoke_run_over_grpc_and_rest_passes_on_the_real_model(
         ("rest", "negative", 4),
     ]
     table = report.table()
-    assert "grpc      (all)     12" in table
-    assert "ok (SLO p99 10000 ms)" in table
+    assert [line.split()[:4] for line in table.splitlines() if "(all)" in line] == [
+        ["grpc", "(all)", "6", "12"],
+        ["rest", "(all)", "6", "12"],
+    ]
+    assert "not enough samples (SLO 10000 ms)" in table
     assert report.to_dict()["protocols"]["rest"]["requests"] == 12
 
 
@@ -134,10 +252,11 @@ def test_wrong_version_errors_and_slo_breaches_fail(
         missing = run_smoke(hook, "half_plus_two", 99, spec, slo_p99_ms=10_000, protocols=["grpc"])
         slow = run_smoke(hook, "half_plus_two", 1, spec, slo_p99_ms=0.001, protocols=["rest"])
     assert not missing.passed
-    assert missing.results[0].errors == 2
+    assert missing.results[0].errors == 2  # the measured ones; the warm-up ones are counted apart
+    assert missing.results[0].warmup_failures == 2
     assert "NOT_FOUND" in (missing.results[0].first_problem or "")
     assert not slow.passed
-    assert any("exceeds the SLO of 0.001 ms" in p for p in slow.problems)
+    assert any("p50 latency" in p and "exceeds the SLO of 0.001 ms" in p for p in slow.problems)
     assert "FAIL" in slow.table()
 
 
@@ -179,3 +298,27 @@ def test_deeply_nested_smoke_files_are_refused_not_a_recursion_error(tmp_path: P
     path.write_text(_case().replace('"y": [1.0]', '"y": ' + "[" * depth + "1" + "]" * depth))
     with pytest.raises(SmokeFileError, match="nested deeper than 32 levels"):
         load_smoke_spec(path)
+
+
+@pytest.mark.integration
+def test_the_shipped_smoke_file_tells_a_slow_server_from_a_loaded_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shipped file and SLO: a healthy version passes, one 200 ms slower per request fails."""
+    from mlinfra.config import load_fleet
+    from mlinfra.hooks.tf_serving import TFServingHook
+    from tests.support.tf_serving_standin import require_tensorflow, start_tf_serving_standin
+
+    require_tensorflow()
+    slo = load_fleet(ROOT / "include" / "fleet.yaml").model("half-plus-two").slo.p99_latency_ms
+    spec = load_smoke_spec(ROOT / "include" / "smoke" / "half_plus_two.json")
+    with start_tf_serving_standin(log_dir=tmp_path) as server:
+        monkeypatch.setenv(*server.connection_env("tf_serving_t"))
+        with TFServingHook("tf_serving_t") as hook:
+            healthy = run_smoke(hook, "half_plus_two", 1, spec, slo_p99_ms=slo, protocols=["grpc"])
+            server.set_faults(predict_delay=0.2)
+            slow = run_smoke(hook, "half_plus_two", 1, spec, slo_p99_ms=slo, protocols=["grpc"])
+    assert healthy.passed, healthy.table()
+    assert healthy.not_judged == []
+    assert not slow.passed
+    assert slow.problems[0].startswith("grpc: p50 latency 2")

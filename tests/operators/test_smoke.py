@@ -40,7 +40,11 @@ def test_passes_and_returns_the_report(fleet_env: Path, caplog: pytest.LogCaptur
     )
     assert report["passed"] is True
     assert report["protocols"]["grpc"]["requests"] == 9
+    assert report["protocols"]["grpc"]["warmup"] == 6
     assert ti.pushed["smoke_report"] == report
+    # 9 measured requests cannot give a p99: the report says so instead of judging the slowest.
+    assert report["protocols"]["grpc"]["latency"]["p99"] == "not enough samples"
+    assert report["not_judged"][0].startswith("grpc: p99 not judged: 9 measured request(s), 100 needed")
 
 
 def test_a_wrong_expectation_fails_without_retry_and_keeps_the_report(fleet_env: Path) -> None:
@@ -49,7 +53,11 @@ def test_a_wrong_expectation_fails_without_retry_and_keeps_the_report(fleet_env:
     spec["cases"][1]["expected"]["y"] = [2.5, 3.0, 4.6]
     smoke.write_text(json.dumps(spec))
     ti = RecordingTI()
-    with pytest.raises(AirflowFailException, match=r"case 'batch': 0 error\(s\), 3 mismatch\(es\)"):
+    # 3 measured requests; the 2 warm-up answers are checked too, and counted apart.
+    with pytest.raises(
+        AirflowFailException,
+        match=r"case 'batch': 0 error\(s\), 3 mismatch\(es\) in 3 requests \(and 2 of 2 warm-up requests\)",
+    ):
         TFServingSmokeTestOperator(task_id="smoke", model="half-plus-two", version=1).execute({"ti": ti})
     assert ti.pushed["smoke_report"]["passed"] is False
 

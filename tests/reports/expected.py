@@ -92,7 +92,17 @@ def expected_day(slots: list[Slot], fleet: Any, start: float, end: float) -> dic
             "memory_peak_percent": max((s.hosts[host][1] for s in stored), default=None),
             "memory_peak_bytes": max((s.hosts[host][2] for s in stored), default=None),
         }
-    total_cost = sum(m["cost"] for m in models.values())
+    # GPU-hours charged: per sweep, the larger of GPUs allocated to pods and GPUs seen by NVML.
+    allocated = sum(m["gpu_hours"] for m in models.values())
+    metered = sum(g["samples"] for g in gpus.values()) * STEP / 3600
+    charged = 0.0
+    for s in stored:
+        pods = sum(s.models[name].pods * resources[name].gpus for name in s.models)
+        seen = sum(1 for g in s.gpus.values() if g.up and not math.isnan(g.util))
+        charged += max(pods, seen) * STEP / 3600
+    total_cost = (
+        charged * fleet.cost.gpu_hour + sum(m["cpu_hours"] for m in models.values()) * fleet.cost.cpu_hour
+    )
     total_req = sum(m["requests"] for m in models.values())
     slot_times = [s.t for s in day]
     missing = [s.t for s in day if not s.stored]
@@ -100,7 +110,13 @@ def expected_day(slots: list[Slot], fleet: Any, start: float, end: float) -> dic
         "models": models,
         "gpus": gpus,
         "hosts": hosts,
-        "cost": {"total": total_cost, "requests": total_req, "per_1000": total_cost / total_req * 1000},
+        "cost": {
+            "total": total_cost,
+            "requests": total_req,
+            "per_1000": total_cost / total_req * 1000,
+            "gpu_hours_allocated": allocated,
+            "gpu_hours_metered": metered,
+        },
         "completeness": {"expected": len(slot_times), "found": len(stored), "missing": missing},
     }
 
@@ -281,6 +297,8 @@ def check_report(data: dict[str, Any], exp: dict[str, Any], *, with_events: bool
         for k, v in want.items():
             cmp(f"hosts[{host}].{k}", hosts[host][k], v)
     cmp("cost.total", data["cost"]["total"], exp["cost"]["total"])
+    cmp("cost.gpu_hours_allocated", data["cost"]["gpu_hours_allocated"], exp["cost"]["gpu_hours_allocated"])
+    cmp("cost.gpu_hours_metered", data["cost"]["gpu_hours_metered"], exp["cost"]["gpu_hours_metered"])
     cmp("cost.requests", data["cost"]["requests"], exp["cost"]["requests"])
     cmp("cost.per_1000", data["cost"]["cost_per_1000_predictions"], exp["cost"]["per_1000"])
     c = data["completeness"]

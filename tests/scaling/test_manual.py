@@ -24,6 +24,22 @@ def test_valid_request() -> None:
     assert r == ScaleRequest(model="resnet50-classifier", replicas=8, reason="peak", dry_run=False)
 
 
+def test_a_hold_is_a_bounded_duration() -> None:
+    from mlinfra.scaling.manual import hold_until
+
+    r = validate_scale_request(
+        {"model": "half-plus-two", "replicas": 3, "reason": "x", "hold": "2h"}, load_fleet()
+    )
+    assert (r.hold, r.hold_seconds, hold_until(r, 1000.0)) == ("2h", 7200.0, 8200.0)
+    none = validate_scale_request({"model": "half-plus-two", "replicas": 3, "reason": "x"}, load_fleet())
+    assert hold_until(none, 1000.0) is None
+    expected = "hold: must be empty (no hold) or a duration up to 1w such as 30m, 2h, 1d, got {!r}"
+    for bad in ("2 hours", "8d", "0s"):
+        assert problems({"model": "half-plus-two", "replicas": 3, "reason": "x", "hold": bad}) == [
+            expected.format(bad)
+        ]
+
+
 @pytest.mark.parametrize(
     ("conf", "expected"),
     [
@@ -61,18 +77,26 @@ def test_valid_request() -> None:
         ),
         (
             {"model": "half-plus-two", "replicas": 2, "reason": "x", "force": True},
-            ["unknown parameter(s) 'force'; accepted: model, replicas, reason, dry_run"],
+            ["unknown parameter(s) 'force'; accepted: model, replicas, reason, dry_run, hold"],
         ),
-        ("scale it", ["conf must be a JSON object with model, replicas, reason, dry_run, got 'scale it'"]),
+        (
+            "scale it",
+            ["conf must be a JSON object with model, replicas, reason, dry_run, hold, got 'scale it'"],
+        ),
     ],
 )
 def test_invalid_requests(conf: Any, expected: list[str]) -> None:
     assert problems(conf) == expected
 
 
-def test_form_bounds_by_the_fleet_and_requires_a_reason() -> None:
+def test_the_form_never_bounds_replicas_by_another_models_range_and_requires_a_reason() -> None:
     params = form_params(load_fleet())
     assert params["model"].schema["enum"] == ["half-plus-two", "resnet50-classifier"]
-    assert (params["replicas"].schema["minimum"], params["replicas"].schema["maximum"]) == (1, 8)
+    # A fleet-wide maximum made the form turn 9 into 8 silently: only ">= 0" here, the task checks the rest.
+    assert params["replicas"].schema["minimum"] == 0
+    assert "maximum" not in params["replicas"].schema
+    assert "it is never changed for you" in params["replicas"].description
+    assert "autoscaler may change the count again" in params["hold"].description
+    assert "half-plus-two: 2m" in params["hold"].description
     assert params["reason"].schema["minLength"] == 1
     assert "half-plus-two: 1-4; resnet50-classifier: 2-8" in params["replicas"].description

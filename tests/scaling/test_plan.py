@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from mlinfra.config import load_fleet
@@ -129,3 +131,66 @@ def test_metric_value_shapes() -> None:
     )
     assert metric_value(QueryEvaluationError("boom"))[1] == "query failed: boom"
     assert metric_value([InstantSample({}, float("inf"))])[1] == "value is inf"
+
+
+def _manual_scale(
+    records: ScaleRecords,
+    run_id: str,
+    at: float,
+    *,
+    to: int,
+    hold_until: float | None,
+    outcome: str = "available",
+) -> None:
+    records.record_event(
+        run_id=run_id,
+        model="resnet50-classifier",
+        namespace="serving",
+        deployment="resnet50-classifier",
+        from_replicas=2,
+        to_replicas=to,
+        reason="launch (by admin)",
+        trigger="manual",
+        dry_run=outcome == "dry_run",
+        ts=at,
+        outcome=outcome,
+        decision={"request": {}, "hold_until": hold_until},
+    )
+
+
+def _resnet(plan: dict[str, Any]) -> dict[str, Any]:
+    return next(d for d in plan["decisions"] if d["model"] == "resnet50-classifier")
+
+
+def test_a_held_manual_count_is_left_alone_and_the_reason_says_until_when(sqlite_store: MetricsStore) -> None:
+    records = ScaleRecords(sqlite_store)
+    sqlite_store.write_samples(gpu(10.0, T + 600))  # far below target: the autoscaler would scale down
+    _manual_scale(records, "manual__launch", T, to=6, hold_until=T + 3600)
+    cluster = lambda conn_id: Cluster({"half-plus-two": 1, "resnet50-classifier": 6})  # noqa: E731
+
+    held = plan_scaling(fleet=load_fleet(), store=sqlite_store, at=T + 600, cluster=cluster)
+    assert _resnet(held)["action"] == "skipped"
+    assert _resnet(held)["reason"] == (
+        "skipped: held at 6 replicas by a manual scale until 2027-01-15T09:00:00Z "
+        "(run manual__launch: launch (by admin))"
+    )
+    assert [s["model"] for s in held["scale"]] == []
+
+    sqlite_store.write_samples(gpu(10.0, T + 3700))
+    after = plan_scaling(fleet=load_fleet(), store=sqlite_store, at=T + 3700, cluster=cluster)
+    assert _resnet(after)["action"] == "scale"  # the hold is over: the policy decides again
+    assert _resnet(after)["to"] < 6
+
+
+def test_a_later_manual_scale_without_hold_or_a_dry_run_changes_what_holds(
+    sqlite_store: MetricsStore,
+) -> None:
+    records = ScaleRecords(sqlite_store)
+    _manual_scale(records, "manual__1", T, to=6, hold_until=T + 3600)
+    _manual_scale(records, "manual__2", T + 60, to=5, hold_until=None, outcome="dry_run")
+    assert (
+        records.active_holds(["resnet50-classifier"], at=T + 120)["resnet50-classifier"]["run_id"]
+        == "manual__1"
+    )
+    _manual_scale(records, "manual__3", T + 180, to=4, hold_until=None)
+    assert records.active_holds(["resnet50-classifier"], at=T + 240) == {}

@@ -7,9 +7,14 @@ order, and save a screenshot of every step under ``test-artifacts/browser/``:
 
 1. sign in;
 2. the deploy form refuses an invalid value;
-3. trigger ``model_deploy`` from the form with valid values and see the run succeed;
+3. trigger ``model_deploy`` from the form with valid values and see the run succeed,
+   with the shipped fleet file's SLO and smoke file (only the demo's own settings);
 4. open "ML Fleet" from Airflow's navigation and see the new version and replicas;
-5. start a backfill of ``metrics_report`` from the backfill dialog and see its runs.
+5. from the embedded page, Scale opens a form prefilled with the current replicas; a
+   manual scale with a hold succeeds and the next sweep's autoscaler leaves it alone;
+6. start a backfill of ``metrics_report`` from the backfill dialog and see its runs;
+7. inside Airflow's navigation (a sandboxed frame), a report link opens the complete
+   day's report and a run link opens the run in Airflow.
 
 Later steps build on earlier ones (a browser journey), so run the module as a whole.
 Every wait is bounded; a failure message carries the run's task states and the log tail.
@@ -33,7 +38,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from tests.support.integration import require_binary, unavailable
 
@@ -126,22 +130,6 @@ class Demo:
         return str(wait_for(f"{dag_id} run {run_id} to finish", done, timeout, log=self.log))
 
 
-def write_demo_fleet(directory: Path) -> Path:
-    """The project's fleet with an SLO this shared test machine can meet, and a short smoke file."""
-    fleet = yaml.safe_load((ROOT / "include" / "fleet.yaml").read_text())
-    for model in fleet["models"]:
-        model["slo"]["p99_latency_ms"] = 5000
-    smoke_dir = directory / "smoke"
-    smoke_dir.mkdir(parents=True)
-    for src in (ROOT / "include" / "smoke").glob("*.json"):
-        data = json.loads(src.read_text())
-        data["repetitions"] = 3
-        (smoke_dir / src.name).write_text(json.dumps(data))
-    path = directory / "fleet.yaml"
-    path.write_text(yaml.safe_dump(fleet, sort_keys=False))
-    return path
-
-
 def stop_group(pgid: int, timeout: float = 60) -> None:
     try:
         os.killpg(pgid, signal.SIGTERM)
@@ -177,7 +165,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         "AIRFLOW_PORT": str(port),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-        "MLINFRA_FLEET_FILE": str(write_demo_fleet(directory / "include")),
         "MLINFRA_DEMO_READY_TIMEOUT": str(START_TIMEOUT_S),
     }
     env.pop("AIRFLOW_HOME", None)  # the demo's own, under its directory
@@ -341,7 +328,47 @@ def test_04_ml_fleet_shows_the_new_version_and_replicas(page: Any, demo: Demo) -
     shot(page, "07-ml-fleet-page", full_page=True)
 
 
-def test_05_backfill_metrics_report_from_the_dialog(page: Any, demo: Demo) -> None:
+def test_05_a_held_manual_scale_from_the_prefilled_form_survives_the_next_sweep(
+    page: Any, demo: Demo
+) -> None:
+    page.goto(f"{demo.base}/plugin/ml-fleet")
+    frame = page.frame_locator("iframe")
+    row = frame.locator("#model-half-plus-two")
+    row.wait_for()
+    current = row.locator("[data-field=replicas]").inner_text().split("/")[1].strip()
+    row.locator("[data-action=model_scale]").click()
+    form = frame.locator("#trigger-form")
+    form.wait_for()
+    assert frame.locator("input[name=replicas]").input_value() == current  # prefilled from the page
+    frame.locator("input[name=replicas]").fill("2")
+    frame.locator("input[name=reason]").fill("browser test: launch")
+    frame.locator("input[name=hold]").fill("1h")
+    shot(page, "10-scale-form-prefilled")
+    form.get_by_role("button").click()
+
+    # The form posts to Airflow's API with the session, then opens the run in Airflow's own page.
+    page.wait_for_url(re.compile(r"/dags/model_scale/runs/"), timeout=UI_TIMEOUT_MS)
+    from urllib.parse import unquote
+
+    run_id = unquote(page.url.split("/runs/", 1)[1].split("/")[0])
+    assert demo.wait_run("model_scale", run_id) == "success", demo.task_states("model_scale", run_id)
+
+    sweep = demo.api("POST", "/dags/infra_health_sweep/dagRuns", json={"logical_date": None, "conf": {}})
+    assert demo.wait_run("infra_health_sweep", sweep["dag_run_id"]) == "success"
+    decisions = demo.api(
+        "GET",
+        f"/dags/infra_health_sweep/dagRuns/{sweep['dag_run_id']}/taskInstances/plan_scaling/xcomEntries/decisions",
+    )["value"]
+    decisions = json.loads(decisions) if isinstance(decisions, str) else decisions
+    hpt = next(d for d in decisions if d["model"] == "half-plus-two")
+    assert hpt["reason"].startswith("skipped: held at 2 replicas by a manual scale until "), hpt
+    fleet = httpx.get(
+        f"{demo.base}/mlinfra/api/fleet", headers={"Authorization": f"Bearer {demo.token()}"}, timeout=30
+    ).json()
+    assert next(m for m in fleet["models"] if m["name"] == "half-plus-two")["replicas"]["desired"] == 2
+
+
+def test_06_backfill_metrics_report_from_the_dialog(page: Any, demo: Demo) -> None:
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     first, last = today - timedelta(days=4), today - timedelta(days=2)
     dialog = open_trigger_dialog(page, demo, "metrics_report")
@@ -370,3 +397,37 @@ def test_05_backfill_metrics_report_from_the_dialog(page: Any, demo: Demo) -> No
     page.goto(f"{demo.base}/dags/metrics_report/runs")
     page.get_by_text(re.compile(r"backfill__")).first.wait_for()
     shot(page, "09-backfill-runs", full_page=True)
+
+
+def test_07_links_inside_airflows_navigation_open_the_report_and_the_run(page: Any, demo: Demo) -> None:
+    day = (datetime.now(UTC) - timedelta(days=2)).strftime("%Y-%m-%d")  # seeded whole: complete
+
+    def backfill_done() -> bool:
+        runs = [r for r in demo.runs("metrics_report") if r["run_type"] == "backfill"]
+        return bool(runs) and all(r["state"] in ("success", "failed") for r in runs)
+
+    wait_for("the backfill runs to finish", backfill_done, RUN_TIMEOUT_S, interval=5)
+    page.goto(f"{demo.base}/")
+    page.get_by_role("link", name="ML Fleet").click()
+    page.wait_for_url(re.compile(r"/plugin/ml-fleet"))
+    frame = page.frame_locator("iframe")
+    frame.locator("#models").wait_for()
+    shot(page, "11-ml-fleet-in-airflow", full_page=True)
+
+    # A report link: the report opens in the frame (popups and top navigation are blocked there).
+    frame.locator(f'a[href$="/reports/{day}/report.html"]').first.click()
+    frame.get_by_text("Data interval").first.wait_for()
+    assert "complete" in frame.locator("body").inner_text()
+    shot(page, "12-complete-day-report-in-airflow", full_page=True)
+    page.goto(f"{demo.base}/mlinfra/reports/{day}/report.html")
+    shot(page, "13-complete-day-report", full_page=True)
+
+    # A run link: Airflow's own page moves to the run.
+    page.goto(f"{demo.base}/plugin/ml-fleet")
+    frame = page.frame_locator("iframe")
+    link = frame.locator("a[data-airflow][href*='/dags/model_deploy/runs/']").first
+    href = link.get_attribute("href")
+    assert href
+    link.click()
+    page.wait_for_url(re.compile(re.escape(href) + "$"), timeout=UI_TIMEOUT_MS)
+    shot(page, "14-run-opened-from-the-embedded-page")

@@ -18,15 +18,59 @@ def filled(sqlite_store: MetricsStore) -> dict[str, Any]:
     return {"store": sqlite_store, **fill_store(sqlite_store, time.time(), hours=2)}
 
 
-def test_health_names_every_reason() -> None:
-    assert _health(3, 3, 1, [], None) == ("healthy", [])
-    assert _health(3, 2, 1, [], None) == ("degraded", ["2 of 3 replicas available"])
-    assert _health(3, 0, 1, [], None)[0] == "down"
-    assert _health(3, 3, 0, [], None) == ("down", ["TF Serving does not answer"])
-    assert _health(3, 3, 1, [{"alert": "HighLatency"}], None) == ("degraded", ["alert HighLatency firing"])
-    assert _health(3, 3, 1, [], {"outcome": "rolled_back"}) == ("degraded", ["last deploy rolled back"])
-    assert _health(None, None, None, [], None)[0] == "unknown"
-    health, reasons = _health(3, 3, 1, [], {"outcome": "partial"})
+def test_health_is_serving_health_and_not_monitored_is_not_healthy() -> None:
+    assert _health(3, 3, 1, []) == ("healthy", [])
+    assert _health(3, 2, 1, []) == ("degraded", ["2 of 3 replicas available"])
+    assert _health(3, 0, 1, [])[0] == "down"
+    assert _health(3, 3, 0, []) == ("down", ["TF Serving does not answer"])
+    assert _health(3, 3, 1, [{"alert": "HighLatency"}]) == ("degraded", ["alert HighLatency firing"])
+    assert _health(None, None, None, [])[0] == "unknown"
+    # Replicas up but nobody asks TF Serving: not a claim of health.
+    assert _health(3, 3, None, [], serving_conn_id="tf_serving_x") == (
+        "not monitored",
+        [
+            "TF Serving is not checked (Airflow connection 'tf_serving_x'): replicas alone do not show it serves"
+        ],
+    )
+
+
+def test_a_rollback_that_restored_service_is_healthy_with_its_own_deploy_badge(
+    filled: dict[str, Any],
+) -> None:
+    from mlinfra.ui.fleet import _model_view
+
+    model = load_fleet().model("half-plus-two")
+    samples = cluster_samples()  # half-plus-two: 3 / 3, serving v2
+    rolled_back = {"model": "half-plus-two", "version": 3, "outcome": "rolled_back", "smoke": None,
+                   "run_id": "manual__2", "started_at": 10.0, "ended_at": 20.0}  # fmt: skip
+    view = _model_view(model, samples, [rolled_back], [], [], snapshot_ts=30.0)
+    assert (view["health"], view["health_reasons"]) == ("healthy", [])
+    assert view["deploy_badge"] == {"outcome": "rolled_back", "version": 3}
+    assert view["deployed_version"] == 2
+
+
+def test_what_happened_after_the_sweep_is_listed_and_a_newer_deploy_sets_the_version() -> None:
+    from mlinfra.ui.fleet import _model_view
+
+    model = load_fleet().model("half-plus-two")
+    samples = cluster_samples()  # half-plus-two: 3 / 3, serving v2
+    deploy = {"model": "half-plus-two", "version": 3, "outcome": "succeeded", "smoke": None,
+              "run_id": "manual__d", "started_at": 90.0, "ended_at": 120.0}  # fmt: skip
+    scale = {"model": "half-plus-two", "ts": 150.0, "from_replicas": 3, "to_replicas": 1,
+             "outcome": "available", "run_id": "manual__s", "dag_id": "model_scale", "dry_run": False}  # fmt: skip
+    view = _model_view(model, samples, [deploy], [], [scale], snapshot_ts=100.0)
+    assert (view["deployed_version"], view["version_source"]) == (3, "deploy")
+    assert view["replicas"]["desired"] == 3  # the sweep's figure, not mixed with later events
+    assert [e["what"] for e in view["since_snapshot"]] == [
+        "deploy of v3: succeeded",
+        "scale 3 -> 1: available",
+    ]
+    before = _model_view(model, samples, [deploy], [], [scale], snapshot_ts=200.0)
+    assert (before["deployed_version"], before["since_snapshot"]) == (2, [])
+
+
+def test_a_partially_changed_cluster_is_never_healthy() -> None:
+    health, reasons = _health(3, 3, 1, [], partial_deploy=True)
     assert health == "degraded"
     assert reasons == ["CLUSTER PARTIALLY CHANGED by the last deploy; its rollback failed (see the run)"]
 

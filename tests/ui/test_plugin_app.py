@@ -269,6 +269,10 @@ def test_metrics_is_the_latest_sweep_in_the_prometheus_text_format(
     cpu = families["ml_cpu_usage_percent"].samples[0]
     assert cpu.labels == {"host": "gpu-node-1", "exported_job": "node"}
     assert families["mlinfra_latest_sweep_timestamp_seconds"].samples[0].value == filled["end"]
+    # Every family is described and typed (it used to be "untyped" everywhere).
+    assert response.text.count("# HELP ") == response.text.count("# TYPE ") == len(families)
+    assert families["ml_gpu_utilization_percent"].type == "gauge"
+    assert families["ml_gpu_utilization_percent"].documentation.startswith("GPU busy time")
 
 
 def test_metrics_of_an_empty_store_is_an_empty_exposition(

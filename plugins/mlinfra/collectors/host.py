@@ -3,10 +3,18 @@
 ``psutil`` is passed in, so tests hand in a small stand-in::
 
     >>> import psutil
-    >>> samples = collect_host_samples(psutil, host="node-1", cpu_interval=0.05)
-    >>> cpu_all = next(s for s in samples if s.name == "ml_cpu_usage_percent" and s.labels["core"] == "all")
-    >>> 0.0 <= cpu_all.value <= 100.0, cpu_all.labels["host"]
-    (True, 'node-1')
+    >>> samples = collect_host_samples(psutil, host="node-1")
+    >>> idle = next(s for s in samples if s.name == "ml_cpu_seconds_total" and s.labels["mode"] == "idle")
+    >>> idle.value > 0, sorted(idle.labels)
+    (True, ['cpu', 'host', 'mode'])
+
+CPU is read as node-exporter reads it: counters of seconds per core and mode
+(``ml_cpu_seconds_total{cpu, mode}``), never a percentage sampled over a fraction of
+a second. Such a sample would only see the sweep's own start-up (several task
+processes starting on a few cores) and read near 100 % on an idle machine.
+``ml_cpu_usage_percent`` is derived from the change of those counters since the
+previous sweep by :func:`cpu_usage_from_counters` (the sweep's write step does it,
+with the previous counters from the store), so it covers the whole interval.
 
 The host is read in independent sections (CPU, load, memory, disk usage, disk IO,
 network, boot time). A section that fails costs only its own samples: the others
@@ -35,7 +43,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PSEUDO_FILESYSTEMS", "collect_host_samples", "run"]
+__all__ = ["CPU_MODES", "PSEUDO_FILESYSTEMS", "collect_host_samples", "cpu_usage_from_counters", "run"]
+
+# psutil's cpu_times fields exported as modes. guest and guest_nice are left out as
+# node-exporter leaves them out of node_cpu_seconds_total: the kernel already counts
+# them in user and nice.
+CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+# Time a core spends in these modes is not busy (psutil.cpu_percent and top agree).
+_IDLE_MODES = frozenset({"idle", "iowait"})
 
 # disk_partitions(all=False) already leaves out most "nodev" filesystems on Linux;
 # these can still slip through (snap's squashfs images are always 100 % full,
@@ -76,17 +91,76 @@ _IO_DEVICE_EXCLUDE = re.compile(r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)
 _SKIPPED_INTERFACES = frozenset({"lo"})
 
 
-def _cpu(ps: Any, labels: dict[str, str], cpu_interval: float) -> list[Sample]:
-    # One blocking measurement over cpu_interval; "all" is derived from it rather
-    # than measured again (a second call would sleep a second interval).
-    per_core = ps.cpu_percent(interval=cpu_interval, percpu=True)
-    out = [Sample("ml_cpu_usage_percent", {**labels, "core": str(i)}, v) for i, v in enumerate(per_core)]
-    if per_core:
-        out.append(Sample("ml_cpu_usage_percent", {**labels, "core": "all"}, sum(per_core) / len(per_core)))
+def _cpu(ps: Any, labels: dict[str, str]) -> list[Sample]:
+    out: list[Sample] = []
+    for i, times in enumerate(ps.cpu_times(percpu=True)):
+        for mode in CPU_MODES:
+            value = getattr(times, mode, None)
+            if value is not None:  # fields vary by platform (no iowait on macOS)
+                out.append(
+                    Sample("ml_cpu_seconds_total", {**labels, "cpu": str(i), "mode": mode}, float(value))
+                )
     count = ps.cpu_count()
     if count:  # None where the platform cannot tell
         out.append(Sample("ml_cpu_count", labels, count))
     return out
+
+
+def cpu_usage_from_counters(previous: list[Sample], current: list[Sample]) -> list[Sample]:
+    """``ml_cpu_usage_percent{host, core}`` from two readings of ``ml_cpu_seconds_total``.
+
+    The busy share of the time each core accounted between the two readings
+    (``core="0"``, ``"1"``, ...) and of all cores together (``core="all"``): a ratio of
+    counter changes, so it needs no timestamps and is right for any interval. A core
+    missing from either reading, or whose counters went backwards (a reboot), gives
+    no figure rather than a wrong one. The samples carry the current readings'
+    timestamps.
+
+    >>> def read(idle, user, ts):
+    ...     return [Sample("ml_cpu_seconds_total", {"host": "h", "cpu": "0", "mode": m}, v, ts)
+    ...             for m, v in (("idle", idle), ("user", user))]
+    >>> [(s.labels["core"], s.value) for s in cpu_usage_from_counters(read(100, 10, 1.0), read(190, 20, 2.0))]
+    [('0', 10.0), ('all', 10.0)]
+    """
+
+    def by_core(samples: list[Sample]) -> dict[tuple[str, str], tuple[dict[str, float], float | None]]:
+        cores: dict[tuple[str, str], tuple[dict[str, float], float | None]] = {}
+        for s in samples:
+            if s.name != "ml_cpu_seconds_total" or "cpu" not in s.labels or "mode" not in s.labels:
+                continue
+            key = (s.labels.get("host", ""), s.labels["cpu"])
+            modes, _ = cores.setdefault(key, ({}, s.timestamp))
+            modes[s.labels["mode"]] = s.value
+        return cores
+
+    before, after = by_core(previous), by_core(current)
+    out: list[Sample] = []
+    totals: dict[str, list[float]] = {}  # host -> [busy seconds, all seconds]
+    timestamps: dict[str, float | None] = {}
+    for (host, cpu), (now_modes, ts) in sorted(
+        after.items(), key=lambda kv: (kv[0][0], _core_order(kv[0][1]))
+    ):
+        then_modes = before.get((host, cpu), ({}, None))[0]
+        modes = set(now_modes) & set(then_modes)
+        deltas = {m: now_modes[m] - then_modes[m] for m in modes}
+        total = sum(deltas.values())
+        if not modes or total <= 0 or any(d < 0 for d in deltas.values()):
+            continue
+        busy = sum(d for m, d in deltas.items() if m not in _IDLE_MODES)
+        labels = {"host": host, "core": cpu} if host else {"core": cpu}
+        out.append(Sample("ml_cpu_usage_percent", labels, 100.0 * busy / total, ts))
+        acc = totals.setdefault(host, [0.0, 0.0])
+        acc[0] += busy
+        acc[1] += total
+        timestamps[host] = ts
+    for host, (busy, total) in totals.items():
+        labels = {"host": host, "core": "all"} if host else {"core": "all"}
+        out.append(Sample("ml_cpu_usage_percent", labels, 100.0 * busy / total, timestamps[host]))
+    return out
+
+
+def _core_order(cpu: str) -> tuple[int, str]:
+    return (int(cpu), "") if cpu.isdigit() else (1 << 30, cpu)
 
 
 def _load(ps: Any, labels: dict[str, str]) -> list[Sample]:
@@ -168,20 +242,18 @@ def _boot_time(ps: Any, labels: dict[str, str]) -> list[Sample]:
     return [Sample("ml_host_boot_time_seconds", labels, ps.boot_time())]
 
 
-def collect_host_samples(
-    ps: Any = psutil, *, host: str | None = None, cpu_interval: float = 0.2
-) -> list[Sample]:
-    """Read this host's CPU, memory, disks and network through ``ps`` (psutil).
+def collect_host_samples(ps: Any = psutil, *, host: str | None = None) -> list[Sample]:
+    """Read this host's CPU counters, memory, disks and network through ``ps`` (psutil).
 
-    Blocks for ``cpu_interval`` seconds: CPU percentages are measured over that
-    window. Every sample carries ``host`` (default: this host's name).
+    Never blocks: every CPU figure is a counter (see :func:`cpu_usage_from_counters`).
+    Every sample carries ``host`` (default: this host's name).
 
     Raises :class:`PartialCollection` (with every sample the other sections read)
     when a section fails.
     """
     labels = {"host": host or socket.gethostname()}
     sections: list[tuple[str, Callable[[], list[Sample]]]] = [
-        ("cpu", lambda: _cpu(ps, labels, cpu_interval)),
+        ("cpu", lambda: _cpu(ps, labels)),
         ("load average", lambda: _load(ps, labels)),
         ("memory", lambda: _memory(ps, labels)),
         ("disk usage", lambda: _disk_usage(ps, labels)),
@@ -207,14 +279,13 @@ def run(
     *,
     ps: Any = psutil,
     host: str | None = None,
-    cpu_interval: float = 0.2,
 ) -> CollectorResult:
     """The host collector as the sweep runs it: never raises, reports ``mlinfra_collector_up``.
 
     ``fleet`` is accepted for the common collector signature; the host needs nothing from it.
 
-    >>> result = run(cpu_interval=0.01)
+    >>> result = run()
     >>> result.up, result.samples[-2].name
     (True, 'mlinfra_collector_up')
     """
-    return run_collector("host", lambda: collect_host_samples(ps, host=host, cpu_interval=cpu_interval))
+    return run_collector("host", lambda: collect_host_samples(ps, host=host))

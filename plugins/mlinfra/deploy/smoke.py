@@ -5,8 +5,9 @@ A smoke file (``include/smoke/<model>.json``, named by the fleet's ``smoke_file`
     {
       "signature_name": "serving_default",   # default for every case
       "protocols": ["grpc", "rest"],         # both by default
-      "repetitions": 20,                     # each case, per protocol
-      "concurrency": 4,                      # requests in flight at once
+      "repetitions": 40,                     # measured requests, each case, per protocol
+      "warmup": 2,                           # unmeasured requests first, each case, per protocol
+      "concurrency": 2,                      # requests in flight at once
       "abs_tol": 1e-6, "rel_tol": 0,         # defaults for every case
       "cases": [
         {"name": "batch", "inputs": {"x": [1.0, 2.0, 5.0]}, "expected": {"y": [2.5, 3.0, 4.5]}},
@@ -21,10 +22,19 @@ An expected output is a nested list (every element within tolerance) or an objec
 with any of ``shape``, ``sum`` and ``values``. A value ``e`` accepts ``a`` when
 ``|a - e| <= abs_tol + rel_tol * |e|`` (numpy's ``isclose``).
 
-:func:`run_smoke` sends every case ``repetitions`` times over each protocol, checks
-every answer, and measures latency; :class:`SmokeReport` says whether the version
-passes (no error, no mismatch, p50 and p99 within the model's SLO) and renders the
-table the task log shows.
+:func:`run_smoke` sends every case ``warmup`` times and then ``repetitions`` times over
+each protocol and checks every answer; :class:`SmokeReport` says whether the version
+passes and renders the table the task log shows.
+
+Latency is measured the way load testers measure it. Warm-up answers are checked but
+their latency is not counted: the first requests pay for channel set-up and the
+model's first run, which no client sees in steady state. The SLO is judged per
+protocol over all measured requests of all cases, and a percentile is judged only
+with enough samples for it to be something other than the slowest request
+(nearest rank: 2 for p50, 100 for p99, see :func:`min_samples`); with fewer, that
+percentile's verdict is "not enough samples": neither a pass nor a fail. The smoke
+test then fails only on a wrong answer, an error, or a percentile measured over the
+SLO; the log and the report say which percentiles were not judged and why.
 """
 
 from __future__ import annotations
@@ -102,6 +112,7 @@ class SmokeSpec(_Strict):
     signature_name: str = "serving_default"
     protocols: list[Protocol] = Field(default_factory=lambda: list(PROTOCOLS), min_length=1)
     repetitions: int = Field(default=1, ge=1, le=10_000)
+    warmup: int = Field(default=1, ge=0, le=1_000)
     concurrency: int = Field(default=1, ge=1, le=64)
     abs_tol: float = Field(default=1e-6, ge=0)
     rel_tol: float = Field(default=0.0, ge=0)
@@ -213,10 +224,19 @@ class CaseResult:
     protocol: str
     case: str
     requests: int = 0
+    warmup: int = 0
+    # Warm-up answers are checked too, but counted apart: errors/mismatches are of the
+    # measured requests, so they compare with ``requests``.
+    warmup_failures: int = 0
     errors: int = 0
     mismatches: int = 0
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     first_problem: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Any wrong answer or error, warm-up included."""
+        return bool(self.errors or self.mismatches or self.warmup_failures)
 
     @property
     def p50_ms(self) -> float | None:
@@ -236,6 +256,55 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[rank - 1]
 
 
+def min_samples(q: float) -> int:
+    """The fewest samples for which the nearest-rank ``q`` percentile is not the maximum.
+
+    With fewer, "p99" is simply the slowest request, and one cold or unlucky request
+    decides the verdict: ``min_samples(99) == 100``, ``min_samples(50) == 2``.
+    """
+    if not 0 < q < 100:
+        raise ValueError(f"percentile must be in (0, 100), got {q}")
+    # Below n = 1 / (1 - q/100) samples, rank ceil(q/100 * n) is n itself.
+    return math.ceil(round(100 / (100 - q), 9))
+
+
+Verdict = Literal["ok", "over SLO", "not enough samples"]
+JUDGED_PERCENTILES = (50, 99)
+
+
+@dataclass(frozen=True)
+class LatencyVerdict:
+    """One protocol's latency percentile against the SLO."""
+
+    protocol: str
+    q: int
+    samples: int
+    value_ms: float | None
+    slo_ms: float
+
+    @property
+    def needed(self) -> int:
+        return min_samples(self.q)
+
+    @property
+    def verdict(self) -> Verdict:
+        if self.samples < self.needed or self.value_ms is None:
+            return "not enough samples"
+        return "over SLO" if self.value_ms > self.slo_ms else "ok"
+
+    def describe(self) -> str:
+        if self.verdict == "not enough samples":
+            return (
+                f"{self.protocol}: p{self.q} not judged: {self.samples} measured request(s), "
+                f"{self.needed} needed (raise repetitions or add cases)"
+            )
+        return (
+            f"{self.protocol}: p{self.q} latency {self.value_ms:.1f} ms "
+            f"{'exceeds' if self.verdict == 'over SLO' else 'within'} the SLO of {self.slo_ms:g} ms "
+            f"({self.samples} requests)"
+        )
+
+
 @dataclass
 class SmokeReport:
     model: str
@@ -247,77 +316,128 @@ class SmokeReport:
     def protocol_latencies(self, protocol: str) -> list[float]:
         return [x for r in self.results if r.protocol == protocol for x in r.latencies_ms]
 
+    def _protocols(self) -> list[str]:
+        return sorted({r.protocol for r in self.results})
+
+    def latency_verdicts(self, protocol: str) -> list[LatencyVerdict]:
+        lat = self.protocol_latencies(protocol)
+        return [
+            LatencyVerdict(protocol, q, len(lat), percentile(lat, q), self.slo_p99_ms)
+            for q in JUDGED_PERCENTILES
+        ]
+
     @property
     def problems(self) -> list[str]:
         out = []
         for r in self.results:
-            if r.errors or r.mismatches:
+            if r.failed:
+                warm = (
+                    f" (and {r.warmup_failures} of {r.warmup} warm-up requests)" if r.warmup_failures else ""
+                )
                 out.append(
                     f"{r.protocol} case {r.case!r}: {r.errors} error(s), {r.mismatches} mismatch(es) "
-                    f"in {r.requests} requests; first: {r.first_problem}"
+                    f"in {r.requests} requests{warm}; first: {r.first_problem}"
                 )
-        for protocol in sorted({r.protocol for r in self.results}):
-            lat = self.protocol_latencies(protocol)
-            p50, p99 = percentile(lat, 50), percentile(lat, 99)
-            if p99 is not None and p99 > self.slo_p99_ms:
-                out.append(f"{protocol}: p99 latency {p99:.1f} ms exceeds the SLO of {self.slo_p99_ms:g} ms")
-            if p50 is not None and p50 > self.slo_p99_ms:
-                out.append(f"{protocol}: p50 latency {p50:.1f} ms exceeds the SLO of {self.slo_p99_ms:g} ms")
+        for protocol in self._protocols():
+            out.extend(v.describe() for v in self.latency_verdicts(protocol) if v.verdict == "over SLO")
         return out
+
+    @property
+    def not_judged(self) -> list[str]:
+        """Percentiles left without a verdict for want of samples (a warning, not a failure)."""
+        return [
+            v.describe()
+            for protocol in self._protocols()
+            for v in self.latency_verdicts(protocol)
+            if v.verdict == "not enough samples"
+        ]
 
     @property
     def passed(self) -> bool:
         return not self.problems
 
     def table(self) -> str:
-        """The result table for the task log."""
-        header = ("protocol", "case", "requests", "errors", "mismatches", "p50 ms", "p99 ms", "result")
+        """The result table for the task log.
+
+        Every row judges the same two things: "answers" (errors and mismatches, per
+        case and for all cases) and "latency" (only on a protocol's "(all)" row,
+        because the SLO is one figure per protocol; a case row's percentiles are
+        shown for reading, not judged). The last line is the overall verdict.
+        """
+        header = (
+            "protocol",
+            "case",
+            "warm-up",
+            "measured",
+            "errors",
+            "mismatches",
+            "p50 ms",
+            "p99 ms",
+            "answers",
+            "latency",
+        )
         rows = []
-        for r in self.results:
-            ok = not (r.errors or r.mismatches)
-            rows.append(
-                (
-                    r.protocol,
-                    r.case,
-                    str(r.requests),
-                    str(r.errors),
-                    str(r.mismatches),
-                    _ms(r.p50_ms),
-                    _ms(r.p99_ms),
-                    "ok" if ok else "FAIL",
-                )
-            )
-        for protocol in sorted({r.protocol for r in self.results}):
+        for protocol in self._protocols():
             mine = [r for r in self.results if r.protocol == protocol]
-            lat = self.protocol_latencies(protocol)
-            p50, p99 = percentile(lat, 50), percentile(lat, 99)
-            ok = all(not (r.errors or r.mismatches) for r in mine) and (p99 is None or p99 <= self.slo_p99_ms)
+            for r in mine:
+                rows.append(
+                    (
+                        r.protocol,
+                        r.case,
+                        str(r.warmup),
+                        str(r.requests),
+                        str(r.errors),
+                        str(r.mismatches),
+                        _ms(r.p50_ms, len(r.latencies_ms), 50),
+                        _ms(r.p99_ms, len(r.latencies_ms), 99),
+                        "ok" if not r.failed else "FAIL",
+                        "",
+                    )
+                )
+            verdicts = self.latency_verdicts(protocol)
+            lat_verdicts = {v.verdict for v in verdicts}
+            latency = (
+                "FAIL"
+                if "over SLO" in lat_verdicts
+                else "not enough samples"
+                if "not enough samples" in lat_verdicts
+                else "ok"
+            )
             rows.append(
                 (
                     protocol,
                     "(all)",
+                    str(sum(r.warmup for r in mine)),
                     str(sum(r.requests for r in mine)),
                     str(sum(r.errors for r in mine)),
                     str(sum(r.mismatches for r in mine)),
-                    _ms(p50),
-                    _ms(p99),
-                    f"{'ok' if ok else 'FAIL'} (SLO p99 {self.slo_p99_ms:g} ms)",
+                    _ms(verdicts[0].value_ms, verdicts[0].samples, 50),
+                    _ms(verdicts[1].value_ms, verdicts[1].samples, 99),
+                    "ok" if not any(r.failed for r in mine) else "FAIL",
+                    f"{latency} (SLO {self.slo_p99_ms:g} ms)",
                 )
             )
         widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-        lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+        lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
         lines.append("  ".join("-" * w for w in widths))
-        lines.extend("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
+        lines.extend("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+        lines.append(f"verdict: {'PASS' if self.passed else 'FAIL'}")
+        lines.extend(f"  {p}" for p in self.problems)
+        lines.extend(f"  note: {n}" for n in self.not_judged)
+        if any(cell == "-" or cell.startswith("n<") for row in rows for cell in row[6:8]):
+            lines.append("  (-: no measured requests; n<N: fewer than the N samples that percentile needs)")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         protocols = {}
-        for protocol in sorted({r.protocol for r in self.results}):
-            lat = self.protocol_latencies(protocol)
+        for protocol in self._protocols():
+            verdicts = self.latency_verdicts(protocol)
             protocols[protocol] = {
                 "requests": sum(r.requests for r in self.results if r.protocol == protocol),
-                "p50_ms": percentile(lat, 50),
-                "p99_ms": percentile(lat, 99),
+                "warmup": sum(r.warmup for r in self.results if r.protocol == protocol),
+                "p50_ms": verdicts[0].value_ms,
+                "p99_ms": verdicts[1].value_ms,
+                "latency": {f"p{v.q}": v.verdict for v in verdicts},
             }
         return {
             "model": self.model,
@@ -331,6 +451,8 @@ class SmokeReport:
                     "protocol": r.protocol,
                     "case": r.case,
                     "requests": r.requests,
+                    "warmup": r.warmup,
+                    "warmup_failures": r.warmup_failures,
                     "errors": r.errors,
                     "mismatches": r.mismatches,
                     "p50_ms": r.p50_ms,
@@ -340,11 +462,16 @@ class SmokeReport:
                 for r in self.results
             ],
             "problems": self.problems,
+            "not_judged": self.not_judged,
         }
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
+def _ms(value: float | None, samples: int, q: int) -> str:
+    if value is None:
+        return "-"
+    if samples < min_samples(q):
+        return f"n<{min_samples(q)}"
+    return f"{value:.1f}"
 
 
 def _materialize(value: Any) -> Any:
@@ -407,13 +534,23 @@ def run_smoke(
                     return (clock() - t0) * 1000, None, f"error: {e.status}: {e.server_message or e}"
                 return (clock() - t0) * 1000, outputs, None
 
+            # Warm-up runs one at a time and before any measured request, so the measured
+            # ones never queue behind a channel being set up.
+            warm = [call(i) for i in range(spec.warmup)]
             with ThreadPoolExecutor(max_workers=spec.concurrency, thread_name_prefix="smoke") as pool:
-                answers = list(pool.map(call, range(spec.repetitions)))
-            for elapsed_ms, outputs, error in answers:
-                result.requests += 1
-                result.latencies_ms.append(elapsed_ms)
+                measured = list(pool.map(call, range(spec.repetitions)))
+            for i, (elapsed_ms, outputs, error) in enumerate(warm + measured):
+                warming = i < len(warm)
+                if warming:
+                    result.warmup += 1
+                else:
+                    result.requests += 1
+                    result.latencies_ms.append(elapsed_ms)
                 if error is not None:
-                    result.errors += 1
+                    if warming:
+                        result.warmup_failures += 1
+                    else:
+                        result.errors += 1
                     result.first_problem = result.first_problem or error
                     continue
                 for name, expected in case.expected.items():
@@ -423,7 +560,10 @@ def run_smoke(
                     else:
                         problem = compare(outputs[name], expected, abs_tol, rel_tol)
                     if problem is not None:
-                        result.mismatches += 1
+                        if warming:
+                            result.warmup_failures += 1
+                        else:
+                            result.mismatches += 1
                         result.first_problem = result.first_problem or f"output {name!r}: {problem}"
                         break
     return SmokeReport(model_name, version, slo_p99_ms, results, duration_s=clock() - started)

@@ -151,8 +151,11 @@ class CostFigures:
     currency: str
     gpu_hour_price: float
     cpu_hour_price: float
-    gpu_hours: float
+    gpu_hours: float  # charged: per sweep, the larger of GPUs allocated and GPUs metered
     cpu_hours: float
+    gpu_hours_allocated: float  # GPUs requested by the serving pods (pods x resources.gpus)
+    gpu_hours_metered: float  # GPUs the GPU collector saw up (the report's GPU table)
+    gpu_hours_source: str  # "allocated" | "metered" | "none"
     gpu_cost: float
     cpu_cost: float
     total: float
@@ -306,11 +309,11 @@ def build_report(
 
     sweeps = store.sweeps(t0, t1)
     completeness = _completeness(t0, t1, step, [s.ts for s in sweeps])
-    models, model_series = _models(store, fleet, t0, t1, step)
-    gpus, gpu_series = _gpus(store, t0, t1, step)
+    models, model_series, allocated_by_t = _models(store, fleet, t0, t1, step)
+    gpus, gpu_series, seen_by_t = _gpus(store, t0, t1, step)
     hosts = _hosts(store, t0, t1)
     alerts, alert_periods = _alerts(read_alert_history(store, t0, t1), t0, t1)
-    cost = _cost(fleet, models)
+    cost = _cost(fleet, models, allocated_by_t, seen_by_t, step)
 
     if completeness.sweeps_found == 0:
         status = "empty"
@@ -372,7 +375,8 @@ def _le(text: str | None) -> float | None:
 
 def _models(
     store: MetricsStore, fleet: Fleet, start: float, end: float, step: float
-) -> tuple[list[ModelFigures], dict[str, Any]]:
+) -> tuple[list[ModelFigures], dict[str, Any], dict[float, float]]:
+    """Per-model figures, their time series, and the GPUs allocated to serving pods per sweep."""
     by_deployment = {(m.kubernetes.namespace, m.kubernetes.deployment): m.name for m in fleet.models}
     fleet_models = {m.name: m for m in fleet.models}
 
@@ -427,6 +431,7 @@ def _models(
     )
 
     out: list[ModelFigures] = []
+    allocated_by_t: dict[float, float] = defaultdict(float)
     replicas_series: dict[str, Any] = {}
     latency_series: dict[str, Any] = {}
     for name in names:
@@ -438,6 +443,8 @@ def _models(
         desired = [spec[name][t] for t in sorted(spec[name])]
         pod_counts = pods[name] if pods[name] else spec[name]
         if fm is not None:
+            for t, n in pod_counts.items():
+                allocated_by_t[t] += n * fm.resources.gpus
             pod_hours = math.fsum(pod_counts.values()) * step / 3600.0
             gpu_hours: float | None = pod_hours * fm.resources.gpus
             cpu_hours: float | None = pod_hours * cpu_quantity(fm.resources.cpu)
@@ -520,7 +527,7 @@ def _models(
                     for key, q in (("p50_ms", 0.5), ("p95_ms", 0.95), ("p99_ms", 0.99))
                 },
             }
-    return out, {"replicas": replicas_series, "latency_hourly": latency_series}
+    return out, {"replicas": replicas_series, "latency_hourly": latency_series}, dict(allocated_by_t)
 
 
 def _applied(event: ScaleEventRecord) -> bool:
@@ -535,7 +542,8 @@ def _gpu_key(labels: dict[str, str]) -> tuple[str, str] | None:
 
 def _gpus(
     store: MetricsStore, start: float, end: float, step: float
-) -> tuple[list[GPUFigures], dict[str, Any]]:
+) -> tuple[list[GPUFigures], dict[str, Any], dict[float, float]]:
+    """Per-GPU figures, their time series, and how many GPUs reported per sweep."""
     values: dict[str, dict[tuple[str, str], dict[float, float]]] = {}
     info: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for metric in (
@@ -568,8 +576,12 @@ def _gpus(
     keys = sorted(set().union(*(set(v) for v in values.values()), set(reasons)), key=_gpu_sort)
     out = []
     series: dict[str, Any] = {}
+    seen_by_t: dict[float, float] = defaultdict(float)
     for key in keys:
         util = values["ml_gpu_utilization_percent"].get(key, {})
+        for t, v in util.items():
+            if math.isfinite(v):
+                seen_by_t[t] += 1
         mem = values["ml_gpu_memory_used_bytes"].get(key, {})
         power = list(values["ml_gpu_power_usage_watts"].get(key, {}).values())
         by_reason = reasons.get(key, {})
@@ -610,7 +622,7 @@ def _gpus(
             "utilization_percent": [util.get(t) for t in ts],
             "memory_used_bytes": [mem.get(t) for t in ts],
         }
-    return out, series
+    return out, series, dict(seen_by_t)
 
 
 def _gpu_sort(key: tuple[str, str]) -> tuple[str, int, str]:
@@ -718,8 +730,32 @@ def _union(spans: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
     return merged
 
 
-def _cost(fleet: Fleet, models: list[ModelFigures]) -> CostFigures:
-    gpu_hours = math.fsum(m.gpu_hours or 0.0 for m in models)
+def _cost(
+    fleet: Fleet,
+    models: list[ModelFigures],
+    allocated_by_t: dict[float, float],
+    seen_by_t: dict[float, float],
+    step: float,
+) -> CostFigures:
+    """Cost from what ran. At each sweep the GPUs charged are the larger of those allocated
+    to serving pods and those the GPU collector saw.
+
+    A GPU costs while it is there, allocated or not, and pods may request GPUs on nodes
+    no sweep reads; taking the larger per sweep keeps the cost consistent with the
+    report's own GPU table (two GPUs seen all day are at least 48 GPU-hours) and adds
+    up across intervals. Both totals are in the report, so idle capacity shows.
+    """
+    allocated = math.fsum(allocated_by_t.values()) * step / 3600.0
+    metered = math.fsum(seen_by_t.values()) * step / 3600.0
+    gpu_hours = (
+        math.fsum(
+            max(allocated_by_t.get(t, 0.0), seen_by_t.get(t, 0.0))
+            for t in set(allocated_by_t) | set(seen_by_t)
+        )
+        * step
+        / 3600.0
+    )
+    source = "none" if gpu_hours == 0 else ("allocated" if allocated >= metered else "metered")
     cpu_hours = math.fsum(m.cpu_hours or 0.0 for m in models)
     gpu_cost, cpu_cost = gpu_hours * fleet.cost.gpu_hour, cpu_hours * fleet.cost.cpu_hour
     requests = math.fsum(m.requests for m in models)
@@ -730,6 +766,9 @@ def _cost(fleet: Fleet, models: list[ModelFigures]) -> CostFigures:
         cpu_hour_price=fleet.cost.cpu_hour,
         gpu_hours=gpu_hours,
         cpu_hours=cpu_hours,
+        gpu_hours_allocated=allocated,
+        gpu_hours_metered=metered,
+        gpu_hours_source=source,
         gpu_cost=gpu_cost,
         cpu_cost=cpu_cost,
         total=total,

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlinfra.exceptions import ReportStorageError
 from mlinfra.redaction import redact_url
-from mlinfra.reports.aggregate import DEFAULT_STEP, Report, build_report
+from mlinfra.reports.aggregate import DEFAULT_STEP, Report, build_report, iso
 from mlinfra.reports.records import upsert_report_record
 from mlinfra.reports.render import render_all
 
@@ -97,12 +97,14 @@ def _clear_leftovers(folder: ObjectStoragePath) -> None:
             p.unlink(missing_ok=True)
 
 
-def write_report_files(report: Report, base: ObjectStoragePath) -> ObjectStoragePath:
+def write_report_files(
+    report: Report, base: ObjectStoragePath, *, run_id: str | None = None
+) -> ObjectStoragePath:
     """Render ``report`` into ``base/<folder>/``; returns the folder."""
     folder = base / report.folder_name
     folder.mkdir(parents=True, exist_ok=True)
     _clear_leftovers(folder)
-    for name, content in render_all(report).items():
+    for name, content in render_all(report, run_id=run_id).items():
         _write_atomically(folder, name, content)
     return folder
 
@@ -130,7 +132,7 @@ def publish_report(
     """Build, write and record the report of ``[start, end)``; returns the stored summary plus ``path``."""
     report = build_report(store, fleet, start, end, step=step)
     try:
-        folder = write_report_files(report, base)
+        folder = write_report_files(report, base, run_id=run_id)
     except _storage_errors() as e:
         # Nothing is recorded before the files are complete, so the retry simply rewrites them.
         raise ReportStorageError(
@@ -139,8 +141,11 @@ def publish_report(
     summary = report.summary()
     upsert_report_record(store, report.start, report.end, str(folder), summary, run_id=run_id)
     log.info(
-        "report %s: %s (%d of %d sweeps) -> %s",
+        "report %s (data interval [%s, %s)) by run %s: %s (%d of %d sweeps) -> %s",
         report.folder_name,
+        iso(report.start),
+        iso(report.end),
+        run_id,
         report.status,
         report.completeness.sweeps_found,
         report.completeness.sweeps_expected,

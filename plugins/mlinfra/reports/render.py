@@ -190,14 +190,19 @@ def chart_gpu(data: dict[str, Any]) -> str | None:
     plt = _plt()
     step = data["completeness"]["step_seconds"]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True)
+    totals = {f"{g['host']}:{g['gpu_id']}": g.get("memory_total_bytes") for g in data["gpus"]}
     for name, s in sorted(series.items()):
         ax1.plot(*_with_breaks(s["t"], s["utilization_percent"], step), label=name, linewidth=1.2)
-        mem = [None if v is None else v / 2**30 for v in s["memory_used_bytes"]]
+        # Percent of the GPU's memory on a fixed 0-100 scale: GiB on an auto scale made
+        # a 3 % change fill the chart.
+        total = totals.get(name)
+        mem = [None if v is None or not total else 100.0 * v / total for v in s["memory_used_bytes"]]
         ax2.plot(*_with_breaks(s["t"], mem, step), label=name, linewidth=1.2)
     ax1.set_title(f"GPU utilization and memory over the day (UTC){_gap_note(data)}")
     ax1.set_ylabel("utilization (%)")
     ax1.set_ylim(0, 105)
-    ax2.set_ylabel("memory used (GiB)")
+    ax2.set_ylabel("memory used (% of total)")
+    ax2.set_ylim(0, 105)
     ax2.set_xlabel("time (UTC)")
     for ax in (ax1, ax2):
         _time_axis(ax, data)
@@ -314,6 +319,9 @@ th { background: #f4f4f4; }
 img { max-width: 100%; }
 </style></head><body>
 <h1>Fleet report {{ d.interval.start }} – {{ d.interval.end }}</h1>
+<p id="interval">Data interval <b>[{{ d.interval.start }}, {{ d.interval.end }})</b> UTC{% if run_id %},
+written by run <code>{{ run_id }}</code>{% if run_id.startswith("backfill__") or run_id.startswith("scheduled__") %}
+(a run's name carries its logical date, which for this daily schedule is the end of the day it reports){% endif %}{% endif %}.</p>
 <p><span class="status {{ d.status }}">{{ d.status }}</span> {{ d.message }}</p>
 <h2>Data completeness</h2>
 <p>{{ d.completeness.sweeps_found }} of {{ d.completeness.sweeps_expected }} sweeps
@@ -351,10 +359,10 @@ img { max-width: 100%; }
 </table>{% else %}<p class="empty-section">No scale events recorded in this interval.</p>{% endif %}
 <h2>GPUs</h2>
 {% if d.gpus %}<table><tr><th>host:gpu</th><th>name</th><th>sweeps</th><th>down</th><th>util avg %</th><th>p95 %</th><th>max %</th>
-<th>memory peak GiB</th><th>temp max °C</th><th>throttled</th><th>power avg W</th><th>energy Wh</th></tr>
+<th>memory peak %</th><th>memory peak GiB</th><th>temp max °C</th><th>throttled</th><th>power avg W</th><th>energy Wh</th></tr>
 {% for g in d.gpus %}<tr><td>{{ g.host }}:{{ g.gpu_id }}</td><td>{{ g.name or "–" }}</td><td>{{ g.samples }}</td><td>{{ g.down_sweeps }}</td>
 <td>{{ num(g.utilization_avg) }}</td><td>{{ num(g.utilization_p95) }}</td><td>{{ num(g.utilization_max) }}</td>
-<td>{{ num(gib(g.memory_peak_bytes), 2) }}</td><td>{{ num(g.temperature_max_celsius, 0) }}</td><td>{{ dur(g.throttle_seconds) }}</td>
+<td>{{ num(share(g.memory_peak_bytes, g.memory_total_bytes)) }}</td><td>{{ num(gib(g.memory_peak_bytes), 2) }}</td><td>{{ num(g.temperature_max_celsius, 0) }}</td><td>{{ dur(g.throttle_seconds) }}</td>
 <td>{{ num(g.power_avg_watts) }}</td><td>{{ num(g.energy_wh, 0) }}</td></tr>{% endfor %}
 </table>{% else %}<p class="empty-section">No GPU samples in this interval.</p>{% endif %}
 <h2>Hosts</h2>
@@ -369,9 +377,12 @@ img { max-width: 100%; }
 </table>{% else %}<p class="empty-section">No alert was pending or firing in this interval.</p>{% endif %}
 <h2>Cost</h2>
 <table><tr><th></th><th>hours</th><th>price / h</th><th>cost ({{ d.cost.currency }})</th></tr>
-<tr><td>GPU</td><td>{{ num(d.cost.gpu_hours, 2) }}</td><td>{{ d.cost.gpu_hour_price }}</td><td>{{ num(d.cost.gpu_cost, 2) }}</td></tr>
+<tr><td>GPU ({{ d.cost.gpu_hours_source }})</td><td>{{ num(d.cost.gpu_hours, 2) }}</td><td>{{ d.cost.gpu_hour_price }}</td><td>{{ num(d.cost.gpu_cost, 2) }}</td></tr>
 <tr><td>CPU</td><td>{{ num(d.cost.cpu_hours, 2) }}</td><td>{{ d.cost.cpu_hour_price }}</td><td>{{ num(d.cost.cpu_cost, 2) }}</td></tr>
 <tr><th>total</th><td></td><td></td><th>{{ num(d.cost.total, 2) }}</th></tr></table>
+<p id="gpu-hours">GPU-hours charged: at each sweep, the larger of the GPUs allocated to serving pods
+({{ num(d.cost.gpu_hours_allocated, 2) }} GPU-hours over the interval) and the GPUs the GPU table above saw
+({{ num(d.cost.gpu_hours_metered, 2) }} GPU-hours): a GPU costs while it is there, allocated or not.</p>
 <p>{{ num(d.cost.requests, 0) }} predictions;
 cost per 1,000 predictions: {{ num(d.cost.cost_per_1000_predictions, 4) }} {{ d.cost.currency }}.</p>
 </body></html>
@@ -395,7 +406,8 @@ def _dur(seconds: Any) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"
 
 
-def render_html(report: Report) -> bytes:
+def render_html(report: Report, *, run_id: str | None = None) -> bytes:
+    """The report page; ``run_id`` (the run that wrote it) is printed next to its data interval."""
     import jinja2
 
     data = report.to_dict()
@@ -408,11 +420,20 @@ def render_html(report: Report) -> bytes:
         pct=_pct,
         dur=_dur,
         gib=lambda v: None if v is None else v / 2**30,
+        share=lambda v, total: None if v is None or not total else 100.0 * v / total,
+        run_id=run_id,
         labels=lambda d: ", ".join(f'{k}="{v}"' for k, v in d.items()) or "(no labels)",
     )
     return html.encode()
 
 
-def render_all(report: Report) -> dict[str, bytes]:
-    """File name -> content, in the order they should be published (JSON last: it is the commit)."""
-    return {CSV_NAME: render_csv(report), HTML_NAME: render_html(report), JSON_NAME: render_json(report)}
+def render_all(report: Report, *, run_id: str | None = None) -> dict[str, bytes]:
+    """File name -> content, in the order they should be published (JSON last: it is the commit).
+
+    ``run_id`` goes into the HTML only: the JSON stays identical for identical data.
+    """
+    return {
+        CSV_NAME: render_csv(report),
+        HTML_NAME: render_html(report, run_id=run_id),
+        JSON_NAME: render_json(report),
+    }

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mlinfra.scaling.decision import ScaleDecision, alert_matches_model, decide, skipped
 from mlinfra.scaling.records import ScaleRecords
+from mlinfra.timestamps import rfc3339
 
 if TYPE_CHECKING:
     from mlinfra.config import Fleet, Model
@@ -179,8 +180,22 @@ def plan_scaling(
     history = records.history(names, since=at - window, until=at) if names else {}
     last = records.last_actions(names, before=at) if names else {}
 
+    holds = records.active_holds(names, at=at) if names else {}
+
     for m in live:
         current, owner = state[m.name]
+        if m.name in holds:
+            h = holds[m.name]
+            decisions[m.name] = skipped(
+                m.name,
+                at,
+                f"held at {h['replicas']} replicas by a manual scale until {rfc3339(h['until'])} "
+                f"(run {h['run_id']}: {h['reason']})",
+                namespace=m.kubernetes.namespace,
+                deployment=m.kubernetes.deployment,
+                current=current,
+            )
+            continue
         metric, error = values.get(m.scaling.target.expr, (None, None)) if m.scaling.target else (None, None)
         decisions[m.name] = decide(
             m.scaling,

@@ -180,6 +180,41 @@ class ScaleRecords:
             found = {model: ts / 1000.0 for model, ts in rows}
         return {m: found[m] for m in models if m in found}
 
+    def active_holds(self, models: Sequence[str], *, at: float) -> dict[str, dict[str, Any]]:
+        """Model -> the manual scale holding its count at ``at`` (``until``, ``replicas``, ``run_id``, ``reason``).
+
+        A hold is the ``hold_until`` of the model's latest manual scale that took
+        effect (or found the count already there); a later manual scale without a
+        hold ends it. Dry runs and refused requests hold nothing.
+        """
+        from mlinfra.scaling.manual import HOLD_MAX_SECONDS
+
+        if not models:
+            return {}
+        t = scale_events_table
+        stmt = (
+            sa.select(t.c.model, t.c.ts, t.c.to_replicas, t.c.run_id, t.c.reason, t.c.decision)
+            .where(
+                t.c.model.in_(list(models)),
+                t.c.trigger == "manual",
+                t.c.outcome.in_((*ACTION_OUTCOMES, "unchanged")),
+                t.c.ts >= to_ms(at - HOLD_MAX_SECONDS),
+                t.c.ts <= to_ms(at),
+            )
+            .order_by(t.c.ts, t.c.id)
+        )
+        with self.store.begin() as conn:
+            rows = conn.execute(stmt).all()
+        latest = {
+            model: (ts, to, run_id, reason, decision) for model, ts, to, run_id, reason, decision in rows
+        }
+        out: dict[str, dict[str, Any]] = {}
+        for model, (_ts, to, run_id, reason, decision) in latest.items():
+            until = (json.loads(decision) if decision else {}).get("hold_until")
+            if isinstance(until, int | float) and until > at:
+                out[model] = {"until": float(until), "replicas": to, "run_id": run_id, "reason": reason}
+        return out
+
     def record_event(
         self,
         *,

@@ -8,8 +8,15 @@ Routes (all behind Airflow's own authentication: the UI's session cookie or an
 ``GET /mlinfra/api/fleet``          the same data as JSON
 ``GET /mlinfra/metrics``            the latest sweep in the Prometheus text format
 ``GET /mlinfra/audit/{ns}/{name}``  every deploy and scale event of one Deployment
-``GET /mlinfra/reports/{day}/{f}``  a daily report's ``report.html|json|csv``
+``GET /mlinfra/reports/{day}/{f}``  a daily report's ``report.html|json|csv`` (``today``: today
+                                    so far, built on request)
+``GET /mlinfra/trigger/{dag_id}``   a trigger form prefilled for ``?model=`` (Deploy, Scale,
+                                    Roll back; see :mod:`mlinfra.ui.trigger`)
 =================================  =====================================================
+
+Links to Airflow's own pages carry ``data-airflow``; ``static/frame.js`` opens them in
+Airflow's window when the page is shown inside Airflow's navigation (a sandboxed
+iframe: ``target="_top"`` and popups do nothing there), and as plain links otherwise.
 
 Build it yourself for tests or another server::
 
@@ -38,18 +45,24 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from mlinfra.config import Fleet, load_fleet
-from mlinfra.export import render_exposition
+from mlinfra.metric_families import typed_exposition
 from mlinfra.samples import Sample
 from mlinfra.store import MetricsStore
+from mlinfra.ui.chart import time_chart
+from mlinfra.ui.decision_rows import decision_rows
 from mlinfra.ui.fleet import DEFAULT_HOURS, find_report, latest_sweep_samples, read_audit, read_fleet_view
-from mlinfra.ui.sparkline import sparkline
+from mlinfra.ui.trigger import TRIGGER_DAGS
 
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
-STATIC_TYPES = {".svg": "image/svg+xml", ".css": "text/css; charset=utf-8"}
+STATIC_TYPES = {
+    ".svg": "image/svg+xml",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+}
 REPORT_FILES = {
     "report.html": "text/html; charset=utf-8",
     "report.json": "application/json",
@@ -136,8 +149,9 @@ def _environment() -> Environment:
     env.filters.update(
         ago=_ago, utc=_utc, duration=_duration, gib=_gib, num=_num, quote=lambda s: quote(str(s))
     )
-    # sparkline() escapes every text it embeds, so its markup is safe as is.
-    env.globals["spark"] = lambda *a, **kw: Markup(sparkline(*a, **kw))
+    # time_chart() escapes every text it embeds, so its markup is safe as is.
+    env.globals["chart"] = lambda *a, **kw: Markup(time_chart(*a, **kw))
+    env.globals["decision_rows"] = decision_rows
     return env
 
 
@@ -180,6 +194,7 @@ def create_app(
             demo=demo_mode(),
             now=time.time(),
             run_url=lambda dag_id, run_id: dag_run_url(airflow_base_path(), dag_id, run_id),
+            trigger_dags=TRIGGER_DAGS,
             **context,
         )
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
@@ -222,7 +237,7 @@ def create_app(
         ts, samples = latest_sweep_samples(store())
         if ts is not None:
             samples.append(Sample("mlinfra_latest_sweep_timestamp_seconds", {}, ts))
-        return Response(render_exposition(samples), media_type=EXPOSITION_TYPE)
+        return Response(typed_exposition(samples), media_type=EXPOSITION_TYPE)
 
     @app.get("/audit/{namespace}/{deployment}", response_class=HTMLResponse)
     def audit(request: Request, namespace: str, deployment: str) -> HTMLResponse:
@@ -232,11 +247,44 @@ def create_app(
     def report_file(day: str, name: str) -> Response:
         if name not in REPORT_FILES:
             raise HTTPException(404, f"no such report file {name!r}; one of {sorted(REPORT_FILES)}")
+        if day == "today":
+            # Today so far, [00:00 UTC, now): built on request, never stored (the day is not over).
+            from mlinfra.reports.aggregate import build_report
+            from mlinfra.reports.render import render_all
+
+            now = time.time()
+            report = build_report(store(), fleet(), now - now % 86400, now)
+            return Response(render_all(report)[name], media_type=REPORT_FILES[name])
         row = find_report(store(), day)
         if row is None:
             raise HTTPException(404, f"no report for {day} in the store (run metrics_report for that day)")
         content = _read_report(str(row["path"]), name)
         return Response(content, media_type=REPORT_FILES[name])
+
+    @app.get("/trigger/{dag_id}", response_class=HTMLResponse)
+    def trigger_form(request: Request, dag_id: str, model: str = Query(...)) -> HTMLResponse:
+        from mlinfra.ui.trigger import form_fields
+
+        if dag_id not in TRIGGER_DAGS:
+            raise HTTPException(404, f"no form for {dag_id!r}; one of {', '.join(TRIGGER_DAGS)}")
+        the_fleet = fleet()
+        try:
+            fleet_model = the_fleet.model(model)
+        except KeyError:
+            raise HTTPException(
+                404, f"no model {model!r}; one of {', '.join(the_fleet.model_names)}"
+            ) from None
+        data = read_fleet_view(store(), the_fleet, hours=1)
+        current = next(m for m in data["models"] if m["name"] == fleet_model.name)
+        return render(
+            "trigger.html",
+            request,
+            dag_id=dag_id,
+            label=TRIGGER_DAGS[dag_id],
+            model=fleet_model,
+            fields=form_fields(dag_id, current, fleet_model),
+            snapshot_ts=(data.get("sweep") or {}).get("ts"),
+        )
 
     @app.get("/static/{name}")
     def static(name: str) -> Response:

@@ -87,7 +87,8 @@ def read_fleet_view(
         end = sweep["ts"]  # only old data (a backfill, a stopped scheduler): show it, not an empty window
     current = _current_samples(store, sweep["ts"] if sweep else None)
     firing = [a for a in alerts if a["state"] == "firing"]
-    models = [_model_view(m, current, deployments, firing) for m in fleet.models]
+    snapshot_ts = sweep["ts"] if sweep else None
+    models = [_model_view(m, current, deployments, firing, scale_events, snapshot_ts) for m in fleet.models]
     return {
         "generated_at": now,
         "window": {"start": end - hours * 3600, "end": end, "hours": hours},
@@ -216,7 +217,14 @@ def _smoke_summary(smoke: Any) -> dict[str, Any] | None:
     if not isinstance(smoke, Mapping):
         return None
     protocols = smoke.get("protocols") or {}
-    p99s = [float(p["p99_ms"]) for p in protocols.values() if isinstance(p, Mapping) and p.get("p99_ms")]
+    # A p99 over fewer requests than it needs is only the slowest one: not shown as a p99.
+    p99s = [
+        float(p["p99_ms"])
+        for p in protocols.values()
+        if isinstance(p, Mapping)
+        and p.get("p99_ms")
+        and (p.get("latency") or {}).get("p99") != "not enough samples"
+    ]
     return {
         "passed": smoke.get("passed"),
         "skipped": smoke.get("skipped"),
@@ -225,6 +233,7 @@ def _smoke_summary(smoke: Any) -> dict[str, Any] | None:
         "p99_ms": max(p99s) if p99s else None,
         "slo_p99_ms": smoke.get("slo_p99_ms"),
         "problems": list(smoke.get("problems") or [])[:3],
+        "not_judged": list(smoke.get("not_judged") or [])[:2],
     }
 
 
@@ -342,7 +351,16 @@ def _model_view(
     current: Sequence[Sample],
     deployments: Sequence[Mapping[str, Any]],
     firing: Sequence[Mapping[str, Any]],
+    scale_events: Sequence[Mapping[str, Any]] = (),
+    snapshot_ts: float | None = None,
 ) -> dict[str, Any]:
+    """One model as of the latest sweep (``snapshot_ts``), plus what was recorded after it.
+
+    Every figure (replicas, serving versions, health) is the sweep's, so the row agrees
+    with itself and carries the sweep's age. Deploys and scale actions recorded after
+    that sweep are listed in ``since_snapshot``, and a deploy that succeeded after it
+    sets the version shown (the version the deploy checked AVAILABLE), marked as such.
+    """
     k = model.kubernetes
     where = {"namespace": k.namespace, "deployment": k.deployment}
     desired = _one(current, "kube_deployment_spec_replicas", **where)
@@ -359,8 +377,44 @@ def _model_view(
     smoked = next((d for d in mine if d["smoke"] is not None), None)
     alerts = [a for a in firing if _alert_names_model(a, model)]
 
-    deployed_version = versions[-1] if versions else (promoted["version"] if promoted else None)
-    health, reasons = _health(desired, available, serving_up, alerts, last)
+    def after_snapshot(ts: float | None) -> bool:
+        return ts is not None and (snapshot_ts is None or ts > snapshot_ts)
+
+    since: list[dict[str, Any]] = []
+    for d in reversed(mine):
+        if after_snapshot(d.get("ended_at") or d.get("started_at")):
+            since.append(
+                {
+                    "ts": d.get("ended_at") or d.get("started_at"),
+                    "what": f"deploy of v{d['version']}: {str(d['outcome']).replace('_', ' ')}",
+                    "run_id": d.get("run_id"),
+                    "dag_id": "model_deploy",
+                }
+            )
+    for e in scale_events:
+        if e.get("model") == model.name and after_snapshot(e.get("ts")) and not e.get("dry_run"):
+            since.append(
+                {
+                    "ts": e.get("ts"),
+                    "what": f"scale {e.get('from_replicas')} -> {e.get('to_replicas')}: {e.get('outcome')}",
+                    "run_id": e.get("run_id"),
+                    "dag_id": e.get("dag_id"),
+                }
+            )
+    since.sort(key=lambda x: x["ts"] or 0)
+
+    version_source = "sweep"
+    deployed_version = versions[-1] if versions else None
+    if promoted is not None and (after_snapshot(promoted.get("ended_at")) or deployed_version is None):
+        deployed_version, version_source = promoted["version"], "deploy"
+    health, reasons = _health(
+        desired,
+        available,
+        serving_up,
+        alerts,
+        serving_conn_id=model.serving.conn_id,
+        partial_deploy=last is not None and last.get("outcome") == "partial",
+    )
     return {
         "name": model.name,
         "namespace": k.namespace,
@@ -369,6 +423,7 @@ def _model_view(
         "serving_conn_id": model.serving.conn_id,
         "serving_model": model.serving.model_name,
         "deployed_version": deployed_version,
+        "version_source": version_source,
         "serving_versions": versions,
         "image": (promoted or {}).get("image"),
         "replicas": {
@@ -380,6 +435,8 @@ def _model_view(
         "serving_up": None if serving_up is None else serving_up >= 1,
         "health": health,
         "health_reasons": reasons,
+        "deploy_badge": None if last is None else {"outcome": last["outcome"], "version": last["version"]},
+        "since_snapshot": since,
         "firing_alerts": [a["alert"] for a in alerts],
         "last_deploy": last,
         "last_smoke": None if smoked is None else {**(smoked["smoke"] or {}), "run_id": smoked["run_id"]},
@@ -392,9 +449,18 @@ def _health(
     available: float | None,
     serving_up: float | None,
     alerts: Sequence[Mapping[str, Any]],
-    last: Mapping[str, Any] | None,
+    *,
+    serving_conn_id: str = "",
+    partial_deploy: bool = False,
 ) -> tuple[str, list[str]]:
-    """``healthy`` | ``degraded`` | ``down`` | ``unknown``, and why (one line per reason)."""
+    """Serving health: ``healthy`` | ``degraded`` | ``down`` | ``not monitored`` | ``unknown``, and why.
+
+    It says whether the model serves now, from the sweep's replicas, TF Serving's
+    answer and firing alerts. The last deploy's outcome is not part of it: a rollback
+    that restored the previous version leaves a model that serves fine (the page shows
+    the outcome as its own badge). A model whose serving nobody checks is "not
+    monitored", never "healthy".
+    """
     reasons: list[str] = []
     down = False
     if desired is not None and available is not None:
@@ -407,10 +473,8 @@ def _health(
         down = True
         reasons.append("TF Serving does not answer")
     reasons.extend(f"alert {a['alert']} firing" for a in alerts)
-    if last is not None and last.get("outcome") in ("failed", "rolled_back"):
-        reasons.append(f"last deploy {str(last['outcome']).replace('_', ' ')}")
-    if last is not None and last.get("outcome") == "partial":
-        # The apply or its rollback stopped part-way: the cluster holds a mix; say so loudly.
+    if partial_deploy:
+        # The apply or its rollback stopped part-way: the cluster holds a mix of two specs.
         reasons.append("CLUSTER PARTIALLY CHANGED by the last deploy; its rollback failed (see the run)")
     if down:
         return "down", reasons
@@ -418,6 +482,9 @@ def _health(
         return "degraded", reasons
     if desired is None and serving_up is None:
         return "unknown", ["no Kubernetes or serving samples in the latest sweep"]
+    if serving_up is None:
+        where = f" (Airflow connection {serving_conn_id!r})" if serving_conn_id else ""
+        return "not monitored", [f"TF Serving is not checked{where}: replicas alone do not show it serves"]
     return "healthy", []
 
 
