@@ -189,7 +189,8 @@ def _check_manifests(fleet: Fleet) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     from mlinfra.config import load_fleet
 
-    _announce_airflow()
+    if args.command != "rules":  # rule files need no Airflow or store; their output matches promtool's
+        _announce_airflow()
     if args.command == "fleet" and args.action == "rbac":
         from mlinfra.deploy.rbac import DEFAULT_SUBJECTS, render_rbac
 
