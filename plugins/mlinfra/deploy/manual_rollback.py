@@ -20,6 +20,7 @@ from mlinfra.config import Fleet
 from mlinfra.deploy.kube import ManifestClient, current_replicas, deployed_version, snapshot
 from mlinfra.deploy.manifests import diff_objects, needs_apply
 from mlinfra.deploy.records import DeploymentRecord, DeploymentRecords
+from mlinfra.deploy.steps import model_targets
 from mlinfra.exceptions import DeployRequestError
 
 FIELDS = ("model", "version", "reason")
@@ -131,13 +132,7 @@ def choose_rollback(
         "model": model.name,
         "version": target.version,
         "image": target.image,
-        "namespace": model.kubernetes.namespace,
-        "deployment": model.kubernetes.deployment,
-        "kubernetes_conn_id": model.kubernetes.conn_id,
-        "serving_conn_id": model.serving.conn_id,
-        "model_name": model.serving.model_name,
-        "grpc_target": model.serving.grpc_target,
-        "rest_url": model.serving.rest_url,
+        **model_targets(model),
         "run_smoke": True,
         "auto_rollback": True,
         "dry_run": False,

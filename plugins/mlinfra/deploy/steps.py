@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from mlinfra.config import Fleet
+from mlinfra.config import Fleet, Model
 from mlinfra.deploy.kube import ManifestClient, current_replicas, snapshot
 from mlinfra.deploy.manifests import diff_objects, manifest_values, needs_apply, render_manifests
 from mlinfra.deploy.params import replica_bounds, validate_request
@@ -53,9 +53,13 @@ def validate_and_record(
         replicas=request.replicas,
         triggered_by=triggered_by,
     )
+    return {**request.model_dump(), "image": request.image, **model_targets(model), "run_id": run_id,
+            "triggered_by": triggered_by}  # fmt: skip
+
+
+def model_targets(model: Model) -> dict[str, Any]:
+    """Where a model runs and answers: the plan keys every deploy-like run's tasks read."""
     return {
-        **request.model_dump(),
-        "image": request.image,
         "namespace": model.kubernetes.namespace,
         "deployment": model.kubernetes.deployment,
         "kubernetes_conn_id": model.kubernetes.conn_id,
@@ -63,8 +67,6 @@ def validate_and_record(
         "model_name": model.serving.model_name,
         "grpc_target": model.serving.grpc_target,
         "rest_url": model.serving.rest_url,
-        "run_id": run_id,
-        "triggered_by": triggered_by,
     }
 
 
