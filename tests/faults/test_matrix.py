@@ -15,6 +15,7 @@ store's ``MLINFRA_STORE_BUSY_TIMEOUT``), so a cell waits seconds.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import textwrap
@@ -489,11 +490,14 @@ def test_kubernetes_scale_task(cell: Cell, world, kube_front, monkeypatch) -> No
             request_timeout=STEP_TIMEOUT,
             conflict_retries=1,
         )
+        context = {"run_id": RUN}
         try:
-            return op.execute({"run_id": RUN})
-        except TaskDeferred:
-            # Waiting for the new pods happens in the triggerer; the patch is done and recorded.
-            return {"outcome": "patched"}
+            return op.execute(context)
+        except TaskDeferred as deferred:
+            # The pods were not available yet: wait as the triggerer would and resume, so both
+            # sides end in the same recorded outcome whichever way the race with the pods went.
+            event = asyncio.run(_first_event(deferred.trigger))
+            return op.execute_complete(context, event.payload, **(deferred.kwargs or {}))
 
     from airflow.sdk.exceptions import TaskDeferred
 
@@ -509,6 +513,12 @@ def test_kubernetes_scale_task(cell: Cell, world, kube_front, monkeypatch) -> No
         owns=("mlinfra_scale_events",),
         downstream=failure_recorded,
     )
+
+
+async def _first_event(trigger: Any) -> Any:
+    async for event in trigger.run():
+        return event
+    raise AssertionError(f"{trigger!r} ended without an event")
 
 
 # ---------------------------------------------------------------------- TF Serving
