@@ -183,3 +183,23 @@ def test_error_event_is_retryable_and_bad_arguments_fail(kube: KubeStandIn, stor
         operator(replicas="many").execute(CONTEXT)
     with pytest.raises(AirflowFailException, match="reason is required"):
         operator(reason=" ").execute(CONTEXT)
+
+
+def test_a_hold_placed_after_the_decision_wins(kube: KubeStandIn, store_env: MetricsStore) -> None:
+    """The sweep planned 2 -> 1; meanwhile a manual scale to 2 with a hold found 2 already there."""
+    import time
+
+    kube.add_deployment("serving", "half-plus-two", replicas=2)
+    ScaleRecords(store_env).record_event(
+        run_id="manual__launch", model="half-plus-two", namespace="serving", deployment="half-plus-two",
+        from_replicas=2, to_replicas=2, reason="launch", trigger="manual", dry_run=False,
+        ts=time.time() - 1, outcome="unchanged", decision={"request": {}, "hold_until": time.time() + 3600},
+    )  # fmt: skip
+    result = run_to_end(operator(replicas=1, from_replicas=2, reason="scale down 2 -> 1: idle"))
+    assert result["outcome"] == "superseded"
+    assert "held at 2 replicas by a manual scale until " in result["message"]
+    assert kube.deployment("serving", "half-plus-two")["spec"]["replicas"] == 2
+    assert not [w for w in kube.writes() if w.path.endswith("/scale")]
+    assert [e["outcome"] for e in events(store_env)] == ["unchanged", "superseded"]
+    # A manual scale is the hold's own kind: it is never refused by a hold.
+    assert run_to_end(operator(replicas=3, from_replicas=2, trigger="manual"))["outcome"] == "available"

@@ -35,6 +35,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from mlinfra.exceptions import ScaleFailed, ScaleForbidden
+from mlinfra.timestamps import rfc3339
 from mlinfra.triggers.scale import DeploymentScaleTrigger
 
 if TYPE_CHECKING:
@@ -211,6 +212,18 @@ class ScaleDeploymentOperator(BaseOperator):
                     )
                 self.log.warning("%s", message)
                 return self._result("skipped", planned, message)
+            if self.trigger != "manual":
+                # A manual scale with a hold placed after this decision was planned (the sweep
+                # that planned it was still running) wins: the autoscaler must not undo it.
+                hold = self._records().active_holds([self.model], at=time.time()).get(self.model)
+                if hold:
+                    message = (
+                        f"{where} is held at {hold['replicas']} replicas by a manual scale until "
+                        f"{rfc3339(hold['until'])} (run {hold['run_id']}): left alone"
+                    )
+                    self._record(context, "superseded", before=planned, message=message)
+                    self.log.warning("%s", message)
+                    return self._result("superseded", planned, message)
             live = int(
                 (client.read_scale(self.namespace, self.deployment).get("spec") or {}).get("replicas", 0)
             )
