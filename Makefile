@@ -38,6 +38,7 @@ setup: $(STAMP)
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	scripts/install_env.sh $(VENV)
+	$(BIN)/python scripts/compile_startup.py
 	@touch $(STAMP)
 
 run: setup
