@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from mlinfra.rules.engine import (
+from mlinfra.promql.engine import LocalEngine
+from mlinfra.promql.interface import (
     InstantSample,
     QueryEngine,
     QueryEvaluationError,
     QuerySyntaxError,
     UnsupportedExpression,
 )
-from mlinfra.rules.local import LocalEngine
 from mlinfra.samples import Sample
 from mlinfra.store import MetricsStore
 
