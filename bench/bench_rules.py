@@ -38,8 +38,8 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from mlinfra.rules.engine import QueryError
-from mlinfra.rules.local import LocalEngine
+from mlinfra.promql.engine import LocalEngine
+from mlinfra.promql.interface import QueryError
 from mlinfra.samples import Sample, canonical_labels
 from mlinfra.store import MetricsStore
 from tests.rules.corpus import CORPUS, SERIES_PER_INSTANCE, generate, shipped_rule_exprs

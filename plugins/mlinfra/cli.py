@@ -319,9 +319,9 @@ def parse_time(text: str | None) -> float:
 
 
 def _query(args: argparse.Namespace) -> int:
-    from mlinfra.rules.engine import QueryError
-    from mlinfra.rules.local import LocalEngine
-    from mlinfra.rules.templates import go_float
+    from mlinfra.promql.engine import LocalEngine
+    from mlinfra.promql.gonum import go_float
+    from mlinfra.promql.interface import QueryError
 
     at = parse_time(args.time)
     engine = LocalEngine(_store(args.store_url))

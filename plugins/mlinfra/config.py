@@ -429,12 +429,17 @@ def _target_problem(engine: str, expr: str) -> str | None:
     The check needs no store or server: the local engine compiles the expression,
     the Prometheus engine parses it.
     """
-    from mlinfra.rules.engine import QueryError
-    from mlinfra.rules.engines import make_engine
+    # Imported here, not at the top: the DAG files import this module at parse time,
+    # and the PromQL parser and compiler are only needed when a target has an expr.
+    from mlinfra.promql.compile import compile_expr
+    from mlinfra.promql.interface import QueryError
+    from mlinfra.promql.parse import check_syntax
 
-    checker = make_engine(engine, None)  # type: ignore[arg-type]  # check() never reads the store
     try:
-        checker.check(expr)
+        if engine == "prometheus":
+            check_syntax(expr)
+        else:
+            compile_expr(expr)
     except QueryError as e:
         return f"the {engine} engine cannot evaluate this expression: {e}"
     return None

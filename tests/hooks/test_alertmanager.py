@@ -11,9 +11,9 @@ import pytest
 
 from mlinfra.exceptions import AlertmanagerError
 from mlinfra.hooks.alertmanager import AlertmanagerHook, alert_payload, rfc3339
+from mlinfra.promql.engine import LocalEngine
 from mlinfra.rules.evaluate import EvaluatedAlert, evaluate_groups
 from mlinfra.rules.files import load_rule_file
-from mlinfra.rules.local import LocalEngine
 from mlinfra.rules.state import StoreAlertStates
 from mlinfra.samples import Sample
 from mlinfra.store import MetricsStore

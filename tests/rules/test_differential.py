@@ -18,8 +18,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from mlinfra.rules.engine import QueryError, QueryResult
-from mlinfra.rules.local import LocalEngine
+from mlinfra.promql.engine import LocalEngine
+from mlinfra.promql.interface import QueryError, QueryResult
 from mlinfra.rules.prometheus_engine import PrometheusEngine
 from mlinfra.samples import Sample
 from mlinfra.store import MetricsStore

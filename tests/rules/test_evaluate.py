@@ -7,9 +7,9 @@ import textwrap
 from pathlib import Path
 
 from mlinfra.config import load_fleet
+from mlinfra.promql.engine import LocalEngine
 from mlinfra.rules.evaluate import evaluate_groups, evaluate_rules_for_sweep
 from mlinfra.rules.files import load_rule_file
-from mlinfra.rules.local import LocalEngine
 from mlinfra.rules.state import StoreAlertStates
 from mlinfra.samples import Sample
 from mlinfra.store import LabelMatcher, MetricsStore

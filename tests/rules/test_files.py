@@ -10,9 +10,9 @@ import pytest
 
 from mlinfra.config import load_fleet
 from mlinfra.exceptions import InvalidRuleFile, RuleFileError
+from mlinfra.promql.engine import LocalEngine
 from mlinfra.rules.evaluate import evaluate_rules_for_sweep
 from mlinfra.rules.files import load_rule_file, load_rules
-from mlinfra.rules.local import LocalEngine
 from mlinfra.samples import Sample
 from mlinfra.store import MetricsStore
 

@@ -16,9 +16,9 @@ import pytest
 from mlinfra.config import parse_fleet
 from mlinfra.exceptions import PrometheusError, PrometheusUnavailable
 from mlinfra.hooks.prometheus import PrometheusHook
-from mlinfra.rules.engine import InstantSample, QueryEngine, QueryEvaluationError, QuerySyntaxError
+from mlinfra.promql.engine import LocalEngine
+from mlinfra.promql.interface import InstantSample, QueryEngine, QueryEvaluationError, QuerySyntaxError
 from mlinfra.rules.engines import engine_for_fleet, evaluate_many, make_engine
-from mlinfra.rules.local import LocalEngine
 from mlinfra.rules.prometheus_engine import PrometheusEngine
 from mlinfra.store import MetricsStore
 from tests.support.services import ServerHandle, free_port

@@ -12,7 +12,6 @@ from mlinfra.rules.promtool import (
     UnitTestFileError,
     expand_values,
     go_duration,
-    go_float_e,
     go_labels,
     model_duration,
     parse_series,
@@ -78,21 +77,6 @@ def test_series() -> None:
 def test_durations_print_like_go_and_prometheus(seconds: float, go: str, model: str) -> None:
     assert go_duration(seconds) == go
     assert model_duration(seconds) == model
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (1, "1E+00"),
-        (0.15, "1.5E-01"),
-        (1234.5, "1.2345E+03"),
-        (-2e-7, "-2E-07"),
-        (math.nan, "NaN"),
-        (math.inf, "+Inf"),
-    ],
-)
-def test_sample_values_print_like_go(value: float, expected: str) -> None:
-    assert go_float_e(value) == expected
 
 
 def test_labels_print_like_prometheus() -> None:

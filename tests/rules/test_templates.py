@@ -9,7 +9,6 @@ import pytest
 from mlinfra.rules.templates import (
     TemplateData,
     TemplateError,
-    go_float,
     go_sprintf,
     humanize,
     humanize1024,
@@ -82,24 +81,6 @@ def test_humanize_duration(value: float, expected: str) -> None:
 )
 def test_humanize_percentage(value: float, expected: str) -> None:
     assert humanize_percentage(value) == expected
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (91.0, "91"),
-        (0.1, "0.1"),
-        (1234567.0, "1.234567e+06"),
-        (123456.0, "123456"),
-        (0.0001, "0.0001"),
-        (0.00001, "1e-05"),
-        (-2.5, "-2.5"),
-        (1e21, "1e+21"),
-        (math.inf, "+Inf"),
-    ],
-)
-def test_values_print_like_go(value: float, expected: str) -> None:
-    assert go_float(value) == expected
 
 
 @pytest.mark.parametrize(

@@ -121,7 +121,7 @@ def test_alert_driven_and_dry_run_policies(sqlite_store: MetricsStore) -> None:
 
 
 def test_metric_value_shapes() -> None:
-    from mlinfra.rules.engine import InstantSample, QueryEvaluationError
+    from mlinfra.promql.interface import InstantSample, QueryEvaluationError
 
     assert metric_value(3.0) == (3.0, None)
     assert metric_value([InstantSample({}, 2.5)]) == (2.5, None)

@@ -21,10 +21,10 @@ Alertmanager's message.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow.sdk import BaseHook
 
@@ -35,11 +35,29 @@ from mlinfra.redaction import redact_url
 if TYPE_CHECKING:
     import httpx
 
-    from mlinfra.rules.evaluate import EvaluatedAlert
-
 DEFAULT_TIMEOUT = 10.0
 RESEND_DELAY = 60.0  # Prometheus's --rules.alert.resend-delay
 RETRY_ATTEMPTS = 3
+
+
+class PostableAlert(Protocol):
+    """What an alert must offer to be posted (``mlinfra.rules.evaluate.EvaluatedAlert`` does).
+
+    A protocol, not an import of the rules package: hooks sit below the rule engine.
+    """
+
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+    @property
+    def annotations(self) -> Mapping[str, str]: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def active_at(self) -> float: ...
+    @property
+    def fired_at(self) -> float | None: ...
+    @property
+    def resolved_at(self) -> float | None: ...
 
 
 def rfc3339(t: float) -> str:
@@ -50,7 +68,7 @@ def rfc3339(t: float) -> str:
 
 
 def alert_payload(
-    alert: EvaluatedAlert, *, at: float, interval: float, generator_url: str = ""
+    alert: PostableAlert, *, at: float, interval: float, generator_url: str = ""
 ) -> dict[str, Any]:
     """One alert in Alertmanager's ``postableAlert`` form."""
     starts = alert.fired_at if alert.fired_at is not None else alert.active_at
@@ -174,7 +192,7 @@ class AlertmanagerHook(BaseHook):
 
     def post_alerts(
         self,
-        alerts: Sequence[EvaluatedAlert],
+        alerts: Sequence[PostableAlert],
         *,
         generator_url: str = "",
         at: float,

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from mlinfra.promql.gonum import parse_le
 from mlinfra.reports.figures import (
     Point,
     counter_deltas,
@@ -364,15 +365,6 @@ def _hour_index(t: float, start: float) -> int:
     return max(0, math.ceil((t - start) / 3600 - 1e-9) - 1)
 
 
-def _le(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        return float(text)  # "+Inf" parses to inf
-    except ValueError:
-        return None
-
-
 def _models(
     store: MetricsStore, fleet: Fleet, start: float, end: float, step: float
 ) -> tuple[list[ModelFigures], dict[str, Any], dict[float, float]]:
@@ -397,7 +389,7 @@ def _models(
         lambda: [defaultdict(float) for _ in range(hours)]
     )
     for labels, deltas in _counter_read(store, REQUEST_LATENCY_BUCKET, start, end, step):
-        model, le = labels.get("model"), _le(labels.get("le"))
+        model, le = labels.get("model"), parse_le(labels.get("le"))
         if model is None or le is None:
             continue
         day_buckets[model][le] += math.fsum(d for _, d in deltas)

@@ -22,7 +22,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 
-from mlinfra.rules.quantile import bucket_quantile
+from mlinfra.promql.quantile import bucket_quantile
 
 Point = tuple[float, float]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from mlinfra.rules.engine import QueryEngine, QueryError, QueryResult
+from mlinfra.promql.interface import QueryEngine, QueryError, QueryResult
 
 if TYPE_CHECKING:
     from mlinfra.config import Fleet
@@ -34,7 +34,7 @@ def make_engine(
 ) -> QueryEngine:
     """The engine called ``name`` (``local`` or ``prometheus``)."""
     if name == "local":
-        from mlinfra.rules.local import LocalEngine
+        from mlinfra.promql.engine import LocalEngine
 
         return LocalEngine(store)
     if name == "prometheus":

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlinfra.exceptions import AlertmanagerError
+from mlinfra.promql.interface import InstantSample, QueryError, QueryResult
 from mlinfra.rules.alerts import (
     ActiveAlert,
     AlertInstance,
@@ -36,7 +37,6 @@ from mlinfra.rules.alerts import (
     advance,
     count_active,
 )
-from mlinfra.rules.engine import InstantSample, QueryError, QueryResult
 from mlinfra.rules.files import Rule, RuleGroup
 from mlinfra.rules.state import AlertStates, MemoryAlertStates
 from mlinfra.rules.templates import TemplateData
@@ -44,7 +44,7 @@ from mlinfra.samples import Sample
 
 if TYPE_CHECKING:
     from mlinfra.config import Fleet
-    from mlinfra.rules.engine import QueryEngine
+    from mlinfra.promql.interface import QueryEngine
     from mlinfra.store import MetricsStore
 
 log = logging.getLogger(__name__)

@@ -49,7 +49,7 @@ from mlinfra.exceptions import InvalidRuleFile
 from mlinfra.rules.templates import Template, TemplateError, parse_template
 
 if TYPE_CHECKING:
-    from mlinfra.rules.engine import QueryEngine
+    from mlinfra.promql.interface import QueryEngine
 
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")

@@ -16,11 +16,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import promql_parser as pp
-
 from mlinfra.exceptions import PrometheusError
 from mlinfra.hooks.prometheus import PrometheusHook
-from mlinfra.rules.engine import InstantSample, QueryEvaluationError, QueryResult, QuerySyntaxError
+from mlinfra.promql.interface import InstantSample, QueryEvaluationError, QueryResult
+from mlinfra.promql.parse import check_syntax
 
 __all__ = ["PrometheusEngine"]
 
@@ -35,19 +34,18 @@ class PrometheusEngine:
     name = "prometheus"
 
     def __init__(self, hook: PrometheusHook | str, *, timeout: float | None = None):
-        self.hook = (
-            hook if isinstance(hook, PrometheusHook) else PrometheusHook(base_url=hook, timeout=timeout)
-        )
+        if isinstance(hook, PrometheusHook):
+            self.hook, self._described = hook, hook.prometheus_conn_id
+        else:
+            self.hook = PrometheusHook(base_url=hook, timeout=timeout)
+            self._described = self.hook.where
 
     def __repr__(self) -> str:
-        return f"PrometheusEngine({self.hook.prometheus_conn_id if self.hook._base_url_arg is None else self.hook.where})"
+        return f"PrometheusEngine({self._described})"
 
     def check(self, expr: str) -> None:
         """Raise :class:`QuerySyntaxError` unless ``expr`` parses."""
-        try:
-            pp.parse(expr)
-        except ValueError as e:
-            raise QuerySyntaxError(f"invalid PromQL {expr!r}: {e}") from None
+        check_syntax(expr)
 
     def instant(self, expr: str, at: float) -> QueryResult:
         """Evaluate ``expr`` at ``at`` (seconds since the epoch) on the server."""

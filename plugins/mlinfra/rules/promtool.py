@@ -41,7 +41,6 @@ expressions the local engine refuses.
 from __future__ import annotations
 
 import glob
-import math
 import os
 import re
 import sys
@@ -54,7 +53,7 @@ import yaml
 
 from mlinfra.durations import parse_duration
 from mlinfra.exceptions import InvalidRuleFile
-from mlinfra.rules.templates import _go_quote
+from mlinfra.promql.gonum import go_float_e, go_quote
 
 STALE = "stale"
 SeriesValue = float | str | None  # None: omitted ("_"); STALE: a staleness marker
@@ -252,24 +251,9 @@ def model_duration(seconds: float) -> str:
     return out
 
 
-def go_float_e(v: float) -> str:
-    """Go's ``strconv.FormatFloat(v, 'E', -1, 64)``: ``1E+00``, ``1.5E-01``."""
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    if v == 0:
-        return ("-" if math.copysign(1, v) < 0 else "") + "0E+00"
-    sign, digits, exponent = Decimal(repr(abs(v))).as_tuple()
-    text = "".join(map(str, digits)).rstrip("0") or "0"
-    exp = len(digits) + int(exponent) - 1
-    mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
-    return f"{'-' if v < 0 else ''}{mantissa}E{'-' if exp < 0 else '+'}{abs(exp):02d}"
-
-
 def go_labels(labels: dict[str, str]) -> str:
     """Prometheus's ``labels.Labels.String()``: ``{a="b", c="d"}``."""
-    return "{" + ", ".join(f"{k}={_go_quote(labels[k])}" for k in sorted(labels)) + "}"
+    return "{" + ", ".join(f"{k}={go_quote(labels[k])}" for k in sorted(labels)) + "}"
 
 
 def _indent_lines(lines: str, indent: str) -> str:
@@ -353,9 +337,9 @@ def _run_test_group(
     group_order: dict[str, int],
     default_interval: float,
 ) -> list[str]:
+    from mlinfra.promql.engine import LocalEngine
     from mlinfra.rules.evaluate import evaluate_groups
     from mlinfra.rules.files import load_rule_file
-    from mlinfra.rules.local import LocalEngine
     from mlinfra.rules.state import MemoryAlertStates
     from mlinfra.samples import Sample
 
@@ -476,7 +460,7 @@ def _run_test_group(
             try:
                 value = engine.instant(expr, t)
             except Exception as e:
-                errors.append(f"    expr: {_go_quote(expr)}, time: {model_duration(t)}, err: {e}")
+                errors.append(f"    expr: {go_quote(expr)}, time: {model_duration(t)}, err: {e}")
                 continue
             got_samples = (
                 [({}, float(value))]
@@ -490,8 +474,8 @@ def _run_test_group(
                     name, labels = _parse_metric(str(es.get("labels", "")))
                 except UnitTestFileError as e:
                     errors.append(
-                        f"    expr: {_go_quote(expr)}, time: {model_duration(t)}, "
-                        f"err: labels {_go_quote(str(es.get('labels', '')))}: {e}"
+                        f"    expr: {go_quote(expr)}, time: {model_duration(t)}, "
+                        f"err: labels {go_quote(str(es.get('labels', '')))}: {e}"
                     )
                     bad = True
                     break
@@ -504,7 +488,7 @@ def _run_test_group(
             got_samples.sort(key=lambda s: _sort_key(s[0]))
             if not _samples_equal(exp_samples, got_samples):
                 errors.append(
-                    f"    expr: {_go_quote(expr)}, time: {model_duration(t)},\n"
+                    f"    expr: {go_quote(expr)}, time: {model_duration(t)},\n"
                     f"        exp: {_samples_string(exp_samples)}\n"
                     f"        got: {_samples_string(got_samples)}"
                 )
@@ -632,8 +616,8 @@ def run_test_files(paths: Sequence[str | os.PathLike[str]]) -> int:
 
 def check_rule_files(paths: Sequence[str | os.PathLike[str]], *, out: TextIO | None = None) -> int:
     """``promtool check rules`` on the local engine: 0 when every file is valid, else 1."""
+    from mlinfra.promql.engine import LocalEngine
     from mlinfra.rules.files import load_rule_file
-    from mlinfra.rules.local import LocalEngine
 
     out = out or sys.stdout
     engine = LocalEngine(_memory_store())

@@ -31,10 +31,10 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from mlinfra.exceptions import MlinfraError
+from mlinfra.promql.gonum import go_float, go_format_g4, go_quote, go_special
 
 
 class TemplateError(MlinfraError):
@@ -53,51 +53,6 @@ class TemplateData:
     value: float = 0.0
     external_labels: Mapping[str, str] = field(default_factory=dict)
     external_url: str = ""
-
-
-# ---------------------------------------------------------------------- Go value formatting
-
-
-def _digits(v: float) -> tuple[str, int]:
-    """Shortest round-trip decimal digits of finite ``v`` > 0 and the decimal point position."""
-    sign, digits, exponent = Decimal(repr(v)).as_tuple()
-    text = "".join(map(str, digits)).rstrip("0") or "0"
-    dp = len(digits) + int(exponent)
-    return text, dp
-
-
-def _go_special(v: float) -> str | None:
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    return None
-
-
-def go_float(v: float) -> str:
-    """Go's ``%v`` of a float64 (``strconv.FormatFloat(v, 'g', -1, 64)``): ``1e+06``, ``0.1``, ``91``."""
-    special = _go_special(v)
-    if special is not None:
-        return special
-    if v == 0:
-        return "-0" if math.copysign(1.0, v) < 0 else "0"
-    sign = "-" if v < 0 else ""
-    digits, dp = _digits(abs(v))
-    exp = dp - 1
-    if exp < -4 or exp >= 6:
-        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-        return f"{sign}{mantissa}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
-    if dp <= 0:
-        return f"{sign}0.{'0' * -dp}{digits}"
-    if dp >= len(digits):
-        return f"{sign}{digits}{'0' * (dp - len(digits))}"
-    return f"{sign}{digits[:dp]}.{digits[dp:]}"
-
-
-def go_format_g4(v: float) -> str:
-    """Go's ``%.4g``, the format of every ``humanize*`` helper."""
-    special = _go_special(v)
-    return special if special is not None else f"{v:.4g}"
 
 
 def _to_float(v: Any) -> float:
@@ -277,7 +232,7 @@ def _go_type(a: Any) -> str:
 def _format_one(flags: str, width: int | None, prec: str | None, verb: str, arg: Any) -> str:
     p = int(prec) if prec not in (None, "") else (0 if prec == "" else None)
     if isinstance(arg, float) and verb in "vfFeEgG":
-        special = _go_special(arg)
+        special = go_special(arg)
         if special is not None:
             body = special if special != "+Inf" or "+" in flags else "+Inf"
         elif verb == "v" or (verb in "gG" and p is None):
@@ -295,7 +250,7 @@ def _format_one(flags: str, width: int | None, prec: str | None, verb: str, arg:
         return _pad(("%" + flags + pyverb) % arg, width, flags)
     if isinstance(arg, str) and verb in "vsqxX":
         if verb == "q":
-            body = _go_quote(arg)
+            body = go_quote(arg)
         elif verb in "xX":
             body = arg.encode().hex()
             body = body.upper() if verb == "X" else body
@@ -317,25 +272,6 @@ def _pad(body: str, width: int | None, flags: str) -> str:
     if "0" in flags and body[:1] in "+-" and body[1:2].isdigit():
         return body[0] + body[1:].rjust(width - 1, "0")
     return body.rjust(width, "0" if "0" in flags and body[:1].isdigit() else " ")
-
-
-def _go_quote(s: str) -> str:
-    out = ['"']
-    for ch in s:
-        if ch in '\\"':
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
 
 
 def _go_print(v: Any) -> str:

@@ -29,7 +29,7 @@ from mlinfra.timestamps import rfc3339
 
 if TYPE_CHECKING:
     from mlinfra.config import Fleet, Model
-    from mlinfra.rules.engine import QueryEngine
+    from mlinfra.promql.interface import QueryEngine
     from mlinfra.store import MetricsStore
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def cluster_from_connection(conn_id: str) -> ClusterReader | None:
 
 def metric_value(result: Any) -> tuple[float | None, str | None]:
     """One number from a query result (scalar or one-element vector), or (None, why not)."""
-    from mlinfra.rules.engine import QueryError
+    from mlinfra.promql.interface import QueryError
 
     if isinstance(result, QueryError):
         return None, f"query failed: {result}"

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from mlinfra.rules.engine import (
+from mlinfra.promql.engine import LocalEngine
+from mlinfra.promql.interface import (
     InstantSample,
     QueryEngine,
     QueryEvaluationError,
     QuerySyntaxError,
     UnsupportedExpression,
 )
-from mlinfra.rules.local import LocalEngine
 from mlinfra.samples import Sample
 from mlinfra.store import MetricsStore
 
@@ -329,6 +329,14 @@ def test_histogram_quantile_corner_cases(store: MetricsStore, engine: LocalEngin
     assert got[L(case="nonmono")] == pytest.approx(0.5)  # bucket "2" raised to 10: rank 5 in (0, 1]
     assert math.isnan(got[L(case="empty")])
     assert L(case="nole") not in got  # no le label: skipped
+
+
+def test_le_labels_parse_as_go_parses_them(store: MetricsStore, engine: LocalEngine) -> None:
+    # Prometheus reads le with strconv.ParseFloat: "1_0" is 10 (Go's digit separator),
+    # " 20" (whitespace) is not a number, so that bucket is skipped.
+    bucket_points(store, {"job": "api"}, {"1_0": 10, " 20": 15, "+Inf": 20})
+    assert q(engine, "histogram_quantile(0.25, h_bucket)", 0) == {L(job="api"): pytest.approx(5.0)}
+    assert q(engine, "histogram_quantile(0.75, h_bucket)", 0) == {L(job="api"): 10.0}
 
 
 # ---------------------------------------------------------------------- check()

@@ -1,9 +1,9 @@
-"""The one interface every query engine implements: a PromQL expression at an instant.
+"""The one interface every query engine implements: a PromQL expression at an instant::
 
->>> engine = LocalEngine(store)                    # mlinfra.rules.local
->>> engine.check('rate(:tensorflow:serving:request_count[5m]) > 10')   # at rule-file load time
->>> engine.instant('ml_gpu_temperature_celsius > 85', at=1_800_000_000.0)
-[InstantSample(labels={'__name__': 'ml_gpu_temperature_celsius', 'gpu_id': '3'}, value=91.0)]
+    engine = LocalEngine(store)                    # mlinfra.promql.engine
+    engine.check('rate(:tensorflow:serving:request_count[5m]) > 10')   # at rule-file load time
+    engine.instant('ml_gpu_temperature_celsius > 85', at=1_800_000_000.0)
+    # [InstantSample(labels={'__name__': 'ml_gpu_temperature_celsius', 'gpu_id': '3'}, value=91.0)]
 
 ``check`` raises at load time for anything the engine cannot evaluate (syntax
 errors; constructs the local engine does not support), so that an unsupported rule
@@ -51,6 +51,16 @@ class UnsupportedExpression(QueryError):
 
 class QueryEvaluationError(QueryError):
     """The evaluation failed: a Prometheus error response or timeout, a type error at run time."""
+
+
+class EvalError(Exception):
+    """Raised inside a local evaluation (plan nodes, store reads); the engine re-raises it as
+    :class:`QueryEvaluationError` naming the expression and the instant."""
+
+
+def unsupported(construct: str) -> UnsupportedExpression:
+    """The error for a construct the local engine refuses, in its one wording."""
+    return UnsupportedExpression(f"unsupported by the local engine: {construct}; use the prometheus engine")
 
 
 @runtime_checkable

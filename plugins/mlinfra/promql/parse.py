@@ -1,0 +1,117 @@
+"""Glue around the ``promql-parser`` package: syntax errors in our terms, and selectors.
+
+    ast = parse('rate(x_total{job=~"api|web"}[5m] offset 1m)')   # QuerySyntaxError if invalid
+    sel = Selector(ast.args[0].vector_selector)
+    sel.name, sel.matchers, sel.offset_ms     # ('x_total', [('=~', 'job', 'api|web')], 60000)
+
+A :class:`Selector` is what the store reads are keyed by (:mod:`mlinfra.promql.storage`);
+label sets travel as :data:`Labels`, sorted ``(name, value)`` pairs as Prometheus keeps them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import promql_parser as pp
+
+from mlinfra.label_regex import LabelRegexError, compile_label_regex
+from mlinfra.promql.interface import QuerySyntaxError, unsupported
+
+__all__ = ["NAME", "Labels", "Selector", "absent_labels", "check_syntax", "parse", "to_ms"]
+
+NAME = "__name__"
+# A label set as Prometheus keeps it: sorted (name, value) pairs, no empty values.
+Labels = tuple[tuple[str, str], ...]
+
+
+def parse(expr: str) -> Any:
+    """The syntax tree of ``expr``; :class:`QuerySyntaxError` if it is not PromQL."""
+    try:
+        return pp.parse(expr)
+    except ValueError as e:
+        raise QuerySyntaxError(f"invalid PromQL {expr!r}: {e}") from None
+
+
+def check_syntax(expr: str) -> None:
+    """Raise :class:`QuerySyntaxError` unless ``expr`` is PromQL (what Prometheus itself checks first)."""
+    parse(expr)
+
+
+def to_ms(delta: timedelta) -> int:
+    return round(delta.total_seconds() * 1000)
+
+
+def _matcher_test(op: str, label: str, value: str) -> Callable[[dict[str, str]], bool]:
+    if op == "=":
+        return lambda d: d.get(label, "") == value
+    if op == "!=":
+        return lambda d: d.get(label, "") != value
+    try:
+        rx = compile_label_regex(value)
+    except LabelRegexError as e:
+        raise QuerySyntaxError(f"invalid regular expression {value!r} for label {label!r}: {e}") from e
+    if op == "=~":
+        return lambda d: rx.fullmatch(d.get(label, "")) is not None
+    return lambda d: rx.fullmatch(d.get(label, "")) is None
+
+
+_MATCH_OPS = (
+    (pp.MatchOp.Equal, "="),
+    (pp.MatchOp.NotEqual, "!="),
+    (pp.MatchOp.Re, "=~"),
+    (pp.MatchOp.NotRe, "!~"),
+)
+
+
+def _match_op(op: Any) -> str:
+    # The parser's enums compare equal but are not hashable.
+    for member, text in _MATCH_OPS:
+        if op == member:
+            return text
+    raise unsupported(f"the label matcher {op!r}")  # pragma: no cover - the four are all there is
+
+
+class Selector:
+    """A vector selector's matchers and offset (shared by instant and range selectors)."""
+
+    def __init__(self, vs: pp.VectorSelector):
+        if vs.at is not None:
+            raise unsupported("the @ modifier")
+        if vs.matchers.or_matchers:
+            raise unsupported("'or' between label matchers")
+        self.name: str | None = vs.name
+        matchers: list[tuple[str, str, str]] = []
+        for m in vs.matchers.matchers:
+            op = _match_op(m.op)
+            if m.name == NAME and op == "=" and self.name is None:
+                self.name = m.value  # {__name__="x"} reads like x{}
+                continue
+            matchers.append((op, m.name, m.value))
+        self.matchers = matchers
+        self.matchers_key = tuple(sorted(matchers))
+        self.tests = [_matcher_test(op, label, value) for op, label, value in matchers]
+        self.offset_ms = to_ms(vs.offset) if vs.offset is not None else 0
+
+
+def absent_labels(raw: Any) -> Labels:
+    """Prometheus's ``createLabelsForAbsentFunction``: the labels ``absent(raw)`` returns.
+
+    Equality matchers give labels, a label matched any other way (or twice) is left
+    out; only a bare selector counts.
+    """
+    if isinstance(raw, pp.MatrixSelector):
+        raw = raw.vector_selector
+    if not isinstance(raw, pp.VectorSelector):
+        return ()
+    labels: dict[str, str] = {}
+    dropped: set[str] = set()
+    for m in raw.matchers.matchers:
+        if m.name == NAME:
+            continue
+        if m.op == pp.MatchOp.Equal and m.name not in labels:
+            labels[m.name] = m.value
+        else:
+            dropped.add(m.name)
+    return tuple(sorted((k, v) for k, v in labels.items() if k not in dropped and v != ""))
