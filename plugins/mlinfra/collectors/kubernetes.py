@@ -125,7 +125,9 @@ def _pod_samples(namespace: str, pod: Any, deployment: str | None) -> list[Sampl
         labels = {**base, "container": cs.name}
         if uid and cs.container_id:
             out.append(
-                Sample("kube_pod_container_info", {**labels, "uid": uid, "container_id": cs.container_id}, 1.0)
+                Sample(
+                    "kube_pod_container_info", {**labels, "uid": uid, "container_id": cs.container_id}, 1.0
+                )
             )
         out.append(Sample("kube_pod_container_status_restarts_total", labels, cs.restart_count or 0))
         out.append(Sample("kube_pod_container_status_ready", labels, 1.0 if cs.ready else 0.0))

@@ -385,10 +385,14 @@ class _Sweep:
         sample = r.field("gpm sample alloc", r.fn("nvmlGpmSampleAlloc"))
         if not _present(sample):
             return None
-        if gpu_instance is None:
-            got = r.field("gpm sample", r.fn("nvmlGpmSampleGet"), gpu.handle, sample)
-        else:
-            got = r.field("gpm mig sample", r.fn("nvmlGpmMigSampleGet"), gpu.handle, gpu_instance, sample)
+        try:
+            if gpu_instance is None:
+                got = r.field("gpm sample", r.fn("nvmlGpmSampleGet"), gpu.handle, sample)
+            else:
+                got = r.field("gpm mig sample", r.fn("nvmlGpmMigSampleGet"), gpu.handle, gpu_instance, sample)
+        except _GPULost:
+            self._gpm_free(sample)
+            raise
         if not _present(got):
             self._gpm_free(sample)
             return None

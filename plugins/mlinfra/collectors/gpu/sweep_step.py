@@ -69,8 +69,8 @@ def xid_counters(
         totals[key] = totals.get(key, 0.0) + s.value
     out = [Sample("ml_gpu_xid_errors_total", dict(k), v) for k, v in sorted(totals.items())]
     last = {_key_of(dict(k)): (dict(k), v) for k, v in previous["ml_gpu_xid_last_code"].items()}
-    for key, s in last_now.items():
-        last[key] = (dict(s.labels), s.value)
+    for gpu_key, s in last_now.items():
+        last[gpu_key] = (dict(s.labels), s.value)
     out += [Sample("ml_gpu_xid_last_code", labels, v) for labels, v in last.values()]
     if observed:
         log.warning("XID errors in this sweep: %s", [(dict(s.labels), s.value) for s in observed])
@@ -98,7 +98,7 @@ def finish_gpu_samples(
     if not any(s.name.startswith("ml_gpu_") for s in out):
         return list(samples)
     out = attribute_processes(out, fleet)
-    out += xid_counters(store, ts, out, lookback=fleet.store.retention)
+    out += xid_counters(store, ts, samples, lookback=fleet.store.retention)
     if fleet.gpu.metric_names == "dcgm":
         single = {key: next(iter(pods)) for key, pods in pods_of_gpu(out).items() if len(pods) == 1}
         out += dcgm_samples((s for s in out if s.name.startswith("ml_gpu_")), single)
