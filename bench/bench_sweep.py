@@ -7,12 +7,18 @@ provider's hook), the TF Serving stand-in (gRPC + monitoring endpoint) and a SQL
 store. Each child reports the wall time of ``dag.test()`` itself and its peak RSS.
 Targets: wall ratio <= 1.3; peak memory ratio <= 1.2 (no TensorFlow in the sweep).
 
+It also prints the GPU collector's cost per GPU per sweep against the raw NVML calls it
+makes (recorded from one collection, replayed bare on the scripted fake; target <= 1.2),
+alone with ``--gpu``:
+
     PYTHONPATH=. .venv/bin/python bench/bench_sweep.py --rounds 5
+    PYTHONPATH=.:plugins .venv/bin/python bench/bench_sweep.py --gpu
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -74,6 +80,74 @@ print("BENCH " + json.dumps({"wall": elapsed, "state": str(run.state),
 """
 
 
+def gpu_collector_cost(rounds: int = 300, scenario: str = "eight_gpus") -> dict[str, float]:
+    """Seconds per GPU per sweep: the collector vs the bare NVML calls it makes, same fake.
+
+    The calls (name and arguments, in order) are recorded from one collection and
+    replayed on a fresh fake each round, so the difference is the collector's own
+    work: labels, conversions, samples. Rounds alternate; the median of 5 blocks counts.
+    """
+    import time
+
+    from mlinfra.collectors.gpu.nvml import collect_gpu_samples
+    from tests.support.fake_pynvml import FakeNVML, NVMLError
+
+    class Recording:
+        def __init__(self, nvml: FakeNVML):
+            self.nvml, self.log = nvml, []
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            value = getattr(self.nvml, name)
+            if not (name.startswith("nvml") and callable(value)):
+                return value
+
+            def call(*args):  # type: ignore[no-untyped-def]
+                self.log.append((name, args))
+                return value(*args)
+
+            return call
+
+    def collect(nvml: object) -> None:
+        # A partial collection costs the same as a full one.
+        with contextlib.suppress(Exception):
+            collect_gpu_samples(nvml, host="bench", process_name=str, proc_root=None, window=0)
+
+    recorder = Recording(FakeNVML.scenario(scenario))
+    collect(recorder)
+    calls = recorder.log
+    gpus = len(FakeNVML.scenario(scenario).gpus)
+
+    def replay(nvml: FakeNVML) -> None:
+        for name, args in calls:
+            with contextlib.suppress(NVMLError):
+                getattr(nvml, name)(*args)
+
+    blocks_collector, blocks_raw = [], []
+    for _ in range(5):
+        fakes = [FakeNVML.scenario(scenario) for _ in range(rounds)]
+        t = time.perf_counter()
+        for nvml in fakes:
+            collect(nvml)
+        blocks_collector.append((time.perf_counter() - t) / rounds / gpus)
+        fakes = [FakeNVML.scenario(scenario) for _ in range(rounds)]
+        t = time.perf_counter()
+        for nvml in fakes:
+            replay(nvml)
+        blocks_raw.append((time.perf_counter() - t) / rounds / gpus)
+    res = {
+        "collector_s_per_gpu": statistics.median(blocks_collector),
+        "raw_nvml_s_per_gpu": statistics.median(blocks_raw),
+        "nvml_calls_per_gpu": len(calls) / gpus,
+    }
+    res["ratio"] = res["collector_s_per_gpu"] / res["raw_nvml_s_per_gpu"]
+    print(
+        f"GPU collector ({scenario}, fake NVML): {res['collector_s_per_gpu'] * 1e6:.0f} us per GPU per sweep vs "
+        f"{res['raw_nvml_s_per_gpu'] * 1e6:.0f} us for its {res['nvml_calls_per_gpu']:.0f} raw NVML calls per GPU "
+        f"-> ratio {res['ratio']:.2f} (target <= 1.2)"
+    )
+    return res
+
+
 def child(env: dict[str, str], folder: Path, dag_id: str, k: int) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, "-c", CHILD, str(folder), dag_id, str(k)],
@@ -122,6 +196,8 @@ def task_peak_mb(env: dict[str, str], folder: Path, dag_id: str, task_id: str) -
 
 def main(rounds: int = 5) -> dict[str, float]:
     from tests.support.tf_serving_standin import start_tf_serving_standin
+
+    gpu_collector_cost()
 
     with tempfile.TemporaryDirectory() as tmp_s, start_tf_serving_standin() as serving:
         tmp = Path(tmp_s)
@@ -206,4 +282,9 @@ def main(rounds: int = 5) -> dict[str, float]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
-    main(parser.parse_args().rounds)
+    parser.add_argument("--gpu", action="store_true", help="only the GPU collector's cost per GPU")
+    args = parser.parse_args()
+    if args.gpu:
+        gpu_collector_cost()
+    else:
+        main(args.rounds)

@@ -446,3 +446,19 @@ def test_an_alias_bomb_is_refused_in_linear_time() -> None:
 def test_a_recursive_alias_is_a_fleet_error_not_a_recursion_error() -> None:
     with pytest.raises(FleetConfigError, match=r"models\[0\]: input should be a valid dictionary"):
         parse_fleet("models: &m [*m]\ncost: {gpu_hour: 1, cpu_hour: 1}\n", source="include/fleet.yaml")
+
+
+def test_gpu_metric_names_option_is_validated_and_named() -> None:
+    text = FLEET.read_text() + "\ngpu:\n  metric_names: dgcm\n  sample_window: 2s\n"
+    with pytest.raises(FleetConfigError) as info:
+        parse_fleet(text)
+    message = str(info.value)
+    assert "gpu.metric_names" in message
+    assert "'mlinfra'" in message
+    assert "'dcgm'" in message
+    assert "'dgcm'" in message
+    fleet = parse_fleet(text.replace("dgcm", "dcgm"))
+    assert (fleet.gpu.metric_names, fleet.gpu.sample_window) == ("dcgm", 2.0)
+    assert parse_fleet(FLEET.read_text()).gpu.metric_names == "mlinfra"
+    with pytest.raises(FleetConfigError, match="gpu.sample_window"):
+        parse_fleet(FLEET.read_text() + "\ngpu:\n  sample_window: 5m\n")

@@ -353,11 +353,24 @@ class RuleSettings(_Strict):
     prometheus_conn_id: str = Field(default="prometheus_default", pattern=CONN_ID)
 
 
+class GPUSettings(_Strict):
+    """``gpu:`` in the fleet file: how the GPU collector names and samples what it reads."""
+
+    # mlinfra: the ml_gpu_* names only; dcgm: the same samples also under dcgm-exporter's
+    # names and labels (DCGM_FI_DEV_GPU_UTIL{gpu, UUID, modelName, Hostname, pod, ...}).
+    metric_names: Literal["mlinfra", "dcgm"] = "mlinfra"
+    # How long each sweep listens for XID events and spans the GPM activity samples.
+    sample_window: Duration = Field(default=1.0, le=30.0)
+
+    _sample_window = field_validator("sample_window", mode="before")(classmethod(lambda cls, v: _duration(v)))
+
+
 class Fleet(_Strict):
     models: list[Model] = Field(min_length=1)
     cost: Cost
     store: StoreSettings = StoreSettings()
     rules: RuleSettings = RuleSettings()
+    gpu: GPUSettings = GPUSettings()
     # The cluster's Kubernetes minor: rendered manifests are validated against its API schema.
     kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
     # Where the file came from; relative paths (smoke files) resolve against its folder.

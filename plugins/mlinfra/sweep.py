@@ -123,6 +123,7 @@ def write_sweep(
     that cannot be reached degrades only the export (``summary["export_error"]``);
     the rules and scaling downstream still run on the store.
     """
+    from mlinfra.collectors.gpu.sweep_step import finish_gpu_samples
     from mlinfra.export import push_from_connection
     from mlinfra.samples import Sample
 
@@ -142,6 +143,7 @@ def write_sweep(
     samples: list[Sample] = [s for name in sorted(staged) for s in staged[name]]
     by_name = {s["collector"]: s for s in summaries if s}
     samples += derive_cpu_usage(store, ts, samples)
+    samples = finish_gpu_samples(store, ts, samples, fleet)
     missing = [name for name in expected if name not in staged]
     for name in missing:
         samples.append(Sample("mlinfra_collector_up", {"collector": name}, 0.0))

@@ -116,8 +116,19 @@ def _pod_samples(namespace: str, pod: Any, deployment: str | None) -> list[Sampl
     out = [
         Sample("kube_pod_status_phase", {**base, "phase": p}, 1.0 if p == phase else 0.0) for p in POD_PHASES
     ]
+    # kube-state-metrics' info series: the GPU collector finds a process's pod and
+    # container by the UID and container id its cgroup names.
+    uid = pod.metadata.uid or ""
+    if uid:
+        out.append(Sample("kube_pod_info", {**base, "uid": uid}, 1.0))
     for cs in (pod.status.container_statuses if pod.status else None) or []:
         labels = {**base, "container": cs.name}
+        if uid and cs.container_id:
+            out.append(
+                Sample(
+                    "kube_pod_container_info", {**labels, "uid": uid, "container_id": cs.container_id}, 1.0
+                )
+            )
         out.append(Sample("kube_pod_container_status_restarts_total", labels, cs.restart_count or 0))
         out.append(Sample("kube_pod_container_status_ready", labels, 1.0 if cs.ready else 0.0))
         waiting = cs.state.waiting if cs.state else None
