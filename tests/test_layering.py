@@ -30,7 +30,6 @@ MODULE_ALLOWLIST = {
 _SPLIT = "TODO: split into named steps"
 FUNCTION_ALLOWLIST: dict[str, str] = {
     "mlinfra.cli:_dispatch": _SPLIT,
-    "mlinfra.collectors.gpu:_gpu_samples": _SPLIT,
     "mlinfra.deploy.flow:rollout_and_verify": _SPLIT,
     "mlinfra.operators.scale:execute": "TODO(issue 15, item 5): the policy moves to scaling/",
     "mlinfra.reports.aggregate:_models": _SPLIT,

@@ -128,18 +128,8 @@ def write_sweep(
     from mlinfra.samples import Sample
 
     staged = store.staged(run_id)
-    if not staged:
-        # A run re-run after it succeeded (staging already cleared) must not replace
-        # the real sweep with "every collector down".
-        existing = store.sweep_at(ts)
-        if existing is not None and existing.run_id == run_id and existing.summary is not None:
-            log.info("sweep %s at %s is already written and nothing is staged: kept as it is", run_id, ts)
-            kept: dict[str, Any] = existing.summary
-            if kept.get("export_error"):
-                # Re-run by hand once the Pushgateway is back: push what was stored.
-                kept = _export(kept, store.sweep_samples(ts), export or push_from_connection)
-                store.write_sweep(ts, store.sweep_samples(ts), run_id=run_id, summary=kept)
-            return kept
+    if not staged and (kept := _already_written(store, run_id, ts, export or push_from_connection)):
+        return kept
     samples: list[Sample] = [s for name in sorted(staged) for s in staged[name]]
     by_name = {s["collector"]: s for s in summaries if s}
     samples += derive_cpu_usage(store, ts, samples)
@@ -183,6 +173,25 @@ def write_sweep(
         summary["skipped"],
     )
     return summary
+
+
+def _already_written(
+    store: MetricsStore, run_id: str, ts: float | datetime, export: Callable[[list[Sample]], int | None]
+) -> dict[str, Any] | None:
+    """The stored summary of this run's sweep, when a re-run after success finds nothing staged.
+
+    Such a re-run (staging already cleared) must not replace the real sweep with "every
+    collector down"; re-run by hand once the Pushgateway is back, it pushes what was stored.
+    """
+    existing = store.sweep_at(ts)
+    if existing is None or existing.run_id != run_id or existing.summary is None:
+        return None
+    log.info("sweep %s at %s is already written and nothing is staged: kept as it is", run_id, ts)
+    kept: dict[str, Any] = existing.summary
+    if kept.get("export_error"):
+        kept = _export(kept, store.sweep_samples(ts), export)
+        store.write_sweep(ts, store.sweep_samples(ts), run_id=run_id, summary=kept)
+    return kept
 
 
 def _export(

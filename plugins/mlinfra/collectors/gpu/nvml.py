@@ -1,5 +1,8 @@
 """GPU telemetry from NVML: the one module of the project that talks to ``pynvml``.
 
+Size: over 600 lines on purpose: every NVML call and its error mapping stays in this one
+module (as in gpustat's ``nvml.py``), so no other module needs to know NVML's failure modes.
+
 It reads, per GPU, utilisation, memory, temperature, power, energy, clocks and their
 event reasons, performance state, fan, ECC, remapped rows and retired pages, PCIe
 throughput and replays, NVLink state, MIG instances (memory and, through GPM, engine
