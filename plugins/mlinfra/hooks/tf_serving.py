@@ -48,6 +48,7 @@ from airflow.sdk import BaseHook
 
 from mlinfra.exceptions import (
     MlinfraError,
+    TemplatedValueError,
     TFServingConfigError,
     TFServingError,
     TFServingModelNotFound,
@@ -55,6 +56,7 @@ from mlinfra.exceptions import (
 )
 from mlinfra.hooks.extras import timeout_setting
 from mlinfra.redaction import redact_url
+from mlinfra.templated import parse_bool
 
 if TYPE_CHECKING:
     import grpc
@@ -200,7 +202,10 @@ class TFServingHook(BaseHook):
                 "set both for mutual TLS or neither"
             )
         server_name = extras.get("server_name") or None
-        wants_tls = str(extras.get("tls", "")).lower() in ("1", "true", "yes")
+        try:
+            wants_tls = parse_bool("extra 'tls'", extras.get("tls"), default=False)
+        except TemplatedValueError as e:
+            raise TFServingConfigError(f"connection {self.tf_serving_conn_id!r}: {e}") from None
         if not (wants_tls or server_name or any(v is not None for v in pems.values())):
             return None
         return _TLSSettings(pems["ca_cert"], pems["client_cert"], pems["client_key"], server_name)
