@@ -55,6 +55,7 @@ from mlinfra.exceptions import (
     TFServingUnavailable,
 )
 from mlinfra.hooks.extras import timeout_setting
+from mlinfra.provider import field_behaviour
 from mlinfra.redaction import redact_url
 from mlinfra.templated import parse_bool
 
@@ -133,17 +134,8 @@ class TFServingHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["schema", "login", "password"],
-            "relabeling": {"host": "gRPC host", "port": "gRPC port"},
-            "placeholders": {
-                "host": "half-plus-two.serving.svc.cluster.local",
-                "port": str(DEFAULT_GRPC_PORT),
-                "extra": json.dumps(
-                    {"rest_url": "http://half-plus-two.serving.svc.cluster.local:8501", "timeout": 10}
-                ),
-            },
-        }
+        """The connection form's behaviour, as declared in :mod:`mlinfra.provider` (one source)."""
+        return field_behaviour(cls.conn_type)
 
     # ------------------------------------------------------------------ settings
 
