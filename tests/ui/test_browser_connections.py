@@ -45,15 +45,11 @@ def test_add_connection_offers_tf_serving_with_its_fields(page: Any, demo: Demo)
     type_select.click()
     type_select.fill("TensorFlow")
     page.get_by_role("option", name=re.compile(r"TensorFlow Serving")).click()
-    # Relabelled standard fields and the provider's own (extra) fields.
-    for label in (
-        "gRPC host",
-        "gRPC port",
-        "REST URL",
-        "Timeout (seconds)",
-        "TLS server name",
-        "CA certificate",
-    ):
+    # Relabelled standard fields, then the provider's own fields (an accordion, closed at first).
+    for label in ("gRPC host", "gRPC port"):
+        form.get_by_text(label, exact=True).first.wait_for()
+    form.get_by_role("button", name="Extra Fields", exact=True).click()
+    for label in ("REST URL", "Timeout (seconds)", "TLS server name", "CA certificate", "Client key"):
         form.get_by_text(label, exact=True).first.wait_for()
     # Hidden by the field behaviour: TF Serving has no login.
     assert form.get_by_text("Login", exact=True).count() == 0
