@@ -1,7 +1,7 @@
 """
 ### Infrastructure health sweep
 
-Every five minutes: read every sensor of the fleet, keep the samples, export them.
+Every five minutes (`mlinfra.settings.SWEEP_SCHEDULE`): read every sensor of the fleet, keep the samples, export them.
 
 * **collect_gpu** (NVML), **collect_host** (psutil), **collect_kubernetes** (pods and
   deployments of the fleet's namespaces, kube-state-metrics names) and
@@ -40,20 +40,19 @@ Fleet: `include/fleet.yaml`. Run one sweep from the CLI:
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import dag, get_current_context, task
 
-from mlinfra.durations import parse_duration
 from mlinfra.operators.scale import ScaleDeploymentOperator
+from mlinfra.settings import SWEEP_RUN_TIMEOUT, SWEEP_SCHEDULE, scale_poll_interval, sweep_scale_timeout
 from mlinfra.sweep import COLLECTORS
 
 # How long a scale task waits (deferred) for the new replicas, and how often it looks:
-# within the run's 4 minutes, so the next sweep is not held up.
-SCALE_TIMEOUT = parse_duration(os.environ.get("MLINFRA_SCALE_TIMEOUT", "3m"))
-SCALE_POLL_INTERVAL = parse_duration(os.environ.get("MLINFRA_SCALE_POLL_INTERVAL", "5s"))
+# within the run's timeout, so the next sweep is not held up (a longer setting is cut).
+SCALE_TIMEOUT = sweep_scale_timeout()
+SCALE_POLL_INTERVAL = scale_poll_interval()
 
 
 def _sweep_time(context: Any) -> datetime:
@@ -63,11 +62,11 @@ def _sweep_time(context: Any) -> datetime:
 
 @dag(
     dag_id="infra_health_sweep",
-    schedule="*/5 * * * *",
+    schedule=SWEEP_SCHEDULE,
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    dagrun_timeout=timedelta(minutes=4),
+    dagrun_timeout=timedelta(seconds=SWEEP_RUN_TIMEOUT),
     doc_md=__doc__,
     tags=["mlinfra", "monitoring"],
     default_args={

@@ -49,13 +49,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
 
 from mlinfra.config import load_fleet
 from mlinfra.deploy.flow import record_failure_callback, rollout_and_verify
 from mlinfra.deploy.params import form_params
 from mlinfra.deploy.settings import DeploySettings
 from mlinfra.forms import triggered_by
+from mlinfra.task_failure import fail_without_retry
 
 # The form's choices come from the fleet file (local, validated, cached); the PromQL check
 # of scaling targets runs when a task loads the fleet, not at every parse.
@@ -77,7 +77,7 @@ SETTINGS = DeploySettings.from_env()
     default_args={
         "owner": "ml-platform",
         # Only transient errors (API server, network) get here: failures a retry cannot
-        # fix raise AirflowFailException and fail at once.
+        # fix raise fail_without_retry(...) and fail at once.
         "retries": 2,
         "retry_delay": timedelta(seconds=30),
         "on_failure_callback": record_failure_callback,
@@ -101,7 +101,7 @@ def model_deploy() -> None:
                 triggered_by=triggered_by(context),
             )
         except DeployRequestError as e:
-            raise AirflowFailException(str(e)) from e
+            raise fail_without_retry(e) from e
 
     # Before anything touches the cluster: the version must exist where TF Serving reads it.
     @task(execution_timeout=timedelta(minutes=5))
@@ -119,7 +119,7 @@ def model_deploy() -> None:
                 run_id=context["run_id"],
             )
         except (DeployRequestError, ArtifactStoreError) as e:  # a missing version: no retry helps
-            raise AirflowFailException(str(e)) from e
+            raise fail_without_retry(e) from e
 
     @task(multiple_outputs=True, execution_timeout=timedelta(minutes=5))
     def render_manifests(plan: dict[str, Any]) -> dict[str, Any]:
@@ -140,7 +140,7 @@ def model_deploy() -> None:
                 progress_deadline_seconds=int(SETTINGS.progress_deadline),
             )
         except ManifestError as e:
-            raise AirflowFailException(str(e)) from e
+            raise fail_without_retry(e) from e
         print(
             f"Changes against the cluster ({', '.join(rendered['changed']) or 'none'}):\n{rendered['diff']}"
         )

@@ -29,13 +29,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
 
 from mlinfra.config import load_fleet
 from mlinfra.deploy.flow import record_failure_callback, rollout_and_verify
 from mlinfra.deploy.params import model_label
 from mlinfra.deploy.settings import DeploySettings
 from mlinfra.forms import triggered_by
+from mlinfra.task_failure import fail_without_retry
 
 FLEET = load_fleet(check_expressions=False)
 SETTINGS = DeploySettings.from_env()
@@ -101,7 +101,7 @@ def model_rollback() -> None:
                 triggered_by=triggered_by(context),
             )
         except DeployRequestError as e:
-            raise AirflowFailException(str(e)) from e
+            raise fail_without_retry(e) from e
 
     @task(multiple_outputs=True, execution_timeout=timedelta(minutes=5))
     def render_recorded(plan: dict[str, Any]) -> dict[str, Any]:
@@ -116,7 +116,7 @@ def model_rollback() -> None:
         try:
             rendered = recorded_objects(plan, records=DeploymentRecords.from_connection(), client=client)
         except DeployRequestError as e:
-            raise AirflowFailException(str(e)) from e
+            raise fail_without_retry(e) from e
         print(
             f"Changes against the cluster ({', '.join(rendered['changed']) or 'none'}):\n{rendered['diff']}"
         )

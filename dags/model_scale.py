@@ -30,25 +30,24 @@ by a manual scale until <time> (run ...: reason)".
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
 
 from mlinfra.config import load_fleet
-from mlinfra.durations import parse_duration
 from mlinfra.forms import triggered_by
 from mlinfra.operators.scale import ScaleDeploymentOperator
 from mlinfra.scaling.manual import form_params
+from mlinfra.settings import manual_scale_timeout, scale_poll_interval
+from mlinfra.task_failure import fail_without_retry
 
 # The form's choices come from the fleet file (local, validated, cached); the PromQL check
 # of scaling targets runs when a task loads the fleet, not at every parse.
 FLEET = load_fleet(check_expressions=False)
-SCALE_TIMEOUT = parse_duration(os.environ.get("MLINFRA_SCALE_TIMEOUT", "10m"))
-SCALE_POLL_INTERVAL = parse_duration(os.environ.get("MLINFRA_SCALE_POLL_INTERVAL", "5s"))
+SCALE_TIMEOUT = manual_scale_timeout()
+SCALE_POLL_INTERVAL = scale_poll_interval()
 
 
 @dag(
@@ -80,7 +79,7 @@ def model_scale() -> None:
         try:
             request = validate_scale_request(conf, load_fleet())
         except ScaleRequestError as e:
-            raise AirflowFailException(str(e)) from e
+            raise fail_without_retry(e) from e
         model = load_fleet().model(request.model)
         k = model.kubernetes
         # The hold runs from now, the moment the request is accepted (a retry keeps it).

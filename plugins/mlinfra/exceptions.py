@@ -210,3 +210,10 @@ class ArtifactStoreError(MlinfraError):
 
 class ArtifactStoreUnavailable(MlinfraError):
     """The object store or the Kubernetes API could not be reached (refused, timeout, 5xx): retry."""
+
+
+class TemplatedValueError(MlinfraError, ValueError):
+    """A parameter (often rendered from a template, so a string) is not a value of its kind.
+
+    The message names the parameter, what it got and what is accepted.
+    """

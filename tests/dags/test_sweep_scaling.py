@@ -80,7 +80,7 @@ def env(
         "AIRFLOW_CONN_MLINFRA_STORE", json.dumps({"conn_type": "sqlite", "host": str(store_path)})
     )
     monkeypatch.setenv("MLINFRA_SCALE_POLL_INTERVAL", "100ms")
-    monkeypatch.setenv("MLINFRA_SCALE_TIMEOUT", "60s")
+    monkeypatch.setenv("MLINFRA_SWEEP_SCALE_TIMEOUT", "60s")
     for conn in ("ALERTMANAGER_DEFAULT", "PROMETHEUS_PUSHGATEWAY", "TF_SERVING_HALF_PLUS_TWO"):
         monkeypatch.delenv(f"AIRFLOW_CONN_{conn}", raising=False)
     with KubeStandIn() as kube:

@@ -18,7 +18,6 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import Asset, AssetAlias, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
 
 from mlinfra.deploy.settings import DeploySettings
 from mlinfra.operators.apply import ApplyManifestsOperator
@@ -26,6 +25,7 @@ from mlinfra.operators.rollback import ModelRollbackOperator
 from mlinfra.operators.smoke import TFServingSmokeTestOperator
 from mlinfra.sensors.model import TFServingModelVersionSensor
 from mlinfra.sensors.rollout import DeploymentRolloutSensor
+from mlinfra.task_failure import fail_without_retry
 
 # One asset per model (mlinfra://models/<name>), attached at run time through this alias.
 MODEL_DEPLOYS = AssetAlias("mlinfra-model-deploys")
@@ -92,7 +92,7 @@ def rollout_and_verify(
         try:
             return close(DeploymentRecords.from_connection(), context["run_id"], smoke=smoke)
         except DeployFailed as e:
-            raise AirflowFailException(str(e)) from e
+            raise fail_without_retry(e) from e
 
     apply = ApplyManifestsOperator(
         task_id="apply",

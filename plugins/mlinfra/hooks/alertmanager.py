@@ -1,6 +1,7 @@
 """Post alerts to Alertmanager's API v2, as Prometheus's notifier does.
 
-The Airflow connection ``alertmanager_default`` (type ``http``) names the server:
+The Airflow connection ``alertmanager_default`` (type ``alertmanager``; one of type
+``http`` works the same) names the server:
 host, port, schema (``http``/``https``), optional login/password for basic auth,
 and extras ``path_prefix`` (Alertmanager's ``--web.route-prefix``), ``timeout``
 (seconds, default 10) and ``verify`` (TLS verification: true, the default, false,
@@ -96,7 +97,7 @@ class AlertmanagerHook(BaseHook):
 
     conn_name_attr = "alertmanager_conn_id"
     default_conn_name = "alertmanager_default"
-    conn_type = "http"
+    conn_type = "alertmanager"
     hook_name = "Alertmanager"
 
     def __init__(self, alertmanager_conn_id: str = default_conn_name, *, timeout: float | None = None):

@@ -7,6 +7,8 @@ import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from mlinfra.templated import FALSE_WORDS, TRUE_WORDS
+
 
 def timeout_setting(
     explicit: float | None,
@@ -68,10 +70,6 @@ def http_base_url(conn: Any, *, conn_id: str, what: str, error: Callable[[str], 
     return f"{url}/{prefix}" if prefix else url
 
 
-_TRUE = ("true", "1", "yes", "on")
-_FALSE = ("false", "0", "no", "off")
-
-
 def tls_verify_setting(
     extras: Mapping[str, Any], *, conn_id: str, error: Callable[[str], Exception]
 ) -> bool | ssl.SSLContext:
@@ -87,9 +85,9 @@ def tls_verify_setting(
         return True if raw is None else raw
     if isinstance(raw, str):
         text = raw.strip()
-        if text.lower() in _TRUE or not text:
+        if text.lower() in TRUE_WORDS or not text:
             return True
-        if text.lower() in _FALSE:
+        if text.lower() in FALSE_WORDS:
             return False
         try:
             return ssl.create_default_context(cafile=text)

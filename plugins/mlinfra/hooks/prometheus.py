@@ -24,7 +24,6 @@ the same query would only time out again.
 
 from __future__ import annotations
 
-import json
 import ssl
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from airflow.sdk import BaseHook
 
 from mlinfra.exceptions import MlinfraError, PrometheusError, PrometheusUnavailable
 from mlinfra.hooks.extras import http_base_url, timeout_setting, tls_verify_setting
+from mlinfra.provider import field_behaviour
 from mlinfra.redaction import redact_url
 
 if TYPE_CHECKING:
@@ -78,16 +78,8 @@ class PrometheusHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": [],
-            "relabeling": {"schema": "Scheme (http/https)"},
-            "placeholders": {
-                "schema": "http",
-                "host": "prometheus.monitoring.svc.cluster.local",
-                "port": "9090",
-                "extra": json.dumps({"timeout": 10, "path_prefix": ""}),
-            },
-        }
+        """The connection form's behaviour, as declared in :mod:`mlinfra.provider` (one source)."""
+        return field_behaviour(cls.conn_type)
 
     # ------------------------------------------------------------------ settings
 

@@ -48,13 +48,16 @@ from airflow.sdk import BaseHook
 
 from mlinfra.exceptions import (
     MlinfraError,
+    TemplatedValueError,
     TFServingConfigError,
     TFServingError,
     TFServingModelNotFound,
     TFServingUnavailable,
 )
 from mlinfra.hooks.extras import timeout_setting
+from mlinfra.provider import field_behaviour
 from mlinfra.redaction import redact_url
+from mlinfra.templated import parse_bool
 
 if TYPE_CHECKING:
     import grpc
@@ -131,17 +134,8 @@ class TFServingHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["schema", "login", "password"],
-            "relabeling": {"host": "gRPC host", "port": "gRPC port"},
-            "placeholders": {
-                "host": "half-plus-two.serving.svc.cluster.local",
-                "port": str(DEFAULT_GRPC_PORT),
-                "extra": json.dumps(
-                    {"rest_url": "http://half-plus-two.serving.svc.cluster.local:8501", "timeout": 10}
-                ),
-            },
-        }
+        """The connection form's behaviour, as declared in :mod:`mlinfra.provider` (one source)."""
+        return field_behaviour(cls.conn_type)
 
     # ------------------------------------------------------------------ settings
 
@@ -200,7 +194,10 @@ class TFServingHook(BaseHook):
                 "set both for mutual TLS or neither"
             )
         server_name = extras.get("server_name") or None
-        wants_tls = str(extras.get("tls", "")).lower() in ("1", "true", "yes")
+        try:
+            wants_tls = parse_bool("extra 'tls'", extras.get("tls"), default=False)
+        except TemplatedValueError as e:
+            raise TFServingConfigError(f"connection {self.tf_serving_conn_id!r}: {e}") from None
         if not (wants_tls or server_name or any(v is not None for v in pems.values())):
             return None
         return _TLSSettings(pems["ca_cert"], pems["client_cert"], pems["client_key"], server_name)

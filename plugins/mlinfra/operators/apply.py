@@ -17,9 +17,13 @@ the spec the *first* attempt saw, not the half-applied one.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
+
+if TYPE_CHECKING:
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
 
 class ApplyManifestsOperator(BaseOperator):
@@ -59,13 +63,16 @@ class ApplyManifestsOperator(BaseOperator):
         self.deploy_run_id = deploy_run_id
         self.store_conn_id = store_conn_id
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    @cached_property
+    def hook(self) -> KubernetesHook:
         from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
+        return KubernetesHook(conn_id=self.kubernetes_conn_id)
+
+    def execute(self, context: Any) -> dict[str, Any]:
         objects = list(self.manifests)
         if not objects or any(not isinstance(o, dict) or "kind" not in o for o in objects):
             raise ValueError("manifests must be a non-empty list of Kubernetes objects (dicts with 'kind')")
-        hook = KubernetesHook(conn_id=self.kubernetes_conn_id)
         # Imported here: DAG files import this module at parse time.
         from mlinfra.deploy.kube import (
             FIELD_MANAGER,
@@ -75,7 +82,7 @@ class ApplyManifestsOperator(BaseOperator):
             snapshot,
         )
 
-        client = ManifestClient(hook.api_client, field_manager=self.field_manager or FIELD_MANAGER)
+        client = ManifestClient(self.hook.api_client, field_manager=self.field_manager or FIELD_MANAGER)
         live = snapshot(client, objects)
         previous = live
         records = None

@@ -24,12 +24,21 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
-from mlinfra.exceptions import RolloutFailed
+from mlinfra.exceptions import MlinfraError, RolloutFailed
+from mlinfra.task_failure import fail_without_retry
+from mlinfra.templated import parse_bool
+
+if TYPE_CHECKING:
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+    from mlinfra.config import Model
+    from mlinfra.deploy.records import DeploymentRecords
 
 
 class ModelRollbackOperator(BaseOperator):
@@ -68,31 +77,42 @@ class ModelRollbackOperator(BaseOperator):
         self.model_timeout = model_timeout
         self.poll_interval = poll_interval
 
-    def _records(self) -> Any:
+    @cached_property
+    def records(self) -> DeploymentRecords:
         from mlinfra.deploy.records import DeploymentRecords
 
         return DeploymentRecords.from_connection(self.store_conn_id)
 
-    def _fleet_model(self) -> Any:
+    @cached_property
+    def fleet_model(self) -> Model:
         from mlinfra.config import load_fleet
 
         return load_fleet().model(self.model)
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    @cached_property
+    def hook(self) -> KubernetesHook:
+        """The provider's hook on the model's Kubernetes connection (from the fleet file)."""
         from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
+        return KubernetesHook(conn_id=self.fleet_model.kubernetes.conn_id)
+
+    def execute(self, context: Any) -> dict[str, Any]:
         from mlinfra.deploy.kube import ManifestClient, deployed_version, execute_rollback, rollback_plan
         from mlinfra.triggers.rollout import DeploymentRolloutTrigger
 
-        records = self._records()
+        try:
+            auto_rollback = parse_bool("auto_rollback", self.auto_rollback, default=True)
+        except MlinfraError as e:
+            raise fail_without_retry(e) from e
+        records = self.records
         record = records.get(self.deploy_run_id)
         if record is None or record.previous is None:
             # Validation, rendering or the apply's first read failed: the cluster was never touched.
             raise AirflowSkipException("nothing was applied in this run: nothing to roll back")
-        if str(self.auto_rollback).lower() in ("false", "0", "no"):
+        if not auto_rollback:
             records.update(self.deploy_run_id, rollback={"performed": False, "why": "auto_rollback is off"})
             raise AirflowSkipException("auto_rollback is off: the failed deploy is left as it is")
-        model = self._fleet_model()
+        model = self.fleet_model
         identities = (record.applied or {}).get("objects") or [
             {"kind": kind, "namespace": model.kubernetes.namespace, "name": name}
             for kind, name in (
@@ -106,7 +126,7 @@ class ModelRollbackOperator(BaseOperator):
             for i in identities
         ]
         plan = rollback_plan(record.previous, desired)
-        client = ManifestClient(KubernetesHook(conn_id=model.kubernetes.conn_id).api_client)
+        client = ManifestClient(self.hook.api_client)
         self.log.info(
             "rolling back %s (reason: %s): re-apply %s; delete %s",
             model.name,
@@ -169,20 +189,20 @@ class ModelRollbackOperator(BaseOperator):
     def _state(self) -> dict[str, Any]:
         # The record, not the deferral's kwargs, carries the state between the steps:
         # it survives anything that happens to the task in between.
-        record = self._records().get(self.deploy_run_id)
+        record = self.records.get(self.deploy_run_id)
         return dict(record.rollback or {}) if record is not None else {}
 
     def rollout_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         from mlinfra.triggers.model import ModelVersionAvailableTrigger
 
-        records = self._records()
+        records = self.records
         state = {**self._state(), "rollout": event.get("status"), "rollout_message": event.get("message")}
         if event.get("status") != "success":
             records.finish(self.deploy_run_id, "failed", rollback=state)
             raise RolloutFailed(f"the rollback's rollout did not complete: {event.get('message')}")
         self.log.info("rollback rollout complete: %s", event.get("message"))
         records.update(self.deploy_run_id, rollback=state)
-        model = self._fleet_model()
+        model = self.fleet_model
         self.defer(
             trigger=ModelVersionAvailableTrigger(
                 model.serving.conn_id,
@@ -209,5 +229,5 @@ class ModelRollbackOperator(BaseOperator):
         else:
             # Kubernetes is back on the old spec; say loudly that the old version does not answer.
             self.log.error("rolled back, but the previous version is not AVAILABLE: %s", event.get("message"))
-        self._records().finish(self.deploy_run_id, "rolled_back", rollback=state)
+        self.records.finish(self.deploy_run_id, "rolled_back", rollback=state)
         return state

@@ -29,20 +29,32 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
 
-from mlinfra.exceptions import ScaleFailed, ScaleForbidden
-from mlinfra.timestamps import rfc3339
+from mlinfra.exceptions import MlinfraError, ScaleFailed, ScaleForbidden
+from mlinfra.scaling.action import (
+    TRIGGERS,
+    ScaleRequest,
+    hold_verdict,
+    ownership_verdict,
+    scale_action,
+    scale_request,
+    wait_outcome,
+)
+from mlinfra.task_failure import fail_without_retry
+from mlinfra.templated import parse_bool, parse_int, parse_optional_float
 from mlinfra.triggers.scale import DeploymentScaleTrigger
 
 if TYPE_CHECKING:
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
     from mlinfra.scaling.kube import ScaleClient
     from mlinfra.scaling.records import ScaleRecords
 
-TRIGGERS = ("metric", "alert", "manual", "bounds")
+__all__ = ["TRIGGERS", "ScaleDeploymentOperator"]
 
 
 class ScaleDeploymentOperator(BaseOperator):
@@ -125,38 +137,32 @@ class ScaleDeploymentOperator(BaseOperator):
 
     # ------------------------------------------------------------------ helpers
 
-    @staticmethod
-    def _int(name: str, value: Any) -> int:
-        if isinstance(value, bool):
-            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be an integer >= 0, got {value!r}") from None
-        if number < 0 or str(number) != str(value).strip():
-            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        return number
-
     def _flag(self) -> bool:
-        return self.record_only is True or str(self.record_only).strip().lower() in ("true", "1", "yes")
+        return parse_bool("record_only", self.record_only, default=False)
 
-    def _records(self) -> ScaleRecords:
+    @cached_property
+    def records(self) -> ScaleRecords:
         from mlinfra.scaling.records import ScaleRecords
 
         return ScaleRecords.from_connection(self.store_conn_id)
 
-    def _client(self) -> ScaleClient:
+    @cached_property
+    def hook(self) -> KubernetesHook:
         from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
+        return KubernetesHook(conn_id=self.kubernetes_conn_id)
+
+    @cached_property
+    def client(self) -> ScaleClient:
         from mlinfra.scaling.kube import ScaleClient
 
-        hook = KubernetesHook(conn_id=self.kubernetes_conn_id)
         return ScaleClient(
-            hook.api_client, timeout=self.request_timeout, conflict_retries=self.conflict_retries
+            self.hook.api_client, timeout=self.request_timeout, conflict_retries=self.conflict_retries
         )
 
     def _record(self, context: Any, outcome: str, *, before: int | None, message: str | None = None) -> None:
-        self._records().record_event(
+        decided_at = parse_optional_float("decided_at", self.decided_at)
+        self.records.record_event(
             run_id=context["run_id"],
             model=self.model,
             namespace=self.namespace,
@@ -166,7 +172,7 @@ class ScaleDeploymentOperator(BaseOperator):
             reason=self.reason,
             trigger=self.trigger,
             dry_run=self._flag(),
-            ts=float(self.decided_at) if self.decided_at not in (None, "", "None") else time.time(),
+            ts=decided_at if decided_at is not None else time.time(),
             outcome=outcome,
             message=message,
             decision=self.decision if isinstance(self.decision, dict) else None,
@@ -185,75 +191,70 @@ class ScaleDeploymentOperator(BaseOperator):
 
     # ------------------------------------------------------------------ execution
 
-    def execute(self, context: Any) -> dict[str, Any] | None:
-        if self.trigger not in TRIGGERS:
-            raise AirflowFailException(f"trigger must be one of {', '.join(TRIGGERS)}, got {self.trigger!r}")
+    def _request(self) -> ScaleRequest:
         try:
-            self._target = self._int("replicas", self.replicas)
-            planned = (
-                None
-                if self.from_replicas in (None, "", "None")
-                else self._int("from_replicas", self.from_replicas)
+            request = scale_request(
+                replicas=self.replicas,
+                from_replicas=self.from_replicas,
+                trigger=self.trigger,
+                reason=self.reason,
             )
-        except ValueError as e:
-            raise AirflowFailException(str(e)) from e
-        if not str(self.reason or "").strip():
-            raise AirflowFailException("reason is required: say why (it goes to the audit trail)")
+            self._flag()
+        except MlinfraError as e:
+            raise fail_without_retry(e) from e
+        self._target = request.replicas
+        return request
+
+    def execute(self, context: Any) -> dict[str, Any] | None:
+        request = self._request()
         where = f"{self.namespace}/{self.deployment}"
-        client = self._client()
+        client = self.client
         try:
-            owner = client.owners(self.namespace).get(self.deployment)
-            if owner:
-                message = f"{where} is owned by {owner}: mlinfra does not scale it"
-                self._record(context, "skipped", before=planned, message=message)
-                if self.trigger == "manual":
-                    raise AirflowFailException(
-                        f"{message}; change the {owner.split('/')[0]}'s bounds instead, or remove it"
-                    )
-                self.log.warning("%s", message)
-                return self._result("skipped", planned, message)
-            if self.trigger != "manual":
-                # A manual scale with a hold placed after this decision was planned (the sweep
-                # that planned it was still running) wins: the autoscaler must not undo it.
-                hold = self._records().active_holds([self.model], at=time.time()).get(self.model)
-                if hold:
-                    message = (
-                        f"{where} is held at {hold['replicas']} replicas by a manual scale until "
-                        f"{rfc3339(hold['until'])} (run {hold['run_id']}): left alone"
-                    )
-                    self._record(context, "superseded", before=planned, message=message)
-                    self.log.warning("%s", message)
-                    return self._result("superseded", planned, message)
+            refused = ownership_verdict(
+                request, where=where, owner=client.owners(self.namespace).get(self.deployment)
+            )
+            if refused is not None:
+                self._record(context, refused.outcome, before=refused.before, message=refused.message)
+                if refused.refuse:
+                    raise fail_without_retry(ScaleFailed(f"{refused.message}; {refused.hint}"))
+                self.log.warning("%s", refused.message)
+                return self._result(refused.outcome, refused.before, refused.message)
+            hold = (
+                self.records.active_holds([self.model], at=time.time()).get(self.model)
+                if request.trigger != "manual"
+                else None
+            )
+            held = hold_verdict(request, where=where, hold=hold)
+            if held is not None:
+                self._record(context, held.outcome, before=held.before, message=held.message)
+                self.log.warning("%s", held.message)
+                return self._result(held.outcome, held.before, held.message)
             live = int(
                 (client.read_scale(self.namespace, self.deployment).get("spec") or {}).get("replicas", 0)
             )
-            if planned is not None and live not in (planned, self._target):
-                message = f"{where} has {live} replicas, not the {planned} the decision saw: left alone"
-                self._record(context, "superseded", before=live, message=message)
-                self.log.warning("%s", message)
-                return self._result("superseded", live, message)
-            before = planned if planned is not None and live == self._target else live
-            if self._flag():
-                message = f"dry run: would scale {where} {before} -> {self._target} ({self.reason})"
-                self._record(context, "dry_run", before=before, message=message)
-                self.log.info("%s", message)
-                return self._result("dry_run", before, message)
-            if live != self._target:
+            action = scale_action(request, where=where, live=live, dry_run=self._flag())
+            before = action.before
+            if action.outcome != "patched":
+                self._record(context, action.outcome, before=before, message=action.message)
+                log = self.log.info if action.outcome == "dry_run" else self.log.warning
+                log("%s", action.message)
+                return self._result(action.outcome, before, action.message)
+            if action.patch:
                 previous, _ = client.patch_replicas(self.namespace, self.deployment, self._target)
-                if planned is None:
+                if request.from_replicas is None:
                     before = previous
                 self.log.info(
                     "patched %s/scale: %s -> %s replicas (%s)", where, before, self._target, self.reason
                 )
             else:
-                self.log.info("%s already has %s replicas (a retry?): only waiting", where, self._target)
+                self.log.info("%s", action.message)
             self._record(context, "patched", before=before)
             deployment, pods = client.rollout_objects(self.namespace, self.deployment)
         except ScaleForbidden as e:
-            self._record(context, "failed", before=planned, message=str(e))
-            raise AirflowFailException(str(e)) from e
+            self._record(context, "failed", before=request.from_replicas, message=str(e))
+            raise fail_without_retry(e) from e
         except ScaleFailed as e:
-            self._record(context, "failed", before=planned, message=str(e))
+            self._record(context, "failed", before=request.from_replicas, message=str(e))
             raise
 
         from mlinfra.scaling.progress import evaluate_scale
@@ -292,15 +293,12 @@ class ScaleDeploymentOperator(BaseOperator):
         self, context: Any, event: dict[str, Any], before: int | None = None
     ) -> dict[str, Any]:
         """Back from the triggerer: record the outcome; anything but success fails the task."""
-        self._target = self._int("replicas", self.replicas)
+        self._target = parse_int("replicas", self.replicas, minimum=0)
         if before is None:
             before = event.get("from", getattr(self, "_before", None))
         status = event.get("status")
         message = str(event.get("message") or f"scale wait ended with status {status!r}")
-        outcome = {"success": "available", "superseded": "superseded", "timeout": "timeout"}.get(
-            str(status), "failed"
-        )
-        self._records().update_outcome(context["run_id"], self.model, outcome, message)
+        self.records.update_outcome(context["run_id"], self.model, wait_outcome(status), message)
         if status == "success":
             self.log.info("%s", message)
             return self._result("available", before, message)
@@ -310,4 +308,4 @@ class ScaleDeploymentOperator(BaseOperator):
         if status == "error":
             raise ScaleFailed(message)  # an API error: a retry may get through
         # A timeout or failing pods: a retry would wait for the same pods.
-        raise AirflowFailException(str(ScaleFailed(message)))
+        raise fail_without_retry(ScaleFailed(message))

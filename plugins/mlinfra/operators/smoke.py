@@ -21,12 +21,18 @@ promote a model that answered wrongly once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
 
-from mlinfra.exceptions import SmokeFileError, SmokeTestFailed
+from mlinfra.exceptions import MlinfraError, SmokeFileError, SmokeTestFailed
+from mlinfra.task_failure import fail_without_retry
+from mlinfra.templated import parse_bool, parse_int
+
+if TYPE_CHECKING:
+    from mlinfra.config import Fleet, Model
+    from mlinfra.hooks.tf_serving import TFServingHook
 
 
 class TFServingSmokeTestOperator(BaseOperator):
@@ -59,31 +65,57 @@ class TFServingSmokeTestOperator(BaseOperator):
         self.smoke_file = smoke_file
         self.run_smoke = run_smoke
 
+    @cached_property
+    def fleet(self) -> Fleet:
+        from mlinfra.config import load_fleet
+
+        return load_fleet()
+
+    @cached_property
+    def fleet_model(self) -> Model:
+        return self.fleet.model(self.model)
+
+    @cached_property
+    def hook(self) -> TFServingHook:
+        from mlinfra.hooks.tf_serving import TFServingHook
+
+        return TFServingHook.for_model(self.fleet_model)
+
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from mlinfra.config import load_fleet
-        from mlinfra.deploy.smoke import load_smoke_spec, run_smoke
-        from mlinfra.hooks.tf_serving import TFServingHook
+        from mlinfra.deploy.smoke import load_smoke_spec
 
-        if str(self.run_smoke).lower() in ("false", "0", "no"):
-            raise AirflowSkipException("run_smoke is off: no smoke predictions")
-        fleet = load_fleet()
-        model = fleet.model(self.model)
-        version = int(self.version)
         try:
-            spec = load_smoke_spec(fleet.include_path(self.smoke_file or model.smoke_file))
+            if not parse_bool("run_smoke", self.run_smoke, default=True):
+                raise AirflowSkipException("run_smoke is off: no smoke predictions")
+            version = parse_int("version", self.version, minimum=0)
+        except MlinfraError as e:
+            raise fail_without_retry(e) from e
+        model = self.fleet_model
+        try:
+            spec = load_smoke_spec(self.fleet.include_path(self.smoke_file or model.smoke_file))
         except SmokeFileError as e:
-            raise AirflowFailException(str(e)) from e
-        with TFServingHook.for_model(model) as hook:
-            report = run_smoke(
-                hook,
-                model.serving.model_name,
-                version,
-                spec,
-                slo_p99_ms=model.slo.p99_latency_ms,
-                protocols=self.protocols,
-            )
+            raise fail_without_retry(e) from e
+        try:
+            return self._run(context, model, version, spec)
+        finally:
+            if "hook" in self.__dict__:
+                self.hook.close()
+                del self.__dict__["hook"]
+
+    def _run(self, context: Any, model: Model, version: int, spec: Any) -> dict[str, Any]:
+        """Predict, log the table, push the report; a failed test fails without retry."""
+        from mlinfra.deploy.smoke import run_smoke
+
+        report = run_smoke(
+            self.hook,
+            model.serving.model_name,
+            version,
+            spec,
+            slo_p99_ms=model.slo.p99_latency_ms,
+            protocols=self.protocols,
+        )
         self.log.info("smoke test of %s version %s:\n%s", model.name, version, report.table())
         for note in report.not_judged:
             # Not a failure: a percentile over too few requests would only be the slowest one.
@@ -91,8 +123,9 @@ class TFServingSmokeTestOperator(BaseOperator):
         result = report.to_dict()
         context["ti"].xcom_push(key="smoke_report", value=result)
         if not report.passed:
-            error = SmokeTestFailed(
-                f"smoke test of {model.name} version {version} failed: " + "; ".join(report.problems)
+            raise fail_without_retry(
+                SmokeTestFailed(
+                    f"smoke test of {model.name} version {version} failed: " + "; ".join(report.problems)
+                )
             )
-            raise AirflowFailException(str(error)) from error
         return result

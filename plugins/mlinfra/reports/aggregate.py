@@ -54,6 +54,7 @@ from mlinfra.reports.history import (
     read_scale_events,
 )
 from mlinfra.samples import canonical_labels
+from mlinfra.settings import SWEEP_INTERVAL
 from mlinfra.store import LabelMatcher, MetricsStore
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-DEFAULT_STEP = 300.0  # the sweep DAG's schedule: */5 * * * *
+DEFAULT_STEP = SWEEP_INTERVAL  # one point per sweep
 TOP_LABEL_SETS = 5
 # Clock event reasons that mean "slowed down" (NVML also reports idle, application
 # clock settings, sync boost and display clocks, which are not throttling).

@@ -19,13 +19,18 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowFailException
 
 from mlinfra.exceptions import MlinfraError, ModelLoadFailed, TFServingModelNotFound
+from mlinfra.task_failure import fail_without_retry
+from mlinfra.templated import parse_optional_int
 from mlinfra.triggers.model import ModelVersionAvailableTrigger, evaluate_versions
+
+if TYPE_CHECKING:
+    from mlinfra.hooks.tf_serving import TFServingHook
 
 
 class TFServingModelVersionSensor(BaseSensorOperator):
@@ -72,7 +77,20 @@ class TFServingModelVersionSensor(BaseSensorOperator):
         self.deferrable = deferrable
 
     def _version(self) -> int | None:
-        return int(self.version) if self.version not in (None, "", "None") else None
+        return parse_optional_int("version", self.version, minimum=0)
+
+    @cached_property
+    def hook(self) -> TFServingHook:
+        """One hook (one gRPC channel) for every poke of this task."""
+        from mlinfra.hooks.tf_serving import TFServingHook
+
+        return TFServingHook(
+            self.tf_serving_conn_id,
+            default_grpc_target=self.default_grpc_target,
+            default_rest_url=self.default_rest_url,
+            # As the trigger: a poll must not outlast the interval by much.
+            timeout=max(min(self.poll_interval * 2, 10.0), 1.0),
+        )
 
     def _trigger(self) -> ModelVersionAvailableTrigger:
         return ModelVersionAvailableTrigger(
@@ -87,7 +105,7 @@ class TFServingModelVersionSensor(BaseSensorOperator):
 
     def poke(self, context: Any) -> bool:
         try:
-            versions = self._trigger()._status()
+            versions = self.hook.get_model_status(self.model_name)
         except TFServingModelNotFound:
             return False
         except MlinfraError as e:
@@ -96,14 +114,19 @@ class TFServingModelVersionSensor(BaseSensorOperator):
         verdict, message = evaluate_versions(versions, self._version())
         self.log.info("model %s: %s", self.model_name, message)
         if verdict == "failed":
-            raise AirflowFailException(str(ModelLoadFailed(f"model {self.model_name}: {message}")))
+            raise fail_without_retry(ModelLoadFailed(f"model {self.model_name}: {message}"))
         return verdict == "success"
 
     def execute(self, context: Any) -> Any:
-        if not self.deferrable:
-            return super().execute(context)
-        if self.poke(context):
-            return None
+        try:
+            if not self.deferrable:
+                return super().execute(context)
+            if self.poke(context):
+                return None
+        finally:
+            if "hook" in self.__dict__:
+                self.hook.close()
+                del self.__dict__["hook"]
         self.defer(
             trigger=self._trigger(),
             method_name="execute_complete",
@@ -114,6 +137,4 @@ class TFServingModelVersionSensor(BaseSensorOperator):
         if event.get("status") == "success":
             self.log.info("%s", event.get("message"))
             return list(event.get("versions") or [])
-        raise AirflowFailException(
-            str(ModelLoadFailed(event.get("message") or "model did not become AVAILABLE"))
-        )
+        raise fail_without_retry(ModelLoadFailed(event.get("message") or "model did not become AVAILABLE"))

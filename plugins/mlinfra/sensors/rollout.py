@@ -23,14 +23,19 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowFailException
 
 from mlinfra.deploy.rollout import RolloutStatus, evaluate_rollout, label_selector, template_pod_labels
 from mlinfra.exceptions import RolloutFailed
+from mlinfra.task_failure import fail_without_retry
+from mlinfra.templated import parse_optional_int
 from mlinfra.triggers.rollout import DeploymentRolloutTrigger
+
+if TYPE_CHECKING:
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
 
 class DeploymentRolloutSensor(BaseSensorOperator):
@@ -68,15 +73,20 @@ class DeploymentRolloutSensor(BaseSensorOperator):
         self.deferrable = deferrable
 
     def _min_generation(self) -> int | None:
-        return int(self.min_generation) if self.min_generation not in (None, "", "None") else None
+        return parse_optional_int("min_generation", self.min_generation, minimum=0)
 
-    def check(self) -> RolloutStatus:
-        """One synchronous look at the rollout (the provider's sync hook)."""
+    @cached_property
+    def hook(self) -> KubernetesHook:
+        """The provider's sync hook, built once per task (not once per poke)."""
         from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
-        hook = KubernetesHook(conn_id=self.kubernetes_conn_id)
-        api = hook.api_client
+        return KubernetesHook(conn_id=self.kubernetes_conn_id)
+
+    def check(self) -> RolloutStatus:
+        """One synchronous look at the rollout."""
         from kubernetes import client
+
+        api = self.hook.api_client
 
         dep = api.sanitize_for_serialization(
             client.AppsV1Api(api).read_namespaced_deployment(self.deployment, self.namespace)
@@ -95,7 +105,7 @@ class DeploymentRolloutSensor(BaseSensorOperator):
         status = self.check()
         self.log.info("rollout %s", status.message)
         if status.state == "failed":
-            raise AirflowFailException(str(RolloutFailed(status.message)))
+            raise fail_without_retry(RolloutFailed(status.message))
         return status.state == "complete"
 
     def execute(self, context: Any) -> Any:
@@ -127,4 +137,4 @@ class DeploymentRolloutSensor(BaseSensorOperator):
         message = event.get("message") or f"rollout ended with status {event.get('status')!r}"
         if event.get("status") == "error":
             raise RolloutFailed(message)  # an API error: a retry may get through
-        raise AirflowFailException(str(RolloutFailed(message)))
+        raise fail_without_retry(RolloutFailed(message))

@@ -77,7 +77,9 @@ URL_PREFIX = "/mlinfra"
 
 def demo_mode() -> bool:
     """True under ``make demo``: the page says that the cluster is simulated."""
-    return os.environ.get(DEMO_ENV, "") not in ("", "0", "false", "no")
+    from mlinfra.templated import parse_bool
+
+    return parse_bool(DEMO_ENV, os.environ.get(DEMO_ENV), default=False)
 
 
 def airflow_base_path() -> str:
