@@ -79,6 +79,7 @@ def cluster() -> Iterator[Cluster]:
 @pytest.fixture
 def records() -> Iterator[mock.MagicMock]:
     with mock.patch("mlinfra.scaling.records.ScaleRecords.from_connection") as from_connection:
+        from_connection.return_value.active_holds.return_value = {}  # no manual hold
         yield from_connection.return_value
 
 
@@ -253,3 +254,27 @@ def test_execute_complete(
     records.update_outcome.assert_called_once_with(
         CONTEXT["run_id"], "hpt", outcome, f"the wait ended: {status}"
     )
+
+
+def test_a_manual_hold_leaves_the_count_to_the_person(cluster: Cluster, records: mock.MagicMock) -> None:
+    records.active_holds.return_value = {
+        "hpt": {"replicas": 2, "until": 1_900_000_000.0, "run_id": "manual__launch", "reason": "launch"}
+    }
+    result = operator().execute(CONTEXT)
+    assert result is not None
+    assert result["outcome"] == "superseded"
+    assert (
+        "held at 2 replicas by a manual scale until 2030-03-17T17:46:40Z (run manual__launch)"
+        in (result["message"])
+    )
+    assert cluster.patched == []
+
+
+def test_a_manual_hold_never_holds_back_a_person(cluster: Cluster, records: mock.MagicMock) -> None:
+    records.active_holds.return_value = {
+        "hpt": {"replicas": 2, "until": 1_900_000_000.0, "run_id": "manual__launch", "reason": "launch"}
+    }
+    manual = operator(trigger="manual").execute(CONTEXT)
+    assert manual is not None
+    assert manual["outcome"] == "available"
+    assert cluster.patched == [4]
