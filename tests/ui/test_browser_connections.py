@@ -1,7 +1,7 @@
 """The connection form in a real browser: mlinfra's provider adds TF Serving with its own fields.
 
-Uses the demo and browser fixtures of ``test_browser.py`` (``make demo`` in a temporary
-folder, Debian's Chromium through Playwright). The provider comes from the installed
+Uses the session's demo and signed-in page (``tests/ui/conftest.py``: ``make demo`` in a
+temporary folder, Debian's Chromium through Playwright). The provider comes from the installed
 package's entry point (``apache_airflow_provider``): after changing ``pyproject.toml``
 re-run ``make setup`` so the metadata has it.
 """
@@ -14,21 +14,12 @@ from typing import Any
 
 import pytest
 
-from tests.ui.test_browser import ARTIFACTS, Demo, demo, page  # noqa: F401 - fixtures
+from tests.ui.browser_support import ARTIFACTS, Demo
 
 pytestmark = pytest.mark.integration
 
 
-def sign_in(page: Any, demo: Demo) -> None:  # noqa: F811 - the fixture
-    page.goto(f"{demo.base}/")
-    page.wait_for_url(re.compile(r"/auth/login"))
-    page.get_by_label("Username").fill("admin")
-    page.get_by_label("Password").fill(demo.password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(rf"^{re.escape(demo.base)}/?$"))
-
-
-def test_add_connection_offers_tf_serving_with_its_fields(page: Any, demo: Demo) -> None:  # noqa: F811
+def test_add_connection_offers_tf_serving_with_its_fields(page: Any, demo: Demo) -> None:
     names = [
         ep.value
         for ep in entry_points(group="apache_airflow_provider")
@@ -37,7 +28,6 @@ def test_add_connection_offers_tf_serving_with_its_fields(page: Any, demo: Demo)
     assert names == ["mlinfra.provider:get_provider_info"], (
         "the installed mlinfra has no provider entry point: re-run `make setup`"
     )
-    sign_in(page, demo)
     page.goto(f"{demo.base}/connections")
     page.get_by_role("button", name=re.compile(r"Add Connection", re.I)).click()
     form = page.get_by_role("dialog")

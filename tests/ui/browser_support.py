@@ -1,0 +1,186 @@
+"""The browser tests' harness: `make demo` in a temporary folder, its API, bounded waits.
+
+Used by ``tests/ui/conftest.py`` (the session-scoped ``demo``, ``browser`` and signed-in
+``page`` fixtures) and the browser test modules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# A shared 2-core machine: starting Airflow and TensorFlow takes minutes, not seconds.
+START_TIMEOUT_S = 480
+RUN_TIMEOUT_S = 420
+UI_TIMEOUT_MS = 60_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(
+    what: str, check: Callable[[], Any], timeout: float, *, interval: float = 2.0, log: Path | None = None
+) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (httpx.HTTPError, OSError, ValueError, KeyError) as e:
+            last = e
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-60:]) if log and log.exists() else ""
+    pytest.fail(f"{what}: not reached after {timeout:.0f}s (last: {last!r})\n{tail}")
+
+
+@dataclass
+class Demo:
+    base: str
+    password: str
+    directory: Path
+    log: Path
+    process: subprocess.Popen[bytes]
+
+    def token(self) -> str:
+        r = httpx.post(
+            f"{self.base}/auth/token", json={"username": "admin", "password": self.password}, timeout=30
+        )
+        r.raise_for_status()
+        return str(r.json()["access_token"])
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        r = httpx.request(
+            method,
+            f"{self.base}/api/v2{path}",
+            headers={"Authorization": f"Bearer {self.token()}"},
+            timeout=30,
+            **kwargs,
+        )
+        r.raise_for_status()
+        return r.json()
+
+    def runs(self, dag_id: str) -> list[dict[str, Any]]:
+        return list(
+            self.api("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": 50})[
+                "dag_runs"
+            ]
+        )
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        tis = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        return {t["task_id"]: t["state"] for t in tis}
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float = RUN_TIMEOUT_S) -> str:
+        def done() -> str | None:
+            state = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
+            return state if state in ("success", "failed") else None
+
+        return str(wait_for(f"{dag_id} run {run_id} to finish", done, timeout, log=self.log))
+
+    def trigger(self, dag_id: str, conf: dict[str, Any], logical_date: str | None = None) -> str:
+        """Trigger ``dag_id`` through the REST API (as the form does); the new run's id."""
+        body = {"logical_date": logical_date, "conf": conf}
+        return str(self.api("POST", f"/dags/{dag_id}/dagRuns", json=body)["dag_run_id"])
+
+    def cluster_env(self) -> dict[str, str]:
+        """What the simulated cluster wrote to ``env.sh``: its URLs and Airflow connections."""
+        text = (self.directory / "env.sh").read_text()
+        return {k: shlex.split(v)[0] for k, v in re.findall(r"^export (\w+)=(.*)$", text, re.M) if v}
+
+    def deployment(self, name: str = "half-plus-two", namespace: str = "serving") -> dict[str, Any]:
+        """The Deployment as the Kubernetes API stand-in has it (not as mlinfra recorded it)."""
+        url = self.cluster_env()["MLINFRA_DEMO_K8S_URL"]
+        r = httpx.get(f"{url}/apis/apps/v1/namespaces/{namespace}/deployments/{name}", timeout=30)
+        r.raise_for_status()
+        return dict(r.json())
+
+    def fleet_model(self, name: str = "half-plus-two") -> dict[str, Any]:
+        fleet = httpx.get(
+            f"{self.base}/mlinfra/api/fleet", headers={"Authorization": f"Bearer {self.token()}"}, timeout=30
+        )
+        fleet.raise_for_status()
+        return dict(next(m for m in fleet.json()["models"] if m["name"] == name))
+
+    def ensure_deployed(self, version: str = "2", image_tag: str = "2.14.1") -> str:
+        """A successful deploy of ``version`` exists (a test's own, or one triggered here); its run id."""
+        for run in self.runs("model_deploy"):
+            conf = run.get("conf") or {}
+            if str(conf.get("version")) == version and run["state"] == "success":
+                return str(run["dag_run_id"])
+        run_id = self.trigger(
+            "model_deploy", {"model": "half-plus-two", "version": int(version), "image_tag": image_tag}
+        )
+        state = self.wait_run("model_deploy", run_id)
+        assert state == "success", f"deploy {run_id}: {state}: {self.task_states('model_deploy', run_id)}"
+        return run_id
+
+
+def stop_group(pgid: int, timeout: float = 60) -> None:
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def shot(page: Any, name: str, *, full_page: bool = False) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
+
+
+def open_trigger_dialog(page: Any, demo: Demo, dag_id: str) -> Any:
+    page.goto(f"{demo.base}/dags/{dag_id}")
+    page.get_by_role("button", name=re.compile(r"^Trigger")).first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text(f"{dag_id}").first.wait_for()
+    return dialog
+
+
+def sign_in(page: Any, demo: Demo, *, screenshots: bool = False) -> None:
+    """Sign in through Airflow's login form (the simple auth manager's generated password)."""
+    page.goto(f"{demo.base}/")
+    page.wait_for_url(re.compile(r"/auth/login"))
+    if screenshots:
+        shot(page, "01-sign-in")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(demo.password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(rf"^{re.escape(demo.base)}/?$"))
