@@ -43,6 +43,20 @@ class Sample:
         return [self.name, dict(self.labels), self.value, self.timestamp]
 
     @classmethod
+    def of(cls, name: str, labels: dict[str, str], value: float) -> Sample:
+        """A sample whose labels are already strings and whose value is a float: no coercion.
+
+        For collectors that build thousands of samples per sweep (the GPU collector's
+        labels are strings by construction); ``Sample(...)`` is the safe default.
+        """
+        sample = object.__new__(cls)
+        object.__setattr__(sample, "name", name)
+        object.__setattr__(sample, "labels", labels)
+        object.__setattr__(sample, "value", value)
+        object.__setattr__(sample, "timestamp", None)
+        return sample
+
+    @classmethod
     def from_json(cls, row: list[Any]) -> Sample:
         name, labels, value, ts = row
         return cls(name, labels, value, ts)

@@ -144,6 +144,22 @@ class _NVMLErrors:
         self.not_found = cls("NVMLError_NotFound")
         self.timeout = cls("NVMLError_Timeout")
         self.invalid = cls("NVMLError_InvalidArgument")
+        self._nvml = nvml
+        # Functions and constants, looked up once per sweep rather than once per GPU and call.
+        self._names: dict[str, Any] = {}
+
+    def function(self, name: str) -> Callable[..., Any] | None:
+        """``nvml.<name>``, or ``None`` when this driver's pynvml lacks it."""
+        try:
+            return self._names[name]
+        except KeyError:
+            found = self._names[name] = getattr(self._nvml, name, None)
+            return found
+
+    def const(self, name: str, default: int) -> int:
+        """The constant ``nvml.<name>``, or nvml.h's value when this pynvml lacks it."""
+        value = self.function(name)
+        return value if isinstance(value, int) else default
 
 
 class _GPUReader:
@@ -184,12 +200,7 @@ class _GPUReader:
             return _MISSING
 
     def fn(self, name: str) -> Callable[..., Any] | None:
-        return getattr(self.nvml, name, None)
-
-
-def _const(nvml: Any, name: str, default: int) -> int:
-    value = getattr(nvml, name, default)
-    return value if isinstance(value, int) else default
+        return self.errs.function(name)
 
 
 def _text(value: Any) -> str:
@@ -254,7 +265,8 @@ class _GPU:
         self, name: str, value: Any, scale: float = 1.0, labels: dict[str, str] | None = None, **extra: str
     ) -> None:
         if _present(value):
-            self.samples.append(Sample(name, {**(labels or self.labels), **extra}, float(value) * scale))
+            # Labels here are strings by construction (gpu ids and link numbers are str()-ed).
+            self.samples.append(Sample.of(name, {**(labels or self.labels), **extra}, float(value) * scale))
 
 
 def _mig_profile(name: Any, attrs: Any) -> str:
@@ -322,7 +334,7 @@ class _Sweep:
             name = r.field("name", r.fn("nvmlDeviceGetName"), gpu.handle)
             gpu.labels["name"] = _text(name) if isinstance(name, str | bytes) else "unknown"
             if self.event_set is not None:
-                xid = _const(nvml, "nvmlEventTypeXidCriticalError", _NVML_EVENT_TYPE_XID_CRITICAL_ERROR)
+                xid = self.errs.const("nvmlEventTypeXidCriticalError", _NVML_EVENT_TYPE_XID_CRITICAL_ERROR)
                 done = r.field(
                     "xid events", r.fn("nvmlDeviceRegisterEvents"), gpu.handle, xid, self.event_set
                 )
@@ -337,7 +349,7 @@ class _Sweep:
         mode = r.field("mig mode", r.fn("nvmlDeviceGetMigMode"), gpu.handle)
         if not isinstance(mode, list | tuple):
             return  # not a MIG-capable GPU
-        enabled = mode[0] == _const(self.nvml, "NVML_DEVICE_MIG_ENABLE", _NVML_DEVICE_MIG_ENABLE)
+        enabled = mode[0] == self.errs.const("NVML_DEVICE_MIG_ENABLE", _NVML_DEVICE_MIG_ENABLE)
         gpu.add("ml_gpu_mig_mode_enabled", 1 if enabled else 0)
         if not enabled:
             return
@@ -429,7 +441,7 @@ class _Sweep:
             self._lose(gpu, e)
 
     def _read_device(self, gpu: _GPU, r: _GPUReader) -> None:
-        nvml, h, add = self.nvml, gpu.handle, gpu.add
+        h, add = gpu.handle, gpu.add
         # NotSupported on a MIG-enabled GPU (nvml.h): left out, never a stale figure.
         util = r.field("utilization", r.fn("nvmlDeviceGetUtilizationRates"), h)
         if _present(util):
@@ -440,7 +452,7 @@ class _Sweep:
             add("ml_gpu_memory_used_bytes", mem.used)
             add("ml_gpu_memory_total_bytes", mem.total)
             add("ml_gpu_memory_free_bytes", mem.free)
-        sensor = _const(nvml, "NVML_TEMPERATURE_GPU", _NVML_TEMPERATURE_GPU)
+        sensor = self.errs.const("NVML_TEMPERATURE_GPU", _NVML_TEMPERATURE_GPU)
         add("ml_gpu_temperature_celsius", r.field("temperature", r.fn("nvmlDeviceGetTemperature"), h, sensor))
         # NVML reports power in milliwatts, energy in millijoules since the driver loaded.
         add("ml_gpu_power_usage_watts", r.field("power usage", r.fn("nvmlDeviceGetPowerUsage"), h), 1e-3)
@@ -448,8 +460,8 @@ class _Sweep:
         add("ml_gpu_power_limit_watts", limit, 1e-3)
         energy = r.field("total energy", r.fn("nvmlDeviceGetTotalEnergyConsumption"), h)
         add("ml_gpu_energy_joules_total", energy, 1e-3)
-        sm = _const(nvml, "NVML_CLOCK_SM", _NVML_CLOCK_SM)
-        memclk = _const(nvml, "NVML_CLOCK_MEM", _NVML_CLOCK_MEM)
+        sm = self.errs.const("NVML_CLOCK_SM", _NVML_CLOCK_SM)
+        memclk = self.errs.const("NVML_CLOCK_MEM", _NVML_CLOCK_MEM)
         add("ml_gpu_sm_clock_mhz", r.field("sm clock", r.fn("nvmlDeviceGetClockInfo"), h, sm))
         add("ml_gpu_memory_clock_mhz", r.field("memory clock", r.fn("nvmlDeviceGetClockInfo"), h, memclk))
         pstate = r.field("performance state", r.fn("nvmlDeviceGetPerformanceState"), h)
@@ -471,7 +483,7 @@ class _Sweep:
             ("tx", "NVML_PCIE_UTIL_TX_BYTES", _NVML_PCIE_UTIL_TX_BYTES),
             ("rx", "NVML_PCIE_UTIL_RX_BYTES", _NVML_PCIE_UTIL_RX_BYTES),
         ):
-            counter = _const(nvml, const_name, default)
+            counter = self.errs.const(const_name, default)
             kbps = r.field(f"pcie {direction}", r.fn("nvmlDeviceGetPcieThroughput"), h, counter)
             add(f"ml_gpu_pcie_{direction}_bytes_per_second", kbps, 1024.0)
         add(
@@ -482,24 +494,24 @@ class _Sweep:
         # Links are numbered from 0; the first link the GPU lacks answers InvalidArgument,
         # a GPU without NVLink answers NotSupported on link 0.
         get_link = r.fn("nvmlDeviceGetNvLinkState")
-        for link in range(_const(nvml, "NVML_NVLINK_MAX_LINKS", _NVML_NVLINK_MAX_LINKS)):
+        for link in range(self.errs.const("NVML_NVLINK_MAX_LINKS", _NVML_NVLINK_MAX_LINKS)):
             state = r.field(f"nvlink {link}", get_link, h, link, quiet=self.errs.invalid)
             if not isinstance(state, int):
                 break
             add("ml_gpu_nvlink_up", 1 if state else 0, link=str(link))
 
     def _read_health(self, gpu: _GPU, r: _GPUReader) -> None:
-        nvml, h, add = self.nvml, gpu.handle, gpu.add
+        h, add = gpu.handle, gpu.add
         # Volatile counters (errors since the driver was loaded), as DCGM exporter's
         # *_VOL_TOTAL fields: they move as errors happen, whereas the aggregate
         # (lifetime, infoROM) counts are only brought up to date now and then. A
         # driver reload resets them, which rate()/increase() treat as a counter reset.
-        volatile = _const(nvml, "NVML_VOLATILE_ECC", _NVML_VOLATILE_ECC)
+        volatile = self.errs.const("NVML_VOLATILE_ECC", _NVML_VOLATILE_ECC)
         for kind, const_name, default in (
             ("corrected", "NVML_MEMORY_ERROR_TYPE_CORRECTED", _NVML_MEMORY_ERROR_TYPE_CORRECTED),
             ("uncorrected", "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", _NVML_MEMORY_ERROR_TYPE_UNCORRECTED),
         ):
-            code = _const(nvml, const_name, default)
+            code = self.errs.const(const_name, default)
             count = r.field(f"{kind} ecc errors", r.fn("nvmlDeviceGetTotalEccErrors"), h, code, volatile)
             add("ml_gpu_ecc_errors_total", count, type=kind)
         # Row remapping (Ampere and later) replaced page retirement (before Ampere):
@@ -523,7 +535,7 @@ class _Sweep:
                 _NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR,
             ),
         ):
-            code = _const(nvml, const_name, default)
+            code = self.errs.const(const_name, default)
             pages = r.field(f"retired pages {cause}", r.fn("nvmlDeviceGetRetiredPages"), h, code)
             if isinstance(pages, list | tuple):
                 add("ml_gpu_retired_pages", len(pages), cause=cause)
@@ -669,14 +681,14 @@ class _Sweep:
             return
         try:
             request = self.nvml.c_nvmlGpmMetricsGet_t()
-            request.version = _const(self.nvml, "NVML_GPM_METRICS_GET_VERSION", _NVML_GPM_METRICS_GET_VERSION)
+            request.version = self.errs.const("NVML_GPM_METRICS_GET_VERSION", _NVML_GPM_METRICS_GET_VERSION)
             request.numMetrics = len(GPM_METRICS)
             request.sample1, request.sample2 = first, second
             for i, metric_id in enumerate(GPM_METRICS.values()):
                 request.metrics[i].metricId = metric_id
             got = r.field("gpm metrics", r.fn("nvmlGpmMetricsGet"), request)
             if _present(got):
-                ok = _const(self.nvml, "NVML_SUCCESS", 0)
+                ok = self.errs.const("NVML_SUCCESS", 0)
                 for i, suffix in enumerate(GPM_METRICS):
                     metric = got.metrics[i]
                     # Each metric has its own return code: one the GPU lacks is left out.
