@@ -27,6 +27,7 @@ mkdir -p "$AIRFLOW_HOME"
 
 cluster_pid=""
 airflow_pid=""
+unpause_pid=""
 # Each child runs in its own process group (setsid), so stopping the demo stops everything it
 # started, Airflow's scheduler, api-server, triggerer, dag-processor and task processes included.
 stop_group() {
@@ -41,6 +42,7 @@ stop_group() {
 cleanup() {
 	trap - EXIT INT TERM
 	echo "demo: stopping"
+	[[ -n "$unpause_pid" ]] && { kill "$unpause_pid" 2>/dev/null || true; }
 	[[ -n "$airflow_pid" ]] && stop_group "$airflow_pid"
 	[[ -n "$cluster_pid" ]] && stop_group "$cluster_pid"
 	# The TF Serving stand-in runs in a session of its own (demo_cluster.py lists it in
@@ -95,7 +97,9 @@ export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
 export AIRFLOW__CORE__PLUGINS_FOLDER="$ROOT/plugins"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__EXECUTOR=LocalExecutor
-export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False
+# Created paused, unpaused by scripts/demo_unpause.py once the API server answers: a sweep
+# started earlier would have its tasks retry against an Execution API not yet listening.
+export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=True
 export AIRFLOW__API__PORT="$PORT"
 # Task processes talk to the API server's Execution API: on this port, not the default 8080.
 export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://localhost:$PORT/execution/"
@@ -126,4 +130,7 @@ EOF
 setsid "$BIN/airflow" standalone &
 airflow_pid=$!
 echo "$airflow_pid" >>"$DEMO/pgids"
+"$BIN/python" "$ROOT/scripts/demo_unpause.py" --base "http://127.0.0.1:$PORT" --home "$AIRFLOW_HOME" \
+	--dags "$ROOT/dags" --timeout "$READY_TIMEOUT_S" &
+unpause_pid=$!
 wait "$airflow_pid"

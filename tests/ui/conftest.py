@@ -78,10 +78,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 
         wait_for("the demo's Airflow API server", api_up, START_TIMEOUT_S, log=log)
         handle = Demo(base, json.loads(passwords.read_text())["admin"], directory, log, process)
-        for dag_id in ("model_deploy", "metrics_report", "infra_health_sweep"):
+        for dag_id in sorted(p.stem for p in (ROOT / "dags").glob("*.py") if not p.name.startswith("_")):
             wait_for(
-                f"DAG {dag_id} parsed",
-                lambda d=dag_id: handle.api("GET", f"/dags/{d}"),
+                f"DAG {dag_id} parsed and unpaused",
+                lambda d=dag_id: not handle.api("GET", f"/dags/{d}")["is_paused"],
                 START_TIMEOUT_S,
                 log=log,
             )
