@@ -23,8 +23,10 @@ The interface is small on purpose:
 * housekeeping: :meth:`apply_retention`.
 
 Later features add their own tables to :data:`metadata` (alerts, scale events,
-deployments, reports) and keep to the same rules: one transaction per logical
-write, idempotent for the same logical time.
+deployments, reports), each defined once by the module that writes it and read
+through that module's queries, and keep to the same rules: one transaction per
+logical write, idempotent for the same logical time. Every schema change is a
+migration in :mod:`mlinfra.migrations`.
 """
 
 from __future__ import annotations
@@ -186,17 +188,26 @@ class MetricsStore:
     # ------------------------------------------------------------------ schema / transactions
 
     def create_schema(self) -> None:
-        """Create the tables if missing (idempotent; called on first use)."""
+        """Bring the schema to the newest migration (once per process; one query when it is there).
+
+        A fresh store is created by the migrations; a store of an earlier release is
+        upgraded with its data. Concurrent callers never both migrate (see
+        :mod:`mlinfra.migrations`).
+        """
         with self._schema_lock:
             if self._schema_ready:
                 return
-            from mlinfra.schema import register_all_tables
+            from mlinfra.migrations import ensure_current
 
-            register_all_tables()
             try:
-                metadata.create_all(self.engine, checkfirst=True)
-            except sa.exc.DBAPIError as e:
+                ensure_current(self.engine)
+            except (sa.exc.OperationalError, sa.exc.InterfaceError) as e:
                 raise StoreError(f"metrics store {self.description} is unreachable: {_reason(e)}") from e
+            except sa.exc.DBAPIError as e:
+                raise StoreError(
+                    f"metrics store {self.description}: cannot bring its schema up to date "
+                    f"(mlinfra store upgrade): {_reason(e)}"
+                ) from e
             self._schema_ready = True
 
     @contextmanager
