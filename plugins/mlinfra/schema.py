@@ -1,7 +1,8 @@
 """Every module that defines tables on :data:`mlinfra.store.metadata`.
 
-:meth:`MetricsStore.create_schema` imports these first, so one ``create_all`` creates
-every table of the project whichever feature touched the store first.
+Each module defines its tables once and serves their queries. The migrations
+(:mod:`mlinfra.migrations`) create and change the tables; this list gives them
+today's definitions to compare with (``target_metadata``, autogenerate, the tests).
 """
 
 from __future__ import annotations

@@ -152,6 +152,18 @@ def to_ms(t: float | datetime) -> int:
     return round(float(t) * 1000)
 
 
+def from_ms(ms: int | None) -> float | None:
+    """Stored integer milliseconds -> seconds (None stays None): the inverse of :func:`to_ms`."""
+    return None if ms is None else ms / 1000.0
+
+
+def as_utc(t: datetime | None) -> datetime | None:
+    """A stored ``DateTime(timezone=True)`` as an aware UTC datetime (SQLite hands it back naive)."""
+    if t is None:
+        return None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
 def _fingerprint(name: str, labels_json: str) -> str:
     return hashlib.sha1(f"{name}\x00{labels_json}".encode(), usedforsecurity=False).hexdigest()
 
@@ -472,6 +484,21 @@ class MetricsStore:
                 SweepRecord(t / 1000.0, run_id, n, json.loads(summary) if summary else None)
                 for t, run_id, n, summary in rows
             ]
+
+    def latest_sweep(self) -> SweepRecord | None:
+        """The sweep with the newest logical time, or ``None`` on an empty store."""
+        with self.begin() as conn:
+            row = conn.execute(
+                sa.select(
+                    sweeps_table.c.ts, sweeps_table.c.run_id, sweeps_table.c.samples, sweeps_table.c.summary
+                )
+                .order_by(sweeps_table.c.ts.desc())
+                .limit(1)
+            ).first()
+        if row is None:
+            return None
+        t, run_id, n, summary = row
+        return SweepRecord(t / 1000.0, run_id, n, json.loads(summary) if summary else None)
 
     def sweep_at(self, ts: float | datetime) -> SweepRecord | None:
         """The sweep written at exactly ``ts``, or ``None``."""
