@@ -87,6 +87,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     retention = store.add_parser("retention", help="delete samples older than the retention")
     retention.add_argument("--keep", help="override the fleet's store.retention (e.g. 7d)")
     retention.add_argument("--store-url")
+    upgrade = store.add_parser(
+        "upgrade",
+        help="bring the store's schema to this mlinfra's newest migration (keeps the data)",
+        description="Run the store's migrations up to --revision (default: head). Safe to run while "
+        "Airflow runs: a concurrent sweep waits for the lock and then finds the store up to date.",
+    )
+    upgrade.add_argument("--revision", default="head", help="target revision (default: head)")
+    upgrade.add_argument("--store-url")
+    current = store.add_parser("current", help="print the store's schema revision and this mlinfra's head")
+    current.add_argument("--store-url")
 
     rules = sub.add_parser("rules", help="Prometheus rule files (like promtool)").add_subparsers(
         dest="action", required=True
@@ -269,6 +279,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             f"(before {rfc3339(time.time() - keep)})"
         )
         return 0
+    if args.command == "store" and args.action in ("upgrade", "current"):
+        return _store_schema(args)
     if args.command == "rules" and args.action == "check":
         from mlinfra.rules.promtool import check_rule_files
 
@@ -284,6 +296,38 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "report":
         return _report(args)
     raise AssertionError(f"unhandled command {args}")  # argparse's required= makes this unreachable
+
+
+def _store_schema(args: argparse.Namespace) -> int:
+    """``store upgrade`` and ``store current``: the store's migrations (:mod:`mlinfra.migrations`)."""
+    import sqlalchemy as sa
+
+    from mlinfra import migrations
+
+    store = _store(args.store_url, must_exist=args.action == "current")
+    try:
+        if args.action == "upgrade":
+            if args.revision != "head" and args.revision not in migrations.revisions():
+                raise MlinfraError(
+                    f"--revision {args.revision!r}: unknown; known: {', '.join(migrations.revisions())}"
+                )
+            print(
+                f"{store.description}: {migrations.describe(migrations.upgrade(store.engine, args.revision))}"
+            )
+            return 0
+        at, head = migrations.current(store.engine), migrations.head()
+    except sa.exc.DBAPIError as e:
+        reason = str(e.orig).strip().splitlines()[0] if e.orig is not None else str(e)
+        raise MlinfraError(f"metrics store {store.description}: {reason}") from e
+    if at == head:
+        print(f"{at} (head)")
+    elif at is None:
+        print(
+            f"none: an empty store, or one made before migrations (head: {head}); run: mlinfra store upgrade"
+        )
+    else:
+        print(f"{at} (head: {head}); run: mlinfra store upgrade")
+    return 0
 
 
 def _duration_option(flag: str, text: str) -> float:

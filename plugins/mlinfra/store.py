@@ -23,8 +23,10 @@ The interface is small on purpose:
 * housekeeping: :meth:`apply_retention`.
 
 Later features add their own tables to :data:`metadata` (alerts, scale events,
-deployments, reports) and keep to the same rules: one transaction per logical
-write, idempotent for the same logical time.
+deployments, reports), each defined once by the module that writes it and read
+through that module's queries, and keep to the same rules: one transaction per
+logical write, idempotent for the same logical time. Every schema change is a
+migration in :mod:`mlinfra.migrations`.
 """
 
 from __future__ import annotations
@@ -150,6 +152,18 @@ def to_ms(t: float | datetime) -> int:
     return round(float(t) * 1000)
 
 
+def from_ms(ms: int | None) -> float | None:
+    """Stored integer milliseconds -> seconds (None stays None): the inverse of :func:`to_ms`."""
+    return None if ms is None else ms / 1000.0
+
+
+def as_utc(t: datetime | None) -> datetime | None:
+    """A stored ``DateTime(timezone=True)`` as an aware UTC datetime (SQLite hands it back naive)."""
+    if t is None:
+        return None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
 def _fingerprint(name: str, labels_json: str) -> str:
     return hashlib.sha1(f"{name}\x00{labels_json}".encode(), usedforsecurity=False).hexdigest()
 
@@ -186,17 +200,26 @@ class MetricsStore:
     # ------------------------------------------------------------------ schema / transactions
 
     def create_schema(self) -> None:
-        """Create the tables if missing (idempotent; called on first use)."""
+        """Bring the schema to the newest migration (once per process; one query when it is there).
+
+        A fresh store is created by the migrations; a store of an earlier release is
+        upgraded with its data. Concurrent callers never both migrate (see
+        :mod:`mlinfra.migrations`).
+        """
         with self._schema_lock:
             if self._schema_ready:
                 return
-            from mlinfra.schema import register_all_tables
+            from mlinfra.migrations import ensure_current
 
-            register_all_tables()
             try:
-                metadata.create_all(self.engine, checkfirst=True)
-            except sa.exc.DBAPIError as e:
+                ensure_current(self.engine)
+            except (sa.exc.OperationalError, sa.exc.InterfaceError) as e:
                 raise StoreError(f"metrics store {self.description} is unreachable: {_reason(e)}") from e
+            except sa.exc.DBAPIError as e:
+                raise StoreError(
+                    f"metrics store {self.description}: cannot bring its schema up to date "
+                    f"(mlinfra store upgrade): {_reason(e)}"
+                ) from e
             self._schema_ready = True
 
     @contextmanager
@@ -294,7 +317,7 @@ class MetricsStore:
                 {"series_id": ids[key], "ts": t, "value": _db_value(s.value)}
                 for (key, t), s in rows_by_key.items()
             ]
-            stmt = _insert(conn)(samples_table)
+            stmt = dialect_insert(conn)(samples_table)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["series_id", "ts"], set_={"value": stmt.excluded.value}
             )
@@ -310,7 +333,7 @@ class MetricsStore:
         found = self._lookup_fingerprints(conn, list(wanted))
         missing = [fp for fp in wanted if fp not in found]
         if missing:
-            stmt = _insert(conn)(series_table).on_conflict_do_nothing(index_elements=["fingerprint"])
+            stmt = dialect_insert(conn)(series_table).on_conflict_do_nothing(index_elements=["fingerprint"])
             conn.execute(
                 stmt,
                 [{"fingerprint": fp, "name": wanted[fp][1], "labels": wanted[fp][2]} for fp in missing],
@@ -333,7 +356,7 @@ class MetricsStore:
 
     @staticmethod
     def _upsert(conn: Connection, table: sa.Table, row: dict[str, Any], *, keys: Sequence[str]) -> None:
-        stmt = _insert(conn)(table).values(row)
+        stmt = dialect_insert(conn)(table).values(row)
         stmt = stmt.on_conflict_do_update(
             index_elements=list(keys), set_={k: v for k, v in row.items() if k not in keys}
         )
@@ -461,6 +484,21 @@ class MetricsStore:
                 SweepRecord(t / 1000.0, run_id, n, json.loads(summary) if summary else None)
                 for t, run_id, n, summary in rows
             ]
+
+    def latest_sweep(self) -> SweepRecord | None:
+        """The sweep with the newest logical time, or ``None`` on an empty store."""
+        with self.begin() as conn:
+            row = conn.execute(
+                sa.select(
+                    sweeps_table.c.ts, sweeps_table.c.run_id, sweeps_table.c.samples, sweeps_table.c.summary
+                )
+                .order_by(sweeps_table.c.ts.desc())
+                .limit(1)
+            ).first()
+        if row is None:
+            return None
+        t, run_id, n, summary = row
+        return SweepRecord(t / 1000.0, run_id, n, json.loads(summary) if summary else None)
 
     def sweep_at(self, ts: float | datetime) -> SweepRecord | None:
         """The sweep written at exactly ``ts``, or ``None``."""
@@ -602,7 +640,7 @@ def url_from_connection(conn: Any) -> sa.URL:
     )
 
 
-def _insert(conn: Connection) -> Any:
+def dialect_insert(conn: Connection) -> Any:
     """The dialect's INSERT, which has ON CONFLICT on both SQLite and PostgreSQL."""
     from sqlalchemy.dialects import postgresql, sqlite
 

@@ -67,3 +67,30 @@ def test_the_table_is_created_with_the_store_schema(tmp_path: Any) -> None:
     store = MetricsStore.from_url(f"sqlite:///{tmp_path / 's.db'}")
     store.create_schema()
     assert "mlinfra_deployments" in sa.inspect(store.engine).get_table_names()
+
+
+def test_the_reports_and_audit_queries(records: DeploymentRecords) -> None:
+    from datetime import UTC, datetime
+
+    t = datetime(2026, 3, 2, tzinfo=UTC).timestamp()
+    for i, dt in enumerate((-1, 0, 3600, 86399, 86400)):
+        records.start(
+            f"r{i}",
+            model="a" if i % 2 else "b",
+            version=i,
+            namespace=None if i == 2 else "serving",
+            deployment=None if i == 2 else ("a" if i % 2 else "b"),
+            started_at=datetime.fromtimestamp(t + dt, UTC),
+        )
+    records.finish("r1", "succeeded", ended_at=datetime.fromtimestamp(t + 60, UTC))
+
+    got = records.started_between(t, t + 86400)
+    assert [(r.run_id, r.started_at.timestamp()) for r in got] == [
+        ("r1", t),
+        ("r2", t + 3600),
+        ("r3", t + 86399),
+    ]
+    assert got[0].ended_at == datetime.fromtimestamp(t + 60, UTC)  # aware UTC, also on SQLite
+    # r2 has no namespace (an older row): matched through the fleet's models of that Deployment.
+    assert [r.run_id for r in records.of_deployment("serving", "b", models=["b"])] == ["r4", "r2", "r0"]
+    assert [r.run_id for r in records.of_deployment("serving", "b")] == ["r4", "r0"]

@@ -12,7 +12,7 @@ import pytest
 from mlinfra.config import Fleet, load_fleet
 from mlinfra.store import MetricsStore
 from tests.reports.expected import daily_events
-from tests.reports.synthetic import STEP, Slot, SyntheticHistory, insert_shared, load
+from tests.reports.synthetic import STEP, Slot, SyntheticHistory, load, record_events
 
 DAY = 86400.0
 START = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
@@ -50,8 +50,7 @@ def fill(store: MetricsStore, history: SyntheticHistory, *, events: bool = True)
     slots = load(store, history)
     if events:
         for i in range(history.days):
-            for table, rows in daily_events(history.start + i * DAY).items():
-                insert_shared(store, table, rows)
+            record_events(store, daily_events(history.start + i * DAY))
     return slots
 
 

@@ -14,7 +14,6 @@ summed.
 
 from __future__ import annotations
 
-import json
 import math
 import zlib
 from collections.abc import Iterator, Sequence
@@ -256,108 +255,54 @@ def load(store: MetricsStore, history: SyntheticHistory) -> list[Slot]:
     return slots
 
 
-# ---------------------------------------------------------------------- the shared tables
-
-_SHARED_DDL = {
-    "mlinfra_alert_transitions": lambda md: sa.Table(
-        "mlinfra_alert_transitions",
-        md,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("group", sa.String(255)),
-        sa.Column("alert", sa.String(255)),
-        sa.Column("labels", sa.Text),
-        sa.Column("fingerprint", sa.String(64)),
-        sa.Column("from_state", sa.String(16)),
-        sa.Column("to_state", sa.String(16)),
-        sa.Column("ts", sa.BigInteger),
-        sa.Column("value", sa.Double),
-        sa.Column("active_at", sa.BigInteger),
-        sa.Column("run_id", sa.String(250)),
-    ),
-    "mlinfra_deployments": lambda md: sa.Table(
-        "mlinfra_deployments",
-        md,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("model", sa.String(255)),
-        sa.Column("version", sa.String(64)),
-        sa.Column("image", sa.String(255)),
-        sa.Column("triggered_by", sa.String(255)),
-        sa.Column("run_id", sa.String(250)),
-        sa.Column("started_at", sa.DateTime(timezone=True)),
-        sa.Column("ended_at", sa.DateTime(timezone=True)),
-        sa.Column("outcome", sa.String(32)),
-        sa.Column("smoke", sa.Text),
-        sa.Column("rollback", sa.Text),
-        sa.Column("reason", sa.Text),
-    ),
-    "mlinfra_scale_events": lambda md: sa.Table(
-        "mlinfra_scale_events",
-        md,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("ts", sa.BigInteger),
-        sa.Column("model", sa.String(255)),
-        sa.Column("namespace", sa.String(255)),
-        sa.Column("deployment", sa.String(255)),
-        sa.Column("from_replicas", sa.Integer),
-        sa.Column("to_replicas", sa.Integer),
-        sa.Column("reason", sa.Text),
-        sa.Column("trigger", sa.String(16)),
-        sa.Column("run_id", sa.String(250)),
-        sa.Column("dry_run", sa.Boolean),
-        sa.Column("decision", sa.Text),
-    ),
-}
+# ---------------------------------------------------------------------- the other features' records
 
 
-def insert_shared(store: MetricsStore, table_name: str, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows`` into a table another feature owns, creating it (as the brief lays it out) if absent.
+def record_events(store: MetricsStore, events: dict[str, list[dict[str, Any]]]) -> None:
+    """Write alert transitions, scale events and deployments through their owners' writers.
 
-    Values are adapted to the table as it exists: a time given as an aware
-    datetime goes in as milliseconds where the column is an integer and vice versa;
-    a required column the rows lack gets a neutral value.
+    ``events`` maps a table name to rows as :func:`tests.reports.expected.daily_events`
+    lays them out (times of transitions and scale events in ms, deploy times as datetimes).
     """
-    store.create_schema()
-    if not sa.inspect(store.engine).has_table(table_name):
-        md = sa.MetaData()
-        _SHARED_DDL[table_name](md)
-        md.create_all(store.engine)
-    table = sa.Table(table_name, sa.MetaData(), autoload_with=store.engine)
-    out = []
-    for row in rows:
-        r: dict[str, Any] = {}
-        for col in table.columns:
-            if col.name in row:
-                r[col.name] = _adapt(col, row[col.name])
-            elif (
-                not col.nullable
-                and col.default is None
-                and col.server_default is None
-                and not col.primary_key
-            ):
-                r[col.name] = _neutral(col)
-        out.append(r)
-    with store.engine.begin() as conn:
-        conn.execute(sa.insert(table), out)
+    from mlinfra.deploy.records import DeploymentRecords
+    from mlinfra.rules.alerts import Transition
+    from mlinfra.rules.state import StoreAlertStates
+    from mlinfra.scaling.records import ScaleRecords
 
-
-def _python_type(col: sa.Column[Any]) -> Any:
-    try:
-        return col.type.python_type
-    except NotImplementedError:
-        return str
-
-
-def _adapt(col: sa.Column[Any], value: Any) -> Any:
-    kind = _python_type(col)
-    if isinstance(value, datetime) and kind is int:
-        return round(value.timestamp() * 1000)
-    if isinstance(value, int | float) and not isinstance(value, bool) and kind is datetime:
-        return datetime.fromtimestamp(value / 1000, UTC)
-    if isinstance(value, dict | list) and kind is str:
-        return json.dumps(value, sort_keys=True)
-    return value
-
-
-def _neutral(col: sa.Column[Any]) -> Any:
-    kind = _python_type(col)
-    return {int: 0, float: 0.0, bool: False, datetime: datetime(1970, 1, 1, tzinfo=UTC)}.get(kind, "")
+    by_eval: dict[tuple[str, int], list[Transition]] = {}
+    for r in events.get("mlinfra_alert_transitions", []):
+        by_eval.setdefault((r["group"], r["ts"]), []).append(
+            Transition(
+                fingerprint=r["fingerprint"],
+                labels={"alertname": r["alert"], **r["labels"]},
+                from_state=r["from_state"],
+                to_state=r["to_state"],
+                ts=r["ts"] / 1000.0,
+                value=r["value"],
+                active_at=r["active_at"] / 1000.0,
+            )
+        )
+    states = StoreAlertStates(store)
+    for (group, ts), transitions in sorted(by_eval.items(), key=lambda kv: kv[0][1]):
+        states.save(f"{group}.yaml", group, ts / 1000.0, {}, transitions, run_id=f"sweep__{ts // 1000}")
+    scale = ScaleRecords(store)
+    for r in events.get("mlinfra_scale_events", []):
+        scale.record_event(**{**r, "ts": r["ts"] / 1000.0})
+    deploys = DeploymentRecords(store)
+    for r in events.get("mlinfra_deployments", []):
+        deploys.start(
+            r["run_id"],
+            model=r["model"],
+            version=int(r["version"]),
+            image=r["image"],
+            triggered_by=r["triggered_by"],
+            started_at=r["started_at"],
+        )
+        deploys.finish(
+            r["run_id"],
+            r["outcome"],
+            r["reason"],
+            ended_at=r["ended_at"],
+            smoke=r["smoke"],
+            rollback=r["rollback"],
+        )

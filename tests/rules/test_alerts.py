@@ -217,3 +217,28 @@ def test_prune_keeps_each_groups_latest_snapshot(sqlite_store) -> None:  # type:
         _evaluate(states, at, True)
     assert states.prune(T0 + 3600) == 2
     assert states.load("host.yaml", "host", before=T0 + 3600)[FP].state == "firing"
+
+
+def test_transition_history_gives_each_label_sets_state_at_the_start(sqlite_store) -> None:  # type: ignore[no-untyped-def]
+    from mlinfra.rules.alerts import Transition
+
+    states = StoreAlertStates(sqlite_store)
+
+    def at(t: float, frm: str, to: str, fp: str = "f") -> None:
+        labels = {"alertname": "A", "x": fp}
+        states.save("a.yaml", "g", t, {}, [Transition(fp, labels, frm, to, t, 1.0, t)])  # type: ignore[arg-type]
+
+    at(T0 - 600, "inactive", "pending")
+    at(T0 - 300, "pending", "firing")
+    at(T0 - 200, "inactive", "pending", fp="other")
+    at(T0 + 300, "firing", "inactive")
+    at(T0 + 7200, "inactive", "pending")  # after the window
+
+    history = states.transition_history(T0, T0 + 3600)
+    assert [(a.fingerprint, a.to_state, a.ts) for a in history.before] == [
+        ("f", "firing", T0 - 300),
+        ("other", "pending", T0 - 200),
+    ]
+    assert [(a.alert, a.to_state, a.labels) for a in history.during] == [
+        ("A", "inactive", {"alertname": "A", "x": "f"})
+    ]

@@ -67,3 +67,24 @@ def test_last_actions_count_real_actions_and_sweep_dry_runs(sqlite_store: Metric
     assert records.last_actions(["m", "other"], before=T) == {"m": T - 600}
     event(records, "e", T - 100, "dry_run", trigger="metric")  # the sweep's dry-run policy
     assert records.last_actions(["m"], before=T) == {"m": T - 100}
+
+
+def test_scale_events_of_a_run_a_deployment_and_the_newest(sqlite_store: MetricsStore) -> None:
+    records = ScaleRecords(sqlite_store)
+    event(records, "scheduled__1", 100.0, "available", decision={"desired": 2})
+    event(records, "scheduled__2", 200.0, "dry_run", dry_run=True)
+    event(records, "manual__3", 300.0, "patched", model="x", namespace=None, deployment=None)
+
+    (one,) = records.scale_events(run_id="scheduled__1")
+    assert (one.ts, one.model, one.decision, one.dry_run) == (100.0, "m", {"desired": 2}, False)
+    assert [e.run_id for e in records.scale_events(newest_first=True, limit=2)] == [
+        "manual__3",
+        "scheduled__2",
+    ]
+    assert [e.run_id for e in records.scale_events(namespace="serving", deployment="m")] == [
+        "scheduled__1",
+        "scheduled__2",
+    ]
+    assert len(records.scale_events(namespace="serving", deployment="m", models=["x"])) == 3
+    assert records.scale_events(since=150, until=300)[0].run_id == "scheduled__2"
+    assert records.events("m")[0]["decision"] == {"desired": 2}

@@ -1,9 +1,8 @@
 """A store filled the way the sweep, the rules, the deploys and the reports fill it, for UI tests.
 
 Written through the real writers (``MetricsStore.write_sweep``, ``StoreAlertStates``,
-``DeploymentRecords``, ``upsert_report_record``), so the page is tested against the
-rows those features really write. ``mlinfra_scale_events`` is created here from the
-shared column list because the scaling feature has not landed yet.
+``DeploymentRecords``, ``upsert_report_record``, ``ScaleRecords``), so the page is
+tested against the rows those features really write.
 """
 
 from __future__ import annotations
@@ -12,8 +11,6 @@ import json
 import math
 from datetime import UTC, datetime
 from typing import Any
-
-import sqlalchemy as sa
 
 from mlinfra.samples import Sample
 from mlinfra.store import MetricsStore, to_ms
@@ -163,39 +160,18 @@ def fill_store(store: MetricsStore, now: float, *, hours: int = HOURS) -> dict[s
     return {"end": end, "deploys": deploys, "scale_events": events}
 
 
-def scale_events_table(metadata: sa.MetaData) -> sa.Table:
-    """``mlinfra_scale_events`` with the columns the project agreed on (the scaling feature owns it)."""
-    return sa.Table(
-        "mlinfra_scale_events",
-        metadata,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("ts", sa.BigInteger, nullable=False),
-        sa.Column("model", sa.String(255), nullable=False),
-        sa.Column("namespace", sa.String(63)),
-        sa.Column("deployment", sa.String(63)),
-        sa.Column("from_replicas", sa.Integer),
-        sa.Column("to_replicas", sa.Integer),
-        sa.Column("reason", sa.Text),
-        sa.Column("trigger", sa.String(16)),
-        sa.Column("run_id", sa.String(250)),
-        sa.Column("dry_run", sa.Boolean),
-        sa.Column("decision", sa.Text),
-    )
-
-
 def create_scale_events(store: MetricsStore, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows`` into ``mlinfra_scale_events``: the scaling feature's table when the schema
-    has it, else one made from the agreed columns (extra columns of the real table get defaults)."""
-    store.create_schema()
-    with store.engine.begin() as conn:
-        if sa.inspect(conn).has_table("mlinfra_scale_events"):
-            table = sa.Table("mlinfra_scale_events", sa.MetaData(), autoload_with=conn)
-        else:
-            table = scale_events_table(sa.MetaData())
-            table.create(conn)
-        if "outcome" in table.c:
-            rows = [{"outcome": "dry_run" if r["dry_run"] else "available", **r} for r in rows]
-        conn.execute(sa.insert(table), rows)
+    """Record ``rows`` (``ts`` in ms, as the table keeps it) through the scaling feature's writer."""
+    from mlinfra.scaling.records import ScaleRecords
+
+    records = ScaleRecords(store)
+    for r in rows:
+        records.record_event(
+            **{k: v for k, v in r.items() if k not in ("ts", "decision")},
+            ts=r["ts"] / 1000.0,
+            outcome="dry_run" if r["dry_run"] else "available",
+            decision=json.loads(r["decision"]) if r["decision"] else None,
+        )
 
 
 def _iso(t: float) -> str:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from mlinfra.config import load_fleet
+from mlinfra.reports.records import report_records
 from mlinfra.store import MetricsStore
-from mlinfra.ui.fleet import _health, find_report, read_audit, read_fleet_view, rows_of_run
+from mlinfra.ui.fleet import _health, find_report, read_audit, read_fleet_view
 from tests.ui.fleet_data import cluster_samples, fill_store
 
 
@@ -83,7 +85,6 @@ def test_the_view_reads_every_section(filled: dict[str, Any]) -> None:
     assert len(view["gpus"]) == 2
     assert len(view["deployments"]) == 3
     assert len(view["scale_events"]) == 2
-    assert view["missing_tables"] == []
 
 
 def test_a_store_with_only_old_data_shows_that_data(sqlite_store: MetricsStore) -> None:
@@ -108,20 +109,13 @@ def test_current_values_come_from_the_latest_sweep(sqlite_store: MetricsStore) -
     assert model["health"] == "healthy"
 
 
-def test_a_table_no_feature_has_created_is_an_empty_section(sqlite_store: MetricsStore) -> None:
-    import sqlalchemy as sa
-
-    sqlite_store.create_schema()
-    with sqlite_store.engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS mlinfra_scale_events"))
-        conn.execute(sa.text("DROP TABLE mlinfra_reports"))
-
+def test_a_store_nothing_has_written_to_yet_has_empty_sections(sqlite_store: MetricsStore) -> None:
     view = read_fleet_view(sqlite_store, load_fleet())
     audit = read_audit(sqlite_store, load_fleet(), "serving", "half-plus-two")
 
-    assert view["missing_tables"] == ["mlinfra_reports", "mlinfra_scale_events"]
-    assert view["scale_events"] == view["reports"] == []
-    assert audit["missing_tables"] == ["mlinfra_scale_events"]
+    assert view["sweep"] is None
+    assert view["alerts"] == view["deployments"] == view["scale_events"] == view["reports"] == []
+    assert audit["deployments"] == audit["scale_events"] == []
     assert find_report(sqlite_store, "2026-11-20") is None
 
 
@@ -133,5 +127,10 @@ def test_audit_and_report_lookups(filled: dict[str, Any]) -> None:
     assert audit["deployments"] == []
     assert find_report(store, "not-a-day") is None
     assert find_report(store, "1999-01-01") is None
-    assert rows_of_run(store, "mlinfra_no_such_table", "x") == []
-    assert rows_of_run(store, "mlinfra_deployments", "manual__2026-11-20T10:00:00+00:00")[0]["version"] == 2
+    newest = report_records(store)[-1]
+    day = datetime.fromtimestamp(newest["interval_start"], UTC).strftime("%Y-%m-%d")
+    assert find_report(store, day) == {
+        "path": newest["path"],
+        "status": "complete",
+        "run_id": newest["run_id"],
+    }

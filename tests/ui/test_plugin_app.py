@@ -135,7 +135,6 @@ def test_fleet_json_reports_models_from_the_latest_sweep_and_the_deploy_records(
 
     assert data["summary"] == {"models": 2, "healthy": 1, "firing": 1, "pending": 1}
     assert data["sweep"]["ts"] == filled["end"]
-    assert data["missing_tables"] == []
 
 
 def test_fleet_json_has_gpu_history_alerts_deploys_scale_events_and_reports(

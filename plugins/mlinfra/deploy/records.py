@@ -17,13 +17,14 @@ keeps the first failure (later failures, e.g. of a rollback, go into ``rollback`
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from mlinfra.store import MetricsStore, metadata
+from mlinfra.store import MetricsStore, as_utc, dialect_insert, metadata
 
 # "partial": the apply or the rollback failed part-way and the rollback could not restore
 # the previous spec; the record's ``applied.changed`` and ``rollback`` say what the cluster has.
@@ -104,10 +105,12 @@ class DeploymentRecords:
         deployment: str | None = None,
         replicas: int | None = None,
         triggered_by: str | None = None,
+        started_at: datetime | None = None,
     ) -> None:
-        """Create the run's row, or reset it when the run is cleared and starts again."""
-        from mlinfra.store import _insert
+        """Create the run's row, or reset it when the run is cleared and starts again.
 
+        ``started_at`` defaults to now (an import of past deploys passes their own).
+        """
         row = {
             "run_id": run_id,
             "model": model,
@@ -117,7 +120,7 @@ class DeploymentRecords:
             "deployment": deployment,
             "replicas": replicas,
             "triggered_by": triggered_by,
-            "started_at": datetime.now(UTC),
+            "started_at": started_at or datetime.now(UTC),
             "ended_at": None,
             "outcome": None,
             "smoke": None,
@@ -128,7 +131,7 @@ class DeploymentRecords:
             "diff": None,
         }
         with self.store.begin() as conn:
-            stmt = _insert(conn)(deployments_table).values(row)
+            stmt = dialect_insert(conn)(deployments_table).values(row)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["run_id"], set_={k: v for k, v in row.items() if k != "run_id"}
             )
@@ -154,12 +157,20 @@ class DeploymentRecords:
                 .values(reason=reason)
             )
 
-    def finish(self, run_id: str, outcome: str, reason: str | None = None, **fields: Any) -> None:
+    def finish(
+        self,
+        run_id: str,
+        outcome: str,
+        reason: str | None = None,
+        *,
+        ended_at: datetime | None = None,
+        **fields: Any,
+    ) -> None:
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
         if reason is not None:
             self.set_reason(run_id, reason)
-        self.update(run_id, outcome=outcome, ended_at=datetime.now(UTC), **fields)
+        self.update(run_id, outcome=outcome, ended_at=ended_at or datetime.now(UTC), **fields)
 
     def get(self, run_id: str) -> DeploymentRecord | None:
         with self.store.begin() as conn:
@@ -173,6 +184,34 @@ class DeploymentRecords:
         stmt = sa.select(deployments_table).order_by(deployments_table.c.started_at.desc()).limit(limit)
         if model is not None:
             stmt = stmt.where(deployments_table.c.model == model)
+        with self.store.begin() as conn:
+            return [_record(r._mapping) for r in conn.execute(stmt)]
+
+    def started_between(self, start: float, end: float) -> list[DeploymentRecord]:
+        """Deploys started in ``[start, end)`` (epoch seconds), oldest first (the daily report's)."""
+        t = deployments_table
+        stmt = (
+            sa.select(t)
+            .where(
+                t.c.started_at >= datetime.fromtimestamp(start, UTC),
+                t.c.started_at < datetime.fromtimestamp(end, UTC),
+            )
+            .order_by(t.c.started_at, t.c.model, t.c.run_id)
+        )
+        with self.store.begin() as conn:
+            return [_record(r._mapping) for r in conn.execute(stmt)]
+
+    def of_deployment(
+        self, namespace: str, deployment: str, *, models: Iterable[str] = (), limit: int = 200
+    ) -> list[DeploymentRecord]:
+        """Deploys of one Kubernetes Deployment, newest first; rows without namespace/deployment
+        (older rows) are matched through ``models``, the fleet's models of that Deployment."""
+        t = deployments_table
+        names = list(models)
+        cond = sa.and_(t.c.namespace == namespace, t.c.deployment == deployment)
+        if names:
+            cond = sa.or_(cond, sa.and_(t.c.namespace.is_(None), t.c.model.in_(names)))
+        stmt = sa.select(t).where(cond).order_by(t.c.started_at.desc()).limit(limit)
         with self.store.begin() as conn:
             return [_record(r._mapping) for r in conn.execute(stmt)]
 
@@ -196,7 +235,5 @@ def _record(row: Any) -> DeploymentRecord:
     data = {k: row[k] for k in DeploymentRecord.__dataclass_fields__}
     for key in _JSON_FIELDS:
         data[key] = json.loads(data[key]) if data[key] is not None else None
-    for key in ("started_at", "ended_at"):
-        if data[key] is not None and data[key].tzinfo is None:  # SQLite drops the zone
-            data[key] = data[key].replace(tzinfo=UTC)
+    data["started_at"], data["ended_at"] = as_utc(data["started_at"]), as_utc(data["ended_at"])
     return DeploymentRecord(**data)

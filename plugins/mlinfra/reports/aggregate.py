@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from mlinfra.deploy.records import DeploymentRecords
 from mlinfra.promql.gonum import parse_le
 from mlinfra.reports.figures import (
     Point,
@@ -45,15 +46,9 @@ from mlinfra.reports.figures import (
     missing_ranges,
     percentile,
 )
-from mlinfra.reports.history import (
-    AlertHistory,
-    AlertTransition,
-    ScaleEventRecord,
-    read_alert_history,
-    read_deployments,
-    read_scale_events,
-)
+from mlinfra.rules.state import AlertHistory, AlertTransition, StoreAlertStates
 from mlinfra.samples import canonical_labels
+from mlinfra.scaling.records import ScaleEvent, ScaleRecords
 from mlinfra.settings import SWEEP_INTERVAL
 from mlinfra.store import LabelMatcher, MetricsStore
 
@@ -314,7 +309,7 @@ def build_report(
     models, model_series, allocated_by_t = _models(store, fleet, t0, t1, step)
     gpus, gpu_series, seen_by_t = _gpus(store, t0, t1, step)
     hosts = _hosts(store, t0, t1)
-    alerts, alert_periods = _alerts(read_alert_history(store, t0, t1), t0, t1)
+    alerts, alert_periods = _alerts(StoreAlertStates(store).transition_history(t0, t1), t0, t1)
     cost = _cost(fleet, models, allocated_by_t, seen_by_t, step)
 
     if completeness.sweeps_found == 0:
@@ -413,8 +408,8 @@ def _models(
                 if math.isfinite(v):
                     target[model][t] = v
 
-    deployments = read_deployments(store, start, end)
-    scale_events = read_scale_events(store, start, end)
+    deployments = DeploymentRecords(store).started_between(start, end)
+    scale_events = ScaleRecords(store).scale_events(since=start, until=end)
     names = sorted(
         set(fleet_models)
         | set(requests)
@@ -451,7 +446,7 @@ def _models(
         scales = [e for e in scale_events if e.model == name]
         outcomes: dict[str, int] = defaultdict(int)
         for dep in deps:
-            outcomes[dep.outcome] += 1
+            outcomes[dep.outcome or "unknown"] += 1
         out.append(
             ModelFigures(
                 name=name,
@@ -474,10 +469,10 @@ def _models(
                 cost_per_1000_predictions=cost / n_req * 1000.0 if cost is not None and n_req > 0 else None,
                 deployments=[
                     {
-                        "version": d.version,
-                        "outcome": d.outcome,
-                        "started_at": iso(d.started_at) if d.started_at is not None else None,
-                        "ended_at": iso(d.ended_at) if d.ended_at is not None else None,
+                        "version": "" if d.version is None else str(d.version),
+                        "outcome": d.outcome or "unknown",
+                        "started_at": iso(d.started_at.timestamp()),
+                        "ended_at": iso(d.ended_at.timestamp()) if d.ended_at is not None else None,
                         "triggered_by": d.triggered_by,
                         "reason": d.reason,
                     }
@@ -523,7 +518,7 @@ def _models(
     return out, {"replicas": replicas_series, "latency_hourly": latency_series}, dict(allocated_by_t)
 
 
-def _applied(event: ScaleEventRecord) -> bool:
+def _applied(event: ScaleEvent) -> bool:
     return not event.dry_run and (event.outcome is None or event.outcome in APPLIED_SCALE_OUTCOMES)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mlinfra.store import MetricsStore, _insert, metadata, to_ms
+from mlinfra.store import MetricsStore, as_utc, dialect_insert, metadata, to_ms
 
 reports_table = sa.Table(
     "mlinfra_reports",
@@ -55,7 +55,7 @@ def upsert_report_record(
         "written_at": datetime.now(UTC),
     }
     with store.begin() as conn:
-        stmt = _insert(conn)(reports_table).values(row)
+        stmt = dialect_insert(conn)(reports_table).values(row)
         stmt = stmt.on_conflict_do_update(
             index_elements=["interval_start", "interval_end"],
             set_={k: v for k, v in row.items() if k not in ("interval_start", "interval_end")},
@@ -64,10 +64,23 @@ def upsert_report_record(
 
 
 def report_records(
-    store: MetricsStore, start: float | datetime | None = None, end: float | datetime | None = None
+    store: MetricsStore,
+    start: float | datetime | None = None,
+    end: float | datetime | None = None,
+    *,
+    run_id: str | None = None,
+    newest_first: bool = False,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows whose interval starts in ``[start, end)`` (all by default), oldest first."""
-    stmt = sa.select(reports_table).order_by(reports_table.c.interval_start, reports_table.c.interval_end)
+    """Rows whose interval starts in ``[start, end)`` (all by default), oldest first
+    (or the newest ``limit``); ``run_id`` picks the rows one DAG run wrote."""
+    t = reports_table
+    order = (t.c.interval_start, t.c.interval_end)
+    stmt = sa.select(t).order_by(*(c.desc() for c in order) if newest_first else order)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    if run_id is not None:
+        stmt = stmt.where(t.c.run_id == run_id)
     if start is not None:
         stmt = stmt.where(reports_table.c.interval_start >= to_ms(start))
     if end is not None:
@@ -82,7 +95,13 @@ def report_records(
             "status": r["status"],
             "summary": json.loads(r["summary"]),
             "run_id": r["run_id"],
-            "written_at": r["written_at"],
+            "written_at": as_utc(r["written_at"]),
         }
         for r in rows
     ]
+
+
+def report_record_of_day(store: MetricsStore, start: float) -> dict[str, Any] | None:
+    """The row of the interval starting at ``start`` (the newest, if re-run with another end), or None."""
+    rows = report_records(store, start, start + 0.001, newest_first=True, limit=1)
+    return rows[0] if rows else None

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import sqlalchemy as sa
 
 from mlinfra.rules.alerts import ActiveAlert, Transition
-from mlinfra.store import metadata, to_ms
+from mlinfra.store import from_ms, metadata, to_ms
 
 if TYPE_CHECKING:
     from mlinfra.store import MetricsStore
@@ -155,8 +155,24 @@ def _ms(t: float | None) -> int | None:
     return None if t is None else to_ms(t)
 
 
-def _s(ms: int | None) -> float | None:
-    return None if ms is None else ms / 1000.0
+@dataclass(frozen=True, slots=True)
+class AlertTransition:
+    """One row of ``mlinfra_alert_transitions`` (``ts`` in epoch seconds, ``labels`` parsed)."""
+
+    alert: str
+    labels: dict[str, str]
+    fingerprint: str
+    from_state: str
+    to_state: str
+    ts: float
+
+
+@dataclass(slots=True)
+class AlertHistory:
+    """Transitions in a window plus, per fingerprint, the last one before it (the state at its start)."""
+
+    before: list[AlertTransition] = field(default_factory=list)
+    during: list[AlertTransition] = field(default_factory=list)
 
 
 def _db_value(v: float) -> float | None:
@@ -263,19 +279,22 @@ class StoreAlertStates:
 
     # ------------------------------------------------------------------ readers
 
-    def current(self, *, state: str | None = None) -> list[dict[str, Any]]:
-        """Rows of ``mlinfra_alerts`` (optionally of one state), as plain dicts with times in seconds."""
+    def current(self, *, state: str | None = None, states: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Rows of ``mlinfra_alerts`` (optionally of one state or of ``states``), as plain dicts
+        with times in seconds."""
         t = alerts_table
         stmt = sa.select(t).order_by(t.c.alert, t.c.fingerprint)
         if state is not None:
             stmt = stmt.where(t.c.state == state)
+        if states:
+            stmt = stmt.where(t.c.state.in_(list(states)))
         with self.store.begin() as conn:
             rows = [dict(r) for r in conn.execute(stmt).mappings()]
         for r in rows:
             r["labels"] = json.loads(r["labels"])
             r["annotations"] = json.loads(r["annotations"])
             for key in ("active_at", "fired_at", "resolved_at", "keep_firing_since", "eval_ts"):
-                r[key] = _s(r[key])
+                r[key] = from_ms(r[key])
         return rows
 
     def history(self, start: float, end: float) -> list[dict[str, Any]]:
@@ -290,9 +309,45 @@ class StoreAlertStates:
             ]
         for r in rows:
             r["labels"] = json.loads(r["labels"])
-            r["ts"] = _s(r["ts"])
-            r["active_at"] = _s(r["active_at"])
+            r["ts"] = from_ms(r["ts"])
+            r["active_at"] = from_ms(r["active_at"])
         return rows
+
+    def transition_history(self, start: float, end: float) -> AlertHistory:
+        """Transitions in ``[start, end)`` and the last transition of each fingerprint before ``start``."""
+        t = transitions_table
+        lo, hi = to_ms(start), to_ms(end)
+        latest = (
+            sa.select(t.c.fingerprint, sa.func.max(t.c.ts).label("ts"))
+            .where(t.c.ts < lo)
+            .group_by(t.c.fingerprint)
+            .subquery()
+        )
+        columns = (t.c.alert, t.c.labels, t.c.fingerprint, t.c.from_state, t.c.to_state, t.c.ts, t.c.id)
+        with self.store.begin() as conn:
+            during = conn.execute(sa.select(*columns).where(t.c.ts >= lo, t.c.ts < hi)).all()
+            before = conn.execute(
+                sa.select(*columns).join(
+                    latest, sa.and_(t.c.fingerprint == latest.c.fingerprint, t.c.ts == latest.c.ts)
+                )
+            ).all()
+
+        def convert(rows: Sequence[Any]) -> list[AlertTransition]:
+            # Same instant: the order they were written in.
+            ordered = sorted(rows, key=lambda r: (r.ts, r.fingerprint, r.id))
+            return [
+                AlertTransition(
+                    alert=r.alert,
+                    labels=json.loads(r.labels),
+                    fingerprint=r.fingerprint,
+                    from_state=r.from_state,
+                    to_state=r.to_state,
+                    ts=r.ts / 1000.0,
+                )
+                for r in ordered
+            ]
+
+        return AlertHistory(before=convert(before), during=convert(during))
 
     def prune(self, older_than: float) -> int:
         """Delete group snapshots before ``older_than`` except each group's latest (returns rows deleted)."""

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from mlinfra.scaling.decision import Recommendation, ScaleDecision
-from mlinfra.store import MetricsStore, _insert, metadata, to_ms
+from mlinfra.store import MetricsStore, as_utc, dialect_insert, metadata, to_ms
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -85,6 +86,30 @@ scale_recommendations_table = sa.Table(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class ScaleEvent:
+    """One row of ``mlinfra_scale_events``: ``ts`` in epoch seconds, ``decision`` parsed."""
+
+    ts: float
+    model: str
+    namespace: str | None
+    deployment: str | None
+    from_replicas: int | None
+    to_replicas: int | None
+    reason: str | None
+    trigger: str | None
+    run_id: str | None
+    dry_run: bool
+    outcome: str | None
+    message: str | None
+    decision: dict[str, Any] | None
+    id: int = 0
+    updated_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+
 def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -124,7 +149,7 @@ class ScaleRecords:
         ]
         t = scale_recommendations_table
         with self.store.begin() as conn:
-            stmt = _insert(conn)(t)
+            stmt = dialect_insert(conn)(t)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["model", "ts"],
                 set_={c: stmt.excluded[c] for c in rows[0] if c not in ("model", "ts")},
@@ -256,7 +281,7 @@ class ScaleRecords:
 
     @staticmethod
     def _upsert_event(conn: Connection, row: dict[str, Any]) -> None:
-        stmt = _insert(conn)(scale_events_table).values(row)
+        stmt = dialect_insert(conn)(scale_events_table).values(row)
         stmt = stmt.on_conflict_do_update(
             index_elements=["run_id", "model"],
             set_={k: v for k, v in row.items() if k not in ("run_id", "model")},
@@ -280,16 +305,52 @@ class ScaleRecords:
         self, model: str | None = None, *, since: float = 0, until: float = 2**42
     ) -> list[dict[str, Any]]:
         """Scale events with ``since <= ts < until``, oldest first (``ts`` in seconds, decision parsed)."""
+        return [e.to_dict() for e in self.scale_events(model, since=since, until=until)]
+
+    def scale_events(
+        self,
+        model: str | None = None,
+        *,
+        since: float = 0,
+        until: float = 2**42,
+        run_id: str | None = None,
+        namespace: str | None = None,
+        deployment: str | None = None,
+        models: Sequence[str] = (),
+        newest_first: bool = False,
+        limit: int | None = None,
+    ) -> list[ScaleEvent]:
+        """Scale events with ``since <= ts < until``, oldest first (or the newest ``limit``).
+
+        ``run_id`` picks one run's; ``namespace``/``deployment`` one Kubernetes Deployment's,
+        where rows without a namespace (older rows) are matched through ``models``.
+        """
         t = scale_events_table
         stmt = sa.select(t).where(t.c.ts >= to_ms(since), t.c.ts < to_ms(until))
         if model is not None:
             stmt = stmt.where(t.c.model == model)
+        if run_id is not None:
+            stmt = stmt.where(t.c.run_id == run_id)
+        if namespace is not None and deployment is not None:
+            cond = sa.and_(t.c.namespace == namespace, t.c.deployment == deployment)
+            if models:
+                cond = sa.or_(cond, sa.and_(t.c.namespace.is_(None), t.c.model.in_(list(models))))
+            stmt = stmt.where(cond)
+        order = (t.c.ts.desc(), t.c.id.desc()) if newest_first else (t.c.ts, t.c.id)
+        stmt = stmt.order_by(*order)
+        if limit is not None:
+            stmt = stmt.limit(limit)
         with self.store.begin() as conn:
-            rows = conn.execute(stmt.order_by(t.c.ts, t.c.id)).mappings().all()
-        out = []
-        for r in rows:
-            d = dict(r)
-            d["ts"] = d["ts"] / 1000.0
-            d["decision"] = json.loads(d["decision"]) if d["decision"] else None
-            out.append(d)
-        return out
+            rows = conn.execute(stmt).mappings().all()
+        return [
+            ScaleEvent(
+                **{
+                    **dict(r),
+                    "ts": r["ts"] / 1000.0,
+                    "dry_run": bool(r["dry_run"]),
+                    "decision": json.loads(r["decision"]) if r["decision"] else None,
+                    "updated_at": as_utc(r["updated_at"]),
+                }
+            )
+            for r in rows
+        ]

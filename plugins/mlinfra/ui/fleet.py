@@ -14,14 +14,16 @@ Sections and where they come from:
 * ``deployments``, ``scale_events``, ``reports``: the newest rows of
   ``mlinfra_deployments``, ``mlinfra_scale_events``, ``mlinfra_reports``.
 
-Every table is read by name through reflection, never through the writer's
-module: a table another feature has not created yet (scaling, reports on a fresh
-store) is an empty section listed in ``missing_tables``, never an error page.
+Every table is read through the queries of the module that writes it
+(:class:`~mlinfra.deploy.records.DeploymentRecords`,
+:class:`~mlinfra.scaling.records.ScaleRecords`,
+:class:`~mlinfra.rules.state.StoreAlertStates`, :mod:`mlinfra.reports.records`);
+the store's migrations create them all, so a feature that has written nothing yet
+is an empty section.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -30,14 +32,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
+from mlinfra.deploy.records import DeploymentRecord, DeploymentRecords
+from mlinfra.reports.records import report_record_of_day, report_records
+from mlinfra.rules.state import StoreAlertStates
 from mlinfra.samples import Sample
-from mlinfra.store import LabelMatcher, samples_table, series_table, sweeps_table
+from mlinfra.scaling.records import ScaleEvent, ScaleRecords
+from mlinfra.store import LabelMatcher
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
-
     from mlinfra.config import Fleet, Model
     from mlinfra.store import MetricsStore
 
@@ -50,8 +52,6 @@ MAX_POINTS = 120
 # (a collector skipped in the latest sweep still shows its last reading, marked by its age).
 CURRENT_WINDOW_S = 15 * 60
 RECENT_ROWS = 20
-
-TABLES = ("mlinfra_alerts", "mlinfra_deployments", "mlinfra_scale_events", "mlinfra_reports")
 
 GPU_METRICS = {
     "utilization": "ml_gpu_utilization_percent",
@@ -74,14 +74,11 @@ def read_fleet_view(
     store has nothing newer (a store filled by a backfill still shows its data).
     """
     now = time.time() if now is None else now
-    store.create_schema()
-    with store.engine.connect() as conn:
-        present = {name for name in TABLES if sa.inspect(conn).has_table(name)}
-        sweep = _latest_sweep(conn)
-        alerts = _alerts(conn) if "mlinfra_alerts" in present else []
-        deployments = _deployments(conn) if "mlinfra_deployments" in present else []
-        scale_events = _scale_events(conn) if "mlinfra_scale_events" in present else []
-        reports = _reports(conn) if "mlinfra_reports" in present else []
+    sweep = _latest_sweep(store)
+    alerts = _alerts(store)
+    deployments = _deployments(DeploymentRecords(store).history(limit=RECENT_ROWS))
+    scale_events = _scale_events(ScaleRecords(store).scale_events(newest_first=True, limit=RECENT_ROWS))
+    reports = _reports(store)
     end = now
     if sweep and now - sweep["ts"] > hours * 3600:
         end = sweep["ts"]  # only old data (a backfill, a stopped scheduler): show it, not an empty window
@@ -105,75 +102,25 @@ def read_fleet_view(
         "deployments": deployments,
         "scale_events": scale_events,
         "reports": reports,
-        "missing_tables": sorted(set(TABLES) - present),
     }
 
 
 # ---------------------------------------------------------------------- store reads
 
 
-def _table(conn: Connection, name: str) -> sa.Table:
-    return sa.Table(name, sa.MetaData(), autoload_with=conn)
-
-
-def _json(value: Any) -> Any:
-    if value is None or not isinstance(value, str):
-        return value
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value
-
-
-def _seconds(value: Any) -> float | None:
-    """A stored time (ms integer, or a datetime) as epoch seconds."""
-    if value is None:
+def _latest_sweep(store: MetricsStore) -> dict[str, Any] | None:
+    sweep = store.latest_sweep()
+    if sweep is None:
         return None
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
-    return float(value) / 1000.0
+    return {"ts": sweep.ts, "run_id": sweep.run_id, "samples": sweep.samples, "summary": sweep.summary}
 
 
-def _latest_sweep(conn: Connection) -> dict[str, Any] | None:
-    t = sweeps_table
-    row = conn.execute(
-        sa.select(t.c.ts, t.c.run_id, t.c.samples, t.c.summary).order_by(t.c.ts.desc()).limit(1)
-    ).first()
-    if row is None:
-        return None
-    return {
-        "ts": row.ts / 1000.0,
-        "run_id": row.run_id,
-        "samples": row.samples,
-        "summary": _json(row.summary),
-    }
-
-
-def _alerts(conn: Connection) -> list[dict[str, Any]]:
-    t = _table(conn, "mlinfra_alerts")
-    rows = conn.execute(sa.select(t).where(t.c.state.in_(("firing", "pending")))).mappings().all()
-    out = [
-        {
-            "alert": r["alert"],
-            "state": r["state"],
-            "labels": _json(r["labels"]) or {},
-            "annotations": _json(r["annotations"]) or {},
-            "value": r.get("value"),
-            "active_at": _seconds(r.get("active_at")),
-            "fired_at": _seconds(r.get("fired_at")),
-            "eval_ts": _seconds(r.get("eval_ts")),
-            "run_id": r.get("run_id"),
-            "group": r.get("group"),
-            "file": r.get("file"),
-        }
-        for r in rows
-    ]
+def _alerts(store: MetricsStore) -> list[dict[str, Any]]:
+    keys = (
+        "alert", "state", "labels", "annotations", "value", "active_at", "fired_at", "eval_ts", "run_id",
+        "group", "file",
+    )  # fmt: skip
+    out = [{k: r[k] for k in keys} for r in StoreAlertStates(store).current(states=("firing", "pending"))]
     severity_rank = {"critical": 0, "page": 0, "warning": 1, "info": 2}
     out.sort(
         key=lambda a: (
@@ -185,28 +132,27 @@ def _alerts(conn: Connection) -> list[dict[str, Any]]:
     return out
 
 
-def _deployments(conn: Connection, *, limit: int = RECENT_ROWS) -> list[dict[str, Any]]:
-    t = _table(conn, "mlinfra_deployments")
-    rows = conn.execute(sa.select(t).order_by(t.c.started_at.desc()).limit(limit)).mappings().all()
+def _deployments(records: Sequence[DeploymentRecord]) -> list[dict[str, Any]]:
     out = []
-    for r in rows:
-        started, ended = _seconds(r.get("started_at")), _seconds(r.get("ended_at"))
+    for r in records:
+        started = r.started_at.timestamp()
+        ended = r.ended_at.timestamp() if r.ended_at is not None else None
         out.append(
             {
-                "run_id": r.get("run_id"),
-                "model": r.get("model"),
-                "version": r.get("version"),
-                "image": r.get("image"),
-                "namespace": r.get("namespace"),
-                "deployment": r.get("deployment"),
-                "replicas": r.get("replicas"),
-                "triggered_by": r.get("triggered_by"),
+                "run_id": r.run_id,
+                "model": r.model,
+                "version": r.version,
+                "image": r.image,
+                "namespace": r.namespace,
+                "deployment": r.deployment,
+                "replicas": r.replicas,
+                "triggered_by": r.triggered_by,
                 "started_at": started,
                 "ended_at": ended,
-                "duration_s": (ended - started) if started is not None and ended is not None else None,
-                "outcome": r.get("outcome") or "running",
-                "reason": r.get("reason"),
-                "smoke": _smoke_summary(_json(r.get("smoke"))),
+                "duration_s": (ended - started) if ended is not None else None,
+                "outcome": r.outcome or "running",
+                "reason": r.reason,
+                "smoke": _smoke_summary(r.smoke),
                 "dag_id": "model_deploy",
             }
         )
@@ -237,27 +183,25 @@ def _smoke_summary(smoke: Any) -> dict[str, Any] | None:
     }
 
 
-def _scale_events(conn: Connection, *, limit: int = RECENT_ROWS) -> list[dict[str, Any]]:
-    t = _table(conn, "mlinfra_scale_events")
-    rows = conn.execute(sa.select(t).order_by(t.c.ts.desc()).limit(limit)).mappings().all()
+def _scale_events(events: Sequence[ScaleEvent]) -> list[dict[str, Any]]:
     return [
         {
-            "ts": _seconds(r.get("ts")),
-            "model": r.get("model"),
-            "namespace": r.get("namespace"),
-            "deployment": r.get("deployment"),
-            "from_replicas": r.get("from_replicas"),
-            "to_replicas": r.get("to_replicas"),
-            "reason": r.get("reason"),
-            "trigger": r.get("trigger"),
-            "run_id": r.get("run_id"),
-            "dry_run": bool(r.get("dry_run")),
-            "outcome": r.get("outcome"),
-            "message": r.get("message"),
-            "decision": _json(r.get("decision")),
-            "dag_id": _dag_of_scale_run(r.get("run_id")),
+            "ts": e.ts,
+            "model": e.model,
+            "namespace": e.namespace,
+            "deployment": e.deployment,
+            "from_replicas": e.from_replicas,
+            "to_replicas": e.to_replicas,
+            "reason": e.reason,
+            "trigger": e.trigger,
+            "run_id": e.run_id,
+            "dry_run": e.dry_run,
+            "outcome": e.outcome,
+            "message": e.message,
+            "decision": e.decision,
+            "dag_id": _dag_of_scale_run(e.run_id),
         }
-        for r in rows
+        for e in events
     ]
 
 
@@ -267,25 +211,20 @@ def _dag_of_scale_run(run_id: str | None) -> str:
     return "infra_health_sweep" if run_id and run_id.startswith("scheduled__") else "model_scale"
 
 
-def _reports(conn: Connection) -> list[dict[str, Any]]:
-    t = _table(conn, "mlinfra_reports")
-    rows = conn.execute(sa.select(t).order_by(t.c.interval_start.desc()).limit(RECENT_ROWS)).mappings().all()
-    out = []
-    for r in rows:
-        start = _seconds(r.get("interval_start"))
-        out.append(
-            {
-                "interval_start": start,
-                "interval_end": _seconds(r.get("interval_end")),
-                "day": datetime.fromtimestamp(start or 0, UTC).strftime("%Y-%m-%d"),
-                "path": r.get("path"),
-                "status": r.get("status"),
-                "summary": _json(r.get("summary")),
-                "run_id": r.get("run_id"),
-                "dag_id": "metrics_report",
-            }
-        )
-    return out
+def _reports(store: MetricsStore) -> list[dict[str, Any]]:
+    return [
+        {
+            "interval_start": r["interval_start"],
+            "interval_end": r["interval_end"],
+            "day": datetime.fromtimestamp(r["interval_start"], UTC).strftime("%Y-%m-%d"),
+            "path": r["path"],
+            "status": r["status"],
+            "summary": r["summary"],
+            "run_id": r["run_id"],
+            "dag_id": "metrics_report",
+        }
+        for r in report_records(store, newest_first=True, limit=RECENT_ROWS)
+    ]
 
 
 def _current_samples(store: MetricsStore, latest: float | None) -> list[Sample]:
@@ -307,21 +246,11 @@ def _current_samples(store: MetricsStore, latest: float | None) -> list[Sample]:
 
 
 def latest_sweep_samples(store: MetricsStore) -> tuple[float | None, list[Sample]]:
-    """The latest sweep's time and samples (what ``/mlinfra/metrics`` exposes)."""
-    store.create_schema()
-    with store.engine.connect() as conn:
-        latest = conn.execute(sa.select(sa.func.max(sweeps_table.c.ts))).scalar()
-        if latest is None:
-            return None, []
-        rows = conn.execute(
-            sa.select(series_table.c.name, series_table.c.labels, samples_table.c.value)
-            .join(series_table, series_table.c.id == samples_table.c.series_id)
-            .where(samples_table.c.ts == latest)
-        ).all()
-    samples = [
-        Sample(name, json.loads(labels), math.nan if value is None else value) for name, labels, value in rows
-    ]
-    return latest / 1000.0, samples
+    """The latest sweep's time and samples (what ``/mlinfra/metrics`` exposes, without timestamps)."""
+    sweep = store.latest_sweep()
+    if sweep is None:
+        return None, []
+    return sweep.ts, [Sample(s.name, s.labels, s.value) for s in store.sweep_samples(sweep.ts)]
 
 
 # ---------------------------------------------------------------------- models
@@ -552,36 +481,16 @@ def read_audit(store: MetricsStore, fleet: Fleet, namespace: str, deployment: st
         for m in fleet.models
         if (m.kubernetes.namespace, m.kubernetes.deployment) == (namespace, deployment)
     }
-    store.create_schema()
-    with store.engine.connect() as conn:
-        present = {name for name in TABLES if sa.inspect(conn).has_table(name)}
-        deployments: list[dict[str, Any]] = []
-        if "mlinfra_deployments" in present:
-            t = _table(conn, "mlinfra_deployments")
-            stmt = sa.select(t.c.run_id).order_by(t.c.started_at.desc()).limit(200)
-            ns_match = sa.and_(t.c.namespace == namespace, t.c.deployment == deployment)
-            cond = (
-                sa.or_(ns_match, sa.and_(t.c.namespace.is_(None), t.c.model.in_(models)))
-                if models
-                else ns_match
-            )
-            run_ids = {r[0] for r in conn.execute(stmt.where(cond))}
-            deployments = [d for d in _deployments(conn, limit=200) if d["run_id"] in run_ids]
-        events: list[dict[str, Any]] = []
-        if "mlinfra_scale_events" in present:
-            events = [
-                e
-                for e in _scale_events(conn, limit=200)
-                if (e["namespace"], e["deployment"]) == (namespace, deployment)
-                or (e["namespace"] is None and e["model"] in models)
-            ]
+    deployments = DeploymentRecords(store).of_deployment(namespace, deployment, models=models, limit=200)
+    events = ScaleRecords(store).scale_events(
+        namespace=namespace, deployment=deployment, models=sorted(models), newest_first=True, limit=200
+    )
     return {
         "namespace": namespace,
         "deployment": deployment,
         "models": sorted(models),
-        "deployments": deployments,
-        "scale_events": events,
-        "missing_tables": sorted({"mlinfra_deployments", "mlinfra_scale_events"} - present),
+        "deployments": _deployments(deployments),
+        "scale_events": _scale_events(events),
     }
 
 
@@ -591,34 +500,5 @@ def find_report(store: MetricsStore, day: str) -> dict[str, Any] | None:
         start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
     except ValueError:
         return None
-    store.create_schema()
-    with store.engine.connect() as conn:
-        if not sa.inspect(conn).has_table("mlinfra_reports"):
-            return None
-        t = _table(conn, "mlinfra_reports")
-        row = (
-            conn.execute(
-                sa.select(t)
-                .where(t.c.interval_start == round(start * 1000))
-                .order_by(t.c.interval_end.desc())
-            )
-            .mappings()
-            .first()
-        )
-    return (
-        None if row is None else {"path": row["path"], "status": row["status"], "run_id": row.get("run_id")}
-    )
-
-
-def rows_of_run(store: MetricsStore, table: str, run_id: str) -> list[dict[str, Any]]:
-    """Rows of ``table`` written by the DAG run ``run_id`` (raw columns); [] when the table is missing.
-
-    What the operator extra links resolve a task instance to.
-    """
-    with store.engine.connect() as conn:
-        if not sa.inspect(conn).has_table(table):
-            return []
-        t = _table(conn, table)
-        if "run_id" not in t.c:
-            return []
-        return [dict(r) for r in conn.execute(sa.select(t).where(t.c.run_id == run_id)).mappings()]
+    row = report_record_of_day(store, start)
+    return None if row is None else {"path": row["path"], "status": row["status"], "run_id": row["run_id"]}

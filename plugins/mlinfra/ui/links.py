@@ -32,6 +32,8 @@ from airflow.sdk import BaseOperatorLink
 if TYPE_CHECKING:
     from airflow.sdk.types import TaskInstanceKey
 
+    from mlinfra.store import MetricsStore
+
 log = logging.getLogger(__name__)
 
 UI_PREFIX = "/mlinfra"
@@ -63,14 +65,17 @@ class _StoreLink(BaseOperatorLink):
             return ""
         try:
             from mlinfra.store import MetricsStore
-            from mlinfra.ui.fleet import rows_of_run
 
-            rows = rows_of_run(MetricsStore.from_connection(), self.table, ti_key.run_id)
+            rows = self.rows_of_run(MetricsStore.from_connection(), ti_key.run_id)
             return self.url(rows, ti_key)
         except Exception:
             # The task page must render even when the store is down: no button, one log line.
             log.exception("extra link %r: cannot read %s for run %s", self.name, self.table, ti_key.run_id)
             return ""
+
+    def rows_of_run(self, store: MetricsStore, run_id: str) -> list[dict[str, Any]]:
+        """What the run recorded in :attr:`table`, through the table owner's query."""
+        raise NotImplementedError
 
     def url(self, rows: list[dict[str, Any]], ti_key: TaskInstanceKey) -> str:
         raise NotImplementedError
@@ -86,6 +91,12 @@ class FleetModelLink(_StoreLink):
     )
     table = "mlinfra_deployments"
 
+    def rows_of_run(self, store: MetricsStore, run_id: str) -> list[dict[str, Any]]:
+        from mlinfra.deploy.records import DeploymentRecords
+
+        record = DeploymentRecords(store).get(run_id)
+        return [] if record is None else [record.to_dict()]
+
     def url(self, rows: list[dict[str, Any]], ti_key: TaskInstanceKey) -> str:
         if not rows:
             return f"{_base()}/fleet"
@@ -99,11 +110,16 @@ class DailyReportLink(_StoreLink):
     dag_ids = frozenset({"metrics_report"})
     table = "mlinfra_reports"
 
+    def rows_of_run(self, store: MetricsStore, run_id: str) -> list[dict[str, Any]]:
+        from mlinfra.reports.records import report_records
+
+        return report_records(store, run_id=run_id)
+
     def url(self, rows: list[dict[str, Any]], ti_key: TaskInstanceKey) -> str:
         if not rows:
             return ""
-        start_ms = max(r["interval_start"] for r in rows)
-        day = datetime.fromtimestamp(start_ms / 1000, UTC).strftime("%Y-%m-%d")
+        start = max(r["interval_start"] for r in rows)
+        day = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d")
         return f"{_base()}/reports/{day}/report.html"
 
 
@@ -115,6 +131,11 @@ class DeploymentAuditLink(_StoreLink):
     operator_classes = frozenset({"ScaleDeploymentOperator"})
     table = "mlinfra_scale_events"
 
+    def rows_of_run(self, store: MetricsStore, run_id: str) -> list[dict[str, Any]]:
+        from mlinfra.scaling.records import ScaleRecords
+
+        return [e.to_dict() for e in ScaleRecords(store).scale_events(run_id=run_id)]
+
     def url(self, rows: list[dict[str, Any]], ti_key: TaskInstanceKey) -> str:
         if not rows:
             return ""
@@ -125,7 +146,7 @@ class DeploymentAuditLink(_StoreLink):
         index = ti_key.map_index if 0 <= ti_key.map_index < len(rows) else len(rows) - 1
         row = rows[index]
         ns, dep = quote(str(row.get("namespace"))), quote(str(row.get("deployment")))
-        return f"{_base()}/audit/{ns}/{dep}#scale-{int(row.get('ts') or 0)}"
+        return f"{_base()}/audit/{ns}/{dep}#scale-{round((row.get('ts') or 0) * 1000)}"
 
 
 GLOBAL_LINKS: list[BaseOperatorLink] = [FleetModelLink(), DailyReportLink(), DeploymentAuditLink()]
