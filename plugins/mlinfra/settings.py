@@ -136,6 +136,12 @@ ENVIRONMENT: tuple[EnvSetting, ...] = (
         "the ML Fleet page says the cluster is simulated (set by `make demo`)",
         "UI",
     ),
+    EnvSetting(
+        "MLINFRA_HOST_PROC",
+        "/proc",
+        "the host's process table, for GPU process -> pod attribution (mount it, or run with hostPID)",
+        "GPU collector",
+    ),
     EnvSetting("MLINFRA_INSTALLER", "uv", "`uv` or `pip`: what `make setup` installs with", "`make setup`"),
     EnvSetting("MLINFRA_VENV", ".venv", "the virtualenv the scripts run from", "`make demo`, scripts"),
     EnvSetting("MLINFRA_DEMO_DIR", ".demo", "the demo's state folder", "`make demo`"),
