@@ -120,8 +120,17 @@ class Demo:
 
     def deployment(self, name: str = "half-plus-two", namespace: str = "serving") -> dict[str, Any]:
         """The Deployment as the Kubernetes API stand-in has it (not as mlinfra recorded it)."""
+        import yaml
+
         url = self.cluster_env()["MLINFRA_DEMO_K8S_URL"]
-        r = httpx.get(f"{url}/apis/apps/v1/namespaces/{namespace}/deployments/{name}", timeout=30)
+        # The stand-in wants the bearer token of the demo's kubeconfig, as a real API server would.
+        config = yaml.safe_load((self.directory / "kubeconfig").read_text())
+        token = config["users"][0]["user"]["token"]
+        r = httpx.get(
+            f"{url}/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
         r.raise_for_status()
         return dict(r.json())
 
