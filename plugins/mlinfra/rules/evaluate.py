@@ -38,6 +38,7 @@ from mlinfra.rules.alerts import (
     count_active,
 )
 from mlinfra.rules.files import Rule, RuleGroup
+from mlinfra.rules.gotemplate_exec import GoCallError
 from mlinfra.rules.state import AlertStates, MemoryAlertStates
 from mlinfra.rules.templates import TemplateData
 from mlinfra.samples import Sample
@@ -154,22 +155,43 @@ def _as_vector(result: QueryResult) -> list[InstantSample]:
     return list(result)
 
 
+def _template_query(evaluator: _Evaluator) -> Callable[[str], list[tuple[dict[str, str], float]]]:
+    """The templates' ``query``: PromQL on the rule's engine at the evaluation time (Prometheus's
+    ``EngineQueryFunc``: a scalar is one unlabelled sample, any other type is an error)."""
+
+    def query(expr: str) -> list[tuple[dict[str, str], float]]:
+        try:
+            result = evaluator.instant(expr)
+        except QueryError as e:
+            raise GoCallError(str(e)) from None
+        return [(dict(s.labels), s.value) for s in _as_vector(result)]
+
+    return query
+
+
 def _render_labels_and_annotations(
-    rule: Rule, sample: InstantSample, external_labels: Mapping[str, str], external_url: str
+    rule: Rule,
+    sample: InstantSample,
+    external_labels: Mapping[str, str],
+    external_url: str,
+    query: Callable[[str], list[tuple[dict[str, str], float]]] | None = None,
 ) -> AlertInstance:
     data = TemplateData(
         labels=dict(sample.labels),
         value=sample.value,
         external_labels=external_labels,
         external_url=external_url,
+        query=query,
     )
     labels = {k: v for k, v in sample.labels.items() if k != "__name__"}
     for name, tmpl in rule.label_templates.items():
-        labels[name] = tmpl.render(data)
+        labels[name] = tmpl.render(data, alertname=rule.name)
     labels["alertname"] = rule.name
     # Prometheus drops labels whose value renders empty.
     labels = {k: v for k, v in labels.items() if v != ""}
-    annotations = {name: tmpl.render(data) for name, tmpl in rule.annotation_templates.items()}
+    annotations = {
+        name: tmpl.render(data, alertname=rule.name) for name, tmpl in rule.annotation_templates.items()
+    }
     return AlertInstance(labels=labels, annotations=annotations, value=sample.value)
 
 
@@ -278,7 +300,8 @@ def _evaluate_alert(
     external_url: str,
 ) -> tuple[dict[str, ActiveAlert], list[Any]]:
     vector = _query(evaluator, rule)
-    instances = [_render_labels_and_annotations(rule, s, ext, external_url) for s in vector]
+    query = _template_query(evaluator)
+    instances = [_render_labels_and_annotations(rule, s, ext, external_url, query) for s in vector]
     try:
         new, transitions = advance(
             previous, instances, at=at, hold=rule.for_, keep_firing_for=rule.keep_firing_for
