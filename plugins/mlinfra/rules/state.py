@@ -118,6 +118,9 @@ class AlertStates(Protocol):
     ) -> None:
         """Record the group's states after evaluating at ``ts`` (replacing an earlier save at ``ts``)."""
 
+    def last_evaluation(self, file: str, group: str, *, before: float) -> float | None:
+        """Time of the group's latest evaluation strictly before ``before`` (None: never evaluated)."""
+
 
 @dataclass
 class MemoryAlertStates:
@@ -130,6 +133,10 @@ class MemoryAlertStates:
         history = self.snapshots.get((file, group), {})
         earlier = [t for t in history if t < before]
         return dict(history[max(earlier)]) if earlier else {}
+
+    def last_evaluation(self, file: str, group: str, *, before: float) -> float | None:
+        earlier = [t for t in self.snapshots.get((file, group), {}) if t < before]
+        return max(earlier) if earlier else None
 
     def save(
         self,
@@ -182,6 +189,16 @@ class StoreAlertStates:
             return {}
         alerts = [ActiveAlert.from_json(d) for d in json.loads(row[0])]
         return {a.fingerprint: a for a in alerts}
+
+    def last_evaluation(self, file: str, group: str, *, before: float) -> float | None:
+        t = group_evaluations_table
+        with self.store.begin() as conn:
+            latest = conn.execute(
+                sa.select(sa.func.max(t.c.ts)).where(
+                    t.c.file == file, t.c.group == group, t.c.ts < to_ms(before)
+                )
+            ).scalar()
+        return None if latest is None else latest / 1000.0
 
     def save(
         self,
