@@ -130,9 +130,10 @@ class _RuleFailed(Exception):
 class _Evaluator:
     """Runs expressions at one instant, sharing the engine's reads between writes when it can."""
 
-    def __init__(self, engine: QueryEngine, at: float):
+    def __init__(self, engine: QueryEngine, at: float, exprs: Sequence[str] = ()):
         self.engine = engine
         self.at = at
+        self.exprs = list(exprs)  # announced to each new session, so one metric's windows are read once
         self._stack: contextlib.ExitStack | None = None
         self._session: Any = None
 
@@ -143,6 +144,9 @@ class _Evaluator:
         if self._session is None:
             self._stack = contextlib.ExitStack()
             self._session = self._stack.enter_context(opener(self.at))
+            prepare = getattr(self._session, "prepare", None)
+            if callable(prepare) and self.exprs:
+                prepare(self.exprs)
         result: QueryResult = self._session.instant(expr)
         return result
 
@@ -294,11 +298,14 @@ def _evaluate_group(
     new_states: dict[str, ActiveAlert] = {}
     transitions = []
     group_errors: list[str] = []
-    evaluator = _Evaluator(engine, at)
+    evaluator = _Evaluator(engine, at, [rule.expr for rule in group.rules])
+    by_rule: dict[str, dict[str, ActiveAlert]] = {}
+    for fp, a in previous.items():
+        by_rule.setdefault(a.alertname, {})[fp] = a
     try:
         for rule in group.rules:
             result.rules += 1
-            rule_previous = {fp: a for fp, a in previous.items() if a.alertname == rule.name}
+            rule_previous = by_rule.get(rule.name, {})
             try:
                 if rule.is_alert:
                     rule_states, rule_transitions = _evaluate_alert(

@@ -126,6 +126,8 @@ class Template:
 
     def render(self, data: TemplateData, *, alertname: str | None = None) -> str:
         """The expansion, or ``<error expanding template: ...>`` as Prometheus writes it."""
+        if "{{" not in self.source:  # no action at all: the text is the expansion
+            return self.source
         try:
             return self.execute(data, alertname=alertname)
         except TemplateExecError as e:
