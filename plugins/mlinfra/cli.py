@@ -96,6 +96,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     rules_test = rules.add_parser("test", help="run rule unit tests in promtool's test-file format")
     rules_test.add_argument("files", nargs="+", metavar="FILE")
     _add_backtest_parser(rules)
+    alerts = sub.add_parser("alerts", help="alerts the rules raised").add_subparsers(
+        dest="action", required=True
+    )
+    explain = alerts.add_parser(
+        "explain", help="why an alert fired: the values behind its latest transitions (at --at)"
+    )
+    explain.add_argument("alertname")
+    explain.add_argument("--at", help="epoch seconds or RFC 3339 (default: now)")
+    explain.add_argument("--store-url")
 
     query = sub.add_parser(
         "query",
@@ -303,6 +312,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "rules" and args.action == "backtest":
         return _backtest(args)
+    if args.command == "alerts":
+        from mlinfra.rules.explain import print_explanations
+        from mlinfra.rules.state import StoreAlertStates
+
+        rows = StoreAlertStates(_store(args.store_url)).explanations(args.alertname, at=parse_time(args.at))
+        return print_explanations(args.alertname, rows, sys.stdout)
     if args.command == "query":
         return _query(args)
     if args.command == "report":

@@ -51,7 +51,9 @@ def _write_rules(path: Path, threshold: float) -> Path:
 @pytest.fixture
 def history(sqlite_store: MetricsStore) -> MetricsStore:
     sqlite_store.write_samples(
-        Sample("temp", {"gpu": gpu, "host": "n1"}, f(m), T0 + m * MIN) for gpu, f in TEMPS.items() for m in range(90)
+        Sample("temp", {"gpu": gpu, "host": "n1"}, f(m), T0 + m * MIN)
+        for gpu, f in TEMPS.items()
+        for m in range(90)
     )
     return sqlite_store
 
@@ -112,7 +114,11 @@ def test_compare_says_what_the_change_would_have_changed(tmp_path: Path, history
 
 @pytest.mark.parametrize(
     ("start", "end", "step", "message"),
-    [(T0, T0 - 1, 60, "before it starts"), (T0, T0 + 60, 0, "step must be > 0"), (T0, T0 + 1e9, 1, "more than")],
+    [
+        (T0, T0 - 1, 60, "before it starts"),
+        (T0, T0 + 60, 0, "step must be > 0"),
+        (T0, T0 + 1e9, 1, "more than"),
+    ],
 )
 def test_bad_windows_are_refused(start: float, end: float, step: float, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -141,7 +147,9 @@ def test_cli_table_json_and_compare(
     assert '- Hot {gpu="1", host="n1", severity="page"} firing from 2027-01-15T08:40:00Z' in out
 
 
-def test_cli_refuses_a_bad_step(tmp_path: Path, history: MetricsStore, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_refuses_a_bad_step(
+    tmp_path: Path, history: MetricsStore, capsys: pytest.CaptureFixture[str]
+) -> None:
     rules = _write_rules(tmp_path / "r.yaml", 90)
     args = ["rules", "backtest", str(rules), "--from", str(T0), "--to", str(T0 + 60), "--step", "five"]
     assert main([*args, "--store-url", str(history.engine.url)]) == 1

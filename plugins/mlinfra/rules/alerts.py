@@ -128,6 +128,8 @@ class Transition:
     ts: float
     value: float
     active_at: float | None
+    # Why: the values behind the transition (mlinfra.rules.explain), when they were computed.
+    explanation: Mapping[str, Any] | None = field(default=None, compare=False)
 
     @property
     def alertname(self) -> str:

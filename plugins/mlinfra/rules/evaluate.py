@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ from mlinfra.rules.alerts import (
     advance,
     count_active,
 )
+from mlinfra.rules.explain import explain_transition
 from mlinfra.rules.files import Rule, RuleGroup
 from mlinfra.rules.gotemplate_exec import GoCallError
 from mlinfra.rules.state import AlertStates, MemoryAlertStates
@@ -250,6 +251,7 @@ class _AlertSeries:
     ) -> tuple[dict[str, ActiveAlert], list[Transition]]:
         if self.store is None:
             return new, transitions
+        transitions = _explained(rule, evaluator, transitions)
         if self.restore_after_gap is not None:
             # Prometheus's first evaluation after a restart writes no ALERTS (the rules are
             # not "restored" yet); RestoreForState then moves the pending alerts' clocks.
@@ -260,6 +262,21 @@ class _AlertSeries:
             evaluator.close()  # the next rule (and its templates' queries) read what is written now
             self.store.write_samples(samples)
         return new, transitions
+
+
+def _explained(rule: Rule, evaluator: _Evaluator, transitions: list[Transition]) -> list[Transition]:
+    """Each transition with why (mlinfra.rules.explain): extra queries, at transitions only."""
+    out = []
+    for t in transitions:
+        try:
+            why = explain_transition(
+                rule.expr, t.labels, t.value, active_at=t.active_at, hold=rule.for_, query=evaluator.instant
+            )
+        except Exception:  # an explanation is extra: it must never cost the evaluation
+            log.exception("rule %s: explaining a transition failed", rule.name)
+            why = None
+        out.append(replace(t, explanation=why))
+    return out
 
 
 def _alert_series_for(

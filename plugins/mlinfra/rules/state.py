@@ -99,6 +99,21 @@ group_evaluations_table = sa.Table(
 )
 
 
+explanations_table = sa.Table(
+    "mlinfra_alert_explanations",
+    metadata,
+    sa.Column("file", sa.String(255), primary_key=True),
+    sa.Column("group", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.String(40), primary_key=True),
+    sa.Column("ts", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("alert", sa.String(255), nullable=False, index=True),
+    sa.Column("labels", sa.Text, nullable=False),
+    sa.Column("from_state", sa.String(16), nullable=False),
+    sa.Column("to_state", sa.String(16), nullable=False),
+    sa.Column("explanation", sa.Text, nullable=False),
+)
+
+
 class AlertStates(Protocol):
     """Where a group's alert states live between evaluations."""
 
@@ -170,6 +185,30 @@ def _db_value(v: float) -> float | None:
     return None if math.isnan(v) else v
 
 
+def _save_explanations(
+    conn: sa.Connection, file: str, group: str, t_ms: int, transitions: Sequence[Transition]
+) -> None:
+    ex = explanations_table
+    conn.execute(sa.delete(ex).where(ex.c.file == file, ex.c.group == group, ex.c.ts == t_ms))
+    rows = [
+        {
+            "file": file,
+            "group": group,
+            "fingerprint": x.fingerprint,
+            "ts": t_ms,
+            "alert": x.alertname,
+            "labels": json.dumps(dict(sorted(x.labels.items()))),
+            "from_state": x.from_state,
+            "to_state": x.to_state,
+            "explanation": json.dumps(dict(x.explanation), sort_keys=True),
+        }
+        for x in transitions
+        if x.explanation is not None
+    ]
+    if rows:
+        conn.execute(sa.insert(ex), rows)
+
+
 class StoreAlertStates:
     """Alert states in the metrics store (see the module docstring for the backfill rules)."""
 
@@ -228,6 +267,7 @@ class StoreAlertStates:
                 )
             )
             conn.execute(sa.delete(tr).where(tr.c.file == file, tr.c.group == group, tr.c.ts == t_ms))
+            _save_explanations(conn, file, group, t_ms, transitions)
             if transitions:
                 conn.execute(
                     sa.insert(tr),
@@ -310,6 +350,27 @@ class StoreAlertStates:
             r["ts"] = _s(r["ts"])
             r["active_at"] = _s(r["active_at"])
         return rows
+
+    def explanations(self, alertname: str, *, at: float) -> list[dict[str, Any]]:
+        """Each label set's latest explained transition of ``alertname`` at or before ``at``."""
+        ex = explanations_table
+        with self.store.begin() as conn:
+            rows = [
+                dict(r)
+                for r in conn.execute(
+                    sa.select(ex)
+                    .where(ex.c.alert == alertname, ex.c.ts <= to_ms(at))
+                    .order_by(ex.c.ts.desc())
+                ).mappings()
+            ]
+        latest: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            if r["fingerprint"] not in latest:
+                r["labels"] = json.loads(r["labels"])
+                r["explanation"] = json.loads(r["explanation"])
+                r["ts"] = r["ts"] / 1000.0
+                latest[r["fingerprint"]] = r
+        return sorted(latest.values(), key=lambda r: sorted(r["labels"].items()))
 
     def prune(self, older_than: float) -> int:
         """Delete group snapshots before ``older_than`` except each group's latest (returns rows deleted)."""
