@@ -96,15 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rules_test = rules.add_parser("test", help="run rule unit tests in promtool's test-file format")
     rules_test.add_argument("files", nargs="+", metavar="FILE")
     _add_backtest_parser(rules)
-    alerts = sub.add_parser("alerts", help="alerts the rules raised").add_subparsers(
-        dest="action", required=True
-    )
-    explain = alerts.add_parser(
-        "explain", help="why an alert fired: the values behind its latest transitions (at --at)"
-    )
-    explain.add_argument("alertname")
-    explain.add_argument("--at", help="epoch seconds or RFC 3339 (default: now)")
-    explain.add_argument("--store-url")
+    _add_alerts_parser(sub)
 
     query = sub.add_parser(
         "query",
@@ -135,6 +127,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MlinfraError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+
+
+def _add_alerts_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``mlinfra alerts explain ALERTNAME [--at T]``."""
+    alerts = sub.add_parser("alerts", help="alerts the rules raised").add_subparsers(
+        dest="action", required=True
+    )
+    explain = alerts.add_parser(
+        "explain", help="why an alert fired: the values behind its latest transitions (at --at)"
+    )
+    explain.add_argument("alertname")
+    explain.add_argument("--at", help="epoch seconds or RFC 3339 (default: now)")
+    explain.add_argument("--store-url")
 
 
 def _add_backtest_parser(rules: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
