@@ -3,15 +3,13 @@
 Prometheus 2.42 (built with Go 1.19) parses alert templates with this grammar, so the
 same text is accepted or refused here as there::
 
-    tree = parse_go_template(  # mlinfra.rules.gotemplate_parse
-        '{{ if gt $value 80.0 }}hot{{ else }}ok{{ end }}',
-                             functions={"gt"}, variables=("$", "$value"))
-    tree.root      # ListNode of TextNode / ActionNode / IfNode ...
-    tree.defined   # {"name": ListNode} from {{define}} and {{block}}
+    toks = _Lexer("{{ if gt $value 80.0 }}hot{{ end }}", "t").run()
+    # [_Tok("left", "{{", 0), _Tok("space", " ", 2), _Tok("keyword", "if", 3), ...]
 
+:mod:`mlinfra.rules.gotemplate_parse` builds the tree from these tokens (nodes below).
 The tree is executed by :mod:`mlinfra.rules.gotemplate_exec`. Node positions are
-byte offsets into the source, as Go's, so execution errors can name
-``name:line:col`` the way Go does.
+offsets into the source, so execution errors can name ``name:line:col`` the way Go
+does (the column counted in bytes, as Go counts it).
 """
 
 from __future__ import annotations
