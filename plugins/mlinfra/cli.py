@@ -105,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rules_check.add_argument("files", nargs="+", metavar="FILE")
     rules_test = rules.add_parser("test", help="run rule unit tests in promtool's test-file format")
     rules_test.add_argument("files", nargs="+", metavar="FILE")
+    _add_backtest_parser(rules)
+    _add_alerts_parser(sub)
 
     query = sub.add_parser(
         "query",
@@ -135,6 +137,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MlinfraError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+
+
+def _add_alerts_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``mlinfra alerts explain ALERTNAME [--at T]``."""
+    alerts = sub.add_parser("alerts", help="alerts the rules raised").add_subparsers(
+        dest="action", required=True
+    )
+    explain = alerts.add_parser(
+        "explain", help="why an alert fired: the values behind its latest transitions (at --at)"
+    )
+    explain.add_argument("alertname")
+    explain.add_argument("--at", help="epoch seconds or RFC 3339 (default: now)")
+    explain.add_argument("--store-url")
+
+
+def _add_backtest_parser(rules: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``mlinfra rules backtest FILE... --from T1 --to T2 [--step 5m] [--json] [--compare OLDFILE]``."""
+    rules_backtest = rules.add_parser(
+        "backtest",
+        help="evaluate alerting rules over stored history: when would they have fired?",
+        description="Evaluate the rule files at every --step from --from to --to over the store (local "
+        "engine), with the alert state machine in memory: nothing is written. Prints each alert's "
+        "timeline (pending from, firing from, resolved at, values); --compare OLDFILE runs the old "
+        "version over the same window and prints what the change would have changed.",
+    )
+    rules_backtest.add_argument("files", nargs="+", metavar="FILE")
+    rules_backtest.add_argument("--from", dest="start", required=True, help="epoch seconds or RFC 3339")
+    rules_backtest.add_argument("--to", dest="end", required=True, help="epoch seconds or RFC 3339")
+    rules_backtest.add_argument("--step", default="5m", help="evaluation interval (default 5m)")
+    rules_backtest.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    rules_backtest.add_argument(
+        "--compare", action="append", metavar="OLDFILE", help="the old version(s) to compare with"
+    )
+    rules_backtest.add_argument("--store-url")
 
 
 def _store(url: str | None, *, must_exist: bool = True):  # type: ignore[no-untyped-def]
@@ -291,6 +327,14 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_test_files(args.files)
 
+    if args.command == "rules" and args.action == "backtest":
+        return _backtest(args)
+    if args.command == "alerts":
+        from mlinfra.rules.explain import print_explanations
+        from mlinfra.rules.state import StoreAlertStates
+
+        rows = StoreAlertStates(_store(args.store_url)).explanations(args.alertname, at=parse_time(args.at))
+        return print_explanations(args.alertname, rows, sys.stdout)
     if args.command == "query":
         return _query(args)
     if args.command == "report":
@@ -360,6 +404,21 @@ def parse_time(text: str | None) -> float:
     except ValueError:
         raise MlinfraError(f"--time {text!r}: use epoch seconds or RFC 3339 (2026-01-01T12:00:00Z)") from None
     return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    from mlinfra.promql.engine import LocalEngine
+    from mlinfra.rules.backtest import backtest_files
+
+    start, end = parse_time(args.start), parse_time(args.end)
+    step = _duration_option("--step", args.step)
+    engine = LocalEngine(_store(args.store_url))
+    try:
+        return backtest_files(
+            args.files, engine, start=start, end=end, step=step, compare_with=args.compare, as_json=args.json
+        )
+    except ValueError as e:
+        raise MlinfraError(str(e)) from None
 
 
 def _query(args: argparse.Namespace) -> int:

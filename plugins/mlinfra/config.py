@@ -351,6 +351,14 @@ class StoreSettings(_Strict):
 class RuleSettings(_Strict):
     engine: Literal["local", "prometheus"] = "local"
     prometheus_conn_id: str = Field(default="prometheus_default", pattern=CONN_ID)
+    # Prometheus's --rules.alert.for-grace-period / --rules.alert.for-outage-tolerance:
+    # how ``for`` clocks come back after a gap in evaluations (mlinfra.rules.alert_series).
+    for_grace_period: Duration = 600.0
+    outage_tolerance: Duration = 3600.0
+
+    _durations = field_validator("for_grace_period", "outage_tolerance", mode="before")(
+        classmethod(lambda cls, v: _duration(v))
+    )
 
 
 class GPUSettings(_Strict):

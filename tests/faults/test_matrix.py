@@ -117,6 +117,7 @@ SWEEP_TABLES = ("mlinfra_samples", "mlinfra_series", "mlinfra_sweeps", "mlinfra_
 RULE_TABLES = (
     "mlinfra_alerts",
     "mlinfra_alert_transitions",
+    "mlinfra_alert_explanations",
     "mlinfra_rule_group_evaluations",
     "mlinfra_samples",
     "mlinfra_series",

@@ -144,7 +144,9 @@ BAD_FILES = {
         """,
         8,
         "Tmpl",
-        "annotation 'description': template does not parse: function \"humanise\" not defined",
+        # promtool's words: Go's template error, with the header Prometheus prepends on line 1
+        "annotation 'description': template does not parse: template: __alert_Tmpl:1: "
+        'function "humanise" not defined',
     ),
     "record_name": (
         """
@@ -218,7 +220,7 @@ BAD_FILES = {
               - alert: LabelTmpl
                 expr: up == 0
                 labels:
-                  severity: "{{ if $value }}page{{ end }}"
+                  severity: "{{ if $value }}page"
         """,
         7,
         "LabelTmpl",

@@ -26,6 +26,7 @@ Nothing here touches a database: :mod:`mlinfra.rules.state` persists the result.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -40,7 +41,13 @@ RESOLVED_RETENTION = 15 * 60.0
 
 def fingerprint(labels: Mapping[str, str]) -> str:
     """A stable id of a label set (sha1 of its canonical JSON)."""
-    text = json.dumps(dict(sorted(labels.items())), separators=(",", ":"), ensure_ascii=False)
+    return _fingerprint(tuple(sorted(labels.items())))
+
+
+@functools.lru_cache(maxsize=65536)
+def _fingerprint(items: tuple[tuple[str, str], ...]) -> str:
+    # Cached: an alert's label set comes back at every evaluation (a backtest: every step).
+    text = json.dumps(dict(items), separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
 
@@ -121,6 +128,8 @@ class Transition:
     ts: float
     value: float
     active_at: float | None
+    # Why: the values behind the transition (mlinfra.rules.explain), when they were computed.
+    explanation: Mapping[str, Any] | None = field(default=None, compare=False)
 
     @property
     def alertname(self) -> str:

@@ -24,20 +24,24 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlinfra.exceptions import AlertmanagerError
 from mlinfra.promql.interface import InstantSample, QueryError, QueryResult
+from mlinfra.rules.alert_series import RestoreSettings, alert_series_samples, is_gap, restore_for_state
 from mlinfra.rules.alerts import (
     ActiveAlert,
     AlertInstance,
     DuplicateLabelSetError,
+    Transition,
     advance,
     count_active,
 )
+from mlinfra.rules.explain import explain_transition
 from mlinfra.rules.files import Rule, RuleGroup
+from mlinfra.rules.gotemplate_exec import GoCallError
 from mlinfra.rules.state import AlertStates, MemoryAlertStates
 from mlinfra.rules.templates import TemplateData
 from mlinfra.samples import Sample
@@ -52,6 +56,8 @@ log = logging.getLogger(__name__)
 DEFAULT_RULES_DIR = Path(__file__).resolve().parents[3] / "include" / "alert_rules"
 # Prometheus's default --rules.alert.resend-delay.
 RESEND_DELAY = 60.0
+# The sweep's evaluation interval, for groups that do not set their own.
+DEFAULT_GROUP_INTERVAL = 300.0
 
 
 @dataclass(frozen=True)
@@ -125,9 +131,10 @@ class _RuleFailed(Exception):
 class _Evaluator:
     """Runs expressions at one instant, sharing the engine's reads between writes when it can."""
 
-    def __init__(self, engine: QueryEngine, at: float):
+    def __init__(self, engine: QueryEngine, at: float, exprs: Sequence[str] = ()):
         self.engine = engine
         self.at = at
+        self.exprs = list(exprs)  # announced to each new session, so one metric's windows are read once
         self._stack: contextlib.ExitStack | None = None
         self._session: Any = None
 
@@ -138,6 +145,9 @@ class _Evaluator:
         if self._session is None:
             self._stack = contextlib.ExitStack()
             self._session = self._stack.enter_context(opener(self.at))
+            prepare = getattr(self._session, "prepare", None)
+            if callable(prepare) and self.exprs:
+                prepare(self.exprs)
         result: QueryResult = self._session.instant(expr)
         return result
 
@@ -154,22 +164,43 @@ def _as_vector(result: QueryResult) -> list[InstantSample]:
     return list(result)
 
 
+def _template_query(evaluator: _Evaluator) -> Callable[[str], list[tuple[dict[str, str], float]]]:
+    """The templates' ``query``: PromQL on the rule's engine at the evaluation time (Prometheus's
+    ``EngineQueryFunc``: a scalar is one unlabelled sample, any other type is an error)."""
+
+    def query(expr: str) -> list[tuple[dict[str, str], float]]:
+        try:
+            result = evaluator.instant(expr)
+        except QueryError as e:
+            raise GoCallError(str(e)) from None
+        return [(dict(s.labels), s.value) for s in _as_vector(result)]
+
+    return query
+
+
 def _render_labels_and_annotations(
-    rule: Rule, sample: InstantSample, external_labels: Mapping[str, str], external_url: str
+    rule: Rule,
+    sample: InstantSample,
+    external_labels: Mapping[str, str],
+    external_url: str,
+    query: Callable[[str], list[tuple[dict[str, str], float]]] | None = None,
 ) -> AlertInstance:
     data = TemplateData(
         labels=dict(sample.labels),
         value=sample.value,
         external_labels=external_labels,
         external_url=external_url,
+        query=query,
     )
     labels = {k: v for k, v in sample.labels.items() if k != "__name__"}
     for name, tmpl in rule.label_templates.items():
-        labels[name] = tmpl.render(data)
+        labels[name] = tmpl.render(data, alertname=rule.name)
     labels["alertname"] = rule.name
     # Prometheus drops labels whose value renders empty.
     labels = {k: v for k, v in labels.items() if v != ""}
-    annotations = {name: tmpl.render(data) for name, tmpl in rule.annotation_templates.items()}
+    annotations = {
+        name: tmpl.render(data, alertname=rule.name) for name, tmpl in rule.annotation_templates.items()
+    }
     return AlertInstance(labels=labels, annotations=annotations, value=sample.value)
 
 
@@ -183,18 +214,87 @@ def evaluate_groups(
     run_id: str | None = None,
     external_labels: Mapping[str, str] | None = None,
     external_url: str = "",
+    restore: RestoreSettings | None = None,
 ) -> EvaluationResult:
     """Evaluate every group at ``at`` (seconds); see the module docstring.
 
-    ``store`` receives recording rules' output (none is written without one);
-    ``states`` holds the alert states between evaluations (in memory by default).
+    ``store`` receives recording rules' output and the ``ALERTS``/``ALERTS_FOR_STATE``
+    series (none is written without one); ``states`` holds the alert states between
+    evaluations (in memory by default). With ``restore``, a group evaluated after a gap
+    starts afresh as Prometheus does after a restart, and rebuilds its ``for`` clocks from
+    ``ALERTS_FOR_STATE`` (:mod:`mlinfra.rules.alert_series`); without it (promtool's
+    runner) every evaluation continues from the one before.
     """
     states = states if states is not None else MemoryAlertStates()
     result = EvaluationResult(at=at)
     ext = dict(external_labels or {})
     for group in groups:
-        _evaluate_group(group, engine, at, store, states, run_id, ext, external_url, result)
+        series = _alert_series_for(group, states, at, store, restore)
+        _evaluate_group(group, engine, at, store, states, run_id, ext, external_url, result, series)
     return result
+
+
+@dataclass
+class _AlertSeries:
+    """Writes ``ALERTS``/``ALERTS_FOR_STATE`` after each alerting rule, or restores after a gap."""
+
+    store: MetricsStore | None
+    restore_after_gap: RestoreSettings | None = None
+
+    def after_rule(
+        self,
+        rule: Rule,
+        evaluator: _Evaluator,
+        at: float,
+        new: dict[str, ActiveAlert],
+        transitions: list[Transition],
+    ) -> tuple[dict[str, ActiveAlert], list[Transition]]:
+        if self.store is None:
+            return new, transitions
+        transitions = _explained(rule, evaluator, transitions)
+        if self.restore_after_gap is not None:
+            # Prometheus's first evaluation after a restart writes no ALERTS (the rules are
+            # not "restored" yet); RestoreForState then moves the pending alerts' clocks.
+            settings = self.restore_after_gap
+            return restore_for_state(self.store, new, transitions, at=at, hold=rule.for_, settings=settings)
+        samples = alert_series_samples(new, at)
+        if samples:
+            evaluator.close()  # the next rule (and its templates' queries) read what is written now
+            self.store.write_samples(samples)
+        return new, transitions
+
+
+def _explained(rule: Rule, evaluator: _Evaluator, transitions: list[Transition]) -> list[Transition]:
+    """Each transition with why (mlinfra.rules.explain): extra queries, at transitions only."""
+    out = []
+    for t in transitions:
+        try:
+            why = explain_transition(
+                rule.expr, t.labels, t.value, active_at=t.active_at, hold=rule.for_, query=evaluator.instant
+            )
+        except Exception:  # an explanation is extra: it must never cost the evaluation
+            log.exception("rule %s: explaining a transition failed", rule.name)
+            why = None
+        out.append(replace(t, explanation=why))
+    return out
+
+
+def _alert_series_for(
+    group: RuleGroup,
+    states: AlertStates,
+    at: float,
+    store: MetricsStore | None,
+    restore: RestoreSettings | None,
+) -> _AlertSeries:
+    if restore is None or store is None:
+        return _AlertSeries(store)
+    last = states.last_evaluation(group.file_name, group.name, before=at)
+    if is_gap(last, at, group.interval or DEFAULT_GROUP_INTERVAL, restore):
+        log.info(
+            "group %s: no evaluation since %s, restoring 'for' state as after a restart", group.name, last
+        )
+        return _AlertSeries(store, restore)
+    return _AlertSeries(store)
 
 
 def _evaluate_group(
@@ -207,21 +307,26 @@ def _evaluate_group(
     ext: dict[str, str],
     external_url: str,
     result: EvaluationResult,
+    series: _AlertSeries,
 ) -> None:
     file_key = group.file_name
-    previous = states.load(file_key, group.name, before=at)
+    # After a gap the group starts afresh, as Prometheus does after a restart.
+    previous = {} if series.restore_after_gap else states.load(file_key, group.name, before=at)
     new_states: dict[str, ActiveAlert] = {}
     transitions = []
     group_errors: list[str] = []
-    evaluator = _Evaluator(engine, at)
+    evaluator = _Evaluator(engine, at, [rule.expr for rule in group.rules])
+    by_rule: dict[str, dict[str, ActiveAlert]] = {}
+    for fp, a in previous.items():
+        by_rule.setdefault(a.alertname, {})[fp] = a
     try:
         for rule in group.rules:
             result.rules += 1
-            rule_previous = {fp: a for fp, a in previous.items() if a.alertname == rule.name}
+            rule_previous = by_rule.get(rule.name, {})
             try:
                 if rule.is_alert:
                     rule_states, rule_transitions = _evaluate_alert(
-                        rule, group, evaluator, at, rule_previous, ext, external_url
+                        rule, group, evaluator, at, rule_previous, ext, external_url, series
                     )
                     new_states.update(rule_states)
                     transitions.extend(rule_transitions)
@@ -276,9 +381,11 @@ def _evaluate_alert(
     previous: dict[str, ActiveAlert],
     ext: dict[str, str],
     external_url: str,
-) -> tuple[dict[str, ActiveAlert], list[Any]]:
+    series: _AlertSeries,
+) -> tuple[dict[str, ActiveAlert], list[Transition]]:
     vector = _query(evaluator, rule)
-    instances = [_render_labels_and_annotations(rule, s, ext, external_url) for s in vector]
+    query = _template_query(evaluator)
+    instances = [_render_labels_and_annotations(rule, s, ext, external_url, query) for s in vector]
     try:
         new, transitions = advance(
             previous, instances, at=at, hold=rule.for_, keep_firing_for=rule.keep_firing_for
@@ -287,7 +394,7 @@ def _evaluate_alert(
         raise _RuleFailed(str(e)) from None
     if group.limit > 0 and count_active(new) > group.limit:
         raise _RuleFailed(f"exceeded limit of {group.limit} with {count_active(new)} alerts")
-    return new, transitions
+    return series.after_rule(rule, evaluator, at, new, list(transitions))
 
 
 def _evaluate_record(
@@ -355,7 +462,12 @@ def evaluate_rules_for_sweep(
     rules = load_rules([rules_dir or DEFAULT_RULES_DIR], engine=engine)
     _log_load_errors(rules.errors_by_file())
     states = StoreAlertStates(store)
-    result = evaluate_groups(rules.groups, engine, at=at, store=store, states=states, run_id=run_id)
+    restore = RestoreSettings(
+        for_grace_period=fleet.rules.for_grace_period, outage_tolerance=fleet.rules.outage_tolerance
+    )
+    result = evaluate_groups(
+        rules.groups, engine, at=at, store=store, states=states, run_id=run_id, restore=restore
+    )
     # Per-evaluation snapshots are only needed to continue (or backfill) recent evaluations.
     states.prune(now() - fleet.store.retention)
     log.info(
@@ -370,27 +482,9 @@ def evaluate_rules_for_sweep(
     )
     for a in result.firing:
         log.info("firing: %s %s", a.alertname, dict(a.labels))
-
-    interval = 300.0
-    posted: int | None = None
-    post_error: str | None = None
-    to_send = [a for a in result.alerts if a.state in ("firing", "resolved")]
     if post_alerts is None:
         post_alerts = _alertmanager_poster(generator_url)
-    if post_alerts is not None:
-        # An evaluation of the past (a backfill) would reach Alertmanager already expired.
-        if now() - at > 4 * max(RESEND_DELAY, interval):
-            log.info("evaluation time %s is in the past: alerts not posted to Alertmanager", at)
-        elif to_send:
-            try:
-                posted = post_alerts(to_send, at, interval)
-            except AlertmanagerError as e:
-                # The states are saved and every active alert is re-sent at the next
-                # evaluation; failing here would switch off the scaling downstream.
-                log.warning("alerts not posted, Alertmanager failed: %s", e)
-                post_error = str(e)
-        else:
-            posted = 0
+    posted, post_error = _post(result, at, post_alerts, now)
     return {
         "at": at,
         "firing": [a.to_xcom() for a in result.firing],
@@ -402,6 +496,32 @@ def evaluate_rules_for_sweep(
         "posted": posted,
         "post_error": post_error,
     }
+
+
+def _post(
+    result: EvaluationResult,
+    at: float,
+    post_alerts: Callable[[Sequence[EvaluatedAlert], float, float], Any] | None,
+    now: Callable[[], float],
+) -> tuple[int | None, str | None]:
+    """(alerts posted or None when not posted, the Alertmanager error if it failed)."""
+    interval = DEFAULT_GROUP_INTERVAL
+    to_send = [a for a in result.alerts if a.state in ("firing", "resolved")]
+    if post_alerts is None:
+        return None, None
+    # An evaluation of the past (a backfill) would reach Alertmanager already expired.
+    if now() - at > 4 * max(RESEND_DELAY, interval):
+        log.info("evaluation time %s is in the past: alerts not posted to Alertmanager", at)
+        return None, None
+    if not to_send:
+        return 0, None
+    try:
+        return post_alerts(to_send, at, interval), None
+    except AlertmanagerError as e:
+        # The states are saved and every active alert is re-sent at the next
+        # evaluation; failing here would switch off the scaling downstream.
+        log.warning("alerts not posted, Alertmanager failed: %s", e)
+        return None, str(e)
 
 
 def _alertmanager_poster(

@@ -411,7 +411,7 @@ def _parse_rule(
         ):
             for key, (text, tline) in source_map.items():
                 try:
-                    parsed[key] = parse_template(text)
+                    parsed[key] = parse_template(text, alertname=alert)
                 except TemplateError as e:
                     problem(tline, f"{what} {key!r}: template does not parse: {e}")
 

@@ -99,6 +99,21 @@ group_evaluations_table = sa.Table(
 )
 
 
+explanations_table = sa.Table(
+    "mlinfra_alert_explanations",
+    metadata,
+    sa.Column("file", sa.String(255), primary_key=True),
+    sa.Column("group", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.String(40), primary_key=True),
+    sa.Column("ts", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("alert", sa.String(255), nullable=False, index=True),
+    sa.Column("labels", sa.Text, nullable=False),
+    sa.Column("from_state", sa.String(16), nullable=False),
+    sa.Column("to_state", sa.String(16), nullable=False),
+    sa.Column("explanation", sa.Text, nullable=False),
+)
+
+
 class AlertStates(Protocol):
     """Where a group's alert states live between evaluations."""
 
@@ -118,6 +133,9 @@ class AlertStates(Protocol):
     ) -> None:
         """Record the group's states after evaluating at ``ts`` (replacing an earlier save at ``ts``)."""
 
+    def last_evaluation(self, file: str, group: str, *, before: float) -> float | None:
+        """Time of the group's latest evaluation strictly before ``before`` (None: never evaluated)."""
+
 
 @dataclass
 class MemoryAlertStates:
@@ -130,6 +148,10 @@ class MemoryAlertStates:
         history = self.snapshots.get((file, group), {})
         earlier = [t for t in history if t < before]
         return dict(history[max(earlier)]) if earlier else {}
+
+    def last_evaluation(self, file: str, group: str, *, before: float) -> float | None:
+        earlier = [t for t in self.snapshots.get((file, group), {}) if t < before]
+        return max(earlier) if earlier else None
 
     def save(
         self,
@@ -179,6 +201,30 @@ def _db_value(v: float) -> float | None:
     return None if math.isnan(v) else v
 
 
+def _save_explanations(
+    conn: sa.Connection, file: str, group: str, t_ms: int, transitions: Sequence[Transition]
+) -> None:
+    ex = explanations_table
+    conn.execute(sa.delete(ex).where(ex.c.file == file, ex.c.group == group, ex.c.ts == t_ms))
+    rows = [
+        {
+            "file": file,
+            "group": group,
+            "fingerprint": x.fingerprint,
+            "ts": t_ms,
+            "alert": x.alertname,
+            "labels": json.dumps(dict(sorted(x.labels.items()))),
+            "from_state": x.from_state,
+            "to_state": x.to_state,
+            "explanation": json.dumps(dict(x.explanation), sort_keys=True),
+        }
+        for x in transitions
+        if x.explanation is not None
+    ]
+    if rows:
+        conn.execute(sa.insert(ex), rows)
+
+
 class StoreAlertStates:
     """Alert states in the metrics store (see the module docstring for the backfill rules)."""
 
@@ -198,6 +244,16 @@ class StoreAlertStates:
             return {}
         alerts = [ActiveAlert.from_json(d) for d in json.loads(row[0])]
         return {a.fingerprint: a for a in alerts}
+
+    def last_evaluation(self, file: str, group: str, *, before: float) -> float | None:
+        t = group_evaluations_table
+        with self.store.begin() as conn:
+            latest = conn.execute(
+                sa.select(sa.func.max(t.c.ts)).where(
+                    t.c.file == file, t.c.group == group, t.c.ts < to_ms(before)
+                )
+            ).scalar()
+        return None if latest is None else latest / 1000.0
 
     def save(
         self,
@@ -227,6 +283,7 @@ class StoreAlertStates:
                 )
             )
             conn.execute(sa.delete(tr).where(tr.c.file == file, tr.c.group == group, tr.c.ts == t_ms))
+            _save_explanations(conn, file, group, t_ms, transitions)
             if transitions:
                 conn.execute(
                     sa.insert(tr),
@@ -348,6 +405,27 @@ class StoreAlertStates:
             ]
 
         return AlertHistory(before=convert(before), during=convert(during))
+
+    def explanations(self, alertname: str, *, at: float) -> list[dict[str, Any]]:
+        """Each label set's latest explained transition of ``alertname`` at or before ``at``."""
+        ex = explanations_table
+        with self.store.begin() as conn:
+            rows = [
+                dict(r)
+                for r in conn.execute(
+                    sa.select(ex)
+                    .where(ex.c.alert == alertname, ex.c.ts <= to_ms(at))
+                    .order_by(ex.c.ts.desc())
+                ).mappings()
+            ]
+        latest: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            if r["fingerprint"] not in latest:
+                r["labels"] = json.loads(r["labels"])
+                r["explanation"] = json.loads(r["explanation"])
+                r["ts"] = r["ts"] / 1000.0
+                latest[r["fingerprint"]] = r
+        return sorted(latest.values(), key=lambda r: sorted(r["labels"].items()))
 
     def prune(self, older_than: float) -> int:
         """Delete group snapshots before ``older_than`` except each group's latest (returns rows deleted)."""
