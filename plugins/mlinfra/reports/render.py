@@ -1,4 +1,4 @@
-"""A :class:`~mlinfra.reports.aggregate.Report` -> ``report.json``, ``report.csv``, ``report.html``.
+"""A :class:`~mlinfra.reports.report.Report` -> ``report.json``, ``report.csv``, ``report.html``.
 
     >>> files = render_all(report)            # {"report.json": b"...", "report.csv": ..., "report.html": ...}
     >>> json.loads(files["report.json"])["status"]
@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mlinfra.reports.aggregate import Report
+    from mlinfra.reports.report import Report
 
 JSON_NAME, CSV_NAME, HTML_NAME = "report.json", "report.csv", "report.html"
 CSV_COLUMNS = ("section", "entity", "metric", "value", "unit")
