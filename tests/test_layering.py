@@ -29,7 +29,6 @@ FUNCTION_ALLOWLIST: dict[str, str] = {
     "mlinfra.cli:main": _SPLIT,
     "mlinfra.deploy.flow:rollout_and_verify": _SPLIT,
     "mlinfra.operators.scale:execute": "TODO(issue 15, item 5): the policy moves to scaling/",
-    "mlinfra.reports.render:_csv_rows": _SPLIT,
     "mlinfra.rules.alerts:advance": _SPLIT,
     "mlinfra.rules.files:_parse_group": _SPLIT,
     "mlinfra.rules.files:_parse_rule": _SPLIT,
