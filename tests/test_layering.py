@@ -31,7 +31,6 @@ FUNCTION_ALLOWLIST: dict[str, str] = {
     "mlinfra.rules.files:_parse_rule": _SPLIT,
     "mlinfra.rules.promtool:expand_values": _SPLIT,
     "mlinfra.rules.promtool:_run_test_group": _SPLIT,
-    "mlinfra.ui.fleet:_model_view": _SPLIT,
 }
 # ``from <another package> import _private``: each a debt.
 PRIVATE_IMPORT_ALLOWLIST: dict[str, str] = {}
