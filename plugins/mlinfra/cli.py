@@ -339,6 +339,7 @@ def _store_schema(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
     from mlinfra import migrations
+    from mlinfra.store_engine import db_error_reason
 
     store = _store(args.store_url, must_exist=args.action == "current")
     try:
@@ -353,8 +354,7 @@ def _store_schema(args: argparse.Namespace) -> int:
             return 0
         at, head = migrations.current(store.engine), migrations.head()
     except sa.exc.DBAPIError as e:
-        reason = str(e.orig).strip().splitlines()[0] if e.orig is not None else str(e)
-        raise MlinfraError(f"metrics store {store.description}: {reason}") from e
+        raise MlinfraError(f"metrics store {store.description}: {db_error_reason(e)}") from e
     if at == head:
         print(f"{at} (head)")
     elif at is None:
