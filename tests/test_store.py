@@ -14,7 +14,8 @@ import sqlalchemy as sa
 
 from mlinfra.exceptions import StoreError
 from mlinfra.samples import Sample
-from mlinfra.store import LabelMatcher, MetricsStore, samples_table, series_table, url_from_connection
+from mlinfra.store import LabelMatcher, MetricsStore, samples_table, series_table
+from mlinfra.store_engine import url_from_connection
 
 T0 = 1_800_000_000.0  # a fixed logical time (2027-01-15)
 

@@ -26,7 +26,7 @@ import math
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,10 +47,25 @@ unless --store-url names another; each command first prints which one it uses.
 For make demo: source .demo/env.sh first."""
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from mlinfra.config import Fleet
+
+    # What ``add_subparsers`` returns (argparse names its class privately).
+    Subcommands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(_dispatch(args))
+    except MlinfraError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mlinfra`` argument parser: one sub-command (and its actions) per part of the project."""
     parser = argparse.ArgumentParser(
         prog="mlinfra",
         description=DESCRIPTION,
@@ -58,7 +73,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_fleet_commands(sub)
+    _add_sweep_command(sub)
+    _add_store_commands(sub)
+    _add_rules_commands(sub)
+    _add_query_command(sub)
+    _add_report_command(sub)
+    return parser
 
+
+def _add_fleet_commands(sub: Subcommands) -> None:
     fleet = sub.add_parser("fleet", help="fleet configuration").add_subparsers(dest="action", required=True)
     check = fleet.add_parser("check", help="validate a fleet file and print what it declares")
     check.add_argument("--file", help="fleet file (default: $MLINFRA_FLEET_FILE or include/fleet.yaml)")
@@ -71,12 +95,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="service account Airflow's workers and triggerer run as (repeat; default: the Helm chart's)",
     )
 
+
+def _add_sweep_command(sub: Subcommands) -> None:
     sweep = sub.add_parser("sweep", help="run the collectors once and write one sweep to the store")
     sweep.add_argument("--collectors", help="comma-separated subset (default: all)")
     sweep.add_argument("--store-url", help="SQLAlchemy URL instead of the mlinfra_store connection")
     sweep.add_argument("--no-export", action="store_true", help="do not push to the Pushgateway")
     sweep.add_argument("--json", action="store_true", help="print the summary as JSON")
 
+
+def _add_store_commands(sub: Subcommands) -> None:
     store = sub.add_parser("store", help="inspect and maintain the metrics store").add_subparsers(
         dest="action", required=True
     )
@@ -98,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     current = store.add_parser("current", help="print the store's schema revision and this mlinfra's head")
     current.add_argument("--store-url")
 
+
+def _add_rules_commands(sub: Subcommands) -> None:
     rules = sub.add_parser("rules", help="Prometheus rule files (like promtool)").add_subparsers(
         dest="action", required=True
     )
@@ -108,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_backtest_parser(rules)
     _add_alerts_parser(sub)
 
+
+def _add_query_command(sub: Subcommands) -> None:
     query = sub.add_parser(
         "query",
         help="evaluate a PromQL expression on the store (local engine)",
@@ -118,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     query.add_argument("--time", help="evaluation time: epoch seconds or RFC 3339 (default: now)")
     query.add_argument("--store-url")
 
+
+def _add_report_command(sub: Subcommands) -> None:
     report = sub.add_parser(
         "report",
         help="build one day's metrics report from the store",
@@ -130,13 +164,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     report.add_argument("--out", help="folder to write the files into (default: the reports base)")
     report.add_argument("--store-url")
-
-    args = parser.parse_args(argv)
-    try:
-        return int(_dispatch(args))
-    except MlinfraError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
 
 
 def _add_alerts_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -233,113 +260,114 @@ def _check_manifests(fleet: Fleet) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from mlinfra.config import load_fleet
-
     if args.command != "rules":  # rule files need no Airflow or store; their output matches promtool's
         _announce_airflow()
-    if args.command == "fleet" and args.action == "rbac":
-        from mlinfra.deploy.rbac import DEFAULT_SUBJECTS, render_rbac
+    handler = _HANDLERS.get((args.command, getattr(args, "action", None)))
+    if handler is None:  # argparse's required= makes this unreachable
+        raise AssertionError(f"unhandled command {args}")
+    return handler(args)
 
-        subjects: tuple[tuple[str, str], ...] = DEFAULT_SUBJECTS
-        if args.subject:
-            pairs = [tuple(s.split("/", 1)) for s in args.subject]
-            if any(len(p) != 2 or not all(p) for p in pairs):
-                print("error: --subject must be NAMESPACE/NAME", file=sys.stderr)
-                return 2
-            subjects = tuple((p[0], p[1]) for p in pairs)
-        sys.stdout.write(render_rbac(load_fleet(args.file), subjects=subjects))
-        return 0
 
-    if args.command == "fleet":
-        f = load_fleet(args.file)
-        print(f"{f.source}: {len(f.models)} models, rule engine {f.rules.engine}")
-        for m in f.models:
-            s = m.scaling
-            print(
-                f"  {m.name}: {m.kubernetes.conn_id}/{m.kubernetes.namespace}/{m.kubernetes.deployment} "
-                f"serving {m.serving.model_name} via {m.serving.conn_id}; "
-                f"replicas {s.min_replicas}..{s.max_replicas}; gpus {m.resources.gpus}; "
-                f"p99 <= {m.slo.p99_latency_ms:g} ms"
-            )
-        return _check_manifests(f)
+def _fleet_rbac(args: argparse.Namespace) -> int:
+    from mlinfra.config import load_fleet
+    from mlinfra.deploy.rbac import DEFAULT_SUBJECTS, render_rbac
 
-    if args.command == "sweep":
-        from mlinfra.export import push_from_connection
-        from mlinfra.sweep import COLLECTORS, collect_and_stage, write_sweep
-
-        names = args.collectors.split(",") if args.collectors else list(COLLECTORS)
-        unknown = sorted(set(names) - set(COLLECTORS))
-        if unknown:
-            print(f"error: unknown collectors {unknown}; known: {', '.join(COLLECTORS)}", file=sys.stderr)
+    subjects: tuple[tuple[str, str], ...] = DEFAULT_SUBJECTS
+    if args.subject:
+        pairs = [tuple(s.split("/", 1)) for s in args.subject]
+        if any(len(p) != 2 or not all(p) for p in pairs):
+            print("error: --subject must be NAMESPACE/NAME", file=sys.stderr)
             return 2
-        fleet, store = load_fleet(), _store(args.store_url, must_exist=False)
-        run_id, ts = f"cli__{uuid.uuid4().hex[:12]}", time.time()
-        summaries = [collect_and_stage(n, fleet=fleet, store=store, run_id=run_id, ts=ts) for n in names]
-        summary = write_sweep(
-            store=store,
-            run_id=run_id,
-            ts=ts,
-            summaries=summaries,
-            fleet=fleet,
-            expected=names,
-            export=(lambda _s: None) if args.no_export else push_from_connection,
-        )
-        if args.json:
-            print(json.dumps(summary, indent=2, sort_keys=True))
-        else:
-            print(f"sweep written to {store.description}: {summary['samples']} samples")
-            for name, s in summary["collectors"].items():
-                state = "up" if s["up"] else "DOWN"
-                extra = "; ".join(s.get("errors", []) + [f"skipped {x}" for x in s.get("skipped", [])])
-                print(f"  {name:<11} {state:<5} {s['samples']:>5} samples  {extra}")
-        return 0
+        subjects = tuple((p[0], p[1]) for p in pairs)
+    sys.stdout.write(render_rbac(load_fleet(args.file), subjects=subjects))
+    return 0
 
-    if args.command == "store" and args.action == "series":
-        store = _store(args.store_url)
-        now = time.time()
-        rows = store.query_range(args.name, (), now - _duration_option("--since", args.since), now)
-        for s, points in sorted(rows, key=lambda r: sorted(r[0].labels.items())):
-            t, v = points[-1]
-            labels = ",".join(f'{k}="{val}"' for k, val in sorted(s.labels.items()))
-            print(f"{s.name}{{{labels}}} {v:g}  at {rfc3339(t)} ({format_duration(round(now - t))} ago)")
-        if not rows:
-            print(f"no samples of {args.name} in the last {args.since} in {store.description}")
-        return 0
 
-    if args.command == "store" and args.action == "retention":
-        store = _store(args.store_url, must_exist=False)
-        keep = _duration_option("--keep", args.keep) if args.keep else load_fleet().store.retention
-        deleted, series = store.apply_retention(time.time() - keep)
+def _fleet_check(args: argparse.Namespace) -> int:
+    from mlinfra.config import load_fleet
+
+    f = load_fleet(args.file)
+    print(f"{f.source}: {len(f.models)} models, rule engine {f.rules.engine}")
+    for m in f.models:
+        s = m.scaling
         print(
-            f"deleted {deleted} samples and {series} empty series older than {format_duration(keep)} "
-            f"(before {rfc3339(time.time() - keep)})"
+            f"  {m.name}: {m.kubernetes.conn_id}/{m.kubernetes.namespace}/{m.kubernetes.deployment} "
+            f"serving {m.serving.model_name} via {m.serving.conn_id}; "
+            f"replicas {s.min_replicas}..{s.max_replicas}; gpus {m.resources.gpus}; "
+            f"p99 <= {m.slo.p99_latency_ms:g} ms"
         )
-        return 0
-    if args.command == "store" and args.action in ("upgrade", "current"):
-        return _store_schema(args)
-    if args.command == "rules" and args.action == "check":
-        from mlinfra.rules.promtool import check_rule_files
+    return _check_manifests(f)
 
-        return check_rule_files(args.files)
 
-    if args.command == "rules" and args.action == "test":
-        from mlinfra.rules.promtool import run_test_files
+def _sweep(args: argparse.Namespace) -> int:
+    from mlinfra.config import load_fleet
+    from mlinfra.export import push_from_connection
+    from mlinfra.sweep import COLLECTORS, collect_and_stage, write_sweep
 
-        return run_test_files(args.files)
+    names = args.collectors.split(",") if args.collectors else list(COLLECTORS)
+    unknown = sorted(set(names) - set(COLLECTORS))
+    if unknown:
+        print(f"error: unknown collectors {unknown}; known: {', '.join(COLLECTORS)}", file=sys.stderr)
+        return 2
+    fleet, store = load_fleet(), _store(args.store_url, must_exist=False)
+    run_id, ts = f"cli__{uuid.uuid4().hex[:12]}", time.time()
+    summaries = [collect_and_stage(n, fleet=fleet, store=store, run_id=run_id, ts=ts) for n in names]
+    summary = write_sweep(
+        store=store,
+        run_id=run_id,
+        ts=ts,
+        summaries=summaries,
+        fleet=fleet,
+        expected=names,
+        export=(lambda _s: None) if args.no_export else push_from_connection,
+    )
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        print(f"sweep written to {store.description}: {summary['samples']} samples")
+        for name, s in summary["collectors"].items():
+            state = "up" if s["up"] else "DOWN"
+            extra = "; ".join(s.get("errors", []) + [f"skipped {x}" for x in s.get("skipped", [])])
+            print(f"  {name:<11} {state:<5} {s['samples']:>5} samples  {extra}")
+    return 0
 
-    if args.command == "rules" and args.action == "backtest":
-        return _backtest(args)
-    if args.command == "alerts":
-        from mlinfra.rules.explain import print_explanations
-        from mlinfra.rules.state import StoreAlertStates
 
-        rows = StoreAlertStates(_store(args.store_url)).explanations(args.alertname, at=parse_time(args.at))
-        return print_explanations(args.alertname, rows, sys.stdout)
-    if args.command == "query":
-        return _query(args)
-    if args.command == "report":
-        return _report(args)
-    raise AssertionError(f"unhandled command {args}")  # argparse's required= makes this unreachable
+def _store_series(args: argparse.Namespace) -> int:
+    store = _store(args.store_url)
+    now = time.time()
+    rows = store.query_range(args.name, (), now - _duration_option("--since", args.since), now)
+    for s, points in sorted(rows, key=lambda r: sorted(r[0].labels.items())):
+        t, v = points[-1]
+        labels = ",".join(f'{k}="{val}"' for k, val in sorted(s.labels.items()))
+        print(f"{s.name}{{{labels}}} {v:g}  at {rfc3339(t)} ({format_duration(round(now - t))} ago)")
+    if not rows:
+        print(f"no samples of {args.name} in the last {args.since} in {store.description}")
+    return 0
+
+
+def _store_retention(args: argparse.Namespace) -> int:
+    from mlinfra.config import load_fleet
+
+    store = _store(args.store_url, must_exist=False)
+    keep = _duration_option("--keep", args.keep) if args.keep else load_fleet().store.retention
+    deleted, series = store.apply_retention(time.time() - keep)
+    print(
+        f"deleted {deleted} samples and {series} empty series older than {format_duration(keep)} "
+        f"(before {rfc3339(time.time() - keep)})"
+    )
+    return 0
+
+
+def _rules_check(args: argparse.Namespace) -> int:
+    from mlinfra.rules.promtool import check_rule_files
+
+    return check_rule_files(args.files)
+
+
+def _rules_test(args: argparse.Namespace) -> int:
+    from mlinfra.rules.promtool import run_test_files
+
+    return run_test_files(args.files)
 
 
 def _store_schema(args: argparse.Namespace) -> int:
@@ -347,6 +375,7 @@ def _store_schema(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
     from mlinfra import migrations
+    from mlinfra.store_engine import db_error_reason
 
     store = _store(args.store_url, must_exist=args.action == "current")
     try:
@@ -361,8 +390,7 @@ def _store_schema(args: argparse.Namespace) -> int:
             return 0
         at, head = migrations.current(store.engine), migrations.head()
     except sa.exc.DBAPIError as e:
-        reason = str(e.orig).strip().splitlines()[0] if e.orig is not None else str(e)
-        raise MlinfraError(f"metrics store {store.description}: {reason}") from e
+        raise MlinfraError(f"metrics store {store.description}: {db_error_reason(e)}") from e
     if at == head:
         print(f"{at} (head)")
     elif at is None:
@@ -489,3 +517,29 @@ def _report(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# (command, action) -> what runs it; commands without actions have action None.
+def _alerts_explain(args: argparse.Namespace) -> int:
+    from mlinfra.rules.explain import print_explanations
+    from mlinfra.rules.state import StoreAlertStates
+
+    rows = StoreAlertStates(_store(args.store_url)).explanations(args.alertname, at=parse_time(args.at))
+    return print_explanations(args.alertname, rows, sys.stdout)
+
+
+_HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace], int]] = {
+    ("fleet", "check"): _fleet_check,
+    ("fleet", "rbac"): _fleet_rbac,
+    ("sweep", None): _sweep,
+    ("store", "series"): _store_series,
+    ("store", "retention"): _store_retention,
+    ("store", "upgrade"): _store_schema,
+    ("store", "current"): _store_schema,
+    ("rules", "check"): _rules_check,
+    ("rules", "test"): _rules_test,
+    ("rules", "backtest"): _backtest,
+    ("alerts", "explain"): _alerts_explain,
+    ("query", None): _query,
+    ("report", None): _report,
+}

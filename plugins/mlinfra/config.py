@@ -9,6 +9,8 @@ problem with the file, the line, the field path and what would be accepted::
 
     include/fleet.yaml:41: models[1].scaling.max_replicas: must be >= min_replicas (2), got 1
 
+How each problem is located and worded is :mod:`mlinfra.config_messages`'s.
+
 The loader is cached by (path, mtime): DAG files may call it at parse time (a
 local file, validated once), and a long-running dag-processor still sees edits.
 """
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import reprlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 
+from mlinfra.config_messages import FieldError, describe_error, line_index, problem_line
 from mlinfra.deploy.schema import DEFAULT_KUBERNETES_VERSION, kubernetes_version_problem
 from mlinfra.durations import parse_duration
 from mlinfra.exceptions import FleetConfigError
@@ -199,7 +201,7 @@ class ServingTarget(_Strict):
     def _artifact_settings(self) -> ServingTarget:
         scheme = self.artifact.scheme
         if scheme in ("s3", "gs") and self.artifacts_conn_id is None:
-            raise _FieldError(
+            raise FieldError(
                 ("artifacts_conn_id",),
                 f"required with a model_base_path on {scheme}://: the Airflow connection the pre-flight "
                 "reads the bucket with (e.g. aws_default, google_cloud_default)",
@@ -211,7 +213,7 @@ class ServingTarget(_Strict):
                 ("credentials_secret", "TF Serving needs no object-store credentials"),
             ):
                 if getattr(self, field) is not None:
-                    raise _FieldError(
+                    raise FieldError(
                         (field,), f"only used with s3:// or gs:// model_base_path; with {where} {why}"
                     )
         return self
@@ -397,7 +399,7 @@ class Fleet(_Strict):
         seen: dict[str, int] = {}
         for i, m in enumerate(self.models):
             if m.name in seen:
-                raise _FieldError(
+                raise FieldError(
                     ("models", i, "name"), f"duplicate model name {m.name!r} (also models[{seen[m.name]}])"
                 )
             seen[m.name] = i
@@ -405,7 +407,7 @@ class Fleet(_Strict):
         for i, m in enumerate(self.models):
             key = (m.kubernetes.namespace, m.kubernetes.deployment)
             if key in deployments:
-                raise _FieldError(
+                raise FieldError(
                     ("models", i, "kubernetes", "deployment"),
                     f"deployment {key[0]}/{key[1]} is already used by models[{deployments[key]}]",
                 )
@@ -418,7 +420,7 @@ class Fleet(_Strict):
                 continue
             problem = _target_problem(self.rules.engine, target.expr)
             if problem:
-                raise _FieldError(("models", i, "scaling", "target", "expr"), problem)
+                raise FieldError(("models", i, "scaling", "target", "expr"), problem)
         return self
 
     def model(self, name: str) -> Model:
@@ -464,14 +466,6 @@ def _target_problem(engine: str, expr: str) -> str | None:
     except QueryError as e:
         return f"the {engine} engine cannot evaluate this expression: {e}"
     return None
-
-
-class _FieldError(ValueError):
-    """A cross-field error that knows which field it is about (pydantic cannot say)."""
-
-    def __init__(self, loc: tuple[str | int, ...], message: str):
-        self.loc = loc
-        super().__init__(message)
 
 
 # --------------------------------------------------------------------------- loading
@@ -530,19 +524,13 @@ def parse_fleet(
         raise FleetConfigError(
             name, [f"must be a mapping with 'models' and 'cost', got {type(data).__name__}"]
         )
-    lines = _line_index(node)
+    lines = line_index(node)
     try:
         fleet = Fleet.model_validate(data, context={"check_expressions": check_expressions})
     except ValidationError as e:
-        problems = [_describe(err, lines) for err in e.errors()]
-        raise FleetConfigError(name, sorted(problems, key=_line_of)) from None
+        problems = [describe_error(err, lines, Fleet) for err in e.errors()]
+        raise FleetConfigError(name, sorted(problems, key=problem_line)) from None
     return fleet.model_copy(update={"source": Path(source)})
-
-
-def _line_of(problem: str) -> int:
-    """Sort key: problems read top to bottom, as in the file."""
-    head = problem.split(":", 1)[0]
-    return int(head[5:]) if head.startswith("line ") and head[5:].isdigit() else 0
 
 
 def _display_path(source: str | os.PathLike[str]) -> str:
@@ -551,96 +539,3 @@ def _display_path(source: str | os.PathLike[str]) -> str:
         return str(p.resolve().relative_to(PROJECT_ROOT))
     except ValueError:
         return str(p)
-
-
-def _path_text(loc: tuple[str | int, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _located(loc: tuple[str | int, ...], message: str, lines: dict[tuple[str | int, ...], int]) -> str:
-    # The nearest enclosing node that has a line: a missing field points at its parent.
-    for n in range(len(loc), -1, -1):
-        if loc[:n] in lines:
-            return f"line {lines[loc[:n]]}: {_path_text(loc)}: {message}"
-    return f"{_path_text(loc)}: {message}"
-
-
-def _describe(err: Any, lines: dict[tuple[str | int, ...], int]) -> str:
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    kind, ctx, got = err["type"], err.get("ctx") or {}, err.get("input")
-    if kind == "missing":
-        msg = "required field is missing"
-    elif kind == "extra_forbidden":
-        parent = _model_at(loc[:-1])
-        accepted = ", ".join(parent.model_fields) if parent else "see the documentation"
-        msg = f"unknown field; accepted here: {accepted}"
-    elif kind == "string_pattern_mismatch":
-        msg = f"got {_short_repr(got)}, which does not match {ctx.get('pattern')}"
-    elif kind == "literal_error":
-        msg = f"must be one of {ctx.get('expected')}, got {_short_repr(got)}"
-    elif kind == "value_error":
-        error = ctx.get("error")
-        if isinstance(error, _FieldError):  # a cross-field check that knows its field
-            loc = (*loc, *error.loc)
-        msg = str(error) if error is not None else err["msg"]
-    else:
-        msg = f"{err['msg'][0].lower()}{err['msg'][1:]}, got {_short_repr(got)}"
-    return _located(loc, msg, lines)
-
-
-def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
-    cls: Any = Fleet
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = cls.model_fields.get(part)
-        if field is None:
-            return None
-        ann = field.annotation
-        args = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
-        cls = args[0] if args else ann
-        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
-            return None
-    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
-
-
-def _line_index(node: yaml.Node | None) -> dict[tuple[str | int, ...], int]:
-    """Field path -> 1-based line in the YAML text, from the composed node tree.
-
-    Each node is walked once: an alias is the same node object as its anchor, so
-    following every alias path would take exponential time on a few hundred bytes
-    of nested aliases (and never end on a recursive one). Paths under a repeated
-    node have no line of their own; errors there point at the alias's line.
-    """
-    out: dict[tuple[str | int, ...], int] = {}
-    seen: set[int] = set()
-    stack: list[tuple[yaml.Node, tuple[str | int, ...]]] = [(node, ())] if node is not None else []
-    while stack:
-        n, path = stack.pop()
-        out.setdefault(path, n.start_mark.line + 1)
-        if id(n) in seen:
-            continue
-        seen.add(id(n))
-        # Children pushed in reverse: walked in document order, a shared node gets the
-        # lines of its first (anchored) occurrence, and an alias points at its own line.
-        if isinstance(n, yaml.MappingNode):
-            for key, value in reversed(n.value):
-                k = key.value
-                out[(*path, k)] = key.start_mark.line + 1
-                stack.append((value, (*path, k)))
-        elif isinstance(n, yaml.SequenceNode):
-            for i in reversed(range(len(n.value))):
-                stack.append((n.value[i], (*path, i)))
-    return out
-
-
-# Error messages quote the offending value; an alias bomb's value would print as megabytes.
-_SHORT = reprlib.Repr()
-_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 80, 80
-
-
-def _short_repr(value: Any) -> str:
-    return _SHORT.repr(value)

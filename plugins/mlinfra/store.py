@@ -22,6 +22,8 @@ The interface is small on purpose:
   :meth:`sweeps`;
 * housekeeping: :meth:`apply_retention`.
 
+Which database, and the engine that reaches it, is :mod:`mlinfra.store_engine`'s.
+
 Later features add their own tables to :data:`metadata` (alerts, scale events,
 deployments, reports), each defined once by the module that writes it and read
 through that module's queries, and keep to the same rules: one transaction per
@@ -35,13 +37,11 @@ import hashlib
 import json
 import logging
 import math
-import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -50,6 +50,13 @@ from sqlalchemy.engine import Connection, Engine
 from mlinfra.exceptions import StoreConflict, StoreError
 from mlinfra.label_regex import compile_label_regex
 from mlinfra.samples import Sample, canonical_labels, dumps_samples, loads_samples
+from mlinfra.store_engine import (
+    db_error_reason,
+    default_sqlite_path,
+    dialect_insert,
+    engine_for,
+    url_from_connection,
+)
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +188,7 @@ class MetricsStore:
 
     @classmethod
     def from_url(cls, url: str | sa.URL, *, description: str | None = None) -> MetricsStore:
-        return cls(_engine(url), description=description)
+        return cls(engine_for(url), description=description)
 
     @classmethod
     def from_connection(cls, conn_id: str = DEFAULT_CONN_ID) -> MetricsStore:
@@ -214,11 +221,13 @@ class MetricsStore:
             try:
                 ensure_current(self.engine)
             except (sa.exc.OperationalError, sa.exc.InterfaceError) as e:
-                raise StoreError(f"metrics store {self.description} is unreachable: {_reason(e)}") from e
+                raise StoreError(
+                    f"metrics store {self.description} is unreachable: {db_error_reason(e)}"
+                ) from e
             except sa.exc.DBAPIError as e:
                 raise StoreError(
                     f"metrics store {self.description}: cannot bring its schema up to date "
-                    f"(mlinfra store upgrade): {_reason(e)}"
+                    f"(mlinfra store upgrade): {db_error_reason(e)}"
                 ) from e
             self._schema_ready = True
 
@@ -230,16 +239,16 @@ class MetricsStore:
             with self.engine.begin() as conn:
                 yield conn
         except sa.exc.OperationalError as e:
-            raise StoreError(f"metrics store {self.description}: {_reason(e)}") from e
+            raise StoreError(f"metrics store {self.description}: {db_error_reason(e)}") from e
         except sa.exc.IntegrityError as e:
             # A write racing another one (retention deleting a series this write was about
             # to use): the transaction is rolled back, and the task can simply run again.
             raise StoreConflict(
-                f"metrics store {self.description}: a concurrent write conflicted ({_reason(e)}); "
+                f"metrics store {self.description}: a concurrent write conflicted ({db_error_reason(e)}); "
                 "nothing was written, retry"
             ) from e
         except sa.exc.DBAPIError as e:
-            raise StoreError(f"metrics store {self.description}: {_reason(e)}") from e
+            raise StoreError(f"metrics store {self.description}: {db_error_reason(e)}") from e
 
     # ------------------------------------------------------------------ writes
 
@@ -551,105 +560,6 @@ class MetricsStore:
         return n_samples, n_series
 
 
-# ---------------------------------------------------------------------- engines and URLs
-
-_engines: dict[str, Engine] = {}
-_engines_lock = threading.Lock()
-
-
-def _engine(url: str | sa.URL) -> Engine:
-    """One engine per URL per process (pools are meant to be shared)."""
-    key = url if isinstance(url, str) else url.render_as_string(hide_password=False)
-    with _engines_lock:
-        engine = _engines.get(key)
-        if engine is None:
-            engine = _engines[key] = _create_engine(sa.make_url(url))
-        return engine
-
-
-def _create_engine(url: sa.URL) -> Engine:
-    if url.get_backend_name() == "sqlite":
-        database = url.database or ""
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        busy = _busy_timeout()
-        engine = sa.create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": busy},
-            # One connection for :memory: so every caller sees the same database.
-            poolclass=sa.pool.StaticPool if database in ("", ":memory:") else None,
-        )
-
-        @sa.event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            # WAL: readers (reports, the UI) never block the sweep's writer, and vice versa.
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute(f"PRAGMA busy_timeout={round(busy * 1000)}")
-            cur.close()
-
-        return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
-
-
-BUSY_TIMEOUT_ENV = "MLINFRA_STORE_BUSY_TIMEOUT"
-
-
-def _busy_timeout() -> float:
-    """Seconds a SQLite write waits for another writer's lock (``$MLINFRA_STORE_BUSY_TIMEOUT``, 30)."""
-    raw = os.environ.get(BUSY_TIMEOUT_ENV, "")
-    try:
-        value = float(raw) if raw else 30.0
-    except ValueError:
-        raise StoreError(f"{BUSY_TIMEOUT_ENV}={raw!r}: must be a number of seconds") from None
-    if not math.isfinite(value) or value <= 0:
-        raise StoreError(f"{BUSY_TIMEOUT_ENV}={raw!r}: must be a finite number of seconds > 0")
-    return value
-
-
-def default_sqlite_path() -> Path:
-    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-    return Path(home) / "mlinfra" / "store.db"
-
-
-def url_from_connection(conn: Any) -> sa.URL:
-    """An Airflow connection -> SQLAlchemy URL (postgres/postgresql or sqlite types)."""
-    extra = conn.extra_dejson if getattr(conn, "extra", None) else {}
-    if extra.get("sqlalchemy_url"):
-        return sa.make_url(extra["sqlalchemy_url"])
-    conn_type = (conn.conn_type or "").lower()
-    if conn_type in ("postgres", "postgresql"):
-        return sa.URL.create(
-            "postgresql+psycopg2",
-            username=conn.login or None,
-            password=conn.password or None,
-            host=conn.host or None,
-            port=conn.port or None,
-            database=conn.schema or None,
-            query={
-                k: str(v) for k, v in extra.items() if k in ("sslmode", "sslrootcert", "sslcert", "sslkey")
-            },
-        )
-    if conn_type == "sqlite":
-        return sa.URL.create("sqlite", database=conn.host or str(default_sqlite_path()))
-    raise StoreError(
-        f"connection {conn.conn_id!r} has type {conn.conn_type!r}; the metrics store accepts "
-        "postgres, sqlite, or any type with extra {'sqlalchemy_url': ...}"
-    )
-
-
-def dialect_insert(conn: Connection) -> Any:
-    """The dialect's INSERT, which has ON CONFLICT on both SQLite and PostgreSQL."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    dialects: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
-    if conn.dialect.name not in dialects:  # pragma: no cover - refused at connection time
-        raise StoreError(f"unsupported database {conn.dialect.name!r}: use PostgreSQL or SQLite")
-    return dialects[conn.dialect.name]
-
-
 def _db_value(v: float) -> float | None:
     return None if math.isnan(v) else v
 
@@ -657,7 +567,3 @@ def _db_value(v: float) -> float | None:
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-def _reason(e: sa.exc.DBAPIError) -> str:
-    return str(e.orig).strip().splitlines()[0] if e.orig is not None else str(e)

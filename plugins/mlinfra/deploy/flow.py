@@ -55,6 +55,85 @@ def rollout_and_verify(
     record_extra: Any = None,
 ) -> ApplyManifestsOperator:
     """Wire apply -> waits -> smoke -> promote | rollback -> collect_configs -> finish; returns apply."""
+    apply = _apply(plan, objects, record_extra)
+    wait_rollout = _wait_rollout(plan, settings)
+    wait_model = _wait_model(plan, settings)
+    smoke_test = _smoke_test(plan)
+    rollback = _rollback(settings, auto_rollback)
+    promoted = _promote_task()(plan)
+    cleaned = _collect_configs_task(settings, plan_task_id)()
+    done = _finish_task()()
+
+    apply >> wait_rollout >> wait_model >> smoke_test >> promoted >> cleaned >> done
+    [apply, wait_rollout, wait_model, smoke_test] >> rollback >> cleaned
+    return apply
+
+
+def _apply(plan: Any, objects: Any, record_extra: Any) -> ApplyManifestsOperator:
+    return ApplyManifestsOperator(
+        task_id="apply",
+        manifests=objects,
+        kubernetes_conn_id=plan["kubernetes_conn_id"],
+        # Rendered as native objects: `tojson` keeps a run id that looks like a number a string.
+        deploy_run_id="{{ run_id | tojson }}",
+        record_extra=record_extra,
+        execution_timeout=timedelta(minutes=5),
+    )
+
+
+def _wait_rollout(plan: Any, settings: DeploySettings) -> DeploymentRolloutSensor:
+    return DeploymentRolloutSensor(
+        task_id="wait_rollout",
+        namespace=plan["namespace"],
+        deployment=plan["deployment"],
+        kubernetes_conn_id=plan["kubernetes_conn_id"],
+        min_generation="{{ ti.xcom_pull(task_ids='apply')['generation'] }}",
+        timeout=settings.rollout_timeout,
+        poll_interval=settings.poll_interval,
+    )
+
+
+def _wait_model(plan: Any, settings: DeploySettings) -> TFServingModelVersionSensor:
+    return TFServingModelVersionSensor(
+        task_id="wait_model",
+        tf_serving_conn_id=plan["serving_conn_id"],
+        model_name=plan["model_name"],
+        version=plan["version"],
+        default_grpc_target=plan["grpc_target"],
+        default_rest_url=plan["rest_url"],
+        timeout=settings.model_timeout,
+        poll_interval=settings.poll_interval,
+    )
+
+
+def _smoke_test(plan: Any) -> TFServingSmokeTestOperator:
+    return TFServingSmokeTestOperator(
+        task_id="smoke_test",
+        model=plan["model"],
+        version=plan["version"],
+        run_smoke=plan["run_smoke"],
+        # A smoke test that failed must not pass on a second try.
+        execution_timeout=timedelta(minutes=10),
+    )
+
+
+def _rollback(settings: DeploySettings, auto_rollback: bool | str) -> ModelRollbackOperator:
+    # Templates, not XCom arguments: the rollback also runs when earlier tasks failed.
+    # `tojson`: a model name that looks like a number ("2024", "1e5") stays a string.
+    return ModelRollbackOperator(
+        task_id="rollback",
+        model="{{ params.model | tojson }}",
+        deploy_run_id="{{ run_id | tojson }}",
+        auto_rollback=auto_rollback,
+        trigger_rule="one_failed",
+        rollout_timeout=settings.rollout_timeout,
+        model_timeout=settings.model_timeout,
+        poll_interval=settings.poll_interval,
+    )
+
+
+def _promote_task() -> Any:
+    """The ``promote`` task: record the success and announce the model's asset."""
 
     @task(trigger_rule="none_failed", outlets=[MODEL_DEPLOYS], execution_timeout=timedelta(minutes=2))
     def promote(plan: dict[str, Any]) -> dict[str, Any]:
@@ -70,9 +149,17 @@ def rollout_and_verify(
         )
         return {"model": plan["model"], "version": plan["version"], "image": plan["image"]}
 
-    # Once the rollout settled either way: delete the versions' ConfigMaps no kept ReplicaSet
-    # mounts. Best effort: a failure here never changes the deploy's outcome (the next run
-    # collects them).
+    return promote
+
+
+def _collect_configs_task(settings: DeploySettings, plan_task_id: str) -> Any:
+    """The ``collect_configs`` task.
+
+    Once the rollout settled either way: delete the versions' ConfigMaps no kept
+    ReplicaSet mounts. Best effort: a failure here never changes the deploy's outcome
+    (the next run collects them).
+    """
+
     @task(trigger_rule="all_done", execution_timeout=timedelta(minutes=2))
     def collect_configs() -> dict[str, Any]:
         from mlinfra.deploy.steps import collect_configs as collect
@@ -80,6 +167,12 @@ def rollout_and_verify(
         # Pulled, not passed: this also runs when the first task failed (no plan then).
         plan = get_current_context()["ti"].xcom_pull(task_ids=plan_task_id)
         return collect(plan or {}, min_age=settings.config_gc_min_age)
+
+    return collect_configs
+
+
+def _finish_task() -> Any:
+    """The ``finish`` task: close the deploy's record; a failed deploy fails the run, without retry."""
 
     @task(trigger_rule="all_done", execution_timeout=timedelta(minutes=2))
     def finish() -> dict[str, Any]:
@@ -94,58 +187,4 @@ def rollout_and_verify(
         except DeployFailed as e:
             raise fail_without_retry(e) from e
 
-    apply = ApplyManifestsOperator(
-        task_id="apply",
-        manifests=objects,
-        kubernetes_conn_id=plan["kubernetes_conn_id"],
-        # Rendered as native objects: `tojson` keeps a run id that looks like a number a string.
-        deploy_run_id="{{ run_id | tojson }}",
-        record_extra=record_extra,
-        execution_timeout=timedelta(minutes=5),
-    )
-    wait_rollout = DeploymentRolloutSensor(
-        task_id="wait_rollout",
-        namespace=plan["namespace"],
-        deployment=plan["deployment"],
-        kubernetes_conn_id=plan["kubernetes_conn_id"],
-        min_generation="{{ ti.xcom_pull(task_ids='apply')['generation'] }}",
-        timeout=settings.rollout_timeout,
-        poll_interval=settings.poll_interval,
-    )
-    wait_model = TFServingModelVersionSensor(
-        task_id="wait_model",
-        tf_serving_conn_id=plan["serving_conn_id"],
-        model_name=plan["model_name"],
-        version=plan["version"],
-        default_grpc_target=plan["grpc_target"],
-        default_rest_url=plan["rest_url"],
-        timeout=settings.model_timeout,
-        poll_interval=settings.poll_interval,
-    )
-    smoke_test = TFServingSmokeTestOperator(
-        task_id="smoke_test",
-        model=plan["model"],
-        version=plan["version"],
-        run_smoke=plan["run_smoke"],
-        # A smoke test that failed must not pass on a second try.
-        execution_timeout=timedelta(minutes=10),
-    )
-    # Templates, not XCom arguments: the rollback also runs when earlier tasks failed.
-    # `tojson`: a model name that looks like a number ("2024", "1e5") stays a string.
-    rollback = ModelRollbackOperator(
-        task_id="rollback",
-        model="{{ params.model | tojson }}",
-        deploy_run_id="{{ run_id | tojson }}",
-        auto_rollback=auto_rollback,
-        trigger_rule="one_failed",
-        rollout_timeout=settings.rollout_timeout,
-        model_timeout=settings.model_timeout,
-        poll_interval=settings.poll_interval,
-    )
-    promoted = promote(plan)
-    cleaned = collect_configs()
-    done = finish()
-
-    apply >> wait_rollout >> wait_model >> smoke_test >> promoted >> cleaned >> done
-    [apply, wait_rollout, wait_model, smoke_test] >> rollback >> cleaned
-    return apply
+    return finish

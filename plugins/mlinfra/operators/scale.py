@@ -210,25 +210,9 @@ class ScaleDeploymentOperator(BaseOperator):
         where = f"{self.namespace}/{self.deployment}"
         client = self.client
         try:
-            refused = ownership_verdict(
-                request, where=where, owner=client.owners(self.namespace).get(self.deployment)
-            )
-            if refused is not None:
-                self._record(context, refused.outcome, before=refused.before, message=refused.message)
-                if refused.refuse:
-                    raise fail_without_retry(ScaleFailed(f"{refused.message}; {refused.hint}"))
-                self.log.warning("%s", refused.message)
-                return self._result(refused.outcome, refused.before, refused.message)
-            hold = (
-                self.records.active_holds([self.model], at=time.time()).get(self.model)
-                if request.trigger != "manual"
-                else None
-            )
-            held = hold_verdict(request, where=where, hold=hold)
-            if held is not None:
-                self._record(context, held.outcome, before=held.before, message=held.message)
-                self.log.warning("%s", held.message)
-                return self._result(held.outcome, held.before, held.message)
+            settled = self._owned_or_held(context, request, where)
+            if settled is not None:
+                return settled
             live = int(
                 (client.read_scale(self.namespace, self.deployment).get("spec") or {}).get("replicas", 0)
             )
@@ -257,6 +241,40 @@ class ScaleDeploymentOperator(BaseOperator):
             self._record(context, "failed", before=request.from_replicas, message=str(e))
             raise
 
+        return self._finish_or_defer(context, deployment, pods, before, where)
+
+    def _owned_or_held(self, context: Any, request: ScaleRequest, where: str) -> dict[str, Any] | None:
+        """The result when another controller owns the Deployment or a manual hold keeps it; else None."""
+        refused = ownership_verdict(
+            request, where=where, owner=self.client.owners(self.namespace).get(self.deployment)
+        )
+        if refused is not None:
+            self._record(context, refused.outcome, before=refused.before, message=refused.message)
+            if refused.refuse:
+                raise fail_without_retry(ScaleFailed(f"{refused.message}; {refused.hint}"))
+            self.log.warning("%s", refused.message)
+            return self._result(refused.outcome, refused.before, refused.message)
+        hold = (
+            self.records.active_holds([self.model], at=time.time()).get(self.model)
+            if request.trigger != "manual"
+            else None
+        )
+        held = hold_verdict(request, where=where, hold=hold)
+        if held is not None:
+            self._record(context, held.outcome, before=held.before, message=held.message)
+            self.log.warning("%s", held.message)
+            return self._result(held.outcome, held.before, held.message)
+        return None
+
+    def _finish_or_defer(
+        self,
+        context: Any,
+        deployment: dict[str, Any],
+        pods: list[dict[str, Any]],
+        before: int | None,
+        where: str,
+    ) -> dict[str, Any] | None:
+        """Done when the rollout already settled; otherwise wait for it in the triggerer."""
         from mlinfra.scaling.progress import evaluate_scale
 
         generation = int((deployment.get("metadata") or {}).get("generation") or 0)

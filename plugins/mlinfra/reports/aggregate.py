@@ -19,6 +19,10 @@ Each sweep stands for one ``step`` (5 minutes, the sweep's schedule): hours of
 throttling, energy, GPU- and CPU-hours are sums over the sweeps found. Sweeps that
 are missing are listed as gaps in :class:`Completeness` and are *not* filled in:
 a day with gaps reports what was seen and says what was not.
+
+The sections are computed by :mod:`mlinfra.reports.model_figures` and
+:mod:`mlinfra.reports.gpu_figures` (hosts, alerts and cost here); the
+:class:`~mlinfra.reports.report.Report` they fill is :mod:`mlinfra.reports.report`'s.
 """
 
 from __future__ import annotations
@@ -28,27 +32,25 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from mlinfra.deploy.records import DeploymentRecords
-from mlinfra.promql.gonum import parse_le
-from mlinfra.reports.figures import (
-    Point,
-    counter_deltas,
-    cpu_quantity,
-    finite,
-    histogram_quantile,
-    maximum,
-    mean,
-    minimum,
-    missing_ranges,
-    percentile,
+from mlinfra.reports.figures import finite, maximum, mean, missing_ranges, percentile
+from mlinfra.reports.gpu_figures import gpu_figures
+from mlinfra.reports.model_figures import model_figures
+from mlinfra.reports.report import (
+    AlertFigures,
+    Completeness,
+    CostFigures,
+    Gap,
+    HostFigures,
+    ModelFigures,
+    Report,
+    finite_or_none,
+    iso,
 )
+from mlinfra.reports.series_reads import read_series
 from mlinfra.rules.state import AlertHistory, AlertTransition, StoreAlertStates
-from mlinfra.samples import canonical_labels
-from mlinfra.scaling.records import ScaleEvent, ScaleRecords
 from mlinfra.settings import SWEEP_INTERVAL
 from mlinfra.store import LabelMatcher, MetricsStore
 
@@ -57,230 +59,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 DEFAULT_STEP = SWEEP_INTERVAL  # one point per sweep
 TOP_LABEL_SETS = 5
-# Clock event reasons that mean "slowed down" (NVML also reports idle, application
-# clock settings, sync boost and display clocks, which are not throttling).
-THROTTLE_REASONS = frozenset(
-    {"sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake"}
-)
-
-# Scale event outcomes (mlinfra.scaling.records) for which the replica count did change;
-# events without an outcome (older rows) count as applied unless they are dry runs.
-APPLIED_SCALE_OUTCOMES = frozenset({"patched", "available", "timeout"})
-
-REQUEST_COUNT = ":tensorflow:serving:request_count"
-REQUEST_LATENCY_BUCKET = ":tensorflow:serving:request_latency_bucket"
-
-
-# ---------------------------------------------------------------------- the report
-
-
-@dataclass(frozen=True, slots=True)
-class ModelFigures:
-    name: str
-    in_fleet: bool
-    requests: float
-    errors: float
-    error_rate: float | None
-    latency_p50_ms: float | None
-    latency_p95_ms: float | None
-    latency_p99_ms: float | None
-    slo_p99_latency_ms: float | None
-    availability: float | None
-    availability_sweeps: int
-    replicas_min: float | None
-    replicas_avg: float | None
-    replicas_max: float | None
-    gpu_hours: float | None
-    cpu_hours: float | None
-    cost: float | None
-    cost_per_1000_predictions: float | None
-    deployments: list[dict[str, Any]] = field(default_factory=list)
-    deployment_outcomes: dict[str, int] = field(default_factory=dict)
-    scale_events: list[dict[str, Any]] = field(default_factory=list)
-    scale_ups: int = 0
-    scale_downs: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class GPUFigures:
-    host: str
-    gpu_id: str
-    name: str | None
-    uuid: str | None
-    samples: int
-    down_sweeps: int
-    utilization_avg: float | None
-    utilization_p95: float | None
-    utilization_max: float | None
-    memory_peak_bytes: float | None
-    memory_total_bytes: float | None
-    temperature_max_celsius: float | None
-    throttle_seconds: float
-    clock_event_seconds: dict[str, float]
-    power_avg_watts: float | None
-    energy_wh: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class HostFigures:
-    host: str
-    samples: int
-    cpu_avg_percent: float | None
-    cpu_p95_percent: float | None
-    memory_peak_percent: float | None
-    memory_peak_bytes: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class AlertFigures:
-    alert: str
-    fired: int
-    firing_seconds: float
-    any_firing_seconds: float
-    top_label_sets: list[dict[str, Any]]
-
-
-@dataclass(frozen=True, slots=True)
-class CostFigures:
-    currency: str
-    gpu_hour_price: float
-    cpu_hour_price: float
-    gpu_hours: float  # charged: per sweep, the larger of GPUs allocated and GPUs metered
-    cpu_hours: float
-    gpu_hours_allocated: float  # GPUs requested by the serving pods (pods x resources.gpus)
-    gpu_hours_metered: float  # GPUs the GPU collector saw up (the report's GPU table)
-    gpu_hours_source: str  # "allocated" | "metered" | "none"
-    gpu_cost: float
-    cpu_cost: float
-    total: float
-    requests: float
-    cost_per_1000_predictions: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class Gap:
-    start: float
-    end: float
-    missing_sweeps: int
-
-
-@dataclass(frozen=True, slots=True)
-class Completeness:
-    step_seconds: float
-    sweeps_expected: int
-    sweeps_found: int
-    coverage: float
-    gaps: list[Gap]
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    """Every figure of one interval; :meth:`to_dict` is what ``report.json`` holds."""
-
-    start: float
-    end: float
-    status: str  # complete | partial | empty
-    message: str
-    completeness: Completeness
-    models: list[ModelFigures]
-    gpus: list[GPUFigures]
-    hosts: list[HostFigures]
-    alerts: list[AlertFigures]
-    cost: CostFigures
-    timeseries: dict[str, Any]
-
-    @property
-    def folder_name(self) -> str:
-        """``2026-11-20`` for a day that starts at midnight UTC, else ``<start>--<end>``."""
-        s, e = datetime.fromtimestamp(self.start, UTC), datetime.fromtimestamp(self.end, UTC)
-        if s.time() == datetime.min.time() and self.end - self.start == 86400:
-            return s.strftime("%Y-%m-%d")
-        return f"{s:%Y-%m-%dT%H%M%SZ}--{e:%Y-%m-%dT%H%M%SZ}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-safe data: times as ISO 8601 UTC, NaN/inf as ``None``, floats to 10 digits."""
-        data = asdict(self)
-        data["schema_version"] = SCHEMA_VERSION
-        data["interval"] = {
-            "start": iso(self.start),
-            "end": iso(self.end),
-            "seconds": self.end - self.start,
-        }
-        del data["start"], data["end"]
-        for gap in data["completeness"]["gaps"]:
-            gap["start"], gap["end"] = iso(gap["start"]), iso(gap["end"])
-        return clean(data)
-
-    def summary(self) -> dict[str, Any]:
-        """The headline figures kept in the store's ``mlinfra_reports`` row."""
-        return clean(
-            {
-                "status": self.status,
-                "message": self.message,
-                "sweeps_expected": self.completeness.sweeps_expected,
-                "sweeps_found": self.completeness.sweeps_found,
-                "gaps": len(self.completeness.gaps),
-                "requests": self.cost.requests,
-                "cost": self.cost.total,
-                "currency": self.cost.currency,
-                "cost_per_1000_predictions": self.cost.cost_per_1000_predictions,
-                "alerts_fired": sum(a.fired for a in self.alerts),
-                "deployments": sum(len(m.deployments) for m in self.models),
-                "scale_events": sum(len(m.scale_events) for m in self.models),
-            }
-        )
-
-
-def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
-
-
-def clean(value: Any) -> Any:
-    """Recursively: non-finite floats -> None, floats to 10 significant digits (stable JSON)."""
-    if isinstance(value, float):
-        return float(f"{value:.10g}") if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean(v) for v in value]
-    return value
-
-
-def _opt(v: float) -> float | None:
-    return v if math.isfinite(v) else None
-
-
-# ---------------------------------------------------------------------- reading the store
-
-
-Labelled = tuple[dict[str, str], list[Point]]
-
-
-def _read(
-    store: MetricsStore,
-    name: str,
-    start: float,
-    end: float,
-    matchers: Iterable[LabelMatcher] = (),
-) -> list[Labelled]:
-    """Series of ``name`` with their points in ``[start, end)``, in a stable order (by labels)."""
-    found = store.query_range(name, matchers, start, end - 0.001)
-    return sorted(((s.labels, pts) for s, pts in found), key=lambda x: canonical_labels(x[0]))
-
-
-def _counter_read(
-    store: MetricsStore, name: str, start: float, end: float, step: float
-) -> list[tuple[dict[str, str], list[Point]]]:
-    """Per series, its increases stamped with the later sample, for later samples in ``[start, end)``."""
-    out = []
-    for labels, pts in _read(store, name, start - step, end):
-        before = [p for p in pts if p[0] < start]
-        window = [p for p in pts if p[0] >= start]
-        out.append((labels, counter_deltas(window, baseline=before[-1] if before else None)))
-    return out
 
 
 # ---------------------------------------------------------------------- building
@@ -306,8 +86,8 @@ def build_report(
 
     sweeps = store.sweeps(t0, t1)
     completeness = _completeness(t0, t1, step, [s.ts for s in sweeps])
-    models, model_series, allocated_by_t = _models(store, fleet, t0, t1, step)
-    gpus, gpu_series, seen_by_t = _gpus(store, t0, t1, step)
+    models, model_series, allocated_by_t = model_figures(store, fleet, t0, t1, step)
+    gpus, gpu_series, seen_by_t = gpu_figures(store, t0, t1, step)
     hosts = _hosts(store, t0, t1)
     alerts, alert_periods = _alerts(StoreAlertStates(store).transition_history(t0, t1), t0, t1)
     cost = _cost(fleet, models, allocated_by_t, seen_by_t, step)
@@ -356,286 +136,28 @@ def _completeness(start: float, end: float, step: float, found: Sequence[float])
     )
 
 
-def _hour_index(t: float, start: float) -> int:
-    # A delta stamped at 01:00 counts what happened 00:55-01:00: hour 0.
-    return max(0, math.ceil((t - start) / 3600 - 1e-9) - 1)
-
-
-def _models(
-    store: MetricsStore, fleet: Fleet, start: float, end: float, step: float
-) -> tuple[list[ModelFigures], dict[str, Any], dict[float, float]]:
-    """Per-model figures, their time series, and the GPUs allocated to serving pods per sweep."""
-    by_deployment = {(m.kubernetes.namespace, m.kubernetes.deployment): m.name for m in fleet.models}
-    fleet_models = {m.name: m for m in fleet.models}
-
-    requests: dict[str, float] = defaultdict(float)
-    errors: dict[str, float] = defaultdict(float)
-    for labels, deltas in _counter_read(store, REQUEST_COUNT, start, end, step):
-        model = labels.get("model")
-        if model is None:
-            continue
-        total = math.fsum(d for _, d in deltas)
-        requests[model] += total
-        if labels.get("status", "OK") != "OK":
-            errors[model] += total
-
-    hours = math.ceil((end - start) / 3600 - 1e-9)
-    day_buckets: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
-    hour_buckets: dict[str, list[dict[float, float]]] = defaultdict(
-        lambda: [defaultdict(float) for _ in range(hours)]
-    )
-    for labels, deltas in _counter_read(store, REQUEST_LATENCY_BUCKET, start, end, step):
-        model, le = labels.get("model"), parse_le(labels.get("le"))
-        if model is None or le is None:
-            continue
-        day_buckets[model][le] += math.fsum(d for _, d in deltas)
-        for t, d in deltas:
-            hour_buckets[model][min(_hour_index(t, start), hours - 1)][le] += d
-
-    spec: dict[str, dict[float, float]] = defaultdict(dict)
-    available: dict[str, dict[float, float]] = defaultdict(dict)
-    pods: dict[str, dict[float, float]] = defaultdict(dict)
-    for metric, target in (
-        ("kube_deployment_spec_replicas", spec),
-        ("kube_deployment_status_replicas_available", available),
-        ("kube_deployment_status_replicas", pods),
-    ):
-        for labels, pts in _read(store, metric, start, end):
-            model = by_deployment.get((labels.get("namespace", ""), labels.get("deployment", "")))
-            if model is None:
-                continue
-            for t, v in pts:
-                if math.isfinite(v):
-                    target[model][t] = v
-
-    deployments = DeploymentRecords(store).started_between(start, end)
-    scale_events = ScaleRecords(store).scale_events(since=start, until=end)
-    names = sorted(
-        set(fleet_models)
-        | set(requests)
-        | set(day_buckets)
-        | {d.model for d in deployments}
-        | {e.model for e in scale_events}
-    )
-
-    out: list[ModelFigures] = []
-    allocated_by_t: dict[float, float] = defaultdict(float)
-    replicas_series: dict[str, Any] = {}
-    latency_series: dict[str, Any] = {}
-    for name in names:
-        fm = fleet_models.get(name)
-        buckets = day_buckets.get(name, {})
-        lat = {q: histogram_quantile(q, buckets) / 1000.0 for q in (0.5, 0.95, 0.99)}
-        both = sorted(set(spec[name]) & set(available[name]))
-        ok = sum(1 for t in both if available[name][t] >= spec[name][t])
-        desired = [spec[name][t] for t in sorted(spec[name])]
-        pod_counts = pods[name] if pods[name] else spec[name]
-        if fm is not None:
-            for t, n in pod_counts.items():
-                allocated_by_t[t] += n * fm.resources.gpus
-            pod_hours = math.fsum(pod_counts.values()) * step / 3600.0
-            gpu_hours: float | None = pod_hours * fm.resources.gpus
-            cpu_hours: float | None = pod_hours * cpu_quantity(fm.resources.cpu)
-            cost: float | None = (gpu_hours or 0.0) * fleet.cost.gpu_hour + (
-                cpu_hours or 0.0
-            ) * fleet.cost.cpu_hour
-        else:
-            gpu_hours = cpu_hours = cost = None
-        n_req = requests.get(name, 0.0)
-        deps = [d for d in deployments if d.model == name]
-        scales = [e for e in scale_events if e.model == name]
-        outcomes: dict[str, int] = defaultdict(int)
-        for dep in deps:
-            outcomes[dep.outcome or "unknown"] += 1
-        out.append(
-            ModelFigures(
-                name=name,
-                in_fleet=fm is not None,
-                requests=n_req,
-                errors=errors.get(name, 0.0),
-                error_rate=errors.get(name, 0.0) / n_req if n_req > 0 else None,
-                latency_p50_ms=_opt(lat[0.5]),
-                latency_p95_ms=_opt(lat[0.95]),
-                latency_p99_ms=_opt(lat[0.99]),
-                slo_p99_latency_ms=fm.slo.p99_latency_ms if fm is not None else None,
-                availability=ok / len(both) if both else None,
-                availability_sweeps=len(both),
-                replicas_min=_opt(minimum(desired)),
-                replicas_avg=_opt(mean(desired)),
-                replicas_max=_opt(maximum(desired)),
-                gpu_hours=gpu_hours,
-                cpu_hours=cpu_hours,
-                cost=cost,
-                cost_per_1000_predictions=cost / n_req * 1000.0 if cost is not None and n_req > 0 else None,
-                deployments=[
-                    {
-                        "version": "" if d.version is None else str(d.version),
-                        "outcome": d.outcome or "unknown",
-                        "started_at": iso(d.started_at.timestamp()),
-                        "ended_at": iso(d.ended_at.timestamp()) if d.ended_at is not None else None,
-                        "triggered_by": d.triggered_by,
-                        "reason": d.reason,
-                    }
-                    for d in deps
-                ],
-                deployment_outcomes=dict(sorted(outcomes.items())),
-                scale_events=[
-                    {
-                        "at": iso(e.ts),
-                        "from_replicas": e.from_replicas,
-                        "to_replicas": e.to_replicas,
-                        "trigger": e.trigger,
-                        "reason": e.reason,
-                        "dry_run": e.dry_run,
-                        "outcome": e.outcome,
-                    }
-                    for e in scales
-                ],
-                scale_ups=sum(
-                    1 for e in scales if _applied(e) and (e.to_replicas or 0) > (e.from_replicas or 0)
-                ),
-                scale_downs=sum(
-                    1 for e in scales if _applied(e) and (e.to_replicas or 0) < (e.from_replicas or 0)
-                ),
-            )
-        )
-        if spec[name] or available[name]:
-            ts = sorted(set(spec[name]) | set(available[name]))
-            replicas_series[name] = {
-                "t": ts,
-                "desired": [spec[name].get(t) for t in ts],
-                "available": [available[name].get(t) for t in ts],
-            }
-        if name in hour_buckets:
-            per_hour = hour_buckets[name]
-            latency_series[name] = {
-                "t": [start + h * 3600 for h in range(hours)],
-                **{
-                    key: [histogram_quantile(q, dict(b)) / 1000.0 for b in per_hour]
-                    for key, q in (("p50_ms", 0.5), ("p95_ms", 0.95), ("p99_ms", 0.99))
-                },
-            }
-    return out, {"replicas": replicas_series, "latency_hourly": latency_series}, dict(allocated_by_t)
-
-
-def _applied(event: ScaleEvent) -> bool:
-    return not event.dry_run and (event.outcome is None or event.outcome in APPLIED_SCALE_OUTCOMES)
-
-
-def _gpu_key(labels: dict[str, str]) -> tuple[str, str] | None:
-    if "gpu_id" not in labels:
-        return None
-    return labels.get("host", ""), labels["gpu_id"]
-
-
-def _gpus(
-    store: MetricsStore, start: float, end: float, step: float
-) -> tuple[list[GPUFigures], dict[str, Any], dict[float, float]]:
-    """Per-GPU figures, their time series, and how many GPUs reported per sweep."""
-    values: dict[str, dict[tuple[str, str], dict[float, float]]] = {}
-    info: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    for metric in (
-        "ml_gpu_utilization_percent",
-        "ml_gpu_memory_used_bytes",
-        "ml_gpu_memory_total_bytes",
-        "ml_gpu_temperature_celsius",
-        "ml_gpu_power_usage_watts",
-        "ml_gpu_up",
-    ):
-        per: dict[tuple[str, str], dict[float, float]] = defaultdict(dict)
-        for labels, pts in _read(store, metric, start, end):
-            key = _gpu_key(labels)
-            if key is None:
-                continue
-            for k in ("name", "uuid"):
-                if k in labels:
-                    info[key][k].add(labels[k])
-            for t, v in pts:
-                per[key][t] = v
-        values[metric] = per
-    reasons: dict[tuple[str, str], dict[str, dict[float, float]]] = defaultdict(lambda: defaultdict(dict))
-    for labels, pts in _read(store, "ml_gpu_clock_event_reason", start, end):
-        key = _gpu_key(labels)
-        if key is None or "reason" not in labels:
-            continue
-        for t, v in pts:
-            reasons[key][labels["reason"]][t] = v
-
-    keys = sorted(set().union(*(set(v) for v in values.values()), set(reasons)), key=_gpu_sort)
-    out = []
-    series: dict[str, Any] = {}
-    seen_by_t: dict[float, float] = defaultdict(float)
-    for key in keys:
-        util = values["ml_gpu_utilization_percent"].get(key, {})
-        for t, v in util.items():
-            if math.isfinite(v):
-                seen_by_t[t] += 1
-        mem = values["ml_gpu_memory_used_bytes"].get(key, {})
-        power = list(values["ml_gpu_power_usage_watts"].get(key, {}).values())
-        by_reason = reasons.get(key, {})
-        clock_seconds = {
-            r: sum(1 for v in pts.values() if v == 1.0) * step for r, pts in sorted(by_reason.items())
-        }
-        throttled = {
-            t for r, pts in by_reason.items() if r in THROTTLE_REASONS for t, v in pts.items() if v == 1.0
-        }
-        watts = finite(power)
-        out.append(
-            GPUFigures(
-                host=key[0],
-                gpu_id=key[1],
-                name=",".join(sorted(info[key]["name"])) or None,
-                uuid=",".join(sorted(info[key]["uuid"])) or None,
-                samples=sum(1 for v in util.values() if math.isfinite(v)),
-                down_sweeps=sum(1 for v in values["ml_gpu_up"].get(key, {}).values() if v == 0.0),
-                utilization_avg=_opt(mean(list(util.values()))),
-                utilization_p95=_opt(percentile(list(util.values()), 0.95)),
-                utilization_max=_opt(maximum(list(util.values()))),
-                memory_peak_bytes=_opt(maximum(list(mem.values()))),
-                memory_total_bytes=_opt(
-                    maximum(list(values["ml_gpu_memory_total_bytes"].get(key, {}).values()))
-                ),
-                temperature_max_celsius=_opt(
-                    maximum(list(values["ml_gpu_temperature_celsius"].get(key, {}).values()))
-                ),
-                throttle_seconds=len(throttled) * step,
-                clock_event_seconds=clock_seconds,
-                power_avg_watts=_opt(mean(watts)),
-                energy_wh=math.fsum(watts) * step / 3600.0 if watts else None,
-            )
-        )
-        ts = sorted(set(util) | set(mem))
-        series[f"{key[0]}:{key[1]}"] = {
-            "t": ts,
-            "utilization_percent": [util.get(t) for t in ts],
-            "memory_used_bytes": [mem.get(t) for t in ts],
-        }
-    return out, series, dict(seen_by_t)
-
-
-def _gpu_sort(key: tuple[str, str]) -> tuple[str, int, str]:
-    host, gpu = key
-    return (host, int(gpu) if gpu.isdigit() else 1 << 30, gpu)
-
-
 def _hosts(store: MetricsStore, start: float, end: float) -> list[HostFigures]:
     cpu: dict[str, list[float]] = defaultdict(list)
     mem_pct: dict[str, list[float]] = defaultdict(list)
     mem_bytes: dict[str, list[float]] = defaultdict(list)
-    for labels, pts in _read(store, "ml_cpu_usage_percent", start, end, [LabelMatcher("core", "=", "all")]):
+    for labels, pts in read_series(
+        store, "ml_cpu_usage_percent", start, end, [LabelMatcher("core", "=", "all")]
+    ):
         cpu[labels.get("host", "")].extend(v for _, v in pts)
-    for labels, pts in _read(store, "ml_memory_usage_percent", start, end):
+    for labels, pts in read_series(store, "ml_memory_usage_percent", start, end):
         mem_pct[labels.get("host", "")].extend(v for _, v in pts)
-    for labels, pts in _read(store, "ml_memory_usage_bytes", start, end, [LabelMatcher("type", "=", "used")]):
+    for labels, pts in read_series(
+        store, "ml_memory_usage_bytes", start, end, [LabelMatcher("type", "=", "used")]
+    ):
         mem_bytes[labels.get("host", "")].extend(v for _, v in pts)
     return [
         HostFigures(
             host=host,
             samples=len(finite(cpu.get(host, []))),
-            cpu_avg_percent=_opt(mean(cpu.get(host, []))),
-            cpu_p95_percent=_opt(percentile(cpu.get(host, []), 0.95)),
-            memory_peak_percent=_opt(maximum(mem_pct.get(host, []))),
-            memory_peak_bytes=_opt(maximum(mem_bytes.get(host, []))),
+            cpu_avg_percent=finite_or_none(mean(cpu.get(host, []))),
+            cpu_p95_percent=finite_or_none(percentile(cpu.get(host, []), 0.95)),
+            memory_peak_percent=finite_or_none(maximum(mem_pct.get(host, []))),
+            memory_peak_bytes=finite_or_none(maximum(mem_bytes.get(host, []))),
         )
         for host in sorted(set(cpu) | set(mem_pct) | set(mem_bytes))
     ]

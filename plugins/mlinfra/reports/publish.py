@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 from mlinfra.exceptions import ReportStorageError
 from mlinfra.redaction import redact_url
-from mlinfra.reports.aggregate import DEFAULT_STEP, Report, build_report, iso
+from mlinfra.reports.aggregate import DEFAULT_STEP, build_report
 from mlinfra.reports.records import upsert_report_record
 from mlinfra.reports.render import render_all
+from mlinfra.reports.report import Report, iso
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath

@@ -20,7 +20,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mlinfra.store import MetricsStore, as_utc, dialect_insert, metadata, to_ms
+from mlinfra.store import MetricsStore, as_utc, metadata, to_ms
+from mlinfra.store_engine import dialect_insert
 
 reports_table = sa.Table(
     "mlinfra_reports",

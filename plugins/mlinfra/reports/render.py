@@ -1,4 +1,4 @@
-"""A :class:`~mlinfra.reports.aggregate.Report` -> ``report.json``, ``report.csv``, ``report.html``.
+"""A :class:`~mlinfra.reports.report.Report` -> ``report.json``, ``report.csv``, ``report.html``.
 
     >>> files = render_all(report)            # {"report.json": b"...", "report.csv": ..., "report.html": ...}
     >>> json.loads(files["report.json"])["status"]
@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mlinfra.reports.aggregate import Report
+    from mlinfra.reports.report import Report
 
 JSON_NAME, CSV_NAME, HTML_NAME = "report.json", "report.csv", "report.html"
 CSV_COLUMNS = ("section", "entity", "metric", "value", "unit")
@@ -32,7 +32,69 @@ def render_json(report: Report) -> bytes:
     return (json.dumps(report.to_dict(), sort_keys=True, indent=2, allow_nan=False) + "\n").encode()
 
 
-def _csv_rows(data: dict[str, Any]) -> Iterator[tuple[str, str, str, Any, str]]:
+_CURRENCY = "<currency>"  # stands for the report's currency in the unit tables below
+_MODEL_UNITS = {
+    "requests": "requests",
+    "errors": "requests",
+    "error_rate": "ratio",
+    "latency_p50_ms": "ms",
+    "latency_p95_ms": "ms",
+    "latency_p99_ms": "ms",
+    "availability": "ratio",
+    "replicas_min": "replicas",
+    "replicas_avg": "replicas",
+    "replicas_max": "replicas",
+    "gpu_hours": "h",
+    "cpu_hours": "h",
+    "cost": _CURRENCY,
+    "cost_per_1000_predictions": _CURRENCY,
+    "scale_ups": "events",
+    "scale_downs": "events",
+}
+_GPU_UNITS = {
+    "samples": "sweeps",
+    "down_sweeps": "sweeps",
+    "utilization_avg": "%",
+    "utilization_p95": "%",
+    "utilization_max": "%",
+    "memory_peak_bytes": "bytes",
+    "memory_total_bytes": "bytes",
+    "temperature_max_celsius": "C",
+    "throttle_seconds": "s",
+    "power_avg_watts": "W",
+    "energy_wh": "Wh",
+}
+_HOST_UNITS = {
+    "samples": "sweeps",
+    "cpu_avg_percent": "%",
+    "cpu_p95_percent": "%",
+    "memory_peak_percent": "%",
+    "memory_peak_bytes": "bytes",
+}
+_COST_FIGURES = (
+    "gpu_hours",
+    "cpu_hours",
+    "gpu_cost",
+    "cpu_cost",
+    "total",
+    "requests",
+    "cost_per_1000_predictions",
+)
+
+CsvRow = tuple[str, str, str, Any, str]
+
+
+def _csv_rows(data: dict[str, Any]) -> Iterator[CsvRow]:
+    """Every figure of ``report.to_dict()`` as a row, section by section."""
+    yield from _interval_rows(data)
+    yield from _model_rows(data["models"], data["cost"]["currency"])
+    yield from _gpu_rows(data["gpus"])
+    yield from _host_rows(data["hosts"])
+    yield from _alert_rows(data["alerts"])
+    yield from _cost_rows(data["cost"])
+
+
+def _interval_rows(data: dict[str, Any]) -> Iterator[CsvRow]:
     yield ("interval", "", "start", data["interval"]["start"], "")
     yield ("interval", "", "end", data["interval"]["end"], "")
     yield ("interval", "", "status", data["status"], "")
@@ -48,72 +110,41 @@ def _csv_rows(data: dict[str, Any]) -> Iterator[tuple[str, str, str, Any, str]]:
             g["missing_sweeps"],
             "sweeps",
         )
-    units = {
-        "requests": "requests",
-        "errors": "requests",
-        "error_rate": "ratio",
-        "latency_p50_ms": "ms",
-        "latency_p95_ms": "ms",
-        "latency_p99_ms": "ms",
-        "availability": "ratio",
-        "replicas_min": "replicas",
-        "replicas_avg": "replicas",
-        "replicas_max": "replicas",
-        "gpu_hours": "h",
-        "cpu_hours": "h",
-        "cost": data["cost"]["currency"],
-        "cost_per_1000_predictions": data["cost"]["currency"],
-        "scale_ups": "events",
-        "scale_downs": "events",
-    }
-    for m in data["models"]:
-        for k, unit in units.items():
-            yield ("model", m["name"], k, m[k], unit)
+
+
+def _model_rows(models: list[dict[str, Any]], currency: str) -> Iterator[CsvRow]:
+    for m in models:
+        for k, unit in _MODEL_UNITS.items():
+            yield ("model", m["name"], k, m[k], currency if unit == _CURRENCY else unit)
         yield ("model", m["name"], "deployments", len(m["deployments"]), "deployments")
         for outcome, n in sorted(m["deployment_outcomes"].items()):
             yield ("model", m["name"], f"deployments_{outcome}", n, "deployments")
-    gpu_units = {
-        "samples": "sweeps",
-        "down_sweeps": "sweeps",
-        "utilization_avg": "%",
-        "utilization_p95": "%",
-        "utilization_max": "%",
-        "memory_peak_bytes": "bytes",
-        "memory_total_bytes": "bytes",
-        "temperature_max_celsius": "C",
-        "throttle_seconds": "s",
-        "power_avg_watts": "W",
-        "energy_wh": "Wh",
-    }
-    for g in data["gpus"]:
+
+
+def _gpu_rows(gpus: list[dict[str, Any]]) -> Iterator[CsvRow]:
+    for g in gpus:
         entity = f"{g['host']}:{g['gpu_id']}"
-        for k, unit in gpu_units.items():
+        for k, unit in _GPU_UNITS.items():
             yield ("gpu", entity, k, g[k], unit)
         for reason, seconds in sorted(g["clock_event_seconds"].items()):
             yield ("gpu", entity, f"clock_event_{reason}_seconds", seconds, "s")
-    for h in data["hosts"]:
-        for k, unit in (
-            ("samples", "sweeps"),
-            ("cpu_avg_percent", "%"),
-            ("cpu_p95_percent", "%"),
-            ("memory_peak_percent", "%"),
-            ("memory_peak_bytes", "bytes"),
-        ):
+
+
+def _host_rows(hosts: list[dict[str, Any]]) -> Iterator[CsvRow]:
+    for h in hosts:
+        for k, unit in _HOST_UNITS.items():
             yield ("host", h["host"], k, h[k], unit)
-    for a in data["alerts"]:
+
+
+def _alert_rows(alerts: list[dict[str, Any]]) -> Iterator[CsvRow]:
+    for a in alerts:
         yield ("alert", a["alert"], "fired", a["fired"], "times")
         yield ("alert", a["alert"], "firing_seconds", a["firing_seconds"], "s")
         yield ("alert", a["alert"], "any_firing_seconds", a["any_firing_seconds"], "s")
-    cost = data["cost"]
-    for k in (
-        "gpu_hours",
-        "cpu_hours",
-        "gpu_cost",
-        "cpu_cost",
-        "total",
-        "requests",
-        "cost_per_1000_predictions",
-    ):
+
+
+def _cost_rows(cost: dict[str, Any]) -> Iterator[CsvRow]:
+    for k in _COST_FIGURES:
         unit = "h" if k.endswith("hours") else ("requests" if k == "requests" else cost["currency"])
         yield ("cost", "fleet", k, cost[k], unit)
 

@@ -230,6 +230,101 @@ def decide(
     :param last_action_at: time of the last scale action (for the cooldown).
     :param owner: ``Kind/name`` of another autoscaler targeting the Deployment.
     """
+    inputs = _inputs(policy, current, metric, metric_error, alerts, last_action_at)
+    d = _Decision(policy, model, at, current, namespace=namespace, deployment=deployment, inputs=inputs)
+    early = _owner_and_bounds(d, owner)
+    if early is not None:
+        return early
+
+    # 3. the raw recommendation of each signal; the higher one wins.
+    candidates = [c for c in (_metric_candidate(d, metric, metric_error), _alert_candidate(d, alerts)) if c]
+    if not candidates:
+        return _no_signal(d)
+    raw, trigger, why = max(candidates, key=lambda c: c[0])
+    if len(candidates) > 1:
+        d.steps.append(f"highest recommendation: {raw} ({trigger})")
+
+    stabilized, up_rec, down_rec = _stabilize(d, raw, history)
+    desired = _limit_and_clamp(d, stabilized)
+    if desired == current:
+        reason = _no_change_reason(d, raw, stabilized, up_rec, down_rec, why)
+        return d.result("none", reason, current, trigger=trigger, recommendation=raw)
+    if last_action_at is not None and 0 <= at - last_action_at < policy.cooldown:
+        since = at - last_action_at
+        d.steps.append(
+            f"cooldown: last scale action {_fmt(since)}s ago, cooldown {_fmt(policy.cooldown)}s: hold {current}"
+        )
+        return d.result(
+            "none",
+            f"no change: cooldown ({_fmt(since)}s since the last scale action, cooldown "
+            f"{_fmt(policy.cooldown)}s; wanted {desired})",
+            current,
+            trigger=trigger,
+            recommendation=raw,
+        )
+    direction = "up" if desired > current else "down"
+    return d.result(
+        "scale",
+        f"scale {direction} {current} -> {desired}: {why}",
+        desired,
+        trigger=trigger,
+        recommendation=raw,
+    )
+
+
+# A signal's raw recommendation: (replicas, what triggered it, why, for the reason).
+Candidate = tuple[int, Trigger, str]
+
+
+@dataclass
+class _Decision:
+    """What every outcome of one :func:`decide` call shares, and its trail of steps so far."""
+
+    policy: ScalingPolicy
+    model: str
+    at: float
+    current: int
+    namespace: str
+    deployment: str
+    inputs: dict[str, Any]
+    steps: list[str] = field(default_factory=list)
+
+    def result(
+        self,
+        action: Action,
+        reason: str,
+        to: int,
+        *,
+        trigger: Trigger | None = None,
+        recommendation: int | None = None,
+    ) -> ScaleDecision:
+        return ScaleDecision(
+            model=self.model,
+            at=self.at,
+            action=action,
+            reason=reason,
+            from_replicas=self.current,
+            to_replicas=to,
+            namespace=self.namespace,
+            deployment=self.deployment,
+            trigger=trigger,
+            recommendation=recommendation,
+            dry_run=self.policy.dry_run and action == "scale",
+            inputs=self.inputs,
+            policy=_policy_dict(self.policy),
+            steps=self.steps,
+        )
+
+
+def _inputs(
+    policy: ScalingPolicy,
+    current: int,
+    metric: float | None,
+    metric_error: str | None,
+    alerts: Sequence[Mapping[str, Any]],
+    last_action_at: float | None,
+) -> dict[str, Any]:
+    """The decision's inputs as kept with it (JSON-safe: a non-finite metric as text)."""
     inputs: dict[str, Any] = {
         "current": current,
         "metric": metric if metric is None or math.isfinite(metric) else str(metric),
@@ -243,41 +338,20 @@ def decide(
             "value": policy.target.value,
             "type": policy.target.type,
         }
-    steps: list[str] = []
+    return inputs
 
-    def result(
-        action: Action,
-        reason: str,
-        to: int,
-        *,
-        trigger: Trigger | None = None,
-        recommendation: int | None = None,
-    ) -> ScaleDecision:
-        return ScaleDecision(
-            model=model,
-            at=at,
-            action=action,
-            reason=reason,
-            from_replicas=current,
-            to_replicas=to,
-            namespace=namespace,
-            deployment=deployment,
-            trigger=trigger,
-            recommendation=recommendation,
-            dry_run=policy.dry_run and action == "scale",
-            inputs=inputs,
-            policy=_policy_dict(policy),
-            steps=steps,
-        )
 
+def _owner_and_bounds(d: _Decision, owner: str | None) -> ScaleDecision | None:
+    """1-2: another controller's Deployment, a count outside the bounds, or zero replicas; else None."""
+    current = d.current
     if owner:
-        steps.append(f"owned by {owner}: mlinfra does not scale it")
-        return result("skipped", f"skipped: owned by {owner}", current)
-    low, high = policy.min_replicas, policy.max_replicas
+        d.steps.append(f"owned by {owner}: mlinfra does not scale it")
+        return d.result("skipped", f"skipped: owned by {owner}", current)
+    low, high = d.policy.min_replicas, d.policy.max_replicas
     if current < low or current > high:
         bound = low if current < low else high
-        steps.append(f"{current} replicas is outside the policy's {low}-{high}: go to {bound}")
-        return result(
+        d.steps.append(f"{current} replicas is outside the policy's {low}-{high}: go to {bound}")
+        return d.result(
             "scale",
             f"scale {'up' if bound > current else 'down'} {current} -> {bound}: "
             f"outside the policy's bounds {low}-{high}",
@@ -286,74 +360,65 @@ def decide(
         )
     if current == 0:
         # As the HPA: a Deployment scaled to zero by hand stays there until scaled up by hand.
-        steps.append("0 replicas: automatic scaling is off until someone scales it up")
-        return result("none", "no change: scaled to zero (automatic scaling is off at 0 replicas)", 0)
+        d.steps.append("0 replicas: automatic scaling is off until someone scales it up")
+        return d.result("none", "no change: scaled to zero (automatic scaling is off at 0 replicas)", 0)
+    return None
 
-    # 3. the raw recommendation of each signal; the higher one wins.
-    candidates: list[tuple[int, Trigger, str]] = []
-    if policy.target is not None:
-        if metric is None or not math.isfinite(metric):
-            why = metric_error or ("no value" if metric is None else f"value {metric}")
-            steps.append(f"metric: {why}: no recommendation")
-        else:
-            raw, ratio, within = metric_recommendation(policy, current, metric)
-            inputs["ratio"] = ratio
-            if within:
-                steps.append(
-                    f"metric {_fmt(metric)} vs target {_fmt(policy.target.value)}: ratio {ratio:.2f} "
-                    f"within tolerance {policy.tolerance:.2f}: stay at {current}"
-                )
-                candidates.append(
-                    (current, "metric", f"ratio {ratio:.2f} within tolerance {policy.tolerance:.2f}")
-                )
-            else:
-                steps.append(
-                    f"metric {_fmt(metric)} vs target {_fmt(policy.target.value)}: ratio {ratio:.2f} -> {raw}"
-                )
-                candidates.append(
-                    (
-                        raw,
-                        "metric",
-                        f"metric {_fmt(metric)} vs target {_fmt(policy.target.value)} (ratio {ratio:.2f})",
-                    )
-                )
-    if policy.alerts is not None:
-        up, down = scale_signals(alerts, policy)
-        inputs["signals"] = {"up": up, "down": down}
-        if up:
-            rec = current + policy.alerts.up_pods
-            steps.append(
-                f"scale-up alerts firing ({', '.join(up)}): {current} + {policy.alerts.up_pods} = {rec}"
-            )
-            candidates.append((rec, "alert", f"alert {', '.join(up)}"))
-        elif down:
-            rec = current - policy.alerts.down_pods
-            steps.append(
-                f"scale-down alerts firing ({', '.join(down)}): {current} - {policy.alerts.down_pods} = {rec}"
-            )
-            candidates.append((rec, "alert", f"alert {', '.join(down)}"))
-        else:
-            steps.append(
-                f"no firing alert labelled {policy.alerts.label}=up|down for this model: stay at {current}"
-            )
-            candidates.append((current, "alert", "no scale alert firing"))
-    if not candidates:
-        what = (
-            "no metric target or alert steps in the policy"
-            if policy.target is None and policy.alerts is None
-            else steps[-1]
-        )
-        if not steps:
-            steps.append(what)
-        return result("none", f"no change: no signal ({what})", current)
-    raw, trigger, why = max(candidates, key=lambda c: c[0])
-    if len(candidates) > 1:
-        steps.append(f"highest recommendation: {raw} ({trigger})")
 
-    # 4. stabilization (HPA's stabilizeRecommendationWithBehaviors).
+def _metric_candidate(d: _Decision, metric: float | None, metric_error: str | None) -> Candidate | None:
+    target, current = d.policy.target, d.current
+    if target is None:
+        return None
+    if metric is None or not math.isfinite(metric):
+        why = metric_error or ("no value" if metric is None else f"value {metric}")
+        d.steps.append(f"metric: {why}: no recommendation")
+        return None
+    raw, ratio, within = metric_recommendation(d.policy, current, metric)
+    d.inputs["ratio"] = ratio
+    versus = f"metric {_fmt(metric)} vs target {_fmt(target.value)}"
+    if within:
+        tolerance = f"{d.policy.tolerance:.2f}"
+        d.steps.append(f"{versus}: ratio {ratio:.2f} within tolerance {tolerance}: stay at {current}")
+        return current, "metric", f"ratio {ratio:.2f} within tolerance {tolerance}"
+    d.steps.append(f"{versus}: ratio {ratio:.2f} -> {raw}")
+    return raw, "metric", f"{versus} (ratio {ratio:.2f})"
+
+
+def _alert_candidate(d: _Decision, alerts: Sequence[Mapping[str, Any]]) -> Candidate | None:
+    steps, current = d.policy.alerts, d.current
+    if steps is None:
+        return None
+    up, down = scale_signals(alerts, d.policy)
+    d.inputs["signals"] = {"up": up, "down": down}
+    if up:
+        rec = current + steps.up_pods
+        d.steps.append(f"scale-up alerts firing ({', '.join(up)}): {current} + {steps.up_pods} = {rec}")
+        return rec, "alert", f"alert {', '.join(up)}"
+    if down:
+        rec = current - steps.down_pods
+        d.steps.append(f"scale-down alerts firing ({', '.join(down)}): {current} - {steps.down_pods} = {rec}")
+        return rec, "alert", f"alert {', '.join(down)}"
+    d.steps.append(f"no firing alert labelled {steps.label}=up|down for this model: stay at {current}")
+    return current, "alert", "no scale alert firing"
+
+
+def _no_signal(d: _Decision) -> ScaleDecision:
+    what = (
+        "no metric target or alert steps in the policy"
+        if d.policy.target is None and d.policy.alerts is None
+        else d.steps[-1]
+    )
+    if not d.steps:
+        d.steps.append(what)
+    return d.result("none", f"no change: no signal ({what})", d.current)
+
+
+def _stabilize(d: _Decision, raw: int, history: Sequence[Recommendation]) -> tuple[int, int, int]:
+    """4. stabilization (HPA's stabilizeRecommendationWithBehaviors): (stabilized, up_rec, down_rec)."""
+    policy, current = d.policy, d.current
     up_rec = down_rec = raw
     for h in history:
-        age = at - h.ts
+        age = d.at - h.ts
         if age <= 0:
             continue
         if age < policy.scale_up_stabilization:
@@ -366,66 +431,49 @@ def decide(
     if stabilized > down_rec:
         stabilized = down_rec
     if raw < current and stabilized > raw:
-        steps.append(
+        d.steps.append(
             f"scale-down stabilization ({_fmt(policy.scale_down_stabilization)}s): highest recommendation "
             f"in the window is {down_rec}: {stabilized}"
         )
     if raw > current and stabilized < raw:
-        steps.append(
+        d.steps.append(
             f"scale-up stabilization ({_fmt(policy.scale_up_stabilization)}s): lowest recommendation "
             f"in the window is {up_rec}: {stabilized}"
         )
+    return stabilized, up_rec, down_rec
 
-    # 5. step limits, 6. bounds.
-    desired = stabilized
-    limit = allowed_change(current, policy)
+
+def _limit_and_clamp(d: _Decision, desired: int) -> int:
+    """5. step limits, 6. bounds."""
+    current, low, high = d.current, d.policy.min_replicas, d.policy.max_replicas
+    limit = allowed_change(current, d.policy)
     if limit is not None and abs(desired - current) > limit:
         limited = current + limit if desired > current else current - limit
-        steps.append(f"step limit: at most {limit} pod(s) per action: {desired} -> {limited}")
+        d.steps.append(f"step limit: at most {limit} pod(s) per action: {desired} -> {limited}")
         desired = limited
     if desired > high or desired < low:
         clamped = min(max(desired, low), high)
-        steps.append(f"clamped to the policy's {low}-{high}: {desired} -> {clamped}")
+        d.steps.append(f"clamped to the policy's {low}-{high}: {desired} -> {clamped}")
         desired = clamped
+    return desired
 
-    if desired == current:
-        if raw == current:
-            reason = f"no change: {why}"
-        elif raw < current and stabilized > raw:
-            reason = (
-                f"no change: scale-down to {raw} held by the {_fmt(policy.scale_down_stabilization)}s "
-                f"stabilization window (highest recommendation {down_rec})"
-            )
-        elif raw > current and stabilized < raw:
-            reason = (
-                f"no change: scale-up to {raw} held by the {_fmt(policy.scale_up_stabilization)}s "
-                f"stabilization window (lowest recommendation {up_rec})"
-            )
-        else:
-            reason = f"no change: {current} is already at the policy's bound ({why})"
-        return result("none", reason, current, trigger=trigger, recommendation=raw)
 
-    if last_action_at is not None and 0 <= at - last_action_at < policy.cooldown:
-        since = at - last_action_at
-        steps.append(
-            f"cooldown: last scale action {_fmt(since)}s ago, cooldown {_fmt(policy.cooldown)}s: hold {current}"
+def _no_change_reason(d: _Decision, raw: int, stabilized: int, up_rec: int, down_rec: int, why: str) -> str:
+    """Why the count stays: the signal says so, a stabilization window holds it, or a bound."""
+    current, policy = d.current, d.policy
+    if raw == current:
+        return f"no change: {why}"
+    if raw < current and stabilized > raw:
+        return (
+            f"no change: scale-down to {raw} held by the {_fmt(policy.scale_down_stabilization)}s "
+            f"stabilization window (highest recommendation {down_rec})"
         )
-        return result(
-            "none",
-            f"no change: cooldown ({_fmt(since)}s since the last scale action, cooldown "
-            f"{_fmt(policy.cooldown)}s; wanted {desired})",
-            current,
-            trigger=trigger,
-            recommendation=raw,
+    if raw > current and stabilized < raw:
+        return (
+            f"no change: scale-up to {raw} held by the {_fmt(policy.scale_up_stabilization)}s "
+            f"stabilization window (lowest recommendation {up_rec})"
         )
-    direction = "up" if desired > current else "down"
-    return result(
-        "scale",
-        f"scale {direction} {current} -> {desired}: {why}",
-        desired,
-        trigger=trigger,
-        recommendation=raw,
-    )
+    return f"no change: {current} is already at the policy's bound ({why})"
 
 
 # --------------------------------------------------------------------------- alerts -> models

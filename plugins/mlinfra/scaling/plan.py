@@ -126,13 +126,44 @@ def plan_scaling(
     configured, its models are skipped). Returns ``{"at", "decisions", "scale",
     "unmatched_alerts"}``, JSON-safe for XCom.
     """
-    from mlinfra.rules.engines import engine_for_fleet, evaluate_many
-
     records = records or ScaleRecords(store)
     decisions: dict[str, ScaleDecision] = {}
-    state: dict[str, tuple[int, str | None]] = {}  # model -> (current replicas, owner)
+    state = _read_cluster(fleet, at, cluster, decisions)
+    live = [m for m in fleet.models if m.name in state]
+    values = _metric_values(fleet, store, live, at, engine)
+    decisions.update(_decide_live(live, state, values, alerts, records, at))
 
-    # 1. the cluster: one pass per (connection, namespace).
+    ordered = [decisions[m.name] for m in fleet.models]
+    records.save_decisions(ordered, run_id=run_id)
+    unmatched = _unmatched_scale_alerts(alerts, fleet)
+    for d in ordered:
+        log.info("scaling %s: %s", d.model, d.reason)
+    for a in unmatched:
+        log.warning(
+            "scale alert %s names no fleet model (no matching 'model' or 'deployment' label): ignored %s",
+            a["alertname"],
+            a["labels"],
+        )
+    by_name = {m.name: m for m in fleet.models}
+    return {
+        "at": at,
+        "decisions": [summary(d) for d in ordered],
+        "scale": [_operator_kwargs(d, by_name[d.model]) for d in ordered if d.changes],
+        "unmatched_alerts": unmatched,
+    }
+
+
+def _read_cluster(
+    fleet: Fleet,
+    at: float,
+    cluster: Callable[[str], ClusterReader | None],
+    decisions: dict[str, ScaleDecision],
+) -> dict[str, tuple[int, str | None]]:
+    """1. the cluster, one pass per (connection, namespace): model -> (current replicas, owner).
+
+    A model whose Deployment cannot be read gets its ``skipped`` decision in ``decisions``.
+    """
+    state: dict[str, tuple[int, str | None]] = {}
     readers: dict[str, ClusterReader | None] = {}
     namespaces: dict[tuple[str, str], tuple[dict[str, int], dict[str, str]] | str] = {}
     for m in fleet.models:
@@ -164,24 +195,40 @@ def plan_scaling(
             )
             continue
         state[m.name] = (replicas[k.deployment], owners.get(k.deployment))
+    return state
 
-    # 2. metrics: every target expression at once.
-    live = [m for m in fleet.models if m.name in state]
+
+def _metric_values(
+    fleet: Fleet, store: MetricsStore, live: list[Model], at: float, engine: QueryEngine | None
+) -> dict[str, tuple[float | None, str | None]]:
+    """2. metrics: every target expression at once -> (value, why there is none)."""
+    from mlinfra.rules.engines import engine_for_fleet, evaluate_many
+
     exprs = sorted({m.scaling.target.expr for m in live if m.scaling.target is not None})
     values: dict[str, tuple[float | None, str | None]] = {}
     if exprs:
         engine = engine or engine_for_fleet(fleet, store)
         for expr, result in zip(exprs, evaluate_many(engine, exprs, at), strict=True):
             values[expr] = metric_value(result)
+    return values
 
-    # 3. history and cooldown: two reads for the whole fleet.
+
+def _decide_live(
+    live: list[Model],
+    state: dict[str, tuple[int, str | None]],
+    values: dict[str, tuple[float | None, str | None]],
+    alerts: Sequence[Mapping[str, Any]],
+    records: ScaleRecords,
+    at: float,
+) -> dict[str, ScaleDecision]:
+    """3. history, cooldown and manual holds (a few reads for the whole fleet), then decide each model."""
     names = [m.name for m in live]
     window = max((m.scaling.history_window for m in live), default=0.0)
     history = records.history(names, since=at - window, until=at) if names else {}
     last = records.last_actions(names, before=at) if names else {}
-
     holds = records.active_holds(names, at=at) if names else {}
 
+    decisions: dict[str, ScaleDecision] = {}
     for m in live:
         current, owner = state[m.name]
         if m.name in holds:
@@ -211,26 +258,13 @@ def plan_scaling(
             namespace=m.kubernetes.namespace,
             deployment=m.kubernetes.deployment,
         )
+    return decisions
 
-    ordered = [decisions[m.name] for m in fleet.models]
-    records.save_decisions(ordered, run_id=run_id)
-    unmatched = [
+
+def _unmatched_scale_alerts(alerts: Sequence[Mapping[str, Any]], fleet: Fleet) -> list[dict[str, Any]]:
+    """Firing scale alerts that name no model of the fleet (logged, and kept in the plan)."""
+    return [
         {"alertname": a.get("alertname"), "labels": dict(a.get("labels") or {})}
         for a in alerts
         if is_scale_alert(a) and not any(alert_matches_model(a.get("labels") or {}, m) for m in fleet.models)
     ]
-    for d in ordered:
-        log.info("scaling %s: %s", d.model, d.reason)
-    for a in unmatched:
-        log.warning(
-            "scale alert %s names no fleet model (no matching 'model' or 'deployment' label): ignored %s",
-            a["alertname"],
-            a["labels"],
-        )
-    by_name = {m.name: m for m in fleet.models}
-    return {
-        "at": at,
-        "decisions": [summary(d) for d in ordered],
-        "scale": [_operator_kwargs(d, by_name[d.model]) for d in ordered if d.changes],
-        "unmatched_alerts": unmatched,
-    }

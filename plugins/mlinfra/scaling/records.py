@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from mlinfra.scaling.decision import Recommendation, ScaleDecision
-from mlinfra.store import MetricsStore, as_utc, dialect_insert, metadata, to_ms
+from mlinfra.store import MetricsStore, as_utc, metadata, to_ms
+from mlinfra.store_engine import dialect_insert
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection

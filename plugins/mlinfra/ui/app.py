@@ -33,6 +33,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -187,10 +188,25 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
-    templates = _environment()
+    app.exception_handler(HTTPException)(_friendly_auth_errors)
+    pages = _Pages(store=store, fleet=fleet, templates=_environment())
+    _add_fleet_routes(app, pages)
+    _add_report_route(app, pages)
+    _add_trigger_route(app, pages)
+    _add_static_route(app)
+    return app
 
-    def render(name: str, request: Request, **context: Any) -> HTMLResponse:
-        html = templates.get_template(name).render(
+
+@dataclass(frozen=True)
+class _Pages:
+    """What the routes share: the store and fleet factories (called per request) and the templates."""
+
+    store: Callable[[], MetricsStore]
+    fleet: Callable[[], Fleet]
+    templates: Environment
+
+    def render(self, name: str, request: Request, **context: Any) -> HTMLResponse:
+        html = self.templates.get_template(name).render(
             prefix=str(request.scope.get("root_path", "")).rstrip("/") or URL_PREFIX,
             airflow=airflow_base_path(),
             demo=demo_mode(),
@@ -201,25 +217,27 @@ def create_app(
         )
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
-    @app.exception_handler(HTTPException)
-    async def friendly_auth_errors(request: Request, exc: HTTPException) -> Response:
-        # A browser that lost its session gets a page with a way back in, with the same status.
-        if exc.status_code in (401, 403) and "text/html" in request.headers.get("accept", ""):
-            login = f"{airflow_base_path()}/auth/login?next={quote(str(request.url.path))}"
-            what = (
-                "Sign in to Airflow" if exc.status_code == 401 else "Your Airflow user may not see this page"
-            )
-            body = (
-                f"<!doctype html><title>mlinfra: {exc.status_code}</title><body style='font-family:sans-serif'>"
-                f"<h1>{what}</h1><p>{exc.detail}</p><p><a href='{login}' target='_top'>Sign in</a></p>"
-            )
-            return HTMLResponse(body, status_code=exc.status_code)
-        return await http_exception_handler(request, exc)
-
-    def view(hours: float) -> dict[str, Any]:
-        data = read_fleet_view(store(), fleet(), hours=hours)
+    def view(self, hours: float) -> dict[str, Any]:
+        data = read_fleet_view(self.store(), self.fleet(), hours=hours)
         data["demo"] = demo_mode()
         return data
+
+
+async def _friendly_auth_errors(request: Request, exc: HTTPException) -> Response:
+    # A browser that lost its session gets a page with a way back in, with the same status.
+    if exc.status_code in (401, 403) and "text/html" in request.headers.get("accept", ""):
+        login = f"{airflow_base_path()}/auth/login?next={quote(str(request.url.path))}"
+        what = "Sign in to Airflow" if exc.status_code == 401 else "Your Airflow user may not see this page"
+        body = (
+            f"<!doctype html><title>mlinfra: {exc.status_code}</title><body style='font-family:sans-serif'>"
+            f"<h1>{what}</h1><p>{exc.detail}</p><p><a href='{login}' target='_top'>Sign in</a></p>"
+        )
+        return HTMLResponse(body, status_code=exc.status_code)
+    return await http_exception_handler(request, exc)
+
+
+def _add_fleet_routes(app: FastAPI, pages: _Pages) -> None:
+    """The fleet page, its JSON, the latest sweep for Prometheus, and one Deployment's audit."""
 
     @app.get("/", include_in_schema=False)
     def index(request: Request) -> RedirectResponse:
@@ -227,24 +245,27 @@ def create_app(
 
     @app.get("/fleet", response_class=HTMLResponse)
     def fleet_page(request: Request, hours: float = Query(DEFAULT_HOURS, gt=0, le=24 * 14)) -> HTMLResponse:
-        s = store()
-        return render("fleet.html", request, view=view(hours), store_description=s.description)
+        s = pages.store()
+        return pages.render("fleet.html", request, view=pages.view(hours), store_description=s.description)
 
     @app.get("/api/fleet")
     def fleet_json(hours: float = Query(DEFAULT_HOURS, gt=0, le=24 * 14)) -> JSONResponse:
-        return JSONResponse(_json_safe(view(hours)), headers={"Cache-Control": "no-store"})
+        return JSONResponse(_json_safe(pages.view(hours)), headers={"Cache-Control": "no-store"})
 
     @app.get("/metrics")
     def metrics() -> Response:
-        ts, samples = latest_sweep_samples(store())
+        ts, samples = latest_sweep_samples(pages.store())
         if ts is not None:
             samples.append(Sample("mlinfra_latest_sweep_timestamp_seconds", {}, ts))
         return Response(typed_exposition(samples), media_type=EXPOSITION_TYPE)
 
     @app.get("/audit/{namespace}/{deployment}", response_class=HTMLResponse)
     def audit(request: Request, namespace: str, deployment: str) -> HTMLResponse:
-        return render("audit.html", request, audit=read_audit(store(), fleet(), namespace, deployment))
+        found = read_audit(pages.store(), pages.fleet(), namespace, deployment)
+        return pages.render("audit.html", request, audit=found)
 
+
+def _add_report_route(app: FastAPI, pages: _Pages) -> None:
     @app.get("/reports/{day}/{name}")
     def report_file(day: str, name: str) -> Response:
         if name not in REPORT_FILES:
@@ -255,30 +276,32 @@ def create_app(
             from mlinfra.reports.render import render_all
 
             now = time.time()
-            report = build_report(store(), fleet(), now - now % 86400, now)
+            report = build_report(pages.store(), pages.fleet(), now - now % 86400, now)
             return Response(render_all(report)[name], media_type=REPORT_FILES[name])
-        row = find_report(store(), day)
+        row = find_report(pages.store(), day)
         if row is None:
             raise HTTPException(404, f"no report for {day} in the store (run metrics_report for that day)")
         content = _read_report(str(row["path"]), name)
         return Response(content, media_type=REPORT_FILES[name])
 
+
+def _add_trigger_route(app: FastAPI, pages: _Pages) -> None:
     @app.get("/trigger/{dag_id}", response_class=HTMLResponse)
     def trigger_form(request: Request, dag_id: str, model: str = Query(...)) -> HTMLResponse:
         from mlinfra.ui.trigger import form_fields
 
         if dag_id not in TRIGGER_DAGS:
             raise HTTPException(404, f"no form for {dag_id!r}; one of {', '.join(TRIGGER_DAGS)}")
-        the_fleet = fleet()
+        the_fleet = pages.fleet()
         try:
             fleet_model = the_fleet.model(model)
         except KeyError:
             raise HTTPException(
                 404, f"no model {model!r}; one of {', '.join(the_fleet.model_names)}"
             ) from None
-        data = read_fleet_view(store(), the_fleet, hours=1)
+        data = read_fleet_view(pages.store(), the_fleet, hours=1)
         current = next(m for m in data["models"] if m["name"] == fleet_model.name)
-        return render(
+        return pages.render(
             "trigger.html",
             request,
             dag_id=dag_id,
@@ -288,14 +311,14 @@ def create_app(
             snapshot_ts=(data.get("sweep") or {}).get("ts"),
         )
 
+
+def _add_static_route(app: FastAPI) -> None:
     @app.get("/static/{name}")
     def static(name: str) -> Response:
         path = STATIC / name
         if path.suffix not in STATIC_TYPES or path.parent != STATIC or not path.is_file():
             raise HTTPException(404, "not found")
         return Response(path.read_bytes(), media_type=STATIC_TYPES[path.suffix])
-
-    return app
 
 
 def _read_report(folder: str, name: str) -> bytes:

@@ -295,47 +295,15 @@ def _model_view(
     desired = _one(current, "kube_deployment_spec_replicas", **where)
     available = _one(current, "kube_deployment_status_replicas_available", **where)
     serving_up = _one(current, "mlinfra_serving_up", model=model.name)
-    versions = sorted(
-        int(s.labels["version"])
-        for s in _matching(current, "mlinfra_serving_model_version_available", model=model.name)
-        if s.value >= 1 and s.labels.get("version", "").isdigit()
-    )
+    versions = _available_versions(current, model)
     mine = [d for d in deployments if d["model"] == model.name]
     last = mine[0] if mine else None
     promoted = next((d for d in mine if d["outcome"] == "succeeded"), None)
     smoked = next((d for d in mine if d["smoke"] is not None), None)
     alerts = [a for a in firing if _alert_names_model(a, model)]
 
-    def after_snapshot(ts: float | None) -> bool:
-        return ts is not None and (snapshot_ts is None or ts > snapshot_ts)
-
-    since: list[dict[str, Any]] = []
-    for d in reversed(mine):
-        if after_snapshot(d.get("ended_at") or d.get("started_at")):
-            since.append(
-                {
-                    "ts": d.get("ended_at") or d.get("started_at"),
-                    "what": f"deploy of v{d['version']}: {str(d['outcome']).replace('_', ' ')}",
-                    "run_id": d.get("run_id"),
-                    "dag_id": "model_deploy",
-                }
-            )
-    for e in scale_events:
-        if e.get("model") == model.name and after_snapshot(e.get("ts")) and not e.get("dry_run"):
-            since.append(
-                {
-                    "ts": e.get("ts"),
-                    "what": f"scale {e.get('from_replicas')} -> {e.get('to_replicas')}: {e.get('outcome')}",
-                    "run_id": e.get("run_id"),
-                    "dag_id": e.get("dag_id"),
-                }
-            )
-    since.sort(key=lambda x: x["ts"] or 0)
-
-    version_source = "sweep"
-    deployed_version = versions[-1] if versions else None
-    if promoted is not None and (after_snapshot(promoted.get("ended_at")) or deployed_version is None):
-        deployed_version, version_source = promoted["version"], "deploy"
+    since = _since_snapshot(model, mine, scale_events, snapshot_ts)
+    deployed_version, version_source = _shown_version(versions, promoted, snapshot_ts)
     health, reasons = _health(
         desired,
         available,
@@ -371,6 +339,65 @@ def _model_view(
         "last_smoke": None if smoked is None else {**(smoked["smoke"] or {}), "run_id": smoked["run_id"]},
         "slo": {"p99_latency_ms": model.slo.p99_latency_ms, "error_rate": model.slo.error_rate},
     }
+
+
+def _available_versions(current: Sequence[Sample], model: Model) -> list[int]:
+    """The versions TF Serving reported AVAILABLE for ``model`` in the sweep, oldest first."""
+    return sorted(
+        int(s.labels["version"])
+        for s in _matching(current, "mlinfra_serving_model_version_available", model=model.name)
+        if s.value >= 1 and s.labels.get("version", "").isdigit()
+    )
+
+
+def _after_snapshot(ts: float | None, snapshot_ts: float | None) -> bool:
+    return ts is not None and (snapshot_ts is None or ts > snapshot_ts)
+
+
+def _since_snapshot(
+    model: Model,
+    mine: Sequence[Mapping[str, Any]],
+    scale_events: Sequence[Mapping[str, Any]],
+    snapshot_ts: float | None,
+) -> list[dict[str, Any]]:
+    """Deploys (``mine``, newest first) and applied scale actions recorded after the sweep, oldest first."""
+    since: list[dict[str, Any]] = []
+    for d in reversed(mine):
+        if _after_snapshot(d.get("ended_at") or d.get("started_at"), snapshot_ts):
+            since.append(
+                {
+                    "ts": d.get("ended_at") or d.get("started_at"),
+                    "what": f"deploy of v{d['version']}: {str(d['outcome']).replace('_', ' ')}",
+                    "run_id": d.get("run_id"),
+                    "dag_id": "model_deploy",
+                }
+            )
+    for e in scale_events:
+        if (
+            e.get("model") == model.name
+            and _after_snapshot(e.get("ts"), snapshot_ts)
+            and not e.get("dry_run")
+        ):
+            since.append(
+                {
+                    "ts": e.get("ts"),
+                    "what": f"scale {e.get('from_replicas')} -> {e.get('to_replicas')}: {e.get('outcome')}",
+                    "run_id": e.get("run_id"),
+                    "dag_id": e.get("dag_id"),
+                }
+            )
+    since.sort(key=lambda x: x["ts"] or 0)
+    return since
+
+
+def _shown_version(
+    versions: list[int], promoted: Mapping[str, Any] | None, snapshot_ts: float | None
+) -> tuple[Any, str]:
+    """(version, "sweep" | "deploy"): the sweep's newest, unless a deploy succeeded after the sweep
+    (or the sweep saw none), whose checked-AVAILABLE version is shown instead."""
+    if promoted is not None and (_after_snapshot(promoted.get("ended_at"), snapshot_ts) or not versions):
+        return promoted["version"], "deploy"
+    return (versions[-1] if versions else None), "sweep"
 
 
 def _health(
