@@ -111,11 +111,12 @@ BAD_FILES = {
           - name: g
             rules:
               - alert: Top
-                expr: topk(3, up) > 0
+                expr: limitk(3, up) > 0
         """,
         5,
         "Top",
-        "unsupported by the local engine: the aggregation topk; use the prometheus engine",
+        "unsupported by the local engine: the aggregation limitk, which Prometheus 2.42 does not have; "
+        "use the prometheus engine",
     ),
     "duplicate_alert": (
         """
@@ -296,7 +297,7 @@ def test_every_problem_of_a_file_is_reported_not_just_the_first(tmp_path: Path, 
           - name: g
             rules:
               - alert: A
-                expr: topk(1, up)
+                expr: limitk(1, up)
               - alert: B
                 expr: up ==
               - alert: C

@@ -22,6 +22,7 @@ __all__ = [
     "go_div",
     "go_float",
     "go_float_e",
+    "go_float_f",
     "go_format_g4",
     "go_max",
     "go_min",
@@ -200,6 +201,22 @@ def go_float(v: float) -> str:
     if exp < -4 or exp >= 6:
         mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
         return f"{sign}{mantissa}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
+    if dp <= 0:
+        return f"{sign}0.{'0' * -dp}{digits}"
+    if dp >= len(digits):
+        return f"{sign}{digits}{'0' * (dp - len(digits))}"
+    return f"{sign}{digits[:dp]}.{digits[dp:]}"
+
+
+def go_float_f(v: float) -> str:
+    """Go's ``strconv.FormatFloat(v, 'f', -1, 64)`` (``count_values``' label): ``1000000``, ``0.000001``."""
+    special = go_special(v)
+    if special is not None:
+        return special
+    if v == 0:
+        return "-0" if math.copysign(1.0, v) < 0 else "0"
+    digits, dp = _digits(abs(v))
+    sign = "-" if v < 0 else ""
     if dp <= 0:
         return f"{sign}0.{'0' * -dp}{digits}"
     if dp >= len(digits):

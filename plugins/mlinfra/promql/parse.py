@@ -19,11 +19,30 @@ import promql_parser as pp
 from mlinfra.label_regex import LabelRegexError, compile_label_regex
 from mlinfra.promql.interface import QuerySyntaxError, unsupported
 
-__all__ = ["NAME", "Labels", "Selector", "absent_labels", "check_syntax", "parse", "to_ms"]
+__all__ = [
+    "NAME",
+    "At",
+    "Labels",
+    "Selector",
+    "absent_labels",
+    "at_modifier",
+    "check_syntax",
+    "parse",
+    "to_ms",
+]
 
 NAME = "__name__"
 # A label set as Prometheus keeps it: sorted (name, value) pairs, no empty values.
 Labels = tuple[tuple[str, str], ...]
+
+
+def _register_holt_winters() -> None:
+    """Prometheus 2.42's ``holt_winters(range, sf, tf)``, which promql-parser (3.x's names) lacks."""
+    matrix, scalar = pp.ValueType.Matrix, pp.ValueType.Scalar
+    pp.register_extra_functions([pp.Function("holt_winters", [matrix, scalar, scalar], pp.ValueType.Vector)])
+
+
+_register_holt_winters()
 
 
 def parse(expr: str) -> Any:
@@ -49,7 +68,7 @@ def _matcher_test(op: str, label: str, value: str) -> Callable[[dict[str, str]],
     if op == "!=":
         return lambda d: d.get(label, "") != value
     try:
-        rx = compile_label_regex(value)
+        rx = compile_label_regex(value, dot_nl=False)  # Prometheus 2.42's matchers
     except LabelRegexError as e:
         raise QuerySyntaxError(f"invalid regular expression {value!r} for label {label!r}: {e}") from e
     if op == "=~":
@@ -73,12 +92,36 @@ def _match_op(op: Any) -> str:
     raise unsupported(f"the label matcher {op!r}")  # pragma: no cover - the four are all there is
 
 
+class At:
+    """The ``@`` modifier: a fixed instant (ms), or the query's own instant (``start()``/``end()``)."""
+
+    __slots__ = ("fixed_ms",)
+
+    def __init__(self, fixed_ms: int | None):
+        self.fixed_ms = fixed_ms
+
+    def ms(self, query_ms: int) -> int:
+        return query_ms if self.fixed_ms is None else self.fixed_ms
+
+
+def at_modifier(at: Any) -> At | None:
+    """The ``@`` of a selector or subquery; None without one."""
+    if at is None:
+        return None
+    if at.type != pp.AtModifierType.At:  # start() and end() of an instant query are its instant
+        return At(None)
+    try:
+        when = at.at
+    except BaseException:  # promql-parser panics (pyo3 PanicException) reading a time before 1970
+        raise unsupported("an @ timestamp before 1970 (promql-parser cannot read it)") from None
+    return At(round(when.timestamp() * 1000))
+
+
 class Selector:
-    """A vector selector's matchers and offset (shared by instant and range selectors)."""
+    """A vector selector's matchers, offset and ``@`` (shared by instant and range selectors)."""
 
     def __init__(self, vs: pp.VectorSelector):
-        if vs.at is not None:
-            raise unsupported("the @ modifier")
+        self.at = at_modifier(vs.at)
         if vs.matchers.or_matchers:
             raise unsupported("'or' between label matchers")
         self.name: str | None = vs.name
@@ -93,6 +136,11 @@ class Selector:
         self.matchers_key = tuple(sorted(matchers))
         self.tests = [_matcher_test(op, label, value) for op, label, value in matchers]
         self.offset_ms = to_ms(vs.offset) if vs.offset is not None else 0
+
+    def ref_ms(self, t_ms: int, query_ms: int) -> int:
+        """The instant this selector reads at: evaluation time (or its ``@``) minus the offset."""
+        at = self.at
+        return (t_ms if at is None else at.ms(query_ms)) - self.offset_ms
 
 
 def absent_labels(raw: Any) -> Labels:
