@@ -9,13 +9,13 @@ Prometheus 2.42's ``VectorBinop``, ``VectorscalarBinop`` and the set operators
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import promql_parser as pp
 
-from mlinfra.promql.gonum import go_div, go_mod, go_pow
+from mlinfra.promql.gonum import go_div, go_mod
+from mlinfra.promql.goport import go_atan2, go_pow
 from mlinfra.promql.interface import EvalError
 from mlinfra.promql.parse import NAME, Labels
 from mlinfra.promql.plan import Node, Value, Vector, check_unique, drop_name, labels_str
@@ -30,7 +30,7 @@ ARITH: dict[str, Callable[[float, float], float]] = {
     "/": go_div,
     "%": go_mod,
     "^": go_pow,
-    "atan2": math.atan2,
+    "atan2": go_atan2,
 }
 COMPARE: dict[str, Callable[[float, float], bool]] = {
     "==": lambda a, b: a == b,
@@ -41,6 +41,7 @@ COMPARE: dict[str, Callable[[float, float], bool]] = {
     "<=": lambda a, b: a <= b,
 }
 SET_OPS = frozenset({"and", "or", "unless"})
+_DROPS_NAME = frozenset({"+", "-", "*", "/", "%", "^"})
 
 
 def signature(names: frozenset[str], on: bool) -> Callable[[Labels], Labels]:
@@ -67,8 +68,8 @@ class Binary(Node):
         self.include = list(modifier.group_labels or []) if self.many_to_one or self.one_to_many else []
         self.arith = ARITH.get(op)
         self.compare = COMPARE.get(op)
-        # shouldDropMetricName: arithmetic drops it; comparisons only with bool.
-        self.drops_name = self.arith is not None
+        # shouldDropMetricName: arithmetic drops it, but atan2 not in 2.42; comparisons only with bool.
+        self.drops_name = op in _DROPS_NAME
 
     def eval(self, ctx: EvaluationContext) -> Value:
         left = self.lhs.eval(ctx)
@@ -91,10 +92,11 @@ class Binary(Node):
     def _vector_scalar(self, vec: Vector, scalar: float, *, swap: bool) -> Vector:
         out: Vector = []
         arith, compare, return_bool = self.arith, self.compare, self.return_bool
+        drops_name = self.drops_name
         for labels, v in vec:
             lv, rv = (scalar, v) if swap else (v, scalar)
             if arith is not None:
-                out.append((drop_name(labels), arith(lv, rv)))
+                out.append((drop_name(labels) if drops_name else labels, arith(lv, rv)))
                 continue
             keep = compare(lv, rv)  # type: ignore[misc]
             if return_bool:

@@ -16,12 +16,11 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any
 
-from mlinfra.label_regex import compile_label_regex
 from mlinfra.promql.gomath import go_floor
 from mlinfra.promql.gonum import go_div, go_max, go_min, parse_le
 from mlinfra.promql.gotime import date_parts, days_in_month
 from mlinfra.promql.interface import EvalError
-from mlinfra.promql.parse import NAME, Labels, absent_labels
+from mlinfra.promql.parse import NAME, Labels, absent_labels, compile_promql_regex
 from mlinfra.promql.plan import InstantSelector, Node, Value, Vector, check_unique, drop_name
 from mlinfra.promql.quantile import bucket_quantile
 from mlinfra.promql.storage import EvaluationContext
@@ -219,8 +218,9 @@ def _with_label(labels: Labels, name: str, value: str) -> Labels:
 class LabelReplace(Node):
     def __init__(self, arg: Node, dst: str, replacement: str, src: str, regex: str):
         self.arg, self.dst, self.replacement, self.src = arg, dst, replacement, src
-        # Go's regexp is RE2; Prometheus 2.42 anchors it as "^(?:" + regex + ")$".
-        self.regex = compile_label_regex(regex, dot_nl=False)
+        # Go's regexp is RE2; Prometheus 2.42 anchors it as "^(?:" + regex + ")$". Prometheus refuses
+        # a bad one at the first evaluation; here the rule file is refused when it loads.
+        self.regex = compile_promql_regex(regex)
         self.regex_text = regex
 
     def eval(self, ctx: EvaluationContext) -> Vector:

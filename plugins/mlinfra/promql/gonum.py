@@ -4,7 +4,7 @@ PromQL runs on Go's float64 operations, which never raise (Python's do), parses
 ``le`` labels with Go's ``strconv.ParseFloat`` and prints values with Go's
 ``strconv.FormatFloat``. Everything here matches Go to the bit or the byte::
 
-    >>> go_div(1.0, 0.0), go_mod(1.0, 0.0)
+    >>> go_div(1.0, 0.0), go_mod(1.0, 0.0)   # Go's math.Pow and the others: mlinfra.promql.goport
     (inf, nan)
     >>> parse_le("1_000"), parse_le("+Inf"), parse_le("1e500"), parse_le(" 1")
     (1000.0, inf, None, None)
@@ -27,7 +27,6 @@ __all__ = [
     "go_max",
     "go_min",
     "go_mod",
-    "go_pow",
     "go_quote",
     "go_special",
     "parse_go_float",
@@ -57,22 +56,6 @@ def go_mod(a: float, b: float) -> float:
         return math.fmod(a, b)
     except ValueError:  # fmod(inf, y), fmod(x, 0): NaN in Go
         return _NAN
-
-
-def _is_odd_int(y: float) -> bool:
-    return math.isfinite(y) and y == math.floor(y) and math.fmod(y, 2.0) != 0
-
-
-def go_pow(a: float, b: float) -> float:
-    """Go's ``math.Pow`` (PromQL's ``^``)."""
-    try:
-        return math.pow(a, b)
-    except ValueError:
-        if a == 0 and b < 0:  # Go: Pow(±0, y<0) = ±Inf
-            return math.copysign(_INF, a) if _is_odd_int(b) else _INF
-        return _NAN
-    except OverflowError:
-        return -_INF if a < 0 and _is_odd_int(b) else _INF
 
 
 def go_max(x: float, y: float) -> float:

@@ -10,6 +10,7 @@ label sets travel as :data:`Labels`, sorted ``(name, value)`` pairs as Prometheu
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -62,13 +63,25 @@ def to_ms(delta: timedelta) -> int:
     return round(delta.total_seconds() * 1000)
 
 
+_ESCAPED = re.compile(r"\\.")
+
+
+def compile_promql_regex(pattern: str) -> Any:
+    """A regex as Prometheus 2.42 compiles it (Go 1.19's regexp, RE2 syntax): anchored, ``.`` not
+    matching a newline; :class:`LabelRegexError` for what Go refuses, ``(?<name>...)`` included
+    (Go accepts that form of named group only from 1.22 on; ``(?P<name>...)`` is the old one)."""
+    if "(?<" in _ESCAPED.sub("", pattern):
+        raise LabelRegexError("invalid or unsupported Perl syntax: `(?<`")
+    return compile_label_regex(pattern, dot_nl=False)
+
+
 def _matcher_test(op: str, label: str, value: str) -> Callable[[dict[str, str]], bool]:
     if op == "=":
         return lambda d: d.get(label, "") == value
     if op == "!=":
         return lambda d: d.get(label, "") != value
     try:
-        rx = compile_label_regex(value, dot_nl=False)  # Prometheus 2.42's matchers
+        rx = compile_promql_regex(value)
     except LabelRegexError as e:
         raise QuerySyntaxError(f"invalid regular expression {value!r} for label {label!r}: {e}") from e
     if op == "=~":
