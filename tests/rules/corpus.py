@@ -531,4 +531,7 @@ COMPLETE: tuple[str, ...] = (
     'count_values("not a label", cpu_percent)',
     "cpu_percent * on(instance) group_left mem_used_bytes / ignoring(kind) group_left cpu_percent",
     "target + on() group_left target",
+    "quantile(0 / 0, cpu_percent)",
+    "quantile_over_time(0 / 0, cpu_percent[5m])",
+    "topk(0 / 0, cpu_percent)",
 )

@@ -93,7 +93,13 @@ def _avg_over_time(pts: Points, *_: object) -> float:
                 continue
             if not math.isinf(v) and not math.isnan(v):
                 continue
-        mean, c = kahan_inc(v / count - mean / count, mean, c)
+        inc = v / count - mean / count
+        t = mean + inc  # kahan_inc, inlined: this loop runs once per sample
+        if abs(mean) >= abs(inc):
+            c += (mean - t) + inc
+        else:
+            c += (inc - t) + mean
+        mean = t
     return mean if math.isinf(mean) else mean + c
 
 
@@ -116,7 +122,12 @@ def _max_over_time(pts: Points, *_: object) -> float:
 def _sum_over_time(pts: Points, *_: object) -> float:
     total = c = 0.0
     for _t, v in pts:
-        total, c = kahan_inc(v, total, c)
+        t = total + v  # kahan_inc, inlined: this loop runs once per sample
+        if abs(total) >= abs(v):
+            c += (total - t) + v
+        else:
+            c += (v - t) + total
+        total = t
     return total if math.isinf(total) else total + c
 
 
@@ -161,8 +172,8 @@ def quantile(q: float, values: list[float]) -> float:
         return -math.inf
     if q > 1:
         return math.inf
-    if math.isnan(q):
-        raise EvalError("quantile of NaN: Prometheus 2.42's result is undefined (it indexes with int(NaN))")
+    if math.isnan(q):  # the Prometheus 2.42 this engine is tested against answers NaN
+        return math.nan
     ordered = sorted(values, key=lambda v: (not math.isnan(v), v))
     n = float(len(ordered))
     rank = q * (n - 1)
