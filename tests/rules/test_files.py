@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -447,3 +449,13 @@ def test_the_constructs_community_rule_files_use_load_on_the_local_engine(
     path.write_text(f"groups:\n  - name: g\n    rules:\n{rules}\n")
     loaded = load_rule_file(path, engine=engine)
     assert len([r for g in loaded for r in g.rules]) == len(exprs)
+
+
+def test_holt_winters_of_prometheus_2_42_loads_without_an_engine_too(tmp_path: Path) -> None:
+    # promql-parser follows Prometheus 3 (double_exponential_smoothing); 2.42's name must parse
+    # in a fresh process too (registering it is a side effect of importing mlinfra.promql.parse).
+    path = write(tmp_path, "hw.yaml", GOOD_GROUP.replace("up == 0", "holt_winters(up[10m], 0.5, 0.5) > 1"))
+    code = f"from mlinfra.rules.files import load_rule_file; print(load_rule_file({str(path)!r})[0].rules[0].expr)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "holt_winters(up[10m], 0.5, 0.5) > 1"
