@@ -57,9 +57,10 @@ def _string(node: Any, name: str) -> str:
 
 
 def _range_call(name: str, args: list[Any], compile_node: Compile) -> Node:
-    matrix_at = next(
-        i for i, a in enumerate(args) if isinstance(_unparen(a), pp.MatrixSelector | pp.SubqueryExpr)
-    )
+    ranges = [i for i, a in enumerate(args) if isinstance(_unparen(a), pp.MatrixSelector | pp.SubqueryExpr)]
+    if not ranges:  # pragma: no cover - the parser checks argument types
+        raise unsupported(f"{name}() without a range vector")
+    matrix_at = ranges[0]
     source = compile_node(_unparen(args[matrix_at]))
     if not isinstance(source, RangeSource):  # pragma: no cover - the parser checks argument types
         raise unsupported(f"{name}() of anything but a range vector")
