@@ -136,3 +136,14 @@ def test_functions_of_2_42_with_their_edge_cases(store: MetricsStore, engine: Lo
     assert q(engine, "day_of_month(vector(951782400))", 0) == {(): 29.0}
     with pytest.raises(QueryEvaluationError, match="invalid smoothing factor"):
         engine.instant("holt_winters(g[5m], 1, 0.5)", T + 300)
+
+
+@pytest.mark.parametrize("expr", ["g[5m]", "rate(g[5m])[10m:1m]", '"text"', '("text")'])
+def test_a_string_or_range_vector_value_loads_and_fails_each_evaluation_as_in_prometheus(
+    store: MetricsStore, engine: LocalEngine, expr: str
+) -> None:
+    # promtool check rules accepts such a rule; Prometheus fails it at every evaluation.
+    put(store, "g", {}, [(0, 1.0)])
+    engine.check(expr)
+    with pytest.raises(QueryEvaluationError, match="rule result is not a vector or scalar"):
+        engine.instant(expr, T)

@@ -15,9 +15,11 @@ store holds no native histograms).
 Refused, with :class:`UnsupportedExpression`
 (``unsupported by the local engine: <construct>; use the prometheus engine``), so a
 rule file using it is refused when it loads, never during evaluation: functions
-and aggregations Prometheus 2.42 does not have (newer ones promql-parser knows),
-an expression whose value is a string or a range vector (a rule needs an instant
-vector or a scalar), an ``@`` before 1970, a regex RE2 refuses.
+and aggregations Prometheus 2.42 does not have (newer ones promql-parser knows) and
+an ``@`` before 1970 (promql-parser cannot read it); a regex Go's regexp refuses is a
+:class:`QuerySyntaxError`. An expression whose value is a string or a range vector
+compiles, as ``promtool check rules`` accepts it, and fails every evaluation, as a
+Prometheus rule does ("rule result is not a vector or scalar").
 """
 
 from __future__ import annotations
@@ -34,7 +36,16 @@ from mlinfra.promql.binary import ARITH, COMPARE, SET_OPS, Binary
 from mlinfra.promql.compile_calls import compile_call
 from mlinfra.promql.interface import QuerySyntaxError, UnsupportedExpression, unsupported
 from mlinfra.promql.parse import Selector, parse
-from mlinfra.promql.plan import InstantSelector, Negate, Node, Number, SelectorRange, Subquery
+from mlinfra.promql.plan import (
+    InstantSelector,
+    Negate,
+    Node,
+    NotInstant,
+    Number,
+    RangeSource,
+    SelectorRange,
+    Subquery,
+)
 
 __all__ = ["Plan", "compile_expr"]
 
@@ -44,12 +55,12 @@ def compile_expr(expr: str) -> Plan:
     ast = parse(expr)
     try:
         root = compile_node(ast)
-        if isinstance(root, SelectorRange | Subquery):
-            raise unsupported("a range vector as the result (a rule needs an instant vector or a scalar)")
     except UnsupportedExpression as e:
         raise UnsupportedExpression(f"{e} (in {expr!r})") from None
     except LabelRegexError as e:
         raise QuerySyntaxError(f"invalid regular expression in {expr!r}: {e}") from None
+    if isinstance(root, RangeSource):
+        root = NotInstant("a range vector")
     return Plan(expr, root, tuple(_windows(root)))
 
 
@@ -59,7 +70,7 @@ def compile_node(node: Any) -> Node:
     if isinstance(node, pp.NumberLiteral):
         return Number(node.val)
     if isinstance(node, pp.StringLiteral):
-        raise unsupported("a string expression (a rule needs an instant vector or a scalar)")
+        return NotInstant("a string")
     if isinstance(node, pp.VectorSelector):
         return InstantSelector(Selector(node))
     if isinstance(node, pp.MatrixSelector):

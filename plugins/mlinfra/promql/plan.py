@@ -31,6 +31,7 @@ __all__ = [
     "InstantSelector",
     "Negate",
     "Node",
+    "NotInstant",
     "Number",
     "RangeFunction",
     "RangeSource",
@@ -254,6 +255,17 @@ class AbsentOverTime(Node):
             check_unique([(drop_name(labels), 1.0) for labels, _ in series])
             return []
         return [(self.labels, 1.0)]
+
+
+class NotInstant(Node):
+    """A value a rule cannot have (a string, a range vector): Prometheus accepts the rule file and
+    fails each evaluation, and so does the local engine."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def eval(self, ctx: EvaluationContext) -> Value:
+        raise EvalError(f"rule result is not a vector or scalar: the expression's value is {self.kind}")
 
 
 class Negate(Node):
