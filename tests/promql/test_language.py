@@ -147,3 +147,13 @@ def test_a_string_or_range_vector_value_loads_and_fails_each_evaluation_as_in_pr
     engine.check(expr)
     with pytest.raises(QueryEvaluationError, match="rule result is not a vector or scalar"):
         engine.instant(expr, T)
+
+
+def test_go_s_literal_quoting_in_regexes_is_understood(store: MetricsStore, engine: LocalEngine) -> None:
+    # promql-parser's Rust regex lacks \Q...\E; Go's regexp (and so Prometheus) has it.
+    put(store, "t", {"v": "a.*"}, [(0, 1.0)])
+    put(store, "t", {"v": "abc"}, [(0, 2.0)])
+    assert q(engine, 't{v=~"a\\\\Q.*\\\\E"}', 0) == {L(__name__="t", v="a.*"): 1.0}
+    with pytest.raises(QuerySyntaxError):  # Prometheus: the open \Q quotes its closing ")$" too
+        engine.check('t{v=~"a\\\\Q.*"}')
+    assert q(engine, 't{v=~"a.*"}', 0) == {L(__name__="t", v="a.*"): 1.0, L(__name__="t", v="abc"): 2.0}

@@ -426,6 +426,8 @@ COMPLETE: tuple[str, ...] = (
     'target{instance=~"(?i)HOST-.*"}',
     'target{instance!~"[0-9.]+:80|"}',
     'target{zone=""}',
+    'target{instance=~"\\\\Qhost-12:9100\\\\E"}',
+    'target{instance=~"10\\\\Q.0.0.1\\\\E:[0-9]+"}',
     'target{instance=~"host-\\\\d+:\\\\d+"}',
     # range functions
     "changes(stepper[10m])",

@@ -10,6 +10,8 @@ label sets travel as :data:`Labels`, sorted ``(name, value)`` pairs as Prometheu
 
 from __future__ import annotations
 
+import ast
+import json
 import re
 from collections.abc import Callable
 from datetime import timedelta
@@ -51,7 +53,57 @@ def parse(expr: str) -> Any:
     try:
         return pp.parse(expr)
     except ValueError as e:
-        raise QuerySyntaxError(f"invalid PromQL {expr!r}: {e}") from None
+        error = e
+    if "\\Q" in expr:
+        # promql-parser validates matchers with Rust's regex, which lacks Go's \Q...\E quoting.
+        try:
+            return pp.parse(_unquote_q_e(expr))
+        except ValueError:
+            pass
+    raise QuerySyntaxError(f"invalid PromQL {expr!r}: {error}") from None
+
+
+# A string literal after =~ or !~ (double- or single-quoted with escapes, or raw).
+_REGEX_LITERAL = re.compile(r"""([=!]~\s*)("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)""")
+_RE2_META = frozenset("\\.+*?()|[]{}^$")
+
+
+def _unquote_q_e(expr: str) -> str:
+    """``expr`` with each matcher regex's ``\\Q...\\E`` spans written as escaped characters."""
+
+    def rewrite(m: re.Match[str]) -> str:
+        literal = m.group(2)
+        try:
+            pattern = literal[1:-1] if literal[0] == "`" else ast.literal_eval(literal)
+            if not isinstance(pattern, str) or "\\Q" not in pattern:
+                return m.group(0)
+            return m.group(1) + json.dumps(quote_q_e(pattern), ensure_ascii=False)
+        except (ValueError, SyntaxError):
+            return m.group(0)  # left as it is: the parser reports it
+
+    return _REGEX_LITERAL.sub(rewrite, expr)
+
+
+def quote_q_e(pattern: str) -> str:
+    """Go's regexp/syntax ``\\Q...\\E``: the span's characters, escaped; ValueError if one is open."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch != "\\" or i + 1 >= len(pattern):
+            out.append(ch)
+            i += 1
+            continue
+        if pattern[i + 1] != "Q":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        end = pattern.find("\\E", i + 2)
+        if end < 0:  # Prometheus appends ")$" to the pattern: an open \Q quotes it, "missing closing )"
+            raise ValueError("missing closing ): an unterminated \\Q")
+        out.extend("\\" + c if c in _RE2_META else c for c in pattern[i + 2 : end])
+        i = end + 2
+    return "".join(out)
 
 
 def check_syntax(expr: str) -> None:
