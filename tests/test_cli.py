@@ -17,7 +17,7 @@ def test_rules_check_accepts_the_shipped_files_and_refuses_a_bad_one(tmp_path: P
     shipped = sorted(str(p) for p in (ROOT / "include" / "alert_rules").glob("*.yaml"))
     assert main(["rules", "check", *shipped]) == 0
     bad = tmp_path / "bad.yaml"
-    bad.write_text("groups:\n  - name: g\n    rules:\n      - alert: X\n        expr: topk(2, up)\n")
+    bad.write_text("groups:\n  - name: g\n    rules:\n      - alert: X\n        expr: limitk(2, up)\n")
     assert main(["rules", "check", shipped[0], str(bad)]) == 1
     err = capsys.readouterr().err
     assert f"{bad}:5: group 'g', rule 'X': expr: unsupported by the local engine" in err
@@ -43,7 +43,7 @@ def test_query_evaluates_on_the_store(tmp_path: Path, capsys) -> None:  # type: 
         == 0
     )
     assert "empty result" in capsys.readouterr().out  # 10 minutes after the sample: outside the lookback
-    assert main(["query", "topk(1, up)", "--store-url", url]) == 1
+    assert main(["query", "limitk(1, up)", "--store-url", url]) == 1
     assert "unsupported by the local engine" in capsys.readouterr().err
 
 

@@ -27,27 +27,32 @@ class LabelRegexError(ValueError):
     """A label-matcher regex RE2 cannot compile; the message says why."""
 
 
-def _options() -> Any:
+def _options(dot_nl: bool) -> Any:
     options = re2.Options()
-    # Prometheus 3 compiles matchers as "^(?s:" + v + ")$": "." also matches "\n".
-    options.dot_nl = True
+    # Prometheus 3 compiles matchers as "^(?s:" + v + ")$": "." also matches "\n";
+    # Prometheus 2 (the local PromQL engine's target) as "^(?:" + v + ")$": it does not.
+    options.dot_nl = dot_nl
     # RE2 would print every refused pattern to stderr; the caller reports it instead.
     options.log_errors = False
     return options
 
 
-_OPTIONS = _options()
-_cache: dict[str, Any] = {}
+_OPTIONS = {True: _options(True), False: _options(False)}
+_cache: dict[tuple[str, bool], Any] = {}
 _lock = threading.Lock()
 
 
-def compile_label_regex(pattern: str) -> Any:
-    """The compiled RE2 pattern; use ``.fullmatch(value)`` (matchers are anchored at both ends)."""
-    compiled = _cache.get(pattern)
+def compile_label_regex(pattern: str, *, dot_nl: bool = True) -> Any:
+    """The compiled RE2 pattern; use ``.fullmatch(value)`` (matchers are anchored at both ends).
+
+    ``dot_nl=False`` gives Prometheus 2's matchers, where ``.`` does not match a newline.
+    """
+    key = (pattern, dot_nl)
+    compiled = _cache.get(key)
     if compiled is not None:
         return compiled
     try:
-        compiled = re2.compile(f"(?:{pattern})", options=_OPTIONS)
+        compiled = re2.compile(f"(?:{pattern})", options=_OPTIONS[dot_nl])
     except re2.error as e:
         reason = e.args[0] if e.args else e
         if isinstance(reason, bytes):
@@ -56,5 +61,5 @@ def compile_label_regex(pattern: str) -> Any:
     with _lock:
         if len(_cache) >= _CACHE_SIZE:  # patterns come from rule files and queries: few, but unbounded
             _cache.clear()
-        _cache[pattern] = compiled
+        _cache[key] = compiled
     return compiled

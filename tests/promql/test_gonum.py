@@ -13,11 +13,11 @@ from mlinfra.promql.gonum import (
     go_max,
     go_min,
     go_mod,
-    go_pow,
     go_quote,
     parse_go_float,
     parse_le,
 )
+from mlinfra.promql.goport import go_pow
 
 
 def test_arithmetic_never_raises_and_follows_go() -> None:

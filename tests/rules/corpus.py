@@ -321,3 +321,241 @@ CORPUS: tuple[str, ...] = (
     'cpu_percent{core="0"} - ignoring(core) cpu_percent',
     '{__name__=~"mem_.*"} * 1',
 )
+
+
+def numeric_series(start_ms: int, duration_ms: int, step_ms: int) -> Iterator[SeriesData]:
+    """Series whose values expose summation order, regression and calendar differences.
+
+    ``precise``: magnitudes from 1e-3 to 1e16 mixed, so that naive and compensated
+    sums, sum/count and incremental means, one-pass and two-pass variances all differ
+    in the last digits; ``ramp``: a noisy line far from zero (regression numerics);
+    ``stepper``: few distinct values with NaNs (changes, resets); ``epoch``: values
+    that are dates (leap days, before 1970, NaN, far future) for the date functions;
+    ``target``: labels to rewrite (label_replace, label_join).
+    """
+    rng = random.Random(11)
+    ts = list(range(start_ms, start_ms + duration_ms + 1, step_ms))
+    magnitudes = (1e16, 1.0, -1e16, 3.3, 0.1, 1e8 + 0.7, -2.5e-3, 7e15, 123456.789)
+    for k in range(3):
+        points = [(t, rng.choice(magnitudes) * rng.uniform(0.5, 1.5)) for t in ts]
+        yield SeriesData("precise", {"k": str(k), "job": "api" if k else "batch"}, points)
+    for k in range(2):
+        base = 1e9 * (k + 1)
+        yield SeriesData(
+            "ramp", {"k": str(k)}, [(t, base + 0.37 * (t - start_ms) / 1000 + rng.gauss(0, 50)) for t in ts]
+        )
+    stepper = []
+    v = 5.0
+    for t in ts:
+        r = rng.random()
+        if r < 0.05:
+            v = math.nan
+        elif r < 0.25 or math.isnan(v):
+            v = float(rng.choice((1, 2, 5, 9)))
+        stepper.append((t, v))
+    yield SeriesData("stepper", {"k": "0"}, stepper)
+    dates = (951782400.0, 951868799.5, -1.0, 0.0, 4102444800.0, 1e10, -86400.0 * 365 * 300, math.nan, 1.7e9)
+    for i, d in enumerate(dates):
+        yield SeriesData("epoch", {"i": str(i)}, [(t, d + (t - start_ms) / 1000) for t in ts])
+    for i, instance in enumerate(("host-12:9100", "10.0.0.1:80", "nohost", "")):
+        labels = {"instance": instance, "svc": f"s{i}", "zone": "eu" if i % 2 else ""}
+        yield SeriesData("target", {k: v for k, v in labels.items() if v}, [(t, float(i)) for t in ts])
+
+
+# Every function, aggregation, operator and modifier of Prometheus 2.42's PromQL (issue 14).
+COMPLETE: tuple[str, ...] = (
+    # instant functions of values
+    *(
+        f"{fn}(cpu_percent / 37)"
+        for fn in ("abs", "ceil", "floor", "exp", "sqrt", "ln", "log2", "log10", "sgn")
+    ),
+    *(
+        f"{fn}(nan_gauge / 50)"
+        for fn in ("sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh")
+    ),
+    *(
+        f"{fn}(nan_gauge / 25)"
+        for fn in ("asinh", "acosh", "atanh", "deg", "rad", "exp", "ln", "sgn", "ceil")
+    ),
+    "floor(-nan_gauge)",
+    "round(cpu_percent)",
+    "round(nan_gauge, 5)",
+    "round(temp_celsius, 0.3)",
+    "round(precise, 1e3)",
+    "clamp(nan_gauge, -10, 10)",
+    "clamp(cpu_percent, 50, 40)",
+    "exp(precise)",
+    "pi()",
+    "pi() * 2",
+    # time and dates
+    "time()",
+    "time() - 1",
+    "timestamp(cpu_percent)",
+    "timestamp(req_total offset 3m)",
+    "timestamp(cpu_percent * 2)",
+    "timestamp((cpu_percent))",
+    "timestamp(-cpu_percent)",
+    "timestamp(last_over_time(cpu_percent[5m]))",
+    "time() - timestamp(req_total) > 60",
+    *(f"{fn}()" for fn in ("minute", "hour", "day_of_week", "day_of_month", "day_of_year", "days_in_month")),
+    "month()",
+    "year()",
+    *(
+        f"{fn}(epoch)"
+        for fn in ("minute", "hour", "day_of_week", "day_of_month", "day_of_year", "days_in_month")
+    ),
+    "month(epoch)",
+    "year(epoch)",
+    "vector(time())",
+    "vector(1) + vector(2)",
+    "scalar(sum(cpu_percent))",
+    "scalar(cpu_percent)",
+    "cpu_percent > scalar(avg(cpu_percent))",
+    "sort(cpu_percent)",
+    "sort_desc(nan_gauge)",
+    # labels
+    'label_replace(target, "host", "$1", "instance", "(.*):.*")',
+    'label_replace(target, "host", "${1}-$2x$$", "instance", "([^:]+):?(.*)")',
+    'label_replace(target, "port", "$port", "instance", "[^:]*:(?P<port>[0-9]+)")',
+    'label_replace(target, "svc", "", "svc", "s1")',
+    'label_replace(target, "copy", "$0", "zone", "(?i)EU")',
+    'label_replace(cpu_percent, "core", "c$1", "core", "(.)")',
+    'label_join(target, "id", "/", "svc", "zone", "missing")',
+    'label_join(target, "zone", "", "zone")',
+    'label_replace(target, "__name__", "renamed", "svc", ".*")',
+    'target{instance=~"(?i)HOST-.*"}',
+    'target{instance!~"[0-9.]+:80|"}',
+    'target{zone=""}',
+    'target{instance=~"\\\\Qhost-12:9100\\\\E"}',
+    'target{instance=~"10\\\\Q.0.0.1\\\\E:[0-9]+"}',
+    'target{instance=~"host-\\\\d+:\\\\d+"}',
+    # range functions
+    "changes(stepper[10m])",
+    "changes(cpu_percent[5m])",
+    "resets(req_total[1h])",
+    "resets(stepper[30m])",
+    "deriv(ramp[10m])",
+    "deriv(temp_celsius[5m])",
+    "deriv(stepper[20m])",
+    "predict_linear(ramp[30m], 3600)",
+    "predict_linear(temp_celsius[10m], 600) > 90",
+    "predict_linear(mem_used_bytes[1h], 4 * 3600)",
+    "holt_winters(temp_celsius[10m], 0.5, 0.3)",
+    "holt_winters(ramp[30m], 0.1, 0.9)",
+    "idelta(temp_celsius[5m])",
+    "idelta(req_total[2m])",
+    "quantile_over_time(0.9, cpu_percent[10m])",
+    "quantile_over_time(0, nan_gauge[10m])",
+    "quantile_over_time(0.5, precise[30m])",
+    "quantile_over_time(1.5, cpu_percent[5m])",
+    "stddev_over_time(precise[30m])",
+    "stdvar_over_time(temp_celsius[10m])",
+    "stddev_over_time(nan_gauge[10m])",
+    "sum_over_time(precise[30m])",
+    "avg_over_time(precise[30m])",
+    "avg_over_time(ramp[1h])",
+    "sum_over_time(ramp[1h])",
+    "last_over_time(cpu_percent[10m])",
+    "last_over_time(req_total[1m])",
+    "present_over_time(req_total[10m])",
+    "absent_over_time(req_total[10m])",
+    'absent_over_time(nonexistent{job="x"}[5m])',
+    'absent_over_time(req_total{instance="node-2"}[5m])',
+    # aggregations
+    "sum(precise)",
+    "avg(precise)",
+    "avg by (job) (precise)",
+    "avg(ramp)",
+    "stddev(precise)",
+    "stdvar by (job) (cpu_percent)",
+    "stddev(nan_gauge)",
+    "group by (job) (cpu_percent)",
+    "group(req_total)",
+    "topk(3, cpu_percent)",
+    "topk by (job) (2, rate(req_total[5m]))",
+    "bottomk(2, temp_celsius)",
+    "bottomk by (instance) (1, nan_gauge)",
+    "topk(1, kube_deployment_spec_replicas)",
+    "topk(0, cpu_percent)",
+    "quantile(0.9, cpu_percent)",
+    "quantile by (job) (0.5, rate(req_total[5m]))",
+    "quantile(0.25, precise)",
+    'count_values("replicas", kube_deployment_spec_replicas)',
+    'count_values by (job) ("v", round(cpu_percent / 10))',
+    'count_values without (instance) ("val", kube_deployment_status_replicas_available)',
+    'count_values("x", precise)',
+    # operators
+    "cpu_percent ^ 0.5",
+    "cpu_percent ^ 3",
+    "temp_celsius ^ -2.25",
+    "(nan_gauge / 10) ^ 7",
+    "2 ^ (temp_celsius / 10)",
+    "cpu_percent atan2 temp_celsius",
+    "nan_gauge atan2 on(instance, job) group_left mem_total_bytes",
+    "cpu_percent % -7",
+    "1 atan2 2",
+    "temp_celsius atan2 10",
+    "-nan_gauge % 3",
+    "cpu_percent != bool 50",
+    "cpu_percent <= cpu_percent",
+    "mem_used_bytes == bool on(instance) mem_total_bytes",
+    # many-to-one and one-to-many matching
+    "cpu_percent * on(instance) group_left mem_total_bytes",
+    "cpu_percent * on(instance, job) group_left(kind) mem_total_bytes",
+    "mem_total_bytes * on(instance) group_right(job) cpu_percent",
+    "mem_total_bytes > on(instance) group_right cpu_percent",
+    "cpu_percent / ignoring(core) group_left mem_used_bytes",
+    "rate(req_total[5m]) / ignoring(code) group_left sum without (code) (rate(req_total[5m]))",
+    "req_total + on(instance) group_left(code) req_total",
+    "cpu_percent > bool on(instance) group_left mem_total_bytes",
+    # @ and offset
+    "cpu_percent @ 1700003600",
+    "rate(req_total[5m] @ 1700003600)",
+    "cpu_percent @ start()",
+    "rate(req_total[5m] @ end() offset 10m)",
+    "cpu_percent offset -10m",
+    "sum(cpu_percent @ 1700001234.5) - sum(cpu_percent)",
+    "timestamp(cpu_percent @ 1700003600)",
+    # subqueries
+    "max_over_time(rate(req_total[5m])[30m:1m])",
+    "avg_over_time(cpu_percent[10m:])",
+    "rate(req_total[10m:30s])",
+    "min_over_time(sum by (job) (cpu_percent)[20m:2m] offset 5m)",
+    "max_over_time(deriv(temp_celsius[5m])[15m:1m] @ 1700006000)",
+    "sum_over_time((cpu_percent > 50)[10m:1m])",
+    "count_over_time(vector(1)[5m:1m])",
+    "quantile_over_time(0.5, max_over_time(cpu_percent[5m:1m])[20m:5m])",
+    "last_over_time(cpu_percent[7m:1m])",
+    "absent_over_time(nonexistent[5m:1m])",
+    "changes(max(stepper)[30m:1m])",
+    "holt_winters(avg(temp_celsius)[20m:1m], 0.3, 0.3)",
+    # native histograms: none in the store, so empty on both sides
+    "histogram_count(latency_seconds_bucket)",
+    "histogram_sum(rate(latency_seconds_bucket[5m]))",
+    "histogram_fraction(0, 0.1, latency_seconds_bucket)",
+    # more modifiers and set operators
+    "max_over_time((cpu_percent @ start())[10m:1m])",
+    "avg_over_time((cpu_percent offset 5m)[10m:1m] offset 5m)",
+    "min_over_time(rate(req_total[5m] @ 1700003600)[10m:1m])",
+    "cpu_percent and ignoring(core) temp_celsius",
+    "vector(1) and on() vector(2)",
+    "temp_celsius or on(instance) cpu_percent > 1000",
+    'absent(nonexistent{job="x"} offset 5m)',
+    "absent(sum(nonexistent))",
+    "absent_over_time(cpu_percent[1m] @ 1700000000)",
+    "+cpu_percent",
+    "-(1 + 2) * -pi()",
+    "sort_desc(topk(3, cpu_percent))",
+    "bottomk(2, rate(req_total[5m])) > 0",
+    'count(count_values("v", round(temp_celsius)))',
+    # errors both engines must report
+    "holt_winters(temp_celsius[10m], 1, 0.5)",
+    'label_replace(target, "1bad", "x", "svc", ".*")',
+    'label_join(target, "x", ",", "bad-name")',
+    'count_values("not a label", cpu_percent)',
+    "cpu_percent * on(instance) group_left mem_used_bytes / ignoring(kind) group_left cpu_percent",
+    "target + on() group_left target",
+    "quantile(0 / 0, cpu_percent)",
+    "quantile_over_time(0 / 0, cpu_percent[5m])",
+    "topk(0 / 0, cpu_percent)",
+)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -93,6 +95,30 @@ BAD_FILES = {
         "Sticky",
         "keep_firing_for: not a valid duration",
     ),
+    "regex_re2_refuses": (
+        """
+        groups:
+          - name: g
+            rules:
+              - alert: Lookbehind
+                expr: up{job=~"(?<=a)pi"} == 0
+        """,
+        5,
+        "Lookbehind",
+        "invalid",
+    ),
+    "label_replace_regex_re2_refuses": (
+        """
+        groups:
+          - name: g
+            rules:
+              - alert: Unbalanced
+                expr: label_replace(up, "a", "$1", "job", "(api") == 0
+        """,
+        5,
+        "Unbalanced",
+        "missing )",
+    ),
     "promql_syntax": (
         """
         groups:
@@ -111,11 +137,12 @@ BAD_FILES = {
           - name: g
             rules:
               - alert: Top
-                expr: topk(3, up) > 0
+                expr: limitk(3, up) > 0
         """,
         5,
         "Top",
-        "unsupported by the local engine: the aggregation topk; use the prometheus engine",
+        "unsupported by the local engine: the aggregation limitk, which Prometheus 2.42 does not have; "
+        "use the prometheus engine",
     ),
     "duplicate_alert": (
         """
@@ -298,7 +325,7 @@ def test_every_problem_of_a_file_is_reported_not_just_the_first(tmp_path: Path, 
           - name: g
             rules:
               - alert: A
-                expr: topk(1, up)
+                expr: limitk(1, up)
               - alert: B
                 expr: up ==
               - alert: C
@@ -399,3 +426,38 @@ def test_a_malformed_file_among_good_ones(tmp_path: Path, sqlite_store: MetricsS
     )
     firing = sorted(a["alertname"] for a in out["firing"])
     assert firing == ["HighCPUUsage", "MemoryAbove50"]
+
+
+def test_the_constructs_community_rule_files_use_load_on_the_local_engine(
+    tmp_path: Path, engine: LocalEngine
+) -> None:
+    """What refused 32 of 112 community rule files before (issue 14): all accepted now."""
+    exprs = [
+        "time() - node_boot_time_seconds < 600",
+        "changes(kube_pod_container_status_restarts_total[15m]) > 2",
+        "deriv(node_filesystem_free_bytes[1h]) < 0",
+        "predict_linear(node_filesystem_free_bytes[6h], 24 * 3600) < 0",
+        'node_md_disks{state="failed"} * on(instance) group_left(nodename) node_uname_info > 0',
+        "round(rate(node_vmstat_oom_kill[5m])) > 0",
+        "absent(up) or vector(0) > 1",
+        "quantile_over_time(0.95, probe_duration_seconds[10m]) > 1",
+        'label_replace(up, "host", "$1", "instance", "(.*):.*") == 0',
+        "floor(node_load1) > 10",
+        'count_values("version", node_exporter_build_info) > 1',
+        'up{job=~"(?i)NODE.*"} == 0',
+    ]
+    rules = "\n".join(f"      - alert: A{i}\n        expr: '{e}'" for i, e in enumerate(exprs))
+    path = tmp_path / "community.yaml"
+    path.write_text(f"groups:\n  - name: g\n    rules:\n{rules}\n")
+    loaded = load_rule_file(path, engine=engine)
+    assert len([r for g in loaded for r in g.rules]) == len(exprs)
+
+
+def test_holt_winters_of_prometheus_2_42_loads_without_an_engine_too(tmp_path: Path) -> None:
+    # promql-parser follows Prometheus 3 (double_exponential_smoothing); 2.42's name must parse
+    # in a fresh process too (registering it is a side effect of importing mlinfra.promql.parse).
+    path = write(tmp_path, "hw.yaml", GOOD_GROUP.replace("up == 0", "holt_winters(up[10m], 0.5, 0.5) > 1"))
+    code = f"from mlinfra.rules.files import load_rule_file; print(load_rule_file({str(path)!r})[0].rules[0].expr)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "holt_winters(up[10m], 0.5, 0.5) > 1"

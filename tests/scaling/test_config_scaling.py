@@ -71,10 +71,10 @@ def test_alert_steps_parse_with_defaults() -> None:
         ),
         (
             lambda d: scaling(d, 1)["target"].update(
-                expr="predict_linear(ml_gpu_utilization_percent[5m], 600)"
+                expr="mad_over_time(ml_gpu_utilization_percent[5m])"  # newer than Prometheus 2.42
             ),
             "models[1].scaling.target.expr: the local engine cannot evaluate this expression: "
-            "unsupported by the local engine: the function predict_linear()",
+            "unsupported by the local engine: the function mad_over_time()",
         ),
         (
             lambda d: scaling(d, 1)["target"].update(expr="avg(ml_gpu_utilization_percent"),
@@ -122,7 +122,7 @@ def test_target_checked_by_the_fleets_engine() -> None:
 
 
 def test_error_names_the_line() -> None:
-    message = refused(lambda d: scaling(d, 1)["target"].update(expr="predict_linear(x[5m], 1)"))
+    message = refused(lambda d: scaling(d, 1)["target"].update(expr="mad_over_time(x[5m])"))
     assert message.startswith("fleet.yaml: line ")
 
 

@@ -1,27 +1,25 @@
 """Compile PromQL into the local engine's plan, refusing at once what it cannot evaluate.
 
     plan = compile_expr('sum by (job) (rate(x_total[5m])) > 10')
-    plan.root       # the node tree (mlinfra.promql.plan)
+    plan.root       # the node tree (mlinfra.promql.plan and the modules beside it)
     plan.windows    # (('x_total', 300000, 0),): what it will read, for shared reads
 
-What compiles, with the semantics of Prometheus 2.42 (the target the differential
-tests compare against):
+Everything of Prometheus 2.42's PromQL compiles, with its semantics (the target
+the differential tests compare against): selectors with the four matcher types
+(RE2, fully anchored), ``offset``, ``@`` (``start()``/``end()`` too), subqueries;
+every operator (arithmetic, ``atan2``, comparisons with ``bool``, ``and``/``or``/
+``unless``) with ``on``/``ignoring`` and ``group_left``/``group_right``; every
+aggregation; every function of 2.42 (the native-histogram ones answer empty: the
+store holds no native histograms).
 
-* instant selectors (latest sample in the 5-minute lookback window ``[t-5m, t]``)
-  and range selectors (every sample in ``[t-range, t]``), the four matcher types,
-  ``offset``;
-* number literals, parentheses, unary minus;
-* arithmetic (``+ - * / % ^``) and comparison operators (with ``bool``), between
-  scalars and vectors, with one-to-one vector matching (``on``/``ignoring``), and
-  the set operators ``and``/``or``/``unless``;
-* aggregations ``sum avg min max count`` with ``by``/``without``;
-* functions ``rate irate increase delta abs clamp_min clamp_max absent
-  avg_over_time min_over_time max_over_time sum_over_time count_over_time
-  histogram_quantile``.
-
-Anything else raises :class:`UnsupportedExpression`
+Refused, with :class:`UnsupportedExpression`
 (``unsupported by the local engine: <construct>; use the prometheus engine``), so a
-rule file using it is refused when it loads, never during evaluation.
+rule file using it is refused when it loads, never during evaluation: functions
+and aggregations Prometheus 2.42 does not have (newer ones promql-parser knows) and
+an ``@`` before 1970 (promql-parser cannot read it); a regex Go's regexp refuses is a
+:class:`QuerySyntaxError`. An expression whose value is a string or a range vector
+compiles, as ``promtool check rules`` accepts it, and fails every evaluation, as a
+Prometheus rule does ("rule result is not a vector or scalar").
 """
 
 from __future__ import annotations
@@ -32,25 +30,21 @@ from typing import Any
 
 import promql_parser as pp
 
-from mlinfra.promql.functions import RANGE_FUNCTIONS
-from mlinfra.promql.gonum import go_max, go_min
-from mlinfra.promql.interface import UnsupportedExpression, unsupported
+from mlinfra.label_regex import LabelRegexError
+from mlinfra.promql.aggregations import AGGREGATIONS, Aggregate
+from mlinfra.promql.binary import ARITH, COMPARE, SET_OPS, Binary
+from mlinfra.promql.compile_calls import compile_call
+from mlinfra.promql.interface import QuerySyntaxError, UnsupportedExpression, unsupported
 from mlinfra.promql.parse import Selector, parse
 from mlinfra.promql.plan import (
-    ARITH,
-    COMPARE,
-    SET_OPS,
-    Abs,
-    Absent,
-    Aggregate,
-    Binary,
-    Clamp,
-    HistogramQuantile,
     InstantSelector,
     Negate,
     Node,
+    NotInstant,
     Number,
-    RangeFunction,
+    RangeSource,
+    SelectorRange,
+    Subquery,
 )
 
 __all__ = ["Plan", "compile_expr"]
@@ -60,85 +54,66 @@ def compile_expr(expr: str) -> Plan:
     """The plan of ``expr``; :class:`QuerySyntaxError` or :class:`UnsupportedExpression` naming it."""
     ast = parse(expr)
     try:
-        root = _compile(ast)
+        root = compile_node(ast)
     except UnsupportedExpression as e:
         raise UnsupportedExpression(f"{e} (in {expr!r})") from None
+    except LabelRegexError as e:
+        raise QuerySyntaxError(f"invalid regular expression in {expr!r}: {e}") from None
+    if isinstance(root, RangeSource):
+        root = NotInstant("a range vector")
     return Plan(expr, root, tuple(_windows(root)))
 
 
-_AGGREGATIONS = frozenset({"sum", "avg", "min", "max", "count"})
-_VECTOR_FUNCTIONS = frozenset({"abs", "clamp_min", "clamp_max", "absent", "histogram_quantile"})
-
-
-def _compile(node: Any) -> Node:
+def compile_node(node: Any) -> Node:
     if isinstance(node, pp.ParenExpr):
-        return _compile(node.expr)
+        return compile_node(node.expr)
     if isinstance(node, pp.NumberLiteral):
         return Number(node.val)
     if isinstance(node, pp.StringLiteral):
-        raise unsupported("string literals")
+        return NotInstant("a string")
     if isinstance(node, pp.VectorSelector):
         return InstantSelector(Selector(node))
     if isinstance(node, pp.MatrixSelector):
-        raise unsupported("a range vector outside a supported function")
+        return SelectorRange(node)
     if isinstance(node, pp.SubqueryExpr):
-        raise unsupported("subqueries")
+        return Subquery(compile_node(node.expr), node)
     if isinstance(node, pp.UnaryExpr):
-        return Negate(_compile(node.expr))
+        return Negate(compile_node(node.expr))
     if isinstance(node, pp.AggregateExpr):
-        op = str(node.op)
-        if op not in _AGGREGATIONS:
-            raise unsupported(f"the aggregation {op}")
-        if node.param is not None:  # pragma: no cover - only parameterised aggregations take one
-            raise unsupported(f"a parameter to {op}")
-        mod = node.modifier
-        without = mod is not None and mod.type == pp.AggModifierType.Without
-        return Aggregate(op, _compile(node.expr), list(mod.labels) if mod is not None else None, without)
+        return _compile_aggregate(node)
     if isinstance(node, pp.Call):
-        return _compile_call(node)
+        return compile_call(node, compile_node)
     if isinstance(node, pp.BinaryExpr):
         return _compile_binary(node)
     raise unsupported(f"the expression type {type(node).__name__}")
 
 
-def _compile_call(node: pp.Call) -> Node:
-    name = node.func.name
-    args = list(node.args)
-    if name in RANGE_FUNCTIONS:
-        arg = args[0]
-        while isinstance(arg, pp.ParenExpr):  # pragma: no cover - the parser wants a range vector here
-            arg = arg.expr
-        if isinstance(arg, pp.SubqueryExpr):
-            raise unsupported("subqueries")
-        if not isinstance(arg, pp.MatrixSelector):  # pragma: no cover - the parser checks types
-            raise unsupported(f"{name}() of anything but a range selector")
-        return RangeFunction(RANGE_FUNCTIONS[name], arg)
-    if name not in _VECTOR_FUNCTIONS:
-        raise unsupported(f"the function {name}()")
-    compiled = [_compile(a) for a in args]
-    if name == "abs":
-        return Abs(compiled[0])
-    if name == "clamp_min":
-        return Clamp(compiled[0], compiled[1], go_max)
-    if name == "clamp_max":
-        return Clamp(compiled[0], compiled[1], go_min)
-    if name == "absent":
-        return Absent(compiled[0], args[0])
-    return HistogramQuantile(compiled[0], compiled[1])
+def _compile_aggregate(node: pp.AggregateExpr) -> Node:
+    op = str(node.op)
+    if op not in AGGREGATIONS:
+        raise unsupported(f"the aggregation {op}, which Prometheus 2.42 does not have")
+    mod = node.modifier
+    without = mod is not None and mod.type == pp.AggModifierType.Without
+    param: Node | str | None = None
+    if node.param is not None:
+        raw = node.param
+        while isinstance(raw, pp.ParenExpr):
+            raw = raw.expr
+        param = str(raw.val) if isinstance(raw, pp.StringLiteral) else compile_node(raw)
+    labels = list(mod.labels) if mod is not None else None
+    return Aggregate(op, compile_node(node.expr), labels, without, param)
 
 
 def _compile_binary(node: pp.BinaryExpr) -> Node:
     op = str(node.op)
-    if op not in ARITH and op not in COMPARE and op not in SET_OPS:
+    if op not in ARITH and op not in COMPARE and op not in SET_OPS:  # pragma: no cover - all of 2.42's
         raise unsupported(f"the operator {op}")
     mod = node.modifier
     if mod is not None:
-        if mod.card in (pp.VectorMatchCardinality.ManyToOne, pp.VectorMatchCardinality.OneToMany):
-            raise unsupported("group_left/group_right (many-to-one matching)")
         fill = mod.fill_values
         if fill is not None and (fill.lhs is not None or fill.rhs is not None):
-            raise unsupported("fill modifiers")
-    return Binary(op, _compile(node.lhs), _compile(node.rhs), mod)
+            raise unsupported("fill modifiers, which Prometheus 2.42 does not have")
+    return Binary(op, compile_node(node.lhs), compile_node(node.rhs), mod)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,11 +127,14 @@ class Plan:
 
 
 def _windows(node: Node) -> Iterator[tuple[str, int, int]]:
-    if isinstance(node, InstantSelector | RangeFunction):
-        if node.sel.name is not None:
-            span = node.range_ms if isinstance(node, RangeFunction) else -1
-            yield node.sel.name, span, node.sel.offset_ms
+    """The windows read at the evaluation instant (subqueries and ``@`` read their own)."""
+    if isinstance(node, InstantSelector | SelectorRange):
+        sel = node.sel
+        if sel.name is not None and sel.at is None:
+            span = node.range_ms if isinstance(node, SelectorRange) else -1
+            yield sel.name, span, sel.offset_ms
         return
-    for child in vars(node).values():
-        if isinstance(child, Node):
-            yield from _windows(child)
+    if isinstance(node, Subquery):
+        return
+    for child in node.children():
+        yield from _windows(child)

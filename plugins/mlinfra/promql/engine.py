@@ -71,13 +71,20 @@ class LocalEngine:
     :param store: where the series are.
     :param lookback: seconds an instant selector looks back for the latest sample
         (Prometheus's ``--query.lookback-delta``, 5 minutes).
+    :param subquery_step: seconds between a subquery's steps when it names none
+        (``x[1h:]``): Prometheus uses its ``global.evaluation_interval``, 1 minute by default.
     """
 
     name = "local"
 
-    def __init__(self, store: MetricsStore, *, lookback: float = DEFAULT_LOOKBACK):
+    def __init__(
+        self, store: MetricsStore, *, lookback: float = DEFAULT_LOOKBACK, subquery_step: float = 60.0
+    ):
         if lookback <= 0:
             raise ValueError(f"lookback must be > 0 seconds, got {lookback!r}")
+        if subquery_step <= 0:
+            raise ValueError(f"subquery_step must be > 0 seconds, got {subquery_step!r}")
+        self.subquery_step_ms = round(subquery_step * 1000)
         self.store = store
         self.lookback_ms = round(lookback * 1000)
         self._plans: dict[str, Plan | QueryError] = {}
@@ -134,7 +141,9 @@ class LocalEngine:
         Reads are cached for the session's life: after writing to the store (a
         recording rule's output), call :meth:`EvaluationSession.invalidate`.
         """
-        ctx = EvaluationContext(self.store, self._catalog, round(float(at) * 1000), self.lookback_ms)
+        ctx = EvaluationContext(
+            self.store, self._catalog, round(float(at) * 1000), self.lookback_ms, self.subquery_step_ms
+        )
         with _gc_paused(), ctx.connected():
             yield EvaluationSession(self, ctx)
 

@@ -4,7 +4,7 @@ PromQL runs on Go's float64 operations, which never raise (Python's do), parses
 ``le`` labels with Go's ``strconv.ParseFloat`` and prints values with Go's
 ``strconv.FormatFloat``. Everything here matches Go to the bit or the byte::
 
-    >>> go_div(1.0, 0.0), go_mod(1.0, 0.0)
+    >>> go_div(1.0, 0.0), go_mod(1.0, 0.0)   # Go's math.Pow and the others: mlinfra.promql.goport
     (inf, nan)
     >>> parse_le("1_000"), parse_le("+Inf"), parse_le("1e500"), parse_le(" 1")
     (1000.0, inf, None, None)
@@ -22,11 +22,11 @@ __all__ = [
     "go_div",
     "go_float",
     "go_float_e",
+    "go_float_f",
     "go_format_g4",
     "go_max",
     "go_min",
     "go_mod",
-    "go_pow",
     "go_quote",
     "go_special",
     "parse_go_float",
@@ -56,22 +56,6 @@ def go_mod(a: float, b: float) -> float:
         return math.fmod(a, b)
     except ValueError:  # fmod(inf, y), fmod(x, 0): NaN in Go
         return _NAN
-
-
-def _is_odd_int(y: float) -> bool:
-    return math.isfinite(y) and y == math.floor(y) and math.fmod(y, 2.0) != 0
-
-
-def go_pow(a: float, b: float) -> float:
-    """Go's ``math.Pow`` (PromQL's ``^``)."""
-    try:
-        return math.pow(a, b)
-    except ValueError:
-        if a == 0 and b < 0:  # Go: Pow(±0, y<0) = ±Inf
-            return math.copysign(_INF, a) if _is_odd_int(b) else _INF
-        return _NAN
-    except OverflowError:
-        return -_INF if a < 0 and _is_odd_int(b) else _INF
 
 
 def go_max(x: float, y: float) -> float:
@@ -200,6 +184,22 @@ def go_float(v: float) -> str:
     if exp < -4 or exp >= 6:
         mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
         return f"{sign}{mantissa}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
+    if dp <= 0:
+        return f"{sign}0.{'0' * -dp}{digits}"
+    if dp >= len(digits):
+        return f"{sign}{digits}{'0' * (dp - len(digits))}"
+    return f"{sign}{digits[:dp]}.{digits[dp:]}"
+
+
+def go_float_f(v: float) -> str:
+    """Go's ``strconv.FormatFloat(v, 'f', -1, 64)`` (``count_values``' label): ``1000000``, ``0.000001``."""
+    special = go_special(v)
+    if special is not None:
+        return special
+    if v == 0:
+        return "-0" if math.copysign(1.0, v) < 0 else "0"
+    digits, dp = _digits(abs(v))
+    sign = "-" if v < 0 else ""
     if dp <= 0:
         return f"{sign}0.{'0' * -dp}{digits}"
     if dp >= len(digits):

@@ -10,6 +10,9 @@ label sets travel as :data:`Labels`, sorted ``(name, value)`` pairs as Prometheu
 
 from __future__ import annotations
 
+import ast
+import json
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -19,11 +22,30 @@ import promql_parser as pp
 from mlinfra.label_regex import LabelRegexError, compile_label_regex
 from mlinfra.promql.interface import QuerySyntaxError, unsupported
 
-__all__ = ["NAME", "Labels", "Selector", "absent_labels", "check_syntax", "parse", "to_ms"]
+__all__ = [
+    "NAME",
+    "At",
+    "Labels",
+    "Selector",
+    "absent_labels",
+    "at_modifier",
+    "check_syntax",
+    "parse",
+    "to_ms",
+]
 
 NAME = "__name__"
 # A label set as Prometheus keeps it: sorted (name, value) pairs, no empty values.
 Labels = tuple[tuple[str, str], ...]
+
+
+def _register_holt_winters() -> None:
+    """Prometheus 2.42's ``holt_winters(range, sf, tf)``, which promql-parser (3.x's names) lacks."""
+    matrix, scalar = pp.ValueType.Matrix, pp.ValueType.Scalar
+    pp.register_extra_functions([pp.Function("holt_winters", [matrix, scalar, scalar], pp.ValueType.Vector)])
+
+
+_register_holt_winters()
 
 
 def parse(expr: str) -> Any:
@@ -31,7 +53,57 @@ def parse(expr: str) -> Any:
     try:
         return pp.parse(expr)
     except ValueError as e:
-        raise QuerySyntaxError(f"invalid PromQL {expr!r}: {e}") from None
+        error = e
+    if "\\Q" in expr:
+        # promql-parser validates matchers with Rust's regex, which lacks Go's \Q...\E quoting.
+        try:
+            return pp.parse(_unquote_q_e(expr))
+        except ValueError:
+            pass
+    raise QuerySyntaxError(f"invalid PromQL {expr!r}: {error}") from None
+
+
+# A string literal after =~ or !~ (double- or single-quoted with escapes, or raw).
+_REGEX_LITERAL = re.compile(r"""([=!]~\s*)("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)""")
+_RE2_META = frozenset("\\.+*?()|[]{}^$")
+
+
+def _unquote_q_e(expr: str) -> str:
+    """``expr`` with each matcher regex's ``\\Q...\\E`` spans written as escaped characters."""
+
+    def rewrite(m: re.Match[str]) -> str:
+        literal = m.group(2)
+        try:
+            pattern = literal[1:-1] if literal[0] == "`" else ast.literal_eval(literal)
+            if not isinstance(pattern, str) or "\\Q" not in pattern:
+                return m.group(0)
+            return m.group(1) + json.dumps(quote_q_e(pattern), ensure_ascii=False)
+        except (ValueError, SyntaxError):
+            return m.group(0)  # left as it is: the parser reports it
+
+    return _REGEX_LITERAL.sub(rewrite, expr)
+
+
+def quote_q_e(pattern: str) -> str:
+    """Go's regexp/syntax ``\\Q...\\E``: the span's characters, escaped; ValueError if one is open."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch != "\\" or i + 1 >= len(pattern):
+            out.append(ch)
+            i += 1
+            continue
+        if pattern[i + 1] != "Q":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        end = pattern.find("\\E", i + 2)
+        if end < 0:  # Prometheus appends ")$" to the pattern: an open \Q quotes it, "missing closing )"
+            raise ValueError("missing closing ): an unterminated \\Q")
+        out.extend("\\" + c if c in _RE2_META else c for c in pattern[i + 2 : end])
+        i = end + 2
+    return "".join(out)
 
 
 def check_syntax(expr: str) -> None:
@@ -43,13 +115,25 @@ def to_ms(delta: timedelta) -> int:
     return round(delta.total_seconds() * 1000)
 
 
+_ESCAPED = re.compile(r"\\.")
+
+
+def compile_promql_regex(pattern: str) -> Any:
+    """A regex as Prometheus 2.42 compiles it (Go 1.19's regexp, RE2 syntax): anchored, ``.`` not
+    matching a newline; :class:`LabelRegexError` for what Go refuses, ``(?<name>...)`` included
+    (Go accepts that form of named group only from 1.22 on; ``(?P<name>...)`` is the old one)."""
+    if "(?<" in _ESCAPED.sub("", pattern):
+        raise LabelRegexError("invalid or unsupported Perl syntax: `(?<`")
+    return compile_label_regex(pattern, dot_nl=False)
+
+
 def _matcher_test(op: str, label: str, value: str) -> Callable[[dict[str, str]], bool]:
     if op == "=":
         return lambda d: d.get(label, "") == value
     if op == "!=":
         return lambda d: d.get(label, "") != value
     try:
-        rx = compile_label_regex(value)
+        rx = compile_promql_regex(value)
     except LabelRegexError as e:
         raise QuerySyntaxError(f"invalid regular expression {value!r} for label {label!r}: {e}") from e
     if op == "=~":
@@ -73,12 +157,36 @@ def _match_op(op: Any) -> str:
     raise unsupported(f"the label matcher {op!r}")  # pragma: no cover - the four are all there is
 
 
+class At:
+    """The ``@`` modifier: a fixed instant (ms), or the query's own instant (``start()``/``end()``)."""
+
+    __slots__ = ("fixed_ms",)
+
+    def __init__(self, fixed_ms: int | None):
+        self.fixed_ms = fixed_ms
+
+    def ms(self, query_ms: int) -> int:
+        return query_ms if self.fixed_ms is None else self.fixed_ms
+
+
+def at_modifier(at: Any) -> At | None:
+    """The ``@`` of a selector or subquery; None without one."""
+    if at is None:
+        return None
+    if at.type != pp.AtModifierType.At:  # start() and end() of an instant query are its instant
+        return At(None)
+    try:
+        when = at.at
+    except BaseException:  # promql-parser panics (pyo3 PanicException) reading a time before 1970
+        raise unsupported("an @ timestamp before 1970 (promql-parser cannot read it)") from None
+    return At(round(when.timestamp() * 1000))
+
+
 class Selector:
-    """A vector selector's matchers and offset (shared by instant and range selectors)."""
+    """A vector selector's matchers, offset and ``@`` (shared by instant and range selectors)."""
 
     def __init__(self, vs: pp.VectorSelector):
-        if vs.at is not None:
-            raise unsupported("the @ modifier")
+        self.at = at_modifier(vs.at)
         if vs.matchers.or_matchers:
             raise unsupported("'or' between label matchers")
         self.name: str | None = vs.name
@@ -93,6 +201,11 @@ class Selector:
         self.matchers_key = tuple(sorted(matchers))
         self.tests = [_matcher_test(op, label, value) for op, label, value in matchers]
         self.offset_ms = to_ms(vs.offset) if vs.offset is not None else 0
+
+    def ref_ms(self, t_ms: int, query_ms: int) -> int:
+        """The instant this selector reads at: evaluation time (or its ``@``) minus the offset."""
+        at = self.at
+        return (t_ms if at is None else at.ms(query_ms)) - self.offset_ms
 
 
 def absent_labels(raw: Any) -> Labels:

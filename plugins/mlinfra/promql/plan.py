@@ -7,64 +7,47 @@ tree; :class:`~mlinfra.promql.engine.LocalEngine` evaluates its root::
     root.eval(ctx)     # [(labels, value), ...] with ctx an EvaluationContext
 
 Every node follows Prometheus 2.42's semantics (promql/engine.go, functions.go,
-aggregations); a vector is a list of ``(Labels, value)`` pairs.
+aggregations); a vector is a list of ``(Labels, value)`` pairs. This module holds
+the leaves (numbers, selectors, range vectors: selectors and subqueries) and the
+range functions; :mod:`~mlinfra.promql.binary`, :mod:`~mlinfra.promql.aggregations`
+and :mod:`~mlinfra.promql.functions_instant` the rest.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 
 import promql_parser as pp
 
 from mlinfra.promql.functions import RangeFn
-from mlinfra.promql.gonum import go_div, go_mod, go_pow, parse_le
 from mlinfra.promql.interface import EvalError
-from mlinfra.promql.parse import NAME, Labels, Selector, absent_labels, to_ms
-from mlinfra.promql.quantile import bucket_quantile
-from mlinfra.promql.storage import EvaluationContext
+from mlinfra.promql.parse import NAME, At, Labels, Selector, absent_labels, at_modifier, to_ms
+from mlinfra.promql.storage import EvaluationContext, Points
 
 __all__ = [
-    "ARITH",
-    "COMPARE",
-    "SET_OPS",
-    "Abs",
-    "Absent",
-    "Aggregate",
-    "Binary",
-    "Clamp",
-    "HistogramQuantile",
+    "AbsentOverTime",
     "InstantSelector",
     "Negate",
     "Node",
+    "NotInstant",
     "Number",
     "RangeFunction",
+    "RangeSource",
+    "SelectorRange",
+    "Subquery",
     "Value",
     "Vector",
+    "check_unique",
+    "drop_name",
+    "labels_str",
 ]
 
 Vector = list[tuple[Labels, float]]
 Value = Vector | float
-
-ARITH: dict[str, Callable[[float, float], float]] = {
-    "+": lambda a, b: a + b,
-    "-": lambda a, b: a - b,
-    "*": lambda a, b: a * b,
-    "/": go_div,
-    "%": go_mod,
-    "^": go_pow,
-}
-COMPARE: dict[str, Callable[[float, float], bool]] = {
-    "==": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
-    ">": lambda a, b: a > b,
-    "<": lambda a, b: a < b,
-    ">=": lambda a, b: a >= b,
-    "<=": lambda a, b: a <= b,
-}
-SET_OPS = frozenset({"and", "or", "unless"})
+# A range vector: the window's bounds (ms), its length, and each series' labels and points.
+Matrix = tuple[int, int, int, list[tuple[Labels, Points]]]
 
 
 # ====================================================================== label helpers
@@ -88,19 +71,18 @@ def check_unique(vec: Vector) -> Vector:
     return vec
 
 
-def signature(names: frozenset[str], on: bool) -> Callable[[Labels], Labels]:
-    """Prometheus's matching signature: the ``on`` labels, or all but ``ignoring`` ones and the name."""
-    if on:
-        return lambda labels: tuple(p for p in labels if p[0] in names)
-    excluded = names | {NAME}
-    return lambda labels: tuple(p for p in labels if p[0] not in excluded)
-
-
 class Node:
     is_scalar = False
 
     def eval(self, ctx: EvaluationContext) -> Value:
         raise NotImplementedError
+
+    def children(self) -> Iterator[Node]:
+        for child in vars(self).values():
+            if isinstance(child, Node):
+                yield child
+            elif isinstance(child, list | tuple):
+                yield from (c for c in child if isinstance(c, Node))
 
     def vector(self, ctx: EvaluationContext) -> Vector:
         out = self.eval(ctx)
@@ -129,8 +111,19 @@ class InstantSelector(Node):
     def __init__(self, sel: Selector):
         self.sel = sel
 
+    def samples(self, ctx: EvaluationContext) -> list[tuple[Labels, int, float]]:
+        """Each series' latest sample in the lookback window: (labels, its timestamp, value)."""
+        hi = self.sel.ref_ms(ctx.t_ms, ctx.query_ms)
+        refs, points = ctx.points(self.sel, hi - ctx.lookback_ms, hi)
+        out = []
+        for r in refs:
+            pts = points.get(r.id)
+            if pts:
+                out.append((r.labels, pts[-1][0], pts[-1][1]))
+        return out
+
     def eval(self, ctx: EvaluationContext) -> Vector:
-        hi = ctx.t_ms - self.sel.offset_ms
+        hi = self.sel.ref_ms(ctx.t_ms, ctx.query_ms)
         refs, points = ctx.points(self.sel, hi - ctx.lookback_ms, hi)
         out: Vector = []
         for r in refs:
@@ -140,74 +133,139 @@ class InstantSelector(Node):
         return out
 
 
-class RangeFunction(Node):
-    """A function over a range selector: ``fn(selector[range])``; the name is dropped."""
+# ====================================================================== range vectors
 
-    def __init__(self, fn: RangeFn, ms: pp.MatrixSelector):
-        self.fn = fn
+
+class RangeSource(Node):
+    """A range vector: a range selector or a subquery."""
+
+    def matrix(self, ctx: EvaluationContext) -> Matrix:
+        raise NotImplementedError
+
+    def eval(self, ctx: EvaluationContext) -> Value:  # pragma: no cover - the compiler refuses bare ranges
+        raise EvalError("a range vector is not an instant vector or a scalar")
+
+
+class SelectorRange(RangeSource):
+    def __init__(self, ms: pp.MatrixSelector):
         self.sel = Selector(ms.vector_selector)
         self.range_ms = to_ms(ms.range)
 
-    def eval(self, ctx: EvaluationContext) -> Vector:
-        hi = ctx.t_ms - self.sel.offset_ms
+    def matrix(self, ctx: EvaluationContext) -> Matrix:
+        hi = self.sel.ref_ms(ctx.t_ms, ctx.query_ms)
         lo = hi - self.range_ms
         refs, points = ctx.points(self.sel, lo, hi)
-        fn, range_ms = self.fn, self.range_ms
-        out: Vector = []
+        series = []
         for r in refs:
             pts = points.get(r.id)
             if pts:
-                value = fn(pts, lo, hi, range_ms)
-                if value is not None:
-                    out.append((drop_name(r.labels), value))
+                series.append((r.labels, pts))
+        return lo, hi, self.range_ms, series
+
+
+def _go_div(a: int, b: int) -> int:
+    """Go's integer division (truncates toward zero)."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+class Subquery(RangeSource):
+    """``expr[range:step]``: ``expr`` at every multiple of ``step`` inside the range (engine.go)."""
+
+    def __init__(self, inner: Node, sq: pp.SubqueryExpr):
+        self.inner = inner
+        self.range_ms = to_ms(sq.range) if sq.range is not None else 0
+        # Without a step (``x[1h:]``), the engine's default (Prometheus's evaluation interval).
+        self.step_ms = to_ms(sq.step) if sq.step is not None else None
+        self.offset_ms = to_ms(sq.offset) if sq.offset is not None else 0
+        self.at: At | None = at_modifier(sq.at)
+
+    def steps(self, ctx: EvaluationContext) -> tuple[int, range]:
+        end = (ctx.t_ms if self.at is None else self.at.ms(ctx.query_ms)) - self.offset_ms
+        step = self.step_ms or ctx.subquery_step_ms
+        start = step * _go_div(end - self.range_ms, step)
+        if start < end - self.range_ms:
+            start += step
+        return end, range(start, end + 1, step)
+
+    def matrix(self, ctx: EvaluationContext) -> Matrix:
+        end, steps = self.steps(ctx)
+        if steps:
+            _prefetch(self.inner, ctx, steps[0], steps[-1])
+        series: dict[Labels, Points] = {}
+        inner = self.inner
+        for ts in steps:
+            value = inner.eval(ctx.at_time(ts))
+            if isinstance(value, float):
+                series.setdefault((), []).append((ts, value))
+                continue
+            for labels, v in value:
+                pts = series.get(labels)
+                if pts is None:
+                    series[labels] = [(ts, v)]
+                else:
+                    pts.append((ts, v))
+        return end - self.range_ms, end, self.range_ms, list(series.items())
+
+
+def _prefetch(node: Node, ctx: EvaluationContext, first: int, last: int) -> None:
+    """Read every selector under ``node`` once for all the steps of a subquery (not those with ``@``)."""
+    if isinstance(node, InstantSelector | SelectorRange):
+        sel = node.sel
+        if sel.at is None and sel.name is not None:
+            span = node.range_ms if isinstance(node, SelectorRange) else ctx.lookback_ms
+            ctx.prefetch(sel, first - sel.offset_ms - span, last - sel.offset_ms)
+        return
+    if isinstance(node, Subquery):
+        return
+    for child in node.children():
+        _prefetch(child, ctx, first, last)
+
+
+class RangeFunction(Node):
+    """A function over a range vector, ``fn(range, scalars...)``; the name is dropped but by last_over_time."""
+
+    def __init__(self, fn: RangeFn, source: RangeSource, params: list[Node], *, keep_name: bool = False):
+        self.fn = fn
+        self.source = source
+        self.params = params
+        self.keep_name = keep_name
+
+    def eval(self, ctx: EvaluationContext) -> Vector:
+        lo, hi, range_ms, series = self.source.matrix(ctx)
+        extra = (float(ctx.t_ms), *(p.scalar(ctx) for p in self.params))
+        fn = self.fn
+        out: Vector = []
+        keep = self.keep_name
+        for labels, pts in series:
+            value = fn(pts, lo, hi, range_ms, extra)
+            if value is not None:
+                out.append((labels if keep else drop_name(labels), value))
         return check_unique(out)
 
 
-class Abs(Node):
-    def __init__(self, arg: Node):
-        self.arg = arg
-
-    def eval(self, ctx: EvaluationContext) -> Vector:
-        return check_unique([(drop_name(labels), abs(v)) for labels, v in self.arg.vector(ctx)])
-
-
-class Clamp(Node):
-    def __init__(self, arg: Node, bound: Node, fn: Callable[[float, float], float]):
-        self.arg, self.bound, self.fn = arg, bound, fn
-
-    def eval(self, ctx: EvaluationContext) -> Vector:
-        vec = self.arg.vector(ctx)
-        bound, fn = self.bound.scalar(ctx), self.fn
-        return check_unique([(drop_name(labels), fn(bound, v)) for labels, v in vec])
-
-
-class Absent(Node):
-    def __init__(self, arg: Node, raw_arg: Any):
-        self.arg = arg
+class AbsentOverTime(Node):
+    def __init__(self, source: RangeSource, raw_arg: Any):
+        self.source = source
         self.labels = absent_labels(raw_arg)
 
     def eval(self, ctx: EvaluationContext) -> Vector:
-        return [] if self.arg.vector(ctx) else [(self.labels, 1.0)]
+        series = self.source.matrix(ctx)[3]
+        if series:
+            check_unique([(drop_name(labels), 1.0) for labels, _ in series])
+            return []
+        return [(self.labels, 1.0)]
 
 
-class HistogramQuantile(Node):
-    def __init__(self, q: Node, arg: Node):
-        self.q, self.arg = q, arg
+class NotInstant(Node):
+    """A value a rule cannot have (a string, a range vector): Prometheus accepts the rule file and
+    fails each evaluation, and so does the local engine."""
 
-    def eval(self, ctx: EvaluationContext) -> Vector:
-        q = self.q.scalar(ctx)
-        groups: dict[Labels, tuple[Labels, list[tuple[float, float]]]] = {}
-        for labels, v in self.arg.vector(ctx):
-            d = dict(labels)
-            upper = parse_le(d.get("le"))
-            if upper is None:
-                continue
-            key = tuple(p for p in labels if p[0] != "le")
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = (tuple(p for p in key if p[0] != NAME), [])
-            group[1].append((upper, v))
-        return check_unique([(out, bucket_quantile(q, buckets)) for out, buckets in groups.values()])
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def eval(self, ctx: EvaluationContext) -> Value:
+        raise EvalError(f"rule result is not a vector or scalar: the expression's value is {self.kind}")
 
 
 class Negate(Node):
@@ -220,161 +278,3 @@ class Negate(Node):
         if isinstance(value, float):
             return -value
         return check_unique([(drop_name(labels), -v) for labels, v in value])
-
-
-class Aggregate(Node):
-    def __init__(self, op: str, arg: Node, labels: list[str] | None, without: bool):
-        self.op, self.arg, self.without = op, arg, without
-        self.grouping = list(labels or [])
-        self.grouping_set = frozenset(self.grouping)
-
-    def _group_of(self, labels: Labels) -> Labels:
-        if self.without:
-            drop = self.grouping_set
-            return tuple(p for p in labels if p[0] not in drop and p[0] != NAME)
-        keep = self.grouping_set
-        return tuple(p for p in labels if p[0] in keep)
-
-    def eval(self, ctx: EvaluationContext) -> Vector:
-        vec = self.arg.vector(ctx)
-        op = self.op
-        groups: dict[Labels, list[float]] = {}  # [value, count]
-        group_of = self._group_of
-        if not self.without and not self.grouping:
-            group_of = lambda labels: ()  # noqa: E731 - the by () / no-clause case: one group
-        for labels, v in vec:
-            key = group_of(labels)
-            g = groups.get(key)
-            if g is None:
-                groups[key] = [v, 1.0]
-                continue
-            if op == "sum":
-                g[0] += v
-            elif op == "avg":
-                g[1] += 1
-                mean = g[0]
-                if math.isinf(mean):
-                    if math.isinf(v) and (mean > 0) == (v > 0):
-                        continue
-                    if not math.isinf(v) and not math.isnan(v):
-                        continue
-                g[0] = mean + (v / g[1] - mean / g[1])
-            elif op == "max":
-                if g[0] < v or math.isnan(g[0]):
-                    g[0] = v
-            elif op == "min":
-                if g[0] > v or math.isnan(g[0]):
-                    g[0] = v
-            else:  # count
-                g[1] += 1
-        if op == "count":
-            return [(key, g[1]) for key, g in groups.items()]
-        return [(key, g[0]) for key, g in groups.items()]
-
-
-class Binary(Node):
-    def __init__(self, op: str, lhs: Node, rhs: Node, modifier: Any):
-        self.op, self.lhs, self.rhs = op, lhs, rhs
-        self.is_scalar = lhs.is_scalar and rhs.is_scalar
-        self.return_bool = bool(modifier.return_bool) if modifier is not None else False
-        matching = modifier.matching if modifier is not None else None
-        self.on = matching is not None and matching.type == pp.LabelModifierType.Include
-        self.matching_labels = list(matching.labels) if matching is not None else []
-        self.signature = signature(frozenset(self.matching_labels), self.on)
-        self.arith = ARITH.get(op)
-        self.compare = COMPARE.get(op)
-        self.drops_name = self.arith is not None or self.return_bool
-
-    def eval(self, ctx: EvaluationContext) -> Value:
-        left = self.lhs.eval(ctx)
-        right = self.rhs.eval(ctx)
-        if isinstance(left, float) and isinstance(right, float):
-            if self.arith is not None:
-                return self.arith(left, right)
-            compare = self.compare
-            if compare is None:  # pragma: no cover - the parser refuses set operators on scalars
-                raise EvalError(f"operator {self.op} between scalars")
-            return 1.0 if compare(left, right) else 0.0
-        if isinstance(right, float):
-            return check_unique(self._vector_scalar(left, right, swap=False))  # type: ignore[arg-type]
-        if isinstance(left, float):
-            return check_unique(self._vector_scalar(right, left, swap=True))
-        if self.op in SET_OPS:
-            return self._set_op(left, right)
-        return check_unique(self._vector_vector(left, right))
-
-    def _vector_scalar(self, vec: Vector, scalar: float, *, swap: bool) -> Vector:
-        out: Vector = []
-        arith, compare, return_bool = self.arith, self.compare, self.return_bool
-        for labels, v in vec:
-            lv, rv = (scalar, v) if swap else (v, scalar)
-            if arith is not None:
-                out.append((drop_name(labels), arith(lv, rv)))
-                continue
-            keep = compare(lv, rv)  # type: ignore[misc]
-            if return_bool:
-                out.append((drop_name(labels), 1.0 if keep else 0.0))
-            elif keep:
-                out.append((labels, v))  # the vector's value, even with the scalar on the left
-        return out
-
-    def _vector_vector(self, lhs: Vector, rhs: Vector) -> Vector:
-        sig = self.signature
-        right: dict[Labels, tuple[Labels, float]] = {}
-        for labels, v in rhs:
-            key = sig(labels)
-            if key in right:
-                raise EvalError(
-                    f"found duplicate series for the match group {labels_str(key)} on the right "
-                    f"hand-side of the operation: [{labels_str(labels)}, {labels_str(right[key][0])}]"
-                    ";many-to-many matching not allowed: matching labels must be unique on one side"
-                )
-            right[key] = (labels, v)
-        matched: set[Labels] = set()
-        out: Vector = []
-        arith, compare, return_bool = self.arith, self.compare, self.return_bool
-        keep_set = frozenset(self.matching_labels)
-        for labels, lv in lhs:
-            key = sig(labels)
-            hit = right.get(key)
-            if hit is None:
-                continue
-            rv = hit[1]
-            if arith is not None:
-                value, keep = arith(lv, rv), True
-            else:
-                value, keep = lv, compare(lv, rv)  # type: ignore[misc]
-            if return_bool:
-                value, keep = (1.0 if keep else 0.0), True
-            if not keep:
-                continue
-            if key in matched:
-                raise EvalError(
-                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
-                )
-            matched.add(key)
-            if self.on:
-                result = tuple(p for p in labels if p[0] in keep_set)
-            else:
-                result = tuple(p for p in labels if p[0] not in keep_set)
-            if self.drops_name:
-                result = drop_name(result)
-            out.append((result, value))
-        return out
-
-    def _set_op(self, lhs: Vector, rhs: Vector) -> Vector:
-        sig = self.signature
-        if self.op == "and":
-            if not lhs or not rhs:
-                return []
-            right = {sig(labels) for labels, _ in rhs}
-            return [s for s in lhs if sig(s[0]) in right]
-        if self.op == "or":
-            if not lhs:
-                return list(rhs)
-            if not rhs:
-                return list(lhs)
-            left = {sig(labels) for labels, _ in lhs}
-            return check_unique(list(lhs) + [s for s in rhs if sig(s[0]) not in left])
-        right = {sig(labels) for labels, _ in rhs}  # unless
-        return [s for s in lhs if sig(s[0]) not in right]

@@ -15,6 +15,7 @@ the metric's rows are unchanged.
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from bisect import bisect_left, bisect_right
@@ -49,6 +50,10 @@ class SeriesRef:
     id: int
     labels: Labels
     labels_dict: dict[str, str]
+
+
+def _by_labels(ref: SeriesRef) -> Labels:
+    return ref.labels
 
 
 def store_problem(e: BaseException) -> str:
@@ -89,6 +94,8 @@ class SeriesCatalog:
         else:
             rows = ctx.fetch(f"SELECT id, labels FROM {s} WHERE name = ?", (name,))
             refs = [self._ref(sid, name, text) for sid, text in rows]
+        # In Prometheus's order (the index's: by label set), so that sums add up in the same order.
+        refs.sort(key=_by_labels)
         with self._lock:
             if len(self._series) >= _CACHE_SIZE:
                 self._series.clear()
@@ -118,17 +125,35 @@ class EvaluationContext:
     :param lookback_ms: how far an instant selector looks back for the latest sample.
     """
 
-    def __init__(self, store: MetricsStore, catalog: SeriesCatalog, t_ms: int, lookback_ms: int):
+    def __init__(
+        self,
+        store: MetricsStore,
+        catalog: SeriesCatalog,
+        t_ms: int,
+        lookback_ms: int,
+        subquery_step_ms: int = 60_000,
+    ):
         self.store = store
         self.catalog = catalog
         self.t_ms = t_ms
+        # The query's own instant: what ``@ start()`` and ``@ end()`` mean, inside subqueries too.
+        self.query_ms = t_ms
         self.lookback_ms = lookback_ms
+        self.subquery_step_ms = subquery_step_ms
+        # Whole-selector reads over a wide span (a subquery's), sliced for each of its steps.
+        self._spans: dict[tuple[Any, ...], list[tuple[int, int, dict[int, Points]]]] = {}
         self._series: dict[str | None, list[SeriesRef]] = {}
         self._selected: dict[tuple[Any, ...], list[SeriesRef]] = {}
         self._reads: dict[tuple[Any, ...], dict[int, Points]] = {}
         self._windows: dict[str, list[Window]] = {}
         self._wanted: dict[str, list[tuple[int, int]]] = {}
         self._conn: sa.Connection | None = None
+
+    def at_time(self, t_ms: int) -> EvaluationContext:
+        """This context at another instant (a subquery's step), sharing every read and the connection."""
+        other = copy.copy(self)
+        other.t_ms = t_ms
+        return other
 
     # ------------------------------------------------------------ connection
 
@@ -176,6 +201,7 @@ class EvaluationContext:
             self._selected.clear()
             self._reads.clear()
             self._windows.clear()
+            self._spans.clear()
             return
         # Selectors without a metric name ({__name__=~"..."}) may cover ``name`` too.
         self._windows.pop(name, None)
@@ -185,6 +211,8 @@ class EvaluationContext:
             del self._selected[key]
         for key in [k for k in self._reads if k[0] in (name, None)]:
             del self._reads[key]
+        for key in [k for k in self._spans if k[0] in (name, None)]:
+            del self._spans[key]
 
     # ------------------------------------------------------------ series
 
@@ -225,6 +253,10 @@ class EvaluationContext:
         got = self._reads.get(key)
         if got is not None:
             return refs, got
+        for span_lo, span_hi, data in self._spans.get(key[:2], ()):
+            if span_lo <= lo and hi <= span_hi:
+                got = self._reads[key] = _slice_all(data, lo, hi)
+                return refs, got
         everything = self.series_named(sel.name)
         by_name = sel.name is not None and (
             len(refs) > _BY_ID_LIMIT or len(refs) * 4 > len(everything) or len(refs) == len(everything)
@@ -245,6 +277,12 @@ class EvaluationContext:
                         got[r.id] = part
         self._reads[key] = got
         return refs, got
+
+    def prefetch(self, sel: Selector, lo: int, hi: int) -> None:
+        """Read ``sel`` over [lo, hi] once, so that narrower reads inside it (a subquery's steps) slice it."""
+        refs, got = self.points(sel, lo, hi)
+        if refs:
+            self._spans.setdefault((sel.name, sel.matchers_key), []).append((lo, hi, got))
 
     def _covering(self, name: str | None, lo: int, hi: int, *, read: bool) -> Window | None:
         """A whole-metric read that covers [lo, hi]; with ``read``, make one (merging overlapping wants)."""
@@ -301,6 +339,15 @@ def _slice(pts: Points, lo: int, hi: int) -> Points:
     if pts[0][0] >= lo and pts[-1][0] <= hi:
         return pts
     return pts[bisect_left(pts, lo, key=_ts) : bisect_right(pts, hi, key=_ts)]
+
+
+def _slice_all(data: dict[int, Points], lo: int, hi: int) -> dict[int, Points]:
+    out: dict[int, Points] = {}
+    for sid, pts in data.items():
+        part = _slice(pts, lo, hi)
+        if part:
+            out[sid] = part
+    return out
 
 
 def _group_points(batches: list[list[tuple[Any, ...]]]) -> dict[int, Points]:

@@ -432,12 +432,14 @@ def _parse_rule(
 
 
 def _syntax_check(expr: str, line: int, problem: object) -> None:
-    import promql_parser
+    # Through mlinfra.promql.parse: it teaches promql-parser 2.42's holt_winters.
+    from mlinfra.promql.interface import QuerySyntaxError
+    from mlinfra.promql.parse import check_syntax
 
     try:
-        promql_parser.parse(expr)
-    except ValueError as e:
-        problem(line, f"expr: invalid PromQL {expr!r}: {e}")  # type: ignore[operator]
+        check_syntax(expr)
+    except QuerySyntaxError as e:
+        problem(line, f"expr: {e}")  # type: ignore[operator]
 
 
 # ---------------------------------------------------------------------- files and directories
