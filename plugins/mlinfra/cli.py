@@ -515,11 +515,6 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
-# (command, action) -> what runs it; commands without actions have action None.
 def _alerts_explain(args: argparse.Namespace) -> int:
     from mlinfra.rules.explain import print_explanations
     from mlinfra.rules.state import StoreAlertStates
@@ -528,6 +523,7 @@ def _alerts_explain(args: argparse.Namespace) -> int:
     return print_explanations(args.alertname, rows, sys.stdout)
 
 
+# (command, action) -> what runs it; commands without actions have action None.
 _HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace], int]] = {
     ("fleet", "check"): _fleet_check,
     ("fleet", "rbac"): _fleet_rbac,
@@ -543,3 +539,7 @@ _HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace], int]] = {
     ("query", None): _query,
     ("report", None): _report,
 }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
