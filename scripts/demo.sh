@@ -27,7 +27,6 @@ mkdir -p "$AIRFLOW_HOME"
 
 cluster_pid=""
 airflow_pid=""
-unpause_pid=""
 # Each child runs in its own process group (setsid), so stopping the demo stops everything it
 # started, Airflow's scheduler, api-server, triggerer, dag-processor and task processes included.
 stop_group() {
@@ -42,7 +41,6 @@ stop_group() {
 cleanup() {
 	trap - EXIT INT TERM
 	echo "demo: stopping"
-	[[ -n "$unpause_pid" ]] && { kill "$unpause_pid" 2>/dev/null || true; }
 	[[ -n "$airflow_pid" ]] && stop_group "$airflow_pid"
 	[[ -n "$cluster_pid" ]] && stop_group "$cluster_pid"
 	# The TF Serving stand-in runs in a session of its own (demo_cluster.py lists it in
@@ -130,7 +128,7 @@ EOF
 setsid "$BIN/airflow" standalone &
 airflow_pid=$!
 echo "$airflow_pid" >>"$DEMO/pgids"
-"$BIN/python" "$ROOT/scripts/demo_unpause.py" --base "http://127.0.0.1:$PORT" --home "$AIRFLOW_HOME" \
+setsid "$BIN/python" "$ROOT/scripts/demo_unpause.py" --base "http://127.0.0.1:$PORT" --home "$AIRFLOW_HOME" \
 	--dags "$ROOT/dags" --timeout "$READY_TIMEOUT_S" &
-unpause_pid=$!
+echo "$!" >>"$DEMO/pgids"
 wait "$airflow_pid"

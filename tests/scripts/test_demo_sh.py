@@ -46,8 +46,13 @@ def _fake_venv(tmp_path: Path) -> tuple[Path, Path]:
         'demo="$3"; setsid "$(dirname "$0")/serving" & echo $! >> "$demo/pgids"; '
         'printf "export MLINFRA_DEMO_K8S_URL=k MLINFRA_DEMO_TF_SERVING_REST=t\\n" > "$demo/env.sh"'
     )
+    # The same `python` also runs scripts/demo_unpause.py: that one is real (stdlib only), and
+    # with no Airflow to answer it waits until the demo stops it.
+    unpause = f'case "$1" in *demo_unpause.py) exec {sys.executable} "$@" ;; esac\n'
     (bin_dir / "python").write_text(
-        FAKE.format(what="cluster", python=sys.executable, ports=ports, extra=cluster_extra)
+        FAKE.format(what="cluster", python=sys.executable, ports=ports, extra=cluster_extra).replace(
+            "#!/usr/bin/env bash\n", "#!/usr/bin/env bash\n" + unpause, 1
+        )
     )
     (bin_dir / "airflow").write_text(
         FAKE.format(what="airflow", python=sys.executable, ports=ports, extra="")
@@ -65,6 +70,14 @@ def _listening(ports: Path) -> list[int]:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 out.append(port)
     return out
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 @pytest.mark.parametrize(
@@ -104,6 +117,10 @@ def test_the_demo_stops_everything_it_started(tmp_path: Path, via_make: bool, si
         while _listening(ports) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert _listening(ports) == [], "a process the demo started still listens"
+        # Nothing it recorded is left either (the DAG unpauser listens on no port).
+        recorded = [int(g) for g in (demo_dir / "pgids").read_text().split()]
+        assert len(recorded) == 4, recorded  # cluster, TF Serving, Airflow, unpauser
+        assert [g for g in recorded if _group_alive(g)] == []
     finally:
         if proc.poll() is None:
             proc.kill()
