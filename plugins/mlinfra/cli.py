@@ -515,10 +515,6 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 # (command, action) -> what runs it; commands without actions have action None.
 def _alerts_explain(args: argparse.Namespace) -> int:
     from mlinfra.rules.explain import print_explanations
@@ -543,3 +539,7 @@ _HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace], int]] = {
     ("query", None): _query,
     ("report", None): _report,
 }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
