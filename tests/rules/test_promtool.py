@@ -8,16 +8,13 @@ from pathlib import Path
 import pytest
 
 from mlinfra.rules.promtool import (
-    STALE,
-    UnitTestFileError,
-    expand_values,
     go_duration,
     go_labels,
     model_duration,
-    parse_series,
     run_test_file,
     run_test_files,
 )
+from mlinfra.rules.promtool_files import STALE, UnitTestFileError, expand_values, parse_series
 
 DATA = Path(__file__).parent / "data"
 
