@@ -1,66 +1,20 @@
-"""The promtool-format runner's pieces: expanding notation, series, Go formatting, exit codes."""
+"""The promtool-format runner's pieces: Go formatting, reports, exit codes (reading: test_promtool_files)."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
 
 from mlinfra.rules.promtool import (
-    STALE,
-    UnitTestFileError,
-    expand_values,
     go_duration,
     go_labels,
     model_duration,
-    parse_series,
     run_test_file,
     run_test_files,
 )
 
 DATA = Path(__file__).parent / "data"
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("1+2x3", [1, 3, 5, 7]),
-        ("5-1x3", [5, 4, 3, 2]),
-        ("1x3", [1, 1, 1, 1]),
-        ("0x2", [0, 0, 0]),  # no hexadecimal in series values: "0x2" is 0 repeated
-        ("_ 1 _x2 3", [None, 1, None, None, 3]),
-        ("-1+1x2", [-1, 0, 1]),
-        ("1 2 3", [1, 2, 3]),
-        ("1.5e3 -2", [1500, -2]),
-        ("stale 4", [STALE, 4]),
-        ("", []),
-    ],
-)
-def test_expanding_notation(text: str, expected: list[object]) -> None:
-    assert expand_values(text) == expected
-
-
-def test_special_values() -> None:
-    inf, nan, minus_inf = expand_values("Inf NaN -Inf")
-    assert inf == math.inf and minus_inf == -math.inf  # noqa: PT018
-    assert isinstance(nan, float)
-    assert math.isnan(nan)
-
-
-@pytest.mark.parametrize("text", ["1+x3", "abc", "1x", "1x2.5", "1 % 2"])
-def test_bad_notation_is_an_error(text: str) -> None:
-    with pytest.raises(UnitTestFileError, match="bad series values"):
-        expand_values(text)
-
-
-def test_series() -> None:
-    assert parse_series('up{job="a", le="+Inf"}') == ("up", {"job": "a", "le": "+Inf"})
-    assert parse_series('{__name__="x:y", a="b"}') == ("x:y", {"a": "b"})
-    with pytest.raises(UnitTestFileError):
-        parse_series('up{job=~"a"}')
-    with pytest.raises(UnitTestFileError):
-        parse_series("rate(up[5m])")
 
 
 @pytest.mark.parametrize(

@@ -156,6 +156,26 @@ def advance(
     :class:`DuplicateLabelSetError` (and changes nothing) when two results share a
     label set, as Prometheus does.
     """
+    current = _by_label_set(results)
+    states: dict[str, ActiveAlert] = {}
+    # Label sets present now: continue an active alert, or start a new pending one.
+    for fp, r in current.items():
+        states[fp] = _present(previous.get(fp), r, fp, at)
+    # Label sets gone: drop pending ones, resolve firing ones (unless kept firing).
+    for fp, prev in previous.items():
+        if fp in current:
+            continue
+        after = _absent(prev, at, keep_firing_for, resolved_retention)
+        if after is not None:
+            states[fp] = after
+    # Pending long enough: fire.
+    for fp, a in states.items():
+        if a.state == "pending" and at - a.active_at >= hold:
+            states[fp] = replace(a, state="firing", fired_at=at)
+    return states, _transitions(previous, states, at)
+
+
+def _by_label_set(results: Sequence[AlertInstance]) -> dict[str, AlertInstance]:
     current: dict[str, AlertInstance] = {}
     for r in results:
         fp = fingerprint(r.labels)
@@ -164,44 +184,43 @@ def advance(
                 "vector contains metrics with the same labelset after applying alert labels"
             )
         current[fp] = r
+    return current
 
-    states: dict[str, ActiveAlert] = {}
-    # Label sets present now: continue an active alert, or start a new pending one.
-    for fp, r in current.items():
-        prev = previous.get(fp)
-        if prev is not None and prev.state in ("pending", "firing"):
-            states[fp] = replace(prev, value=r.value, annotations=dict(r.annotations), keep_firing_since=None)
-        else:
-            states[fp] = ActiveAlert(
-                labels=dict(r.labels),
-                annotations=dict(r.annotations),
-                state="pending",
-                active_at=at,
-                value=r.value,
-                fingerprint=fp,
-            )
-    # Label sets gone: drop pending ones, resolve firing ones (unless kept firing).
-    for fp, prev in previous.items():
-        if fp in current:
-            continue
-        if prev.state == "firing" and keep_firing_for > 0:
-            since = prev.keep_firing_since if prev.keep_firing_since is not None else at
-            if at - since < keep_firing_for:
-                states[fp] = replace(prev, keep_firing_since=since)
-                continue
-        if prev.state == "pending":
-            continue
-        if prev.state == "resolved":
-            if prev.resolved_at is not None and at - prev.resolved_at > resolved_retention:
-                continue
-            states[fp] = prev
-            continue
-        states[fp] = replace(prev, state="resolved", resolved_at=at, keep_firing_since=None)
-    # Pending long enough: fire.
-    for fp, a in states.items():
-        if a.state == "pending" and at - a.active_at >= hold:
-            states[fp] = replace(a, state="firing", fired_at=at)
 
+def _present(prev: ActiveAlert | None, r: AlertInstance, fp: str, at: float) -> ActiveAlert:
+    """The state of a label set the expression returned at ``at``."""
+    if prev is not None and prev.state in ("pending", "firing"):
+        return replace(prev, value=r.value, annotations=dict(r.annotations), keep_firing_since=None)
+    return ActiveAlert(
+        labels=dict(r.labels),
+        annotations=dict(r.annotations),
+        state="pending",
+        active_at=at,
+        value=r.value,
+        fingerprint=fp,
+    )
+
+
+def _absent(
+    prev: ActiveAlert, at: float, keep_firing_for: float, resolved_retention: float
+) -> ActiveAlert | None:
+    """The state of a label set the expression no longer returns; None: forgotten."""
+    if prev.state == "firing" and keep_firing_for > 0:
+        since = prev.keep_firing_since if prev.keep_firing_since is not None else at
+        if at - since < keep_firing_for:
+            return replace(prev, keep_firing_since=since)
+    if prev.state == "pending":
+        return None
+    if prev.state == "resolved":
+        if prev.resolved_at is not None and at - prev.resolved_at > resolved_retention:
+            return None
+        return prev
+    return replace(prev, state="resolved", resolved_at=at, keep_firing_since=None)
+
+
+def _transitions(
+    previous: Mapping[str, ActiveAlert], states: Mapping[str, ActiveAlert], at: float
+) -> list[Transition]:
     transitions: list[Transition] = []
     for fp in sorted(set(previous) | set(states)):
         before: State = previous[fp].state if fp in previous else "inactive"
@@ -222,7 +241,7 @@ def advance(
                     active_at=ref.active_at,
                 )
             )
-    return states, transitions
+    return transitions
 
 
 def count_active(states: Mapping[str, ActiveAlert]) -> int:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -231,6 +231,10 @@ def parse_rule_text(
     return groups, problems
 
 
+# Reports one problem: (line, message); the group and rule it is in are bound already.
+_Report = Callable[[int | None, str], None]
+
+
 def _parse_group(
     gnode: yaml.Node,
     source: str,
@@ -240,79 +244,135 @@ def _parse_group(
 ) -> RuleGroup | None:
     gline = gnode.start_mark.line + 1
     n_before = len(problems)
-
-    def problem(line: int | None, message: str, group: str | None = None, rule: str | None = None) -> None:
-        problems.append(RuleProblem(source, line, message, group, rule))
-
     try:
         fields = _mapping(gnode, "a group")
     except _NodeError as e:
-        problem(e.line, str(e))
+        problems.append(RuleProblem(source, e.line, str(e), None, None))
         return None
     by_key = {k: v for k, _, v in fields}
+    name = _group_name(fields, by_key, gline, seen_groups, source, problems)
+    gname = name or None
+
+    def problem(line: int | None, message: str) -> None:
+        problems.append(RuleProblem(source, line, message, gname, None))
+
+    interval = _group_interval(by_key.get("interval"), problem)
+    limit = _group_limit(by_key.get("limit"), problem)
+    rules = _group_rules(by_key.get("rules"), source, gname, engine, problems)
+    if len(problems) > n_before:
+        return None
+    return RuleGroup(name=name, file=source, line=gline, rules=tuple(rules), interval=interval, limit=limit)
+
+
+def _group_name(
+    fields: list[tuple[str, yaml.ScalarNode, yaml.Node]],
+    by_key: dict[str, yaml.Node],
+    gline: int,
+    seen_groups: dict[str, int],
+    source: str,
+    problems: list[RuleProblem],
+) -> str:
+    """The group's name ("" when missing); also reports unknown fields and repeated names."""
     name = ""
     try:
         name = _scalar(by_key["name"], "name") if "name" in by_key else ""
     except _NodeError as e:
-        problem(e.line, str(e))
+        problems.append(RuleProblem(source, e.line, str(e), None, None))
     gname = name or None
     for key, key_node, _ in fields:
         if key not in _GROUP_FIELDS:
-            problem(key_node.start_mark.line + 1, f"field {key} not found in type rulefmt.RuleGroup", gname)
+            problems.append(
+                RuleProblem(
+                    source,
+                    key_node.start_mark.line + 1,
+                    f"field {key} not found in type rulefmt.RuleGroup",
+                    gname,
+                )
+            )
     if not name:
-        problem(gline, "Groupname must not be empty")
+        problems.append(RuleProblem(source, gline, "Groupname must not be empty", None, None))
     elif name in seen_groups:
-        problem(gline, f'groupname: "{name}" is repeated in the same file (line {seen_groups[name]})', gname)
+        problems.append(
+            RuleProblem(
+                source,
+                gline,
+                f'groupname: "{name}" is repeated in the same file (line {seen_groups[name]})',
+                gname,
+            )
+        )
     else:
         seen_groups[name] = gline
+    return name
 
+
+def _group_interval(node: yaml.Node | None, problem: _Report) -> float | None:
+    """The group's ``interval`` (None: the default; 0 means the default too)."""
+    if node is None:
+        return None
     interval: float | None = None
-    if "interval" in by_key:
-        try:
-            text = _scalar(by_key["interval"], "interval")
-            interval = parse_duration(text) if text else None
-            if interval == 0:
-                interval = None
-        except (ValueError, _NodeError) as e:
-            problem(by_key["interval"].start_mark.line + 1, f"interval: {_duration_error(e)}", gname)
-    limit = 0
-    if "limit" in by_key:
-        try:
-            text = _scalar(by_key["limit"], "limit")
-            limit = int(text) if text else 0
-            if limit < 0:
-                raise ValueError
-        except (ValueError, _NodeError):
-            problem(by_key["limit"].start_mark.line + 1, "limit must be a non-negative integer", gname)
+    try:
+        text = _scalar(node, "interval")
+        interval = parse_duration(text) if text else None
+        if interval == 0:
+            interval = None
+    except (ValueError, _NodeError) as e:
+        problem(node.start_mark.line + 1, f"interval: {_duration_error(e)}")
+    return interval
 
+
+def _group_limit(node: yaml.Node | None, problem: _Report) -> int:
+    if node is None:
+        return 0
+    limit = 0
+    try:
+        text = _scalar(node, "limit")
+        limit = int(text) if text else 0
+        if limit < 0:
+            raise ValueError
+    except (ValueError, _NodeError):
+        problem(node.start_mark.line + 1, "limit must be a non-negative integer")
+    return limit
+
+
+def _group_rules(
+    rules_node: yaml.Node | None,
+    source: str,
+    gname: str | None,
+    engine: QueryEngine | None,
+    problems: list[RuleProblem],
+) -> list[Rule]:
+    """The group's good rules; each bad one, and each repeated alert name, is a problem."""
     rules: list[Rule] = []
-    rules_node = by_key.get("rules")
-    if rules_node is not None and not (
+    if rules_node is None or (
         isinstance(rules_node, yaml.ScalarNode) and rules_node.tag == "tag:yaml.org,2002:null"
     ):
-        if not isinstance(rules_node, yaml.SequenceNode):
-            problem(rules_node.start_mark.line + 1, "rules must be a list", gname)
-        else:
-            alert_names: dict[str, int] = {}
-            for rnode in rules_node.value:
-                rule = _parse_rule(rnode, source, gname, engine, problems)
-                if rule is None:
-                    continue
-                if rule.is_alert:
-                    if rule.name in alert_names:
-                        problem(
-                            rule.line,
-                            f"duplicate alert name {rule.name!r} in the group (first at line "
-                            f"{alert_names[rule.name]}); give each alert its own name",
-                            gname,
-                            rule.name,
-                        )
-                    else:
-                        alert_names[rule.name] = rule.line
-                rules.append(rule)
-    if len(problems) > n_before:
-        return None
-    return RuleGroup(name=name, file=source, line=gline, rules=tuple(rules), interval=interval, limit=limit)
+        return rules
+    if not isinstance(rules_node, yaml.SequenceNode):
+        problems.append(
+            RuleProblem(source, rules_node.start_mark.line + 1, "rules must be a list", gname, None)
+        )
+        return rules
+    alert_names: dict[str, int] = {}
+    for rnode in rules_node.value:
+        rule = _parse_rule(rnode, source, gname, engine, problems)
+        if rule is None:
+            continue
+        if rule.is_alert:
+            if rule.name in alert_names:
+                problems.append(
+                    RuleProblem(
+                        source,
+                        rule.line,
+                        f"duplicate alert name {rule.name!r} in the group (first at line "
+                        f"{alert_names[rule.name]}); give each alert its own name",
+                        gname,
+                        rule.name,
+                    )
+                )
+            else:
+                alert_names[rule.name] = rule.line
+        rules.append(rule)
+    return rules
 
 
 def _duration_error(e: Exception) -> str:
@@ -348,72 +408,21 @@ def _parse_rule(
     def problem(line: int | None, message: str) -> None:
         problems.append(RuleProblem(source, line, message, group, name))
 
-    def line_of(key: str) -> int:
-        return by_key[key].start_mark.line + 1 if key in by_key else rline
-
+    node = _RuleNode(by_key, rline, values, problem)
     for key, key_node, _ in fields:
         if key not in _RULE_FIELDS:
             problem(key_node.start_mark.line + 1, f"field {key} not found in type rulefmt.RuleNode")
-
-    record, alert = values.get("record", ""), values.get("alert", "")
-    if record and alert:
-        problem(rline, "only one of 'record' and 'alert' must be set")
-    elif not record and not alert:
-        problem(rline, "one of 'record' or 'alert' must be set")
-    expr = values.get("expr", "")
-    if not expr.strip():
-        problem(line_of("expr"), "field 'expr' must be set in rule")
-    elif engine is not None:
-        try:
-            engine.check(expr)
-        except Exception as e:  # QuerySyntaxError / UnsupportedExpression, or a broken engine
-            problem(line_of("expr"), f"expr: {e}")
-    else:
-        _syntax_check(expr, line_of("expr"), problem)
-
-    durations: dict[str, float] = {}
-    for key in ("for", "keep_firing_for"):
-        if key in values and values[key]:
-            try:
-                durations[key] = parse_duration(values[key])
-            except ValueError:
-                problem(line_of(key), f'{key}: not a valid duration string: "{values[key]}"')
+    record, alert = node.check_kind()
+    expr = node.check_expr(engine)
+    durations = node.durations()
     if record:
-        if not METRIC_NAME.match(record):
-            problem(
-                line_of("record"), f"invalid recording rule name: {record} (must match {METRIC_NAME.pattern})"
-            )
-        for key in ("for", "keep_firing_for", "annotations"):
-            if key in by_key:
-                problem(line_of(key), f"invalid field '{key}' in recording rule")
-
-    labels: dict[str, tuple[str, int]] = {}
-    annotations: dict[str, tuple[str, int]] = {}
-    for key, target in (("labels", labels), ("annotations", annotations)):
-        if key in by_key:
-            try:
-                target.update(_string_map(by_key[key], key))
-            except _NodeError as e:
-                problem(e.line, str(e))
-    for lname, (_, lline) in labels.items():
-        if not LABEL_NAME.match(lname) or lname == "__name__":
-            problem(lline, f"invalid label name: {lname}")
-    for aname, (_, aline) in annotations.items():
-        if not LABEL_NAME.match(aname):
-            problem(aline, f"invalid annotation name: {aname}")
-
+        node.check_recording(record)
+    labels, annotations = node.label_and_annotation_maps()
     label_templates: dict[str, Template] = {}
     annotation_templates: dict[str, Template] = {}
     if alert:
-        for what, source_map, parsed in (
-            ("label", labels, label_templates),
-            ("annotation", annotations, annotation_templates),
-        ):
-            for key, (text, tline) in source_map.items():
-                try:
-                    parsed[key] = parse_template(text, alertname=alert)
-                except TemplateError as e:
-                    problem(tline, f"{what} {key!r}: template does not parse: {e}")
+        label_templates = node.templates("label", labels, alert)
+        annotation_templates = node.templates("annotation", annotations, alert)
 
     if len(problems) > n_before or name is None:
         return None
@@ -431,7 +440,94 @@ def _parse_rule(
     )
 
 
-def _syntax_check(expr: str, line: int, problem: object) -> None:
+class _RuleNode:
+    """One rule's fields as read from YAML, checked step by step; each finding goes to ``problem``."""
+
+    def __init__(
+        self, by_key: dict[str, yaml.Node], line: int, values: dict[str, str], problem: _Report
+    ) -> None:
+        self.by_key = by_key
+        self.line = line
+        self.values = values
+        self.problem = problem
+
+    def line_of(self, key: str) -> int:
+        return self.by_key[key].start_mark.line + 1 if key in self.by_key else self.line
+
+    def check_kind(self) -> tuple[str, str]:
+        """(record, alert): exactly one is set."""
+        record, alert = self.values.get("record", ""), self.values.get("alert", "")
+        if record and alert:
+            self.problem(self.line, "only one of 'record' and 'alert' must be set")
+        elif not record and not alert:
+            self.problem(self.line, "one of 'record' or 'alert' must be set")
+        return record, alert
+
+    def check_expr(self, engine: QueryEngine | None) -> str:
+        """The expression, checked by the engine that will run it (else by the parser)."""
+        expr = self.values.get("expr", "")
+        if not expr.strip():
+            self.problem(self.line_of("expr"), "field 'expr' must be set in rule")
+        elif engine is not None:
+            try:
+                engine.check(expr)
+            except Exception as e:  # QuerySyntaxError / UnsupportedExpression, or a broken engine
+                self.problem(self.line_of("expr"), f"expr: {e}")
+        else:
+            _syntax_check(expr, self.line_of("expr"), self.problem)
+        return expr
+
+    def durations(self) -> dict[str, float]:
+        durations: dict[str, float] = {}
+        for key in ("for", "keep_firing_for"):
+            if key in self.values and self.values[key]:
+                try:
+                    durations[key] = parse_duration(self.values[key])
+                except ValueError:
+                    self.problem(
+                        self.line_of(key), f'{key}: not a valid duration string: "{self.values[key]}"'
+                    )
+        return durations
+
+    def check_recording(self, record: str) -> None:
+        if not METRIC_NAME.match(record):
+            self.problem(
+                self.line_of("record"),
+                f"invalid recording rule name: {record} (must match {METRIC_NAME.pattern})",
+            )
+        for key in ("for", "keep_firing_for", "annotations"):
+            if key in self.by_key:
+                self.problem(self.line_of(key), f"invalid field '{key}' in recording rule")
+
+    def label_and_annotation_maps(self) -> tuple[dict[str, tuple[str, int]], dict[str, tuple[str, int]]]:
+        """``labels`` and ``annotations``: name -> (text, line), names checked."""
+        labels: dict[str, tuple[str, int]] = {}
+        annotations: dict[str, tuple[str, int]] = {}
+        for key, target in (("labels", labels), ("annotations", annotations)):
+            if key in self.by_key:
+                try:
+                    target.update(_string_map(self.by_key[key], key))
+                except _NodeError as e:
+                    self.problem(e.line, str(e))
+        for lname, (_, lline) in labels.items():
+            if not LABEL_NAME.match(lname) or lname == "__name__":
+                self.problem(lline, f"invalid label name: {lname}")
+        for aname, (_, aline) in annotations.items():
+            if not LABEL_NAME.match(aname):
+                self.problem(aline, f"invalid annotation name: {aname}")
+        return labels, annotations
+
+    def templates(self, what: str, source_map: dict[str, tuple[str, int]], alert: str) -> dict[str, Template]:
+        parsed: dict[str, Template] = {}
+        for key, (text, tline) in source_map.items():
+            try:
+                parsed[key] = parse_template(text, alertname=alert)
+            except TemplateError as e:
+                self.problem(tline, f"{what} {key!r}: template does not parse: {e}")
+        return parsed
+
+
+def _syntax_check(expr: str, line: int, problem: _Report) -> None:
     # Through mlinfra.promql.parse: it teaches promql-parser 2.42's holt_winters.
     from mlinfra.promql.interface import QuerySyntaxError
     from mlinfra.promql.parse import check_syntax
@@ -439,7 +535,7 @@ def _syntax_check(expr: str, line: int, problem: object) -> None:
     try:
         check_syntax(expr)
     except QuerySyntaxError as e:
-        problem(line, f"expr: {e}")  # type: ignore[operator]
+        problem(line, f"expr: {e}")
 
 
 # ---------------------------------------------------------------------- files and directories
