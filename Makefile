@@ -69,13 +69,13 @@ test-fast: setup
 	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check plugins dags tests bench
-	$(BIN)/ruff format --check plugins dags tests bench
+	$(BIN)/ruff check conftest.py plugins dags tests bench
+	$(BIN)/ruff format --check conftest.py plugins dags tests bench
 	$(BIN)/mypy
 
 format: setup
-	$(BIN)/ruff format plugins dags tests bench
-	$(BIN)/ruff check --fix plugins dags tests bench
+	$(BIN)/ruff format conftest.py plugins dags tests bench
+	$(BIN)/ruff check --fix conftest.py plugins dags tests bench
 
 bench: setup
 	$(BIN)/python bench/run_all.py

@@ -1,4 +1,4 @@
-"""Shared fixtures. The environment below is set before anything imports Airflow.
+"""Shared fixtures. The environment is set by the root ``conftest.py``, before anything imports Airflow.
 
 Unit tests need no network and no Airflow database; integration tests (marked
 ``integration``) start real servers from ``tests/support`` and skip, or under
@@ -24,20 +24,6 @@ from tests.support.services import (
     pushgateway_server,
 )
 from tests.support.tf_serving_standin import tf_serving_standin  # noqa: F401  (session fixture)
-
-ROOT = Path(__file__).resolve().parents[1]
-# A private AIRFLOW_HOME so tests never touch the developer's `make run` instance.
-os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow-test"))
-os.environ.update(
-    {
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "MLINFRA_FLEET_FILE": str(ROOT / "include" / "fleet.yaml"),
-    }
-)
-os.environ.setdefault("MLINFRA_TEST_CACHE", str(ROOT / ".pytest_cache" / "mlinfra"))
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,9 @@ same verdicts; failures print expected vs got as promtool prints them::
                 value: 95
 
     >>> run_test_files(["include/alert_rules/tests/host_test.yaml"])   # prints, returns the exit code
+    Unit Testing:  include/alert_rules/tests/host_test.yaml
+      SUCCESS
+    <BLANKLINE>
     0
 
 Semantics follow promtool 2.42: each test group gets a fresh store (in-memory
