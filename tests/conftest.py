@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from mlinfra.store import MetricsStore
+from tests.support.connections import kube_connection, store_connection
+from tests.support.k8s_standin import KubeStandIn
 from tests.support.services import (
     PostgresServer,
     ServerHandle,
@@ -57,10 +60,27 @@ def deploy_serving(
         yield server
 
 
-@pytest.fixture
-def sqlite_store(tmp_path: Path) -> Iterator[object]:
-    from mlinfra.store import MetricsStore
+# ---------------------------------------------------------------------- connections
+# Function-scoped: every test gets its own stand-in and store, so no test sees another's state.
 
+
+@pytest.fixture
+def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeStandIn]:
+    """A started Kubernetes stand-in; the Airflow connection ``kubernetes_default`` points at it."""
+    with kube_connection(tmp_path, monkeypatch) as standin:
+        yield standin
+
+
+@pytest.fixture
+def store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MetricsStore]:
+    """A SQLite store behind the Airflow connection ``mlinfra_store`` (what operators and tasks open)."""
+    with store_connection(tmp_path, monkeypatch) as store:
+        yield store
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[MetricsStore]:
+    """A SQLite store of the test's own, with no connection pointing at it."""
     store = MetricsStore.from_url(f"sqlite:///{tmp_path / 'store.db'}")
     yield store
     store.engine.dispose()
