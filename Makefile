@@ -76,11 +76,11 @@ test: setup lint
 	$(SEED_NOTE); \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure"; exit 1; fi; exit $$rc
 
-# The fast loop: everything not marked integration (no servers, no Airflow database),
-# the docstrings' examples included.
+# The fast loop: everything not marked integration (no servers, no Airflow database) or slow,
+# the docstrings' examples included; under a minute. `make test` runs all of it too.
 test-fast: setup
 	@$(SEED_NOTE)
-	@set +e; $(PYTEST) -m "not integration" $(PYTEST_ARGS); rc=$$?; $(SEED_NOTE); exit $$rc
+	@set +e; $(PYTEST) -m "not integration and not slow" $(PYTEST_ARGS); rc=$$?; $(SEED_NOTE); exit $$rc
 
 lint: setup
 	$(BIN)/ruff check conftest.py plugins dags tests bench

@@ -117,3 +117,52 @@ def prometheus(pushgateway: ServerHandle) -> Iterator[ServerHandle]:
 def alertmanager() -> Iterator[ServerHandle]:
     with alertmanager_server() as am:
         yield am
+
+
+# ---------------------------------------------------------------------- marker discipline
+# A test that uses one of these starts a server (or Airflow's database) and must be marked
+# ``integration``, so that ``make test-fast`` (``-m "not integration"``) stays free of them.
+# A test module may define a fixture of the same name (a mock): only the fixtures a test
+# really gets count.
+SERVER_FIXTURES = frozenset(
+    {
+        "airflow_db",
+        "alertmanager",
+        "deploy_serving",
+        "kube",
+        "postgres",
+        "postgres_url",
+        "prometheus",
+        "pushgateway",
+        "tf_serving_standin",
+    }
+)
+SERVER_FIXTURE_MODULES = frozenset({__name__, "tests.support.tf_serving_standin"})
+
+
+def _servers_used(item: pytest.Function) -> list[str]:
+    used = []
+    for name, defs in item._fixtureinfo.name2fixturedefs.items():
+        if name not in SERVER_FIXTURES:
+            continue
+        for fixturedef in reversed(defs):  # the test's own, then the ones it overrides and requests
+            if getattr(fixturedef.func, "__module__", None) in SERVER_FIXTURE_MODULES:
+                used.append(name)
+                break
+            if name not in fixturedef.argnames:
+                break
+    return sorted(used)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = [
+        f"{item.nodeid} (uses {', '.join(used)})"
+        for item in items
+        if isinstance(item, pytest.Function)
+        and (used := _servers_used(item))
+        and item.get_closest_marker("integration") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests start servers but are not marked integration:\n  " + "\n  ".join(sorted(unmarked))
+        )
