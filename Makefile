@@ -25,7 +25,8 @@ AIRFLOW_ENV := AIRFLOW_HOME=$(AIRFLOW_HOME) \
 
 help:
 	@echo "make run    - start Airflow (standalone) with this checkout's DAGs on http://localhost:$(AIRFLOW_PORT)"
-	@echo "make test   - lint, type-check and run every test suite (integration ones start real servers)"
+	@echo "make test   - lint, type-check and run every test suite in random order (SEED=N replays an order)"
+	@echo "make test-fast - the tests that start no server, doctests included (SEED=N replays an order)"
 	@echo "make demo   - make run + a SIMULATED cluster (Kubernetes API + TF Serving stand-ins, simulated GPUs)"
 	@echo "make setup  - create $(VENV) and install the pinned dependencies (uv, pip as fallback; caches reused)"
 	@echo "make lint   - ruff (with Airflow's AIR rules) and mypy on plugins/mlinfra"
@@ -60,22 +61,35 @@ compose-up: compose-models
 	scripts/compose_env.sh
 	docker compose up --build -d
 
+# Tests run in a random order (pytest-randomly) so that no test leans on another. The seed is
+# chosen here, printed before and after the run, and `make test SEED=N` replays that order
+# (`-p no:randomly` in PYTEST_ARGS gives the files' own order).
+ifeq ($(SEED),)
+SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+endif
+PYTEST := $(BIN)/pytest -p randomly --randomly-seed=$(SEED)
+SEED_NOTE = echo "test order seed: $(SEED) (replay: make $@ SEED=$(SEED), or .venv/bin/pytest -p randomly --randomly-seed=$(SEED) ...)"
+
 test: setup lint
-	@set +e; MLINFRA_REQUIRE_INTEGRATION=$${MLINFRA_REQUIRE_INTEGRATION:-0} $(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(SEED_NOTE)
+	@set +e; MLINFRA_REQUIRE_INTEGRATION=$${MLINFRA_REQUIRE_INTEGRATION:-0} $(PYTEST) $(PYTEST_ARGS); rc=$$?; \
+	$(SEED_NOTE); \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure"; exit 1; fi; exit $$rc
 
-# Unit tests only: no servers, no Airflow database.
+# The fast loop: everything not marked integration (no servers, no Airflow database) or slow,
+# the docstrings' examples included; under a minute. `make test` runs all of it too.
 test-fast: setup
-	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
+	@$(SEED_NOTE)
+	@set +e; $(PYTEST) -m "not integration and not slow" $(PYTEST_ARGS); rc=$$?; $(SEED_NOTE); exit $$rc
 
 lint: setup
-	$(BIN)/ruff check plugins dags tests bench
-	$(BIN)/ruff format --check plugins dags tests bench
+	$(BIN)/ruff check conftest.py plugins dags tests bench
+	$(BIN)/ruff format --check conftest.py plugins dags tests bench
 	$(BIN)/mypy
 
 format: setup
-	$(BIN)/ruff format plugins dags tests bench
-	$(BIN)/ruff check --fix plugins dags tests bench
+	$(BIN)/ruff format conftest.py plugins dags tests bench
+	$(BIN)/ruff check --fix conftest.py plugins dags tests bench
 
 bench: setup
 	$(BIN)/python bench/run_all.py

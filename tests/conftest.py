@@ -1,4 +1,4 @@
-"""Shared fixtures. The environment below is set before anything imports Airflow.
+"""Shared fixtures. The environment is set by the root ``conftest.py``, before anything imports Airflow.
 
 Unit tests need no network and no Airflow database; integration tests (marked
 ``integration``) start real servers from ``tests/support`` and skip, or under
@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from mlinfra.store import MetricsStore
+from tests.support.connections import kube_connection, store_connection
+from tests.support.k8s_standin import KubeStandIn
 from tests.support.services import (
     PostgresServer,
     ServerHandle,
@@ -24,20 +27,6 @@ from tests.support.services import (
     pushgateway_server,
 )
 from tests.support.tf_serving_standin import tf_serving_standin  # noqa: F401  (session fixture)
-
-ROOT = Path(__file__).resolve().parents[1]
-# A private AIRFLOW_HOME so tests never touch the developer's `make run` instance.
-os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow-test"))
-os.environ.update(
-    {
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "MLINFRA_FLEET_FILE": str(ROOT / "include" / "fleet.yaml"),
-    }
-)
-os.environ.setdefault("MLINFRA_TEST_CACHE", str(ROOT / ".pytest_cache" / "mlinfra"))
 
 
 @pytest.fixture(scope="session")
@@ -71,10 +60,27 @@ def deploy_serving(
         yield server
 
 
-@pytest.fixture
-def sqlite_store(tmp_path: Path) -> Iterator[object]:
-    from mlinfra.store import MetricsStore
+# ---------------------------------------------------------------------- connections
+# Function-scoped: every test gets its own stand-in and store, so no test sees another's state.
 
+
+@pytest.fixture
+def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeStandIn]:
+    """A started Kubernetes stand-in; the Airflow connection ``kubernetes_default`` points at it."""
+    with kube_connection(tmp_path, monkeypatch) as standin:
+        yield standin
+
+
+@pytest.fixture
+def store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MetricsStore]:
+    """A SQLite store behind the Airflow connection ``mlinfra_store`` (what operators and tasks open)."""
+    with store_connection(tmp_path, monkeypatch) as store:
+        yield store
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[MetricsStore]:
+    """A SQLite store of the test's own, with no connection pointing at it."""
     store = MetricsStore.from_url(f"sqlite:///{tmp_path / 'store.db'}")
     yield store
     store.engine.dispose()
@@ -111,3 +117,52 @@ def prometheus(pushgateway: ServerHandle) -> Iterator[ServerHandle]:
 def alertmanager() -> Iterator[ServerHandle]:
     with alertmanager_server() as am:
         yield am
+
+
+# ---------------------------------------------------------------------- marker discipline
+# A test that uses one of these starts a server (or Airflow's database) and must be marked
+# ``integration``, so that ``make test-fast`` (``-m "not integration"``) stays free of them.
+# A test module may define a fixture of the same name (a mock): only the fixtures a test
+# really gets count.
+SERVER_FIXTURES = frozenset(
+    {
+        "airflow_db",
+        "alertmanager",
+        "deploy_serving",
+        "kube",
+        "postgres",
+        "postgres_url",
+        "prometheus",
+        "pushgateway",
+        "tf_serving_standin",
+    }
+)
+SERVER_FIXTURE_MODULES = frozenset({__name__, "tests.support.tf_serving_standin"})
+
+
+def _servers_used(item: pytest.Function) -> list[str]:
+    used = []
+    for name, defs in item._fixtureinfo.name2fixturedefs.items():
+        if name not in SERVER_FIXTURES:
+            continue
+        for fixturedef in reversed(defs):  # the test's own, then the ones it overrides and requests
+            if getattr(fixturedef.func, "__module__", None) in SERVER_FIXTURE_MODULES:
+                used.append(name)
+                break
+            if name not in fixturedef.argnames:
+                break
+    return sorted(used)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = [
+        f"{item.nodeid} (uses {', '.join(used)})"
+        for item in items
+        if isinstance(item, pytest.Function)
+        and (used := _servers_used(item))
+        and item.get_closest_marker("integration") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests start servers but are not marked integration:\n  " + "\n  ".join(sorted(unmarked))
+        )

@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.integration
 def test_plugin_loads_without_shadowing_real_packages(tmp_path: Path) -> None:
     script = """
 import json, sys

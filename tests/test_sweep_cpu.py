@@ -74,6 +74,7 @@ def _busy_percent(before: Any, after: Any) -> float:
     return 100.0 * (1 - idle / total)
 
 
+@pytest.mark.slow
 def test_real_sweeps_read_the_machine_not_their_own_start(sqlite_store: MetricsStore) -> None:
     """Three real host sweeps 5 s apart; CPU read as the machine's share, not the sweep's burst."""
     readings: list[float] = []

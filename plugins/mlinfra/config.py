@@ -97,7 +97,7 @@ BASE_PATH_FORMS = (
 class ArtifactLocation:
     """Where a model's SavedModel versions are: ``<base>/<version>/saved_model.pb``.
 
-    >>> loc = fleet.model("half-plus-two").serving.artifact
+    >>> loc = load_fleet().model("half-plus-two").serving.artifact
     >>> loc.scheme, loc.bucket_or_claim, loc.path
     ('image', None, '/models/half_plus_two')
     >>> ArtifactLocation("s3", "models", "prod/half_plus_two").version_uri(3)

@@ -163,7 +163,9 @@ def kube_samples() -> list[Sample]:
 
 
 @pytest.mark.parametrize("layout", ["v1", "v2"])
-def test_processes_in_pods_and_outside_kubernetes(tmp_path: Path, layout: str) -> None:
+def test_processes_in_pods_and_outside_kubernetes(
+    tmp_path: Path, sqlite_store: MetricsStore, layout: str
+) -> None:
     proc = fake_proc(
         tmp_path,
         {
@@ -185,7 +187,7 @@ def test_processes_in_pods_and_outside_kubernetes(tmp_path: Path, layout: str) -
     assert not find(samples, "ml_gpu_process_sm_utilization_percent", pid="1003")
 
     fleet = load_fleet()
-    store = MetricsStore.from_url(f"sqlite:///{tmp_path / 'store.db'}")
+    store = sqlite_store
     done = finish_gpu_samples(store, 1_800_000_000, samples + kube_samples(), fleet)
     a = one(done, "ml_gpu_process_memory_used_bytes", pid="1001")
     assert {k: a.labels[k] for k in ("pod", "namespace", "container", "model")} == {
@@ -210,10 +212,10 @@ def test_processes_in_pods_and_outside_kubernetes(tmp_path: Path, layout: str) -
     assert not {"pod", "namespace", "container", "model"} & set(outside.labels)
 
 
-def test_a_pod_the_sweep_did_not_list_keeps_its_uid(tmp_path: Path) -> None:
+def test_a_pod_the_sweep_did_not_list_keeps_its_uid(tmp_path: Path, sqlite_store: MetricsStore) -> None:
     proc = fake_proc(tmp_path, {1001: CGROUPS["v2"]})
     nvml = FakeNVML([FakeGPU(index=0, processes=[FakeProcess(pid=1001, used_memory=GiB)])])
-    store = MetricsStore.from_url(f"sqlite:///{tmp_path / 'store.db'}")
+    store = sqlite_store
     done = finish_gpu_samples(store, 1_800_000_000, collect(nvml, proc_root=proc), load_fleet())
     s = one(done, "ml_gpu_process_memory_used_bytes", pid="1001")
     assert (s.labels["pod_uid"], s.labels["container_id"]) == (POD_A, CID_A)
@@ -247,8 +249,8 @@ def sweep_once(store: MetricsStore, nvml: FakeNVML, ts: float) -> list[Sample]:
     return samples
 
 
-def test_xid_counters_grow_by_the_events_seen_across_sweeps(tmp_path: Path) -> None:
-    store = MetricsStore.from_url(f"sqlite:///{tmp_path / 'store.db'}")
+def test_xid_counters_grow_by_the_events_seen_across_sweeps(sqlite_store: MetricsStore) -> None:
+    store = sqlite_store
     nvml = FakeNVML.scenario("xid")
     t0 = 1_800_000_000.0
 
@@ -318,7 +320,7 @@ def test_gpu_lost_mid_sweep_is_down_alone(call: str) -> None:
 # -- dcgm names ------------------------------------------------------------------------------
 
 
-def test_dcgm_names_are_added_with_dcgm_labels_and_units(tmp_path: Path) -> None:
+def test_dcgm_names_are_added_with_dcgm_labels_and_units(tmp_path: Path, sqlite_store: MetricsStore) -> None:
     fleet = load_fleet()
     fleet = fleet.model_copy(update={"gpu": fleet.gpu.model_copy(update={"metric_names": "dcgm"})})
     proc = fake_proc(tmp_path, {1001: CGROUPS["v2"]})
@@ -335,7 +337,7 @@ def test_dcgm_names_are_added_with_dcgm_labels_and_units(tmp_path: Path) -> None
             FakeGPU(index=1, mig_enabled=True, migs=[]),
         ]
     )
-    store = MetricsStore.from_url(f"sqlite:///{tmp_path / 'store.db'}")
+    store = sqlite_store
     samples = collect(nvml, proc_root=proc) + kube_samples()
     done = finish_gpu_samples(store, 1_800_000_000, samples, fleet)
 

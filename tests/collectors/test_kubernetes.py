@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from mlinfra.collectors import kubernetes as k8s_collector
 from mlinfra.collectors.kubernetes import collect_kubernetes_samples, run
 from mlinfra.config import DEFAULT_FLEET_FILE, PROJECT_ROOT, Fleet
 from mlinfra.samples import Sample
+from tests.support.connections import kubeconfig_path
 from tests.support.k8s_standin import KubeStandIn
 
 CONN_ENV = "AIRFLOW_CONN_KUBERNETES_DEFAULT"
@@ -65,17 +65,9 @@ def hook_clients() -> tuple[object, object]:
 
 
 @pytest.fixture
-def kube() -> Iterator[KubeStandIn]:
-    with KubeStandIn() as standin:
-        yield standin
-
-
-@pytest.fixture
-def kube_connection(kube: KubeStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """``kubernetes_default`` points at the stand-in through a kubeconfig file."""
-    kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
-    monkeypatch.setenv(*kube.airflow_connection_env(kubeconfig_path=kubeconfig))
-    return kubeconfig
+def kube_connection(kube: KubeStandIn, tmp_path: Path) -> Path:
+    """The kubeconfig file through which ``kubernetes_default`` reaches the stand-in (tests/conftest.py's ``kube``)."""
+    return kubeconfig_path(tmp_path)
 
 
 @pytest.fixture

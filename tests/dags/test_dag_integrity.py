@@ -49,6 +49,7 @@ def test_dags_have_tags_owner_retries_and_docs(dagbag) -> None:
     assert problems == []
 
 
+@pytest.mark.slow
 def test_parsing_dags_leaves_heavy_modules_unimported(tmp_path) -> None:
     # A fresh interpreter, so nothing this test process imported can hide a heavy import.
     script = f"""

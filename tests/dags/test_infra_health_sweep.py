@@ -22,25 +22,19 @@ TS = LOGICAL.timestamp()
 
 
 @pytest.fixture
-def kube(tmp_path: Path):  # type: ignore[no-untyped-def]
-    with KubeStandIn() as k:
-        k.add_deployment("serving", "half-plus-two", replicas=3, ready_replicas=2)
-        k.add_deployment("serving", "resnet50-classifier", replicas=2)
-        crashing = k.pod_names("serving", deployment="resnet50-classifier")[0]
-        k.set_pod_status("serving", crashing, ready=False, restarts=7, waiting_reason="CrashLoopBackOff")
-        k.crashing_pod = crashing  # type: ignore[attr-defined]
-        k.write_kubeconfig(tmp_path / "kubeconfig")
-        yield k
+def kube(kube: KubeStandIn) -> KubeStandIn:
+    """The shared stand-in (behind kubernetes_default) with the fleet's two Deployments, one crash-looping."""
+    kube.add_deployment("serving", "half-plus-two", replicas=3, ready_replicas=2)
+    kube.add_deployment("serving", "resnet50-classifier", replicas=2)
+    crashing = kube.pod_names("serving", deployment="resnet50-classifier")[0]
+    kube.set_pod_status("serving", crashing, ready=False, restarts=7, waiting_reason="CrashLoopBackOff")
+    kube.crashing_pod = crashing  # type: ignore[attr-defined]
+    return kube
 
 
 @pytest.fixture
-def sweep_env(monkeypatch, tmp_path, kube, tf_serving_standin, pushgateway, airflow_db):  # type: ignore[no-untyped-def]
+def sweep_env(monkeypatch, kube, store_env, tf_serving_standin, pushgateway, airflow_db):  # type: ignore[no-untyped-def]
     instance = f"e2e-{uuid.uuid4().hex[:8]}"
-    store_path = tmp_path / "store.db"
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_MLINFRA_STORE", json.dumps({"conn_type": "sqlite", "host": str(store_path)})
-    )
-    monkeypatch.setenv(*kube.airflow_connection_env(kubeconfig_path=tmp_path / "kubeconfig"))
     # Only half-plus-two has a TF Serving connection: resnet50 must be reported as skipped.
     monkeypatch.setenv(*tf_serving_standin.connection_env("tf_serving_half_plus_two"))
     monkeypatch.delenv("AIRFLOW_CONN_TF_SERVING_RESNET50", raising=False)
@@ -49,7 +43,7 @@ def sweep_env(monkeypatch, tmp_path, kube, tf_serving_standin, pushgateway, airf
         "AIRFLOW_CONN_PROMETHEUS_PUSHGATEWAY",
         json.dumps({"conn_type": "http", "host": host, "port": int(port), "extra": {"instance": instance}}),
     )
-    return {"store": MetricsStore.from_url(f"sqlite:///{store_path}"), "instance": instance}
+    return {"store": store_env, "instance": instance}
 
 
 def _sweep_dag():  # type: ignore[no-untyped-def]

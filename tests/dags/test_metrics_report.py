@@ -232,6 +232,7 @@ def test_backfill_makes_one_report_per_day_and_reprocessing_is_identical(
     from tests.reports.conftest import fill
     from tests.reports.expected import check_report, expected_day
     from tests.reports.synthetic import SyntheticHistory
+    from tests.support.connections import store_connection_env
 
     stack = airflow_stack
     fleet = load_fleet()
@@ -252,7 +253,7 @@ def test_backfill_makes_one_report_per_day_and_reprocessing_is_identical(
     store = MetricsStore.from_url(f"sqlite:///{store_path}")
     slots = fill(store, history)
     reports = tmp_path / "reports"
-    stack.env["AIRFLOW_CONN_MLINFRA_STORE"] = json.dumps({"conn_type": "sqlite", "host": str(store_path)})
+    stack.env.update([store_connection_env(store_path)])
     stack.env["AIRFLOW_VAR_MLINFRA_REPORTS_BASE"] = reports.as_uri()
     stack.env["MLINFRA_FLEET_FILE"] = str(ROOT / "include" / "fleet.yaml")
     # Task processes inherit the scheduler's environment, so it starts after these are set.

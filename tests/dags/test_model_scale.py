@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +18,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def env(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow_db: Path
-) -> Iterator[tuple[KubeStandIn, ScaleRecords]]:
-    store_path = tmp_path / "store.db"
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_MLINFRA_STORE", json.dumps({"conn_type": "sqlite", "host": str(store_path)})
-    )
+    kube: KubeStandIn, store_env: MetricsStore, monkeypatch: pytest.MonkeyPatch, airflow_db: Path
+) -> tuple[KubeStandIn, ScaleRecords]:
     monkeypatch.setenv("MLINFRA_SCALE_POLL_INTERVAL", "100ms")
-    with KubeStandIn() as kube:
-        kube.add_deployment("serving", "half-plus-two", replicas=1)
-        kube.set_rollout("serving", "half-plus-two", step_seconds=0.2)
-        monkeypatch.setenv(
-            *kube.airflow_connection_env(kubeconfig_path=kube.write_kubeconfig(tmp_path / "kc"))
-        )
-        store = MetricsStore.from_url(f"sqlite:///{store_path}")
-        yield kube, ScaleRecords(store)
-        store.engine.dispose()
+    kube.add_deployment("serving", "half-plus-two", replicas=1)
+    kube.set_rollout("serving", "half-plus-two", step_seconds=0.2)
+    return kube, ScaleRecords(store_env)
 
 
 def scale(**conf: Any) -> Any:

@@ -28,12 +28,10 @@ POD = {
 
 
 @pytest.fixture
-def store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, airflow_db: Path) -> MetricsStore:
-    path = tmp_path / "store.db"
-    monkeypatch.setenv("AIRFLOW_CONN_MLINFRA_STORE", json.dumps({"conn_type": "sqlite", "host": str(path)}))
+def store(store_env: MetricsStore, monkeypatch: pytest.MonkeyPatch, airflow_db: Path) -> MetricsStore:
     for conn in ("KUBERNETES_DEFAULT", "ALERTMANAGER_DEFAULT", "PROMETHEUS_PUSHGATEWAY"):
         monkeypatch.delenv(f"AIRFLOW_CONN_{conn}", raising=False)
-    s = MetricsStore.from_url(f"sqlite:///{path}")
+    s = store_env
     # History between sweep times (a sweep replaces everything stamped with its own time):
     # a hot GPU for the last 10 minutes, and a pod restarting 10 times in the last hour.
     history = [Sample("ml_gpu_temperature_celsius", GPU, 91.0, T - 60 * m) for m in (9, 6, 4, 1)] + [

@@ -19,8 +19,6 @@ ServingQueueDepthLow (less than 1 for 15 minutes: down); scale-down stabilizatio
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -57,8 +55,12 @@ def load_samples() -> list[Sample]:
 
 @pytest.fixture
 def env(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow_db: Path
-) -> Iterator[tuple[KubeStandIn, MetricsStore]]:
+    kube: KubeStandIn,
+    store_env: MetricsStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    airflow_db: Path,
+) -> tuple[KubeStandIn, MetricsStore]:
     fleet = yaml.safe_load((ROOT / "include" / "fleet.yaml").read_text())
     hpt = fleet["models"][0]
     hpt["scaling"] = {
@@ -74,27 +76,15 @@ def env(
     for smoke in ("half_plus_two.json",):
         (tmp_path / "smoke").mkdir(exist_ok=True)
         (tmp_path / "smoke" / smoke).write_text((ROOT / "include" / "smoke" / smoke).read_text())
-    store_path = tmp_path / "store.db"
     monkeypatch.setenv("MLINFRA_FLEET_FILE", str(fleet_file))
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_MLINFRA_STORE", json.dumps({"conn_type": "sqlite", "host": str(store_path)})
-    )
     monkeypatch.setenv("MLINFRA_SCALE_POLL_INTERVAL", "100ms")
     monkeypatch.setenv("MLINFRA_SWEEP_SCALE_TIMEOUT", "60s")
     for conn in ("ALERTMANAGER_DEFAULT", "PROMETHEUS_PUSHGATEWAY", "TF_SERVING_HALF_PLUS_TWO"):
         monkeypatch.delenv(f"AIRFLOW_CONN_{conn}", raising=False)
-    with KubeStandIn() as kube:
-        kube.add_deployment("serving", "half-plus-two", replicas=1)
-        kube.set_rollout(
-            "serving", "half-plus-two", step_seconds=0.2
-        )  # new pods take a moment: the task defers
-        monkeypatch.setenv(
-            *kube.airflow_connection_env(kubeconfig_path=kube.write_kubeconfig(tmp_path / "kc"))
-        )
-        store = MetricsStore.from_url(f"sqlite:///{store_path}")
-        store.write_samples(load_samples())
-        yield kube, store
-        store.engine.dispose()
+    kube.add_deployment("serving", "half-plus-two", replicas=1)
+    kube.set_rollout("serving", "half-plus-two", step_seconds=0.2)  # new pods take a moment: the task defers
+    store_env.write_samples(load_samples())
+    return kube, store_env
 
 
 def sweep_dag() -> Any:

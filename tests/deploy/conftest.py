@@ -1,8 +1,7 @@
-"""Fixtures of the deploy tests: the project's fleet and a Kubernetes stand-in with a connection."""
+"""Fixtures of the deploy tests: the project's fleet and a client of the stand-in (``kube`` is in tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +15,6 @@ def fleet() -> Any:
     from mlinfra.config import load_fleet
 
     return load_fleet(Path(__file__).resolve().parents[2] / "include" / "fleet.yaml")
-
-
-@pytest.fixture
-def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeStandIn]:
-    """A started stand-in; ``kubernetes_default`` points at it."""
-    with KubeStandIn() as standin:
-        monkeypatch.setenv(
-            *standin.airflow_connection_env(kubeconfig_path=standin.write_kubeconfig(tmp_path / "kc"))
-        )
-        yield standin
 
 
 @pytest.fixture

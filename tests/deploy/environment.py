@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.connections import store_connection_env
 from tests.support.k8s_standin import KubeStandIn
 from tests.support.saved_model import PROJECT_ROOT, half_plus_two_base_path
 from tests.support.serving_runtime import TFServingRuntime
@@ -178,7 +179,7 @@ def deploy_env(tmp: Path, serving: StandinProcess, base_path: Path, **fleet: Any
         store = tmp / "store.db"
         mp.setenv(*kube.airflow_connection_env(kubeconfig_path=kubeconfig))
         mp.setenv(*serving.connection_env("tf_serving_half_plus_two"))
-        mp.setenv("AIRFLOW_CONN_MLINFRA_STORE", json.dumps({"conn_type": "sqlite", "host": str(store)}))
+        mp.setenv(*store_connection_env(store))
         mp.setenv("MLINFRA_FLEET_FILE", str(fleet_file))
         mp.setenv("MLINFRA_DEPLOY_ROLLOUT_TIMEOUT", "60s")
         mp.setenv("MLINFRA_DEPLOY_MODEL_TIMEOUT", "30s")

@@ -10,13 +10,13 @@ they do not use. tests/dags/test_sweep_scaling.py checks its end-to-end run the 
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
+from mlinfra.store import MetricsStore
 from tests.k8s.rbac import allowed, load_rbac, role_rules, uncovered
 from tests.support.k8s_standin import KubeStandIn
 
@@ -50,7 +50,7 @@ def test_uncovered_reports_what_is_missing() -> None:
 
 @pytest.mark.integration
 def test_every_request_of_the_code_is_allowed_and_every_rule_is_used(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kube: KubeStandIn, store_env: MetricsStore
 ) -> None:
     from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
@@ -69,47 +69,39 @@ def test_every_request_of_the_code_is_allowed_and_every_rule_is_used(
     from mlinfra.operators.scale import ScaleDeploymentOperator
     from mlinfra.scaling.plan import plan_scaling
     from mlinfra.sensors.rollout import DeploymentRolloutSensor
-    from mlinfra.store import MetricsStore
 
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_MLINFRA_STORE", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "s.db")})
-    )
-    with KubeStandIn() as kube:
-        monkeypatch.setenv(
-            *kube.airflow_connection_env(kubeconfig_path=kube.write_kubeconfig(tmp_path / "kc"))
-        )
-        kube.install_keda()  # so the ScaledObject list is a real answer, not a 404
-        hook = KubernetesHook(conn_id="kubernetes_default")
-        fleet = load_fleet()
-        # deploy: snapshot, apply (creates the objects), rollout wait, rollback (deletes them)
-        request = validate_request({"model": "half-plus-two", "version": 2, "image_tag": "2.14.1"}, fleet)
-        objects = render_manifests(
-            manifest_values(fleet.model("half-plus-two"), request, run_id="r", replicas=1)
-        ).objects
-        client = ManifestClient(hook.api_client)
-        live = snapshot(client, objects)
-        apply_objects(client, objects, live)
-        DeploymentRolloutSensor(task_id="w", namespace="serving", deployment="half-plus-two").check()
-        collect_config_maps(client, "serving", "half-plus-two", min_age=0)
-        execute_rollback(client, rollback_plan(live, objects))
-        collect_config_maps(client, "serving", "half-plus-two", min_age=0)
-        # sweep: collector and plan; scale: the operator and its trigger
-        kube.add_deployment("serving", "half-plus-two", replicas=1)
-        collect_kubernetes_samples(["serving"], core_v1=hook.core_v1_client, apps_v1=hook.apps_v1_client)
-        plan_scaling(fleet=fleet, store=MetricsStore.from_url(f"sqlite:///{tmp_path / 's.db'}"), at=1e9)
-        kube.set_rollout("serving", "half-plus-two", step_seconds=0.3)
-        op = ScaleDeploymentOperator(
-            task_id="s", model="half-plus-two", namespace="serving", deployment="half-plus-two",
-            replicas=2, reason="rbac", poll_interval=0.05, timeout=10,
-        )  # fmt: skip
-        with pytest.raises(TaskDeferred) as deferred:
-            op.execute({"run_id": "r"})
+    kube.install_keda()  # so the ScaledObject list is a real answer, not a 404
+    hook = KubernetesHook(conn_id="kubernetes_default")
+    fleet = load_fleet()
+    # deploy: snapshot, apply (creates the objects), rollout wait, rollback (deletes them)
+    request = validate_request({"model": "half-plus-two", "version": 2, "image_tag": "2.14.1"}, fleet)
+    objects = render_manifests(
+        manifest_values(fleet.model("half-plus-two"), request, run_id="r", replicas=1)
+    ).objects
+    client = ManifestClient(hook.api_client)
+    live = snapshot(client, objects)
+    apply_objects(client, objects, live)
+    DeploymentRolloutSensor(task_id="w", namespace="serving", deployment="half-plus-two").check()
+    collect_config_maps(client, "serving", "half-plus-two", min_age=0)
+    execute_rollback(client, rollback_plan(live, objects))
+    collect_config_maps(client, "serving", "half-plus-two", min_age=0)
+    # sweep: collector and plan; scale: the operator and its trigger
+    kube.add_deployment("serving", "half-plus-two", replicas=1)
+    collect_kubernetes_samples(["serving"], core_v1=hook.core_v1_client, apps_v1=hook.apps_v1_client)
+    plan_scaling(fleet=fleet, store=store_env, at=1e9)
+    kube.set_rollout("serving", "half-plus-two", step_seconds=0.3)
+    op = ScaleDeploymentOperator(
+        task_id="s", model="half-plus-two", namespace="serving", deployment="half-plus-two",
+        replicas=2, reason="rbac", poll_interval=0.05, timeout=10,
+    )  # fmt: skip
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute({"run_id": "r"})
 
-        async def wait() -> Any:
-            return await anext(deferred.value.trigger.run())
+    async def wait() -> Any:
+        return await anext(deferred.value.trigger.run())
 
-        assert asyncio.run(wait()).payload["status"] == "success"
-        used = kube.rbac_requests()
+    assert asyncio.run(wait()).payload["status"] == "success"
+    used = kube.rbac_requests()
 
     assert uncovered(used) == []
     granted = {

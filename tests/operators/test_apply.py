@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,15 +17,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[KubeStandIn, DeploymentRecords]]:
-    with KubeStandIn() as kube:
-        monkeypatch.setenv(
-            *kube.airflow_connection_env(kubeconfig_path=kube.write_kubeconfig(tmp_path / "kc"))
-        )
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_MLINFRA_STORE", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "s.db")})
-        )
-        yield kube, DeploymentRecords(MetricsStore.from_url(f"sqlite:///{tmp_path / 's.db'}"))
+def env(kube: KubeStandIn, store_env: MetricsStore) -> tuple[KubeStandIn, DeploymentRecords]:
+    return kube, DeploymentRecords(store_env)
 
 
 def objects(version: int) -> list[dict[str, Any]]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,23 +13,10 @@ from mlinfra.operators.scale import ScaleDeploymentOperator
 from mlinfra.scaling.records import ScaleRecords
 from mlinfra.store import MetricsStore
 from mlinfra.triggers.scale import DeploymentScaleTrigger
-from tests.scaling.environment import kube_connection, store_connection
 from tests.support.k8s_standin import KubeStandIn
 
 pytestmark = pytest.mark.integration
 CONTEXT = {"run_id": "scheduled__2026-11-20T12:00:00+00:00"}
-
-
-@pytest.fixture
-def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeStandIn]:
-    with kube_connection(tmp_path, monkeypatch) as standin:
-        yield standin
-
-
-@pytest.fixture
-def store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MetricsStore]:
-    with store_connection(tmp_path, monkeypatch) as store:
-        yield store
 
 
 def operator(**kw: Any) -> ScaleDeploymentOperator:

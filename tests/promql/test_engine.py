@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -28,10 +26,8 @@ T = 1_700_000_000.0  # a round base time; samples at T + seconds
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[MetricsStore]:
-    s = MetricsStore.from_url(f"sqlite:///{tmp_path / 'store.db'}")
-    yield s
-    s.engine.dispose()
+def store(sqlite_store: MetricsStore) -> MetricsStore:
+    return sqlite_store
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from tests.reports.conftest import DAY, Filled, fill, make_history
 from tests.reports.expected import check_report, expected_day
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("day", [1, 2, 3])
 def test_every_figure_matches_the_ground_truth(filled: Filled, day: int) -> None:
     start, end = filled.day(day)
@@ -23,6 +24,7 @@ def test_every_figure_matches_the_ground_truth(filled: Filled, day: int) -> None
     assert problems == []
 
 
+@pytest.mark.slow
 def test_a_day_with_a_gap_names_it_and_is_partial(filled: Filled) -> None:
     start, end = filled.day(1)
     report = build_report(filled.store, filled.fleet, start, end)
@@ -35,6 +37,7 @@ def test_a_day_with_a_gap_names_it_and_is_partial(filled: Filled) -> None:
     assert "18 missing in 1 gap" in report.message
 
 
+@pytest.mark.slow
 def test_counter_reset_does_not_lose_or_invent_requests(filled: Filled) -> None:
     start, end = filled.day(1)
     models = {m.name: m for m in build_report(filled.store, filled.fleet, start, end).models}
@@ -42,6 +45,7 @@ def test_counter_reset_does_not_lose_or_invent_requests(filled: Filled) -> None:
     assert models["half-plus-two"].requests == truth
 
 
+@pytest.mark.slow
 def test_gpu_that_went_away_is_counted_down_not_zero(filled: Filled) -> None:
     start, end = filled.day(1)
     gpus = {(g.host, g.gpu_id): g for g in build_report(filled.store, filled.fleet, start, end).gpus}
@@ -52,6 +56,7 @@ def test_gpu_that_went_away_is_counted_down_not_zero(filled: Filled) -> None:
     assert gpus[("gpu-node-1", "0")].samples == 288 - 18 - 2
 
 
+@pytest.mark.slow
 def test_days_are_independent_of_each_other(filled: Filled) -> None:
     start, end = filled.day(2)
     whole = build_report(filled.store, filled.fleet, start, end)
@@ -62,6 +67,7 @@ def test_days_are_independent_of_each_other(filled: Filled) -> None:
     assert whole.cost.total == pytest.approx(first.cost.total + second.cost.total)
 
 
+@pytest.mark.slow
 def test_empty_interval_says_so_and_keeps_every_section(filled: Filled) -> None:
     start = filled.history.end + 10 * DAY
     report = build_report(filled.store, filled.fleet, start, start + DAY)
@@ -80,6 +86,7 @@ def test_empty_interval_says_so_and_keeps_every_section(filled: Filled) -> None:
     assert data["cost"]["cost_per_1000_predictions"] is None
 
 
+@pytest.mark.slow
 def test_missing_feature_tables_give_empty_sections(tmp_path) -> None:
     store = MetricsStore.from_url(f"sqlite:///{tmp_path / 'bare.db'}")
     history = make_history(days=2)
@@ -92,6 +99,7 @@ def test_missing_feature_tables_give_empty_sections(tmp_path) -> None:
     assert check_report(data, exp, with_events=False) == []
 
 
+@pytest.mark.slow
 def test_same_data_gives_identical_json_whatever_the_storage_order(filled: Filled, tmp_path) -> None:
     # A second store filled independently (series get other ids): the bytes must not change.
     other = MetricsStore.from_url(f"sqlite:///{tmp_path / 'other.db'}")
@@ -103,6 +111,7 @@ def test_same_data_gives_identical_json_whatever_the_storage_order(filled: Fille
     assert json.loads(a)["status"] == "partial"
 
 
+@pytest.mark.slow
 def test_unreachable_store_names_the_connection(filled: Filled) -> None:
     store = MetricsStore.from_url(
         "postgresql+psycopg2://u:secret@127.0.0.1:9/nowhere?connect_timeout=3",
@@ -113,6 +122,7 @@ def test_unreachable_store_names_the_connection(filled: Filled) -> None:
     assert "secret" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_reversed_interval_is_refused(filled: Filled) -> None:
     with pytest.raises(ValueError, match="empty or reversed"):
         build_report(filled.store, filled.fleet, DAY, 0)

@@ -15,6 +15,7 @@ from mlinfra.store import MetricsStore
 from tests.reports.conftest import DAY, Filled
 
 
+@pytest.mark.slow
 def test_publish_writes_one_folder_and_a_row(filled: Filled, tmp_path: Path) -> None:
     base = ObjectStoragePath(tmp_path.as_uri())
     start, end = filled.day(2)
@@ -31,6 +32,7 @@ def test_publish_writes_one_folder_and_a_row(filled: Filled, tmp_path: Path) -> 
     assert row["summary"]["requests"] == data["cost"]["requests"]
 
 
+@pytest.mark.slow
 def test_rerun_replaces_a_corrupt_report_and_leftovers_and_touches_no_other_day(
     filled: Filled, tmp_path: Path
 ) -> None:
@@ -54,6 +56,7 @@ def test_rerun_replaces_a_corrupt_report_and_leftovers_and_touches_no_other_day(
     assert len(report_records(filled.store, d2[0], d2[1])) == 1
 
 
+@pytest.mark.slow
 def test_empty_interval_is_published_as_empty(filled: Filled, tmp_path: Path) -> None:
     start = filled.history.end + 3 * DAY
     result = publish_report(
@@ -64,6 +67,7 @@ def test_empty_interval_is_published_as_empty(filled: Filled, tmp_path: Path) ->
     assert json.loads((tmp_path / "2026-03-08" / "report.json").read_text())["status"] == "empty"
 
 
+@pytest.mark.slow
 def test_unreachable_store_fails_naming_the_connection(filled: Filled, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv(
         "AIRFLOW_CONN_MLINFRA_STORE",

@@ -9,11 +9,14 @@ import json
 import re
 import sys
 
+import pytest
+
 from mlinfra.reports.aggregate import build_report
 from mlinfra.reports.render import render_all, render_csv, render_html, render_json
 from tests.reports.conftest import DAY, Filled
 
 
+@pytest.mark.slow
 def test_json_is_deterministic_and_strict(filled: Filled) -> None:
     start, end = filled.day(1)
     a = render_json(build_report(filled.store, filled.fleet, start, end))
@@ -31,6 +34,7 @@ def test_json_is_deterministic_and_strict(filled: Filled) -> None:
     }
 
 
+@pytest.mark.slow
 def test_csv_has_one_figure_per_row_matching_the_json(filled: Filled) -> None:
     start, end = filled.day(2)
     report = build_report(filled.store, filled.fleet, start, end)
@@ -45,6 +49,7 @@ def test_csv_has_one_figure_per_row_matching_the_json(filled: Filled) -> None:
     assert float(by_key[("cost", "fleet", "total")]["value"]) == data["cost"]["total"]
 
 
+@pytest.mark.slow
 def test_html_embeds_three_charts_and_names_gaps(filled: Filled) -> None:
     start, end = filled.day(1)
     html = render_html(build_report(filled.store, filled.fleet, start, end)).decode()
@@ -56,6 +61,7 @@ def test_html_embeds_three_charts_and_names_gaps(filled: Filled) -> None:
     assert "rolled_back" in html
 
 
+@pytest.mark.slow
 def test_empty_interval_renders_every_section_as_empty(filled: Filled) -> None:
     start = filled.history.end + DAY
     files = render_all(build_report(filled.store, filled.fleet, start, start + DAY))

@@ -32,6 +32,7 @@ def _load(name: str, path: Path) -> Any:
     return module
 
 
+@pytest.mark.slow
 def test_the_seed_gives_two_complete_days_with_model_gpu_host_and_cost_figures(
     demo_cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# The demo starts the Kubernetes stand-in and Airflow stand-ins as processes on loopback ports.
+pytestmark = pytest.mark.integration
 
 FAKE = """#!/usr/bin/env bash
 # A stand-in for {what}: a listening child, like the real processes.

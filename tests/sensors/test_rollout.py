@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
@@ -23,15 +20,6 @@ def sensor(**kwargs: object) -> DeploymentRolloutSensor:
         poll_interval=0.5,
         **kwargs,  # type: ignore[arg-type]
     )
-
-
-@pytest.fixture
-def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeStandIn]:
-    with KubeStandIn() as standin:
-        monkeypatch.setenv(
-            *standin.airflow_connection_env(kubeconfig_path=standin.write_kubeconfig(tmp_path / "kc"))
-        )
-        yield standin
 
 
 @pytest.mark.integration

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,15 +51,6 @@ def test_serialize_round_trip() -> None:
         "config_file": "/kc",
         "in_cluster": False,
     }
-
-
-@pytest.fixture
-def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeStandIn]:
-    with KubeStandIn() as standin:
-        monkeypatch.setenv(
-            *standin.airflow_connection_env(kubeconfig_path=standin.write_kubeconfig(tmp_path / "kc"))
-        )
-        yield standin
 
 
 def new_template(kube: KubeStandIn, image: str) -> int:

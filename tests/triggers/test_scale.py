@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mlinfra.triggers.scale import DeploymentScaleTrigger
-from tests.scaling.environment import kube_connection
 from tests.support.k8s_standin import KubeStandIn
-
-
-@pytest.fixture
-def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeStandIn]:
-    with kube_connection(tmp_path, monkeypatch) as standin:
-        yield standin
 
 
 def first_event(trigger: Any) -> dict[str, Any]:

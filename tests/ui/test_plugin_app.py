@@ -7,7 +7,6 @@ the real auth manager (SimpleAuthManager) and are checked against the real metad
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 
 from mlinfra.store import MetricsStore
+from tests.support.connections import store_connection_env
 from tests.ui.fleet_data import fill_store
 
 pytestmark = pytest.mark.integration
@@ -60,7 +60,7 @@ def auth(token: str) -> dict[str, str]:
 
 
 def use_store(monkeypatch: pytest.MonkeyPatch, path: Path) -> MetricsStore:
-    monkeypatch.setenv("AIRFLOW_CONN_MLINFRA_STORE", json.dumps({"conn_type": "sqlite", "host": str(path)}))
+    monkeypatch.setenv(*store_connection_env(path))
     return MetricsStore.from_url(f"sqlite:///{path}")
 
 

@@ -113,6 +113,7 @@ def test_unknown_forms_and_models_are_404s_naming_what_exists(client: Any) -> No
     assert "half-plus-two, resnet50-classifier" in r.json()["detail"]
 
 
+@pytest.mark.slow  # draws the report's charts with matplotlib
 def test_today_so_far_is_built_on_request(client: Any) -> None:
     html = client.get("/fleet").text
     assert 'href="/mlinfra/reports/today/report.html"' in html

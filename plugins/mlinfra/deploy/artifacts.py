@@ -1,12 +1,14 @@
 """The deploy's pre-flight: is the requested model version where TF Serving will look for it?
 
 Run before anything touches the cluster, so a typo in the version or a forgotten
-upload is refused in seconds with the exact path, instead of a crash-looping pod::
+upload is refused in seconds with the exact path, instead of a crash-looping pod (an S3
+bucket is needed, so these lines are skipped as doctests; ``tests/deploy/test_artifacts.py``
+runs them against a real S3 API)::
 
-    >>> check = check_artifact(fleet.model("half-plus-two"), 3)
-    >>> check.uri, check.size_bytes
+    >>> check = check_artifact(fleet.model("half-plus-two"), 3)  # doctest: +SKIP
+    >>> check.uri, check.size_bytes  # doctest: +SKIP
     ('s3://ml-models/prod/half_plus_two/3/saved_model.pb', 9_876)
-    >>> check_artifact(fleet.model("half-plus-two"), 4)
+    >>> check_artifact(fleet.model("half-plus-two"), 4)  # doctest: +SKIP
     Traceback (most recent call last):
     ...
     mlinfra.exceptions.ArtifactMissing: invalid deploy request:

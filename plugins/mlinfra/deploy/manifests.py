@@ -6,6 +6,10 @@ a quoted YAML scalar (or a flow mapping of quoted scalars), so no value, however
 hostile (quotes, newlines, ``&anchors``, ``*aliases``, ``{{``), can add YAML structure.
 The text is then parsed back and checked before anyone may apply it::
 
+    >>> from mlinfra.config import load_fleet
+    >>> from mlinfra.deploy.params import validate_request
+    >>> fleet = load_fleet()
+    >>> request = validate_request({"model": "half-plus-two", "version": 2, "image_tag": "2.14.1"}, fleet)
     >>> values = manifest_values(fleet.model("half-plus-two"), request, run_id="manual__1", replicas=2)
     >>> rendered = render_manifests(values)
     >>> [o["kind"] for o in rendered.objects]

@@ -4,6 +4,7 @@ The UI form (Airflow ``Param``\\ s, JSON Schema) is the first line; a CLI or API
 trigger can send anything in ``--conf``, so :func:`validate_request` checks the
 run's conf again against the fleet before anything touches the cluster::
 
+    >>> from mlinfra.config import load_fleet
     >>> fleet = load_fleet()
     >>> validate_request({"model": "half-plus-two", "version": 2, "image_tag": "2.14.1"}, fleet).image
     'tensorflow/serving:2.14.1'

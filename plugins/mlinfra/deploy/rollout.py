@@ -5,7 +5,12 @@ triggerer) and the sensor's first synchronous check. Objects are the API's JSON
 (camelCase, zero counters omitted, as ``ApiClient.sanitize_for_serialization`` or
 the raw response gives them)::
 
-    >>> evaluate_rollout(deployment, pods)
+    >>> deployment = {
+    ...     "metadata": {"namespace": "serving", "name": "half-plus-two", "generation": 2},
+    ...     "spec": {"replicas": 2, "template": {"spec": {"containers": [{"image": "tensorflow/serving:2.14.1"}]}}},
+    ...     "status": {"observedGeneration": 2, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 2},
+    ... }
+    >>> evaluate_rollout(deployment, pods=[])
     RolloutStatus(state='progressing', message='serving/half-plus-two: 1/2 replicas updated, ...', ...)
 
 The rules are ``kubectl rollout status``'s, plus pod-level failure detection:

@@ -5,7 +5,15 @@ Kubernetes' OpenAPI document), in their *strict* form: a field the API does not 
 is refused, as ``kubectl apply --validate=strict`` and server-side field validation do.
 A template typo is caught before anything is written to a cluster::
 
+    >>> from mlinfra.config import load_fleet
+    >>> from mlinfra.deploy.manifests import manifest_values, render_manifests
+    >>> from mlinfra.deploy.params import validate_request
+    >>> fleet = load_fleet()
+    >>> request = validate_request({"model": "half-plus-two", "version": 2, "image_tag": "2.14.1"}, fleet)
+    >>> rendered = render_manifests(manifest_values(fleet.model("half-plus-two"), request, run_id="m", replicas=2))
     >>> validate_manifests(rendered.objects, "1.35")        # None when every object passes
+    >>> bad_deployment = rendered.objects[2]
+    >>> bad_deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
     >>> validate_manifests([bad_deployment], "1.35")
     Traceback (most recent call last):
     ...

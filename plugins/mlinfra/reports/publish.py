@@ -1,8 +1,10 @@
 """Write one interval's report files through ``ObjectStoragePath`` and record it in the store.
 
+(A store with a day of samples is needed: ``tests/reports/test_publish.py`` runs this.)
+
     >>> from airflow.sdk import ObjectStoragePath
-    >>> result = publish_report(store, fleet, start, end, base=ObjectStoragePath("file:///srv/reports"))
-    >>> result["path"]
+    >>> result = publish_report(store, fleet, start, end, base=ObjectStoragePath("file:///srv/reports"))  # doctest: +SKIP
+    >>> result["path"]  # doctest: +SKIP
     'file:///srv/reports/2026-11-20'
 
 Layout: ``<base>/<YYYY-MM-DD>/report.{json,csv,html}``. Each file is written to a

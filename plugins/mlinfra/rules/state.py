@@ -26,9 +26,12 @@ always continues from the snapshot of the latest evaluation *before* ``t``:
 * ``mlinfra_alerts`` always shows the latest evaluation time: a backfill of the
   past never overwrites the present.
 
->>> states = StoreAlertStates(store)
->>> previous = states.load("host.yaml", "host", before=t)
->>> states.save("host.yaml", "host", t, new_states, transitions, run_id="scheduled__...")
+>>> from mlinfra.store import MetricsStore
+>>> states = StoreAlertStates(MetricsStore.from_url("sqlite:///:memory:"))
+>>> t = 1_763_640_000.0
+>>> states.load("host.yaml", "host", before=t)   # no evaluation before t yet
+{}
+>>> states.save("host.yaml", "host", t, new_states, transitions, run_id="scheduled__...")  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -11,14 +11,15 @@ autoscaler skips the model until then and says why (:func:`hold_until`,
 :meth:`~mlinfra.scaling.records.ScaleRecords.active_holds`). Without a hold the
 autoscaler may change the count again at its next sweep once the cooldown is over::
 
+    >>> from mlinfra.config import load_fleet
     >>> validate_scale_request({"model": "half-plus-two", "replicas": 3, "reason": "launch"}, load_fleet())
     ScaleRequest(model='half-plus-two', replicas=3, reason='launch', dry_run=False, hold='')
     >>> validate_scale_request({"model": "half-plus-two", "replicas": 40, "reason": ""}, load_fleet())
     Traceback (most recent call last):
     ...
     mlinfra.exceptions.ScaleRequestError: invalid scale request:
-      replicas: must be between 1 and 4 for model half-plus-two (its scaling policy), got 40
       reason: required: say why (it goes to the audit trail)
+      replicas: must be between 1 and 4 for model half-plus-two (its scaling policy in the fleet file), got 40
 """
 
 from __future__ import annotations

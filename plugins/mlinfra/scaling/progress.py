@@ -3,8 +3,13 @@
 Shared by :class:`~mlinfra.triggers.scale.DeploymentScaleTrigger` (in the triggerer)
 and :class:`~mlinfra.operators.scale.ScaleDeploymentOperator`'s first synchronous look::
 
-    >>> evaluate_scale(deployment, pods, replicas=4)
-    ScaleProgress(state='progressing', message='serving/half-plus-two: 3/4 replicas available, ...')
+    >>> deployment = {
+    ...     "metadata": {"namespace": "serving", "name": "half-plus-two", "generation": 3},
+    ...     "spec": {"replicas": 4, "template": {"spec": {"containers": [{"image": "tensorflow/serving:2.14.1"}]}}},
+    ...     "status": {"observedGeneration": 3, "replicas": 4, "updatedReplicas": 4, "availableReplicas": 3},
+    ... }
+    >>> evaluate_scale(deployment, pods=[], replicas=4)
+    ScaleProgress(state='progressing', message='serving/half-plus-two: 3/4 replicas available, ...', ...)
 
 It is the rollout verdict (:func:`mlinfra.deploy.rollout.evaluate_rollout`: the
 controller observed the change, updated = available = total = desired) plus one rule:

@@ -12,8 +12,12 @@
 
 ::
 
+    >>> from mlinfra.scaling.decision import ScaleDecision
     >>> records = ScaleRecords(MetricsStore.from_url("sqlite:///:memory:"))
+    >>> t = 1_763_640_000.0
+    >>> decision = ScaleDecision("half-plus-two", t - 60, "scale", "p95 above target", 2, 4, recommendation=4)
     >>> records.save_decisions([decision], run_id="scheduled__2026-11-20T12:00:00+00:00")
+    1
     >>> records.history(["half-plus-two"], since=t - 300, until=t)
     {'half-plus-two': [Recommendation(ts=..., replicas=4)]}
     >>> records.record_event(run_id="manual__1", model="half-plus-two", namespace="serving",

@@ -1,7 +1,9 @@
 """What the "ML Fleet" page shows, read from the metrics store: one plain dict, also served as JSON.
 
-    >>> view = read_fleet_view(MetricsStore.from_connection(), load_fleet(), hours=6)
-    >>> [(m["name"], m["deployed_version"], m["replicas"]["available"]) for m in view["models"]]
+(A store with sweeps and deploys is needed: ``tests/ui/test_fleet.py`` runs this.)
+
+    >>> view = read_fleet_view(MetricsStore.from_connection(), load_fleet(), hours=6)  # doctest: +SKIP
+    >>> [(m["name"], m["deployed_version"], m["replicas"]["available"]) for m in view["models"]]  # doctest: +SKIP
     [('half-plus-two', 2, 1), ('resnet50-classifier', None, 2)]
 
 Sections and where they come from:
