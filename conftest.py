@@ -26,3 +26,6 @@ os.environ.update(
     }
 )
 os.environ.setdefault("MLINFRA_TEST_CACHE", str(ROOT / ".pytest_cache" / "mlinfra"))
+
+# Alembic runs env.py itself, inside a migration context; importing it for doctests would fail.
+collect_ignore = ["plugins/mlinfra/migrations/env.py"]
