@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -180,7 +180,8 @@ def sqlite_bytes_per_sample(db: Path) -> dict[str, float]:
         rows = conn.execute("SELECT count(*) FROM mlinfra_samples").fetchone()[0]
         sizes = dict(
             conn.execute(
-                "SELECT name, sum(pgsize) FROM dbstat WHERE tbl_name = 'mlinfra_samples' GROUP BY name"
+                "SELECT name, sum(pgsize) FROM dbstat WHERE name IN "
+                "(SELECT name FROM sqlite_master WHERE tbl_name = 'mlinfra_samples') GROUP BY name"
             ).fetchall()
         )
     total = sum(sizes.values())
@@ -207,11 +208,9 @@ def postgres_bytes_per_sample(sqlite_url: str) -> dict[str, float]:
             target.write_sweep(
                 sweep.ts, source.sweep_samples(sweep.ts), run_id=sweep.run_id, summary=sweep.summary
             )
-        with target.engine.connect() as conn:
+        with target.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             rows = conn.execute(sa.text("SELECT count(*) FROM mlinfra_samples")).scalar_one()
-            conn.execute(
-                sa.text("VACUUM ANALYZE mlinfra_samples").execution_options(isolation_level="AUTOCOMMIT")
-            )
+            conn.execute(sa.text("VACUUM ANALYZE mlinfra_samples"))
             total = conn.execute(sa.text("SELECT pg_total_relation_size('mlinfra_samples')")).scalar_one()
     return {"rows": rows, "bytes": total, "bytes_per_sample": total / rows}
 
@@ -308,9 +307,17 @@ def measure(size: int, sweeps: int, postgres: bool) -> dict[str, Any]:
         res["warmup_sweep_wall_s"] = runs[0]["wall"]
         res["samples_per_sweep"] = timed[-1]["samples"]
         res["steps"] = {s: statistics.median(r["steps"][s] for r in timed) for s in timed[0]["steps"]}
+        print(
+            f"{size} models: sweep wall {res['sweep_wall_s']:.1f} s (warm-up {res['warmup_sweep_wall_s']:.1f} s): "
+            + ", ".join(f"{k} {v:.1f}s" for k, v in res["steps"].items()),
+            flush=True,
+        )
         res["sqlite"] = sqlite_bytes_per_sample(db)
         if postgres:
-            res["postgres"] = postgres_bytes_per_sample(f"sqlite:///{db}")
+            try:
+                res["postgres"] = postgres_bytes_per_sample(f"sqlite:///{db}")
+            except Exception as e:  # PostgreSQL missing here: the other figures still count
+                print(f"PostgreSQL figure not measured: {type(e).__name__}: {e}", flush=True)
         res["history_rows"] = add_history(db, HISTORY_DAYS, START)
         res["page"] = page_p95(f"sqlite:///{db}", env["MLINFRA_FLEET_FILE"])
     return res
@@ -353,13 +360,13 @@ def print_queries(res: dict[str, Any]) -> None:
         print(f"  {q[:220]}")
 
 
-def main(sizes: list[int], sweeps: int, postgres: bool) -> list[dict[str, Any]]:
+def main(sizes: Sequence[int] = (50, 500), sweeps: int = 4, postgres: bool = True) -> list[dict[str, Any]]:
     results = []
     for size in sizes:
         res = measure(size, sweeps, postgres)
         report(res)
         results.append(res)
-    print_queries(results[-1])
+    print_queries(max(results, key=lambda r: r["models"]))
     return results
 
 
