@@ -297,6 +297,11 @@ def measure(size: int, sweeps: int, postgres: bool) -> dict[str, Any]:
         scratch = tmp / "scratch"
         scratch.mkdir()
         t = time.perf_counter()
+        # The schema first, as a deployment's setup does: four collector processes creating
+        # it at once on a fresh SQLite file race ("table mlinfra_series already exists").
+        from mlinfra.store import MetricsStore
+
+        MetricsStore.from_url(f"sqlite:///{tmp / 'store.db'}").create_schema()
         with stand_ins(size, tmp) as env:
             started = time.perf_counter() - t
             runs = [one_sweep(env, k, scratch) for k in range(sweeps)]
