@@ -19,6 +19,7 @@ BENCHMARKS = [
     "bench_dag_parse",
     "bench_store",
     "bench_sweep",
+    "bench_fleet",
     "bench_rules",
     "bench_deploy",
     "bench_deploy_e2e",

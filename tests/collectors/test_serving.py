@@ -339,3 +339,81 @@ def test_the_collector_never_imports_tensorflow(
     assert report["tensor_pb2_loaded"] is True  # the generated protos are expected
     assert report["up"] is True, report["errors"]
     assert report["samples"] > 10  # states and the server's metrics, not just mlinfra_collector_up
+
+
+# ============================================================================ a fleet of endpoints
+
+
+@pytest.fixture(scope="module")
+def serving_fleet() -> Any:
+    """12 TF Serving endpoints (one per model) in one stand-in process."""
+    from tests.support.fleet_scale import GeneratedFleet
+    from tests.support.serving_fleet import start_serving_fleet
+    from tests.support.tf_serving_standin import require_tensorflow
+
+    require_tensorflow()
+    fleet = GeneratedFleet(12)
+    with start_serving_fleet(fleet.served_names) as serving:
+        yield fleet, serving
+
+
+def fleet_up(samples: list[Sample]) -> dict[str, float]:
+    return {s.labels["model"]: s.value for s in by_name(samples, "mlinfra_serving_up")}
+
+
+@pytest.mark.integration
+def test_a_slow_endpoint_holds_up_no_other_endpoint(
+    serving_fleet: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first model's endpoint answers only once every other endpoint has answered.
+
+    It succeeds only if the collector asked the others while its call was still open:
+    a collector that waited for it first would see it time out instead.
+    """
+    fleet, serving = serving_fleet
+    for name, value in fleet.connection_env(serving, timeout=60).items():
+        monkeypatch.setenv(name, value)
+    slow = fleet.served_name(0)
+    serving.set_status_fault(slow, "wait_for_others")
+    try:
+        result = run(parse_fleet(fleet.yaml()), max_parallel=4)
+        stats = serving.stats()
+    finally:
+        serving.set_status_fault(slow, None)
+
+    assert result.errors == []
+    assert fleet_up(result.samples) == dict.fromkeys(fleet.names, 1.0)
+    assert stats["answered"][-1] == slow
+    assert sorted(stats["answered"]) == sorted(fleet.served_names)
+    # Bounded: never more calls open at once than the collector's slots, and more than one.
+    assert 1 < stats["max_in_flight"] <= 4
+
+
+@pytest.mark.integration
+def test_an_endpoint_that_never_answers_costs_only_its_own_timeout(
+    serving_fleet: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A silent endpoint is down after its connection's timeout; every other model is collected."""
+    fleet, serving = serving_fleet
+    for name, value in fleet.connection_env(serving, timeout=60).items():
+        monkeypatch.setenv(name, value)
+    silent = 0
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{fleet.conn_id(silent).upper()}",
+        serving.connection(fleet.served_name(silent), timeout=1),
+    )
+    serving.set_status_fault(fleet.served_name(silent), "hang")
+    try:
+        result = run(parse_fleet(fleet.yaml()), max_parallel=4)
+    finally:
+        serving.set_status_fault(fleet.served_name(silent), None)
+
+    up = fleet_up(result.samples)
+    assert up.pop(fleet.name(silent)) == 0.0
+    assert up == dict.fromkeys(fleet.names[1:], 1.0)
+    assert len(result.errors) == 1
+    assert fleet.name(silent) in result.errors[0]
+    assert "DEADLINE_EXCEEDED" in result.errors[0]
+    # The others' monitoring pages were read too: their request counters are there.
+    counted = {s.labels["model"] for s in by_name(result.samples, ":tensorflow:serving:request_count")}
+    assert counted == set(fleet.names[1:])

@@ -43,7 +43,12 @@ log = logging.getLogger(__name__)
 
 COLLECTOR = "serving"
 VERSION_STATES = ("START", "LOADING", "AVAILABLE", "UNLOADING", "END")
-MAX_PARALLEL_MODELS = 8
+# Endpoints asked at once. Each call waits at most the hook's timeout (connection extra
+# ``timeout``, 10 s by default), so an endpoint that never answers holds one of these
+# slots for that long (twice, if its status call answers and its metrics page does not)
+# while the others go on through the rest: 500 models take ~10 s on 2 cores
+# (bench/bench_fleet.py); only this many silent endpoints at once stall the sweep.
+MAX_PARALLEL_MODELS = 16
 
 
 def collect_serving_samples(
@@ -138,11 +143,13 @@ def run(
     *,
     connection_exists: Callable[[str], bool] = _default_connection_exists,
     hook_factory: Callable[[Model], TFServingHook] = _default_hook_factory,
+    max_parallel: int = MAX_PARALLEL_MODELS,
 ) -> CollectorResult:
-    """Collect every configured model (in parallel); never raises.
+    """Collect every configured model, ``max_parallel`` endpoints at a time; never raises.
 
-    One model failing (server down, model unknown) gives that model
-    ``mlinfra_serving_up 0`` and an error line; the others are still collected.
+    One model failing (server down, model unknown, no answer within its timeout) gives
+    that model ``mlinfra_serving_up 0`` and an error line; the others are still
+    collected, and a slow one delays none of them while a slot is free.
     """
     configured: list[Model] = []
     skipped: list[str] = []
@@ -156,7 +163,7 @@ def run(
         if not configured:
             return []
         with ThreadPoolExecutor(
-            max_workers=min(MAX_PARALLEL_MODELS, len(configured)), thread_name_prefix="serving"
+            max_workers=max(1, min(max_parallel, len(configured))), thread_name_prefix="serving"
         ) as pool:
             outcomes = list(pool.map(lambda m: _collect_one(m, hook_factory), configured))
         samples = [s for got, _ in outcomes for s in got]
