@@ -30,7 +30,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -84,7 +84,7 @@ def read_fleet_view(
     end = now
     if sweep and now - sweep["ts"] > hours * 3600:
         end = sweep["ts"]  # only old data (a backfill, a stopped scheduler): show it, not an empty window
-    current = _current_samples(store, sweep["ts"] if sweep else None)
+    current = SampleIndex(_current_samples(store, sweep["ts"] if sweep else None))
     firing = [a for a in alerts if a["state"] == "firing"]
     snapshot_ts = sweep["ts"] if sweep else None
     models = [_model_view(m, current, deployments, firing, scale_events, snapshot_ts) for m in fleet.models]
@@ -258,7 +258,41 @@ def latest_sweep_samples(store: MetricsStore) -> tuple[float | None, list[Sample
 # ---------------------------------------------------------------------- models
 
 
+class SampleIndex:
+    """The sweep's current samples, indexed by name and by one label's value.
+
+    A fleet page looks up ~5 figures per model; scanning every current sample for each
+    made a 500-model page cost models x samples. A lookup here costs what it returns.
+    """
+
+    def __init__(self, samples: Iterable[Sample]):
+        self.samples = list(samples)
+        self._by_name: dict[str, list[Sample]] = {}
+        for s in self.samples:
+            self._by_name.setdefault(s.name, []).append(s)
+        self._by_label: dict[tuple[str, str], dict[str | None, list[Sample]]] = {}
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def matching(self, name: str, labels: Mapping[str, str]) -> list[Sample]:
+        if not labels:
+            return list(self._by_name.get(name, ()))
+        key, value = next(iter(labels.items()))
+        table = self._by_label.get((name, key))
+        if table is None:
+            table = self._by_label[(name, key)] = {}
+            for s in self._by_name.get(name, ()):
+                table.setdefault(s.labels.get(key), []).append(s)
+        return [s for s in table.get(value, ()) if all(s.labels.get(k) == v for k, v in labels.items())]
+
+
 def _matching(samples: Iterable[Sample], name: str, **labels: str) -> list[Sample]:
+    if isinstance(samples, SampleIndex):
+        return samples.matching(name, labels)
     return [s for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
 
 
@@ -279,7 +313,7 @@ def _alert_names_model(alert: Mapping[str, Any], model: Model) -> bool:
 
 def _model_view(
     model: Model,
-    current: Sequence[Sample],
+    current: Iterable[Sample],
     deployments: Sequence[Mapping[str, Any]],
     firing: Sequence[Mapping[str, Any]],
     scale_events: Sequence[Mapping[str, Any]] = (),
@@ -343,7 +377,7 @@ def _model_view(
     }
 
 
-def _available_versions(current: Sequence[Sample], model: Model) -> list[int]:
+def _available_versions(current: Iterable[Sample], model: Model) -> list[int]:
     """The versions TF Serving reported AVAILABLE for ``model`` in the sweep, oldest first."""
     return sorted(
         int(s.labels["version"])
