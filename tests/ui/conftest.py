@@ -1,8 +1,12 @@
-"""Browser fixtures: one `make demo` and one Chromium for the whole session, a signed-in page.
+"""Browser fixtures: one `make demo` and one Chromium per module, a signed-in page.
 
-Session-scoped so every browser module shares one demo (starting it takes minutes on
-two cores); each test gets its preconditions from fixtures or :class:`Demo` helpers
-(``ensure_deployed``), never from an earlier test, so they pass alone and in any order.
+Module-scoped, never session-scoped: Playwright's sync API keeps an event loop running
+in the main thread while it is open, which would break every later test that calls
+``asyncio.run`` (triggers, DAG tests), and the demo's Airflow would load the rest of
+the suite. The browser tests therefore live in one module (starting a demo takes
+minutes on two cores). Each test gets its preconditions from fixtures or :class:`Demo`
+helpers (``ensure_deployed``), never from an earlier test, so they pass alone and in
+any order.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from tests.ui.browser_support import (
 )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     from tests.support.tf_serving_standin import require_tensorflow
 
@@ -93,7 +97,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             stop_group(int(pgid), timeout=10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(demo: Demo) -> Iterator[Any]:
     """Debian's Chromium through Playwright (one for the session)."""
     from playwright.sync_api import sync_playwright
@@ -113,7 +117,7 @@ def new_page(browser: Any) -> Any:
     return context.new_page()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def page(browser: Any, demo: Demo) -> Iterator[Any]:
     """A signed-in page: every browser test starts from here, in any order."""
     pg = new_page(browser)

@@ -16,7 +16,9 @@ newcomer's path and save a screenshot of every step under ``test-artifacts/brows
   manual scale with a hold succeeds and the next sweep's autoscaler leaves it alone;
 - start a backfill of ``metrics_report`` from the backfill dialog and see its runs;
 - inside Airflow's navigation (a sandboxed frame), a report link opens a complete
-  day's report and a run link opens the run in Airflow.
+  day's report and a run link opens the run in Airflow;
+- Admin -> Connections -> Add offers mlinfra's TF Serving connection type with its own
+  fields (the provider entry point in ``pyproject.toml``).
 
 Each test gets what it needs from fixtures and the :class:`Demo` helpers (a signed-in
 page, a deploy that succeeded, a written report), never from an earlier test: they pass
@@ -29,6 +31,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from importlib.metadata import entry_points
 from typing import Any
 from urllib.parse import unquote
 
@@ -36,6 +39,7 @@ import httpx
 import pytest
 
 from tests.ui.browser_support import (
+    ARTIFACTS,
     UI_TIMEOUT_MS,
     Demo,
     open_trigger_dialog,
@@ -275,3 +279,31 @@ def test_07_links_inside_airflows_navigation_open_the_report_and_the_run(page: A
     link.click()
     page.wait_for_url(re.compile(re.escape(href) + "$"), timeout=UI_TIMEOUT_MS)
     shot(page, "14-run-opened-from-the-embedded-page")
+
+
+def test_add_connection_offers_tf_serving_with_its_fields(page: Any, demo: Demo) -> None:
+    names = [
+        ep.value
+        for ep in entry_points(group="apache_airflow_provider")
+        if ep.dist and ep.dist.name == "mlinfra"
+    ]
+    assert names == ["mlinfra.provider:get_provider_info"], (
+        "the installed mlinfra has no provider entry point: re-run `make setup`"
+    )
+    page.goto(f"{demo.base}/connections")
+    page.get_by_role("button", name=re.compile(r"Add Connection", re.I)).click()
+    form = page.get_by_role("dialog")
+    type_select = form.get_by_role("combobox").first
+    type_select.click()
+    type_select.fill("TensorFlow")
+    page.get_by_role("option", name=re.compile(r"TensorFlow Serving")).click()
+    # Relabelled standard fields, then the provider's own fields (an accordion, closed at first).
+    for label in ("gRPC host", "gRPC port"):
+        form.get_by_text(label, exact=True).first.wait_for()
+    form.get_by_role("button", name="Extra Fields", exact=True).click()
+    for label in ("REST URL", "Timeout (seconds)", "TLS server name", "CA certificate", "Client key"):
+        form.get_by_text(label, exact=True).first.wait_for()
+    # Hidden by the field behaviour: TF Serving has no login.
+    assert form.get_by_text("Login", exact=True).count() == 0
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "connections-tf-serving.png"), full_page=True)
