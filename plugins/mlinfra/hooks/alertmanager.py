@@ -32,6 +32,7 @@ from airflow.sdk import BaseHook
 from mlinfra.exceptions import AlertmanagerError
 from mlinfra.hooks.extras import http_base_url, timeout_setting, tls_verify_setting
 from mlinfra.redaction import redact_url
+from mlinfra.settings import SWEEP_INTERVAL
 
 if TYPE_CHECKING:
     import httpx
@@ -197,7 +198,7 @@ class AlertmanagerHook(BaseHook):
         *,
         generator_url: str = "",
         at: float,
-        interval: float = 300.0,
+        interval: float = SWEEP_INTERVAL,
     ) -> int:
         """``POST /api/v2/alerts`` with every alert; returns how many were sent."""
         body = [alert_payload(a, at=at, interval=interval, generator_url=generator_url) for a in alerts]

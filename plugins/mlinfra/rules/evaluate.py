@@ -45,6 +45,7 @@ from mlinfra.rules.gotemplate_exec import GoCallError
 from mlinfra.rules.state import AlertStates, MemoryAlertStates
 from mlinfra.rules.templates import TemplateData
 from mlinfra.samples import Sample
+from mlinfra.settings import SWEEP_INTERVAL
 
 if TYPE_CHECKING:
     from mlinfra.config import Fleet
@@ -57,7 +58,7 @@ DEFAULT_RULES_DIR = Path(__file__).resolve().parents[3] / "include" / "alert_rul
 # Prometheus's default --rules.alert.resend-delay.
 RESEND_DELAY = 60.0
 # The sweep's evaluation interval, for groups that do not set their own.
-DEFAULT_GROUP_INTERVAL = 300.0
+DEFAULT_GROUP_INTERVAL = SWEEP_INTERVAL
 
 
 @dataclass(frozen=True)
