@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 
 from mlinfra.deploy.manifests import manifest_values, render_manifests
 from mlinfra.deploy.params import validate_request
@@ -68,6 +69,6 @@ def test_a_retry_keeps_what_the_first_attempt_saw(env: tuple[KubeStandIn, Deploy
 
 
 def test_refuses_what_is_not_a_list_of_objects(env: tuple[KubeStandIn, DeploymentRecords]) -> None:
-    with pytest.raises(ValueError, match="non-empty list of Kubernetes objects"):
+    with pytest.raises(AirflowFailException, match="non-empty list of Kubernetes objects"):
         ApplyManifestsOperator(task_id="apply", manifests=[]).execute({})
     assert env[0].writes() == []

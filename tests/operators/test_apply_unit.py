@@ -13,6 +13,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 
 from mlinfra.operators.apply import ApplyManifestsOperator
 from tests.support.deploy_fakes import FakeCluster, FakeRecords
@@ -97,13 +98,13 @@ def operator(**kwargs: Any) -> ApplyManifestsOperator:
 
 @pytest.mark.parametrize(
     "bad",
-    [[], [{"metadata": {"name": "x"}}], ["ConfigMap"]],
-    ids=["empty", "no-kind", "not-a-dict"],
+    [[], None, [{"metadata": {"name": "x"}}], ["ConfigMap"]],
+    ids=["empty", "none", "no-kind", "not-a-dict"],
 )
 def test_bad_manifests_are_refused_before_any_call(bad: Any, records: Records) -> None:
     with (
         mock.patch(HOOK) as hook_class,
-        pytest.raises(ValueError, match="manifests must be a non-empty list of Kubernetes objects"),
+        pytest.raises(AirflowFailException, match="manifests must be a non-empty list of Kubernetes objects"),
     ):
         operator(manifests=bad).execute({})
     hook_class.assert_not_called()

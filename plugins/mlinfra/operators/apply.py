@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from mlinfra.exceptions import ManifestError
+from mlinfra.task_failure import fail_without_retry
+
 if TYPE_CHECKING:
     from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
@@ -70,9 +73,12 @@ class ApplyManifestsOperator(BaseOperator):
         return KubernetesHook(conn_id=self.kubernetes_conn_id)
 
     def execute(self, context: Any) -> dict[str, Any]:
-        objects = list(self.manifests)
+        objects = list(self.manifests or ())
         if not objects or any(not isinstance(o, dict) or "kind" not in o for o in objects):
-            raise ValueError("manifests must be a non-empty list of Kubernetes objects (dicts with 'kind')")
+            # A retry would get the same manifests: fail now, before any hook or cluster call.
+            raise fail_without_retry(
+                ManifestError("manifests must be a non-empty list of Kubernetes objects (dicts with 'kind')")
+            )
         # Imported here: DAG files import this module at parse time.
         from mlinfra.deploy.kube import (
             FIELD_MANAGER,
