@@ -357,6 +357,9 @@ class RuleSettings(_Strict):
     # how ``for`` clocks come back after a gap in evaluations (mlinfra.rules.alert_series).
     for_grace_period: Duration = 600.0
     outage_tolerance: Duration = 3600.0
+    # A group not evaluated for more than this many of its intervals has had an outage: its
+    # ``for`` clocks are restored from ALERTS_FOR_STATE as after a Prometheus restart.
+    gap_intervals: float = Field(default=2.0, ge=1.0)
 
     _durations = field_validator("for_grace_period", "outage_tolerance", mode="before")(
         classmethod(lambda cls, v: _duration(v))

@@ -464,7 +464,9 @@ def evaluate_rules_for_sweep(
     _log_load_errors(rules.errors_by_file())
     states = StoreAlertStates(store)
     restore = RestoreSettings(
-        for_grace_period=fleet.rules.for_grace_period, outage_tolerance=fleet.rules.outage_tolerance
+        for_grace_period=fleet.rules.for_grace_period,
+        outage_tolerance=fleet.rules.outage_tolerance,
+        gap_intervals=fleet.rules.gap_intervals,
     )
     result = evaluate_groups(
         rules.groups, engine, at=at, store=store, states=states, run_id=run_id, restore=restore
