@@ -40,6 +40,8 @@ _PATH_PREFIX = {
     "description": "the server's --web.route-prefix, when it is served under a path",
     "schema": _STRING,
 }
+# The Prometheus and Alertmanager hooks' per-request timeout (seconds; their default is 10).
+_HTTP_TIMEOUT = {"label": "Timeout (seconds)", "description": "per request; default 10", "schema": _SECONDS}
 
 CONNECTION_TYPES: list[dict[str, Any]] = [
     {
@@ -100,11 +102,7 @@ CONNECTION_TYPES: list[dict[str, Any]] = [
         "hook-name": "Prometheus",
         "connection-type": "prometheus",
         "conn-fields": {
-            "timeout": {
-                "label": "Timeout (seconds)",
-                "description": "per request; default 10",
-                "schema": _SECONDS,
-            },
+            "timeout": _HTTP_TIMEOUT,
             "path_prefix": _PATH_PREFIX,
             "verify": _VERIFY,
         },
@@ -124,11 +122,7 @@ CONNECTION_TYPES: list[dict[str, Any]] = [
         "hook-name": "Alertmanager",
         "connection-type": "alertmanager",
         "conn-fields": {
-            "timeout": {
-                "label": "Timeout (seconds)",
-                "description": "per request; default 10",
-                "schema": _SECONDS,
-            },
+            "timeout": _HTTP_TIMEOUT,
             "path_prefix": _PATH_PREFIX,
             "verify": _VERIFY,
         },
