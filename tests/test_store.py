@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from mlinfra.exceptions import StoreError
-from mlinfra.samples import Sample
+from mlinfra.samples import STALE_NAN, Sample, is_stale_nan
 from mlinfra.store import LabelMatcher, MetricsStore, samples_table, series_table
 from mlinfra.store_engine import url_from_connection
 
@@ -331,3 +331,32 @@ def test_staging_is_cleared_by_when_it_was_staged_not_by_logical_time(store: Met
     assert store.clear_staged(staged_before=time.time() - 3600) == 0
     assert set(store.staged("backfill")) == {"host"}
     assert store.clear_staged(staged_before=time.time() + 60) == 1
+
+
+def test_staleness_markers_round_trip_apart_from_plain_nan(store: MetricsStore) -> None:
+    from mlinfra.promql.engine import LocalEngine
+
+    n = store.write_sweep(T0, [gpu(0, 10), gpu(1, math.nan), gpu(2, STALE_NAN)])
+    assert n == 2  # a marker is not a sample of the sweep
+    assert store.sweep_at(T0).samples == 2
+    plain = {s.labels["gpu_id"]: s.value for s in store.sweep_samples(T0)}
+    assert plain.keys() == {"0", "1"}
+    assert math.isnan(plain["1"])
+    assert not is_stale_nan(plain["1"])
+    with_markers = {s.labels["gpu_id"]: s.value for s in store.sweep_samples(T0, stale=True)}
+    assert is_stale_nan(with_markers["2"])
+    assert not is_stale_nan(with_markers["1"])
+    ranged = {s.labels["gpu_id"]: pts for s, pts in store.query_range(None, (), T0, T0, stale=True)}
+    assert is_stale_nan(ranged["2"][0][1])
+    assert "2" not in {s.labels["gpu_id"] for s, _ in store.query_range(None, (), T0, T0)}
+    # The engine's own reads (raw cursors) tell the marker from a NaN on this database too.
+    store.write_samples([Sample("x", {}, 1.0, T0 - 60), Sample("x", {}, STALE_NAN, T0)])
+    engine = LocalEngine(store)
+    assert engine.instant("x", T0) == []
+    assert [s.value for s in engine.instant("x", T0 - 1)] == [1.0]
+    assert [s.value for s in engine.instant("count_over_time(x[5m])", T0)] == [1.0]
+    # An upsert replaces a marker by a value and back.
+    store.write_samples([Sample("x", {}, 2.0, T0)])
+    assert [s.value for s in engine.instant("x", T0)] == [2.0]
+    store.write_samples([Sample("x", {}, STALE_NAN, T0)])
+    assert engine.instant("x", T0) == []

@@ -12,9 +12,28 @@ the sweep stamps every sample with the DAG run's logical time when it writes the
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+# Prometheus's staleness marker (model/value/value.go, ``StaleNaN``): a NaN with its own bit
+# pattern, written when a series that the previous scrape had is missing from this one.
+# Queries never return it as a value: an instant selector whose latest sample is one returns
+# nothing for that series, and range vectors leave it out
+# (prometheus.io/docs/prometheus/latest/querying/basics/#staleness).
+STALE_NAN_BITS = 0x7FF0000000000002
+STALE_NAN: float = struct.unpack("<d", struct.pack("<Q", STALE_NAN_BITS))[0]
+_STALE_BYTES = struct.pack("<d", STALE_NAN)
+
+
+def is_stale_nan(value: float) -> bool:
+    """Whether ``value`` is the staleness marker (``value.IsStaleNaN``), not just any NaN.
+
+    >>> is_stale_nan(STALE_NAN), is_stale_nan(float("nan")), is_stale_nan(1.0)
+    (True, False, False)
+    """
+    return value != value and struct.pack("<d", value) == _STALE_BYTES
 
 
 def canonical_labels(labels: Mapping[str, str]) -> str:

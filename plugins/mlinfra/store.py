@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -49,7 +48,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from mlinfra.exceptions import StoreConflict, StoreError
 from mlinfra.label_regex import compile_label_regex
-from mlinfra.samples import Sample, canonical_labels, dumps_samples, loads_samples
+from mlinfra.samples import Sample, canonical_labels, dumps_samples, is_stale_nan, loads_samples
 from mlinfra.store_engine import (
     db_error_reason,
     default_sqlite_path,
@@ -57,6 +56,7 @@ from mlinfra.store_engine import (
     engine_for,
     url_from_connection,
 )
+from mlinfra.store_values import from_db, stale_sql, to_db
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,8 @@ samples_table = sa.Table(
         "series_id", sa.Integer, sa.ForeignKey("mlinfra_series.id", ondelete="CASCADE"), primary_key=True
     ),
     sa.Column("ts", sa.BigInteger, primary_key=True, autoincrement=False),
-    # NULL stands for NaN: SQLite cannot store NaN and turns it into NULL anyway.
+    # NULL stands for NaN: SQLite cannot store NaN and turns it into NULL anyway. A staleness
+    # marker has a representation of its own (mlinfra.store_values).
     sa.Column("value", sa.Double, nullable=True),
     # Serves replacing one sweep (all series at one ts) and retention (ts < cutoff).
     sa.Index("ix_mlinfra_samples_ts", "ts"),
@@ -264,6 +265,8 @@ class MetricsStore:
 
         Every sample is stamped with ``ts`` (the run's logical time). Writing the same
         ``ts`` again replaces that sweep entirely, so re-running a DAG run never duplicates.
+        A sample whose value is :data:`~mlinfra.samples.STALE_NAN` is stored as a staleness
+        marker; markers are not counted.
         """
         t = to_ms(ts)
         by_series = {s.series_key: s for s in samples}  # last one wins within a sweep
@@ -286,11 +289,11 @@ class MetricsStore:
         with self.begin() as conn:
             ids = self._series_ids(conn, by_series.values())
             conn.execute(sa.delete(samples_table).where(samples_table.c.ts == t))
-            rows = [
-                {"series_id": ids[key], "ts": t, "value": _db_value(s.value)} for key, s in by_series.items()
-            ]
+            rows, markers = _value_rows((ids[key], t, s.value) for key, s in by_series.items())
             if rows:
                 conn.execute(sa.insert(samples_table), rows)
+            if markers:
+                conn.execute(sa.insert(samples_table).values(value=stale_sql(conn)), markers)
             self._upsert(
                 conn,
                 sweeps_table,
@@ -308,7 +311,10 @@ class MetricsStore:
         return len(rows)
 
     def write_samples(self, samples: Iterable[Sample], *, default_ts: float | datetime | None = None) -> int:
-        """Upsert samples that carry their own timestamps (history imports, recording rules)."""
+        """Upsert samples that carry their own timestamps (history imports, recording rules).
+
+        A value of :data:`~mlinfra.samples.STALE_NAN` is stored as a staleness marker.
+        """
         rows_by_key: dict[tuple[Any, int], Sample] = {}
         for s in samples:
             when = s.timestamp if s.timestamp is not None else default_ts
@@ -322,16 +328,14 @@ class MetricsStore:
     def _write_samples(self, rows_by_key: dict[tuple[Any, int], Sample]) -> int:
         with self.begin() as conn:
             ids = self._series_ids(conn, rows_by_key.values())
-            rows = [
-                {"series_id": ids[key], "ts": t, "value": _db_value(s.value)}
-                for (key, t), s in rows_by_key.items()
-            ]
-            stmt = dialect_insert(conn)(samples_table)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["series_id", "ts"], set_={"value": stmt.excluded.value}
-            )
-            for chunk in _chunks(rows, 5000):
-                conn.execute(stmt, chunk)
+            rows, markers = _value_rows((ids[key], t, s.value) for (key, t), s in rows_by_key.items())
+            plain = dialect_insert(conn)(samples_table)
+            for stmt, batch in ((plain, rows), (plain.values(value=stale_sql(conn)), markers)):
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["series_id", "ts"], set_={"value": stmt.excluded.value}
+                )
+                for chunk in _chunks(batch, 5000):
+                    conn.execute(stmt, chunk)
         return len(rows_by_key)
 
     def _series_ids(self, conn: Connection, samples: Iterable[Sample]) -> dict[Any, int]:
@@ -449,8 +453,13 @@ class MetricsStore:
         end: float | datetime,
         *,
         include_start: bool = True,
+        stale: bool = False,
     ) -> dict[int, list[tuple[float, float]]]:
-        """series id -> [(ts seconds, value)] in ``[start, end]`` (or ``(start, end]``), time-ordered."""
+        """series id -> [(ts seconds, value)] in ``[start, end]`` (or ``(start, end]``), time-ordered.
+
+        Staleness markers are left out, as Prometheus leaves them out of range vectors;
+        with ``stale=True`` they are in, as :data:`~mlinfra.samples.STALE_NAN`.
+        """
         lo, hi = to_ms(start), to_ms(end)
         out: dict[int, list[tuple[float, float]]] = {sid: [] for sid in series_ids}
         lower = samples_table.c.ts >= lo if include_start else samples_table.c.ts > lo
@@ -462,7 +471,9 @@ class MetricsStore:
                     .order_by(samples_table.c.series_id, samples_table.c.ts)
                 )
                 for sid, t, v in rows:
-                    out[sid].append((t / 1000.0, math.nan if v is None else v))
+                    value = from_db(v)
+                    if stale or not is_stale_nan(value):
+                        out[sid].append((t / 1000.0, value))
         return out
 
     def query_range(
@@ -473,10 +484,14 @@ class MetricsStore:
         end: float | datetime,
         *,
         include_start: bool = True,
+        stale: bool = False,
     ) -> list[tuple[Series, list[tuple[float, float]]]]:
-        """Series matching ``name``/``matchers`` with their samples in the window (empty ones left out)."""
+        """Series matching ``name``/``matchers`` with their samples in the window (empty ones left out);
+        staleness markers only with ``stale=True`` (see :meth:`read_samples`)."""
         series = self.select_series(name, matchers)
-        points = self.read_samples([s.id for s in series], start, end, include_start=include_start)
+        points = self.read_samples(
+            [s.id for s in series], start, end, include_start=include_start, stale=stale
+        )
         return [(s, points[s.id]) for s in series if points[s.id]]
 
     def sweeps(self, start: float | datetime, end: float | datetime) -> list[SweepRecord]:
@@ -494,16 +509,15 @@ class MetricsStore:
                 for t, run_id, n, summary in rows
             ]
 
-    def latest_sweep(self) -> SweepRecord | None:
-        """The sweep with the newest logical time, or ``None`` on an empty store."""
+    def latest_sweep(self, *, before: float | datetime | None = None) -> SweepRecord | None:
+        """The sweep with the newest logical time (before ``before`` if given), or ``None``."""
+        stmt = sa.select(
+            sweeps_table.c.ts, sweeps_table.c.run_id, sweeps_table.c.samples, sweeps_table.c.summary
+        )
+        if before is not None:
+            stmt = stmt.where(sweeps_table.c.ts < to_ms(before))
         with self.begin() as conn:
-            row = conn.execute(
-                sa.select(
-                    sweeps_table.c.ts, sweeps_table.c.run_id, sweeps_table.c.samples, sweeps_table.c.summary
-                )
-                .order_by(sweeps_table.c.ts.desc())
-                .limit(1)
-            ).first()
+            row = conn.execute(stmt.order_by(sweeps_table.c.ts.desc()).limit(1)).first()
         if row is None:
             return None
         t, run_id, n, summary = row
@@ -523,20 +537,28 @@ class MetricsStore:
         run_id, n, summary = row
         return SweepRecord(t / 1000.0, run_id, n, json.loads(summary) if summary else None)
 
-    def sweep_samples(self, ts: float | datetime) -> list[Sample]:
-        """Every sample stored at exactly ``ts`` (a sweep as written), stamped with ``ts``."""
+    def sweep_samples(
+        self, ts: float | datetime, *, names: Iterable[str] | None = None, stale: bool = False
+    ) -> list[Sample]:
+        """Every sample stored at exactly ``ts`` (a sweep as written), stamped with ``ts``.
+
+        Only metrics in ``names`` when given; staleness markers only with ``stale=True``.
+        """
         t = to_ms(ts)
+        stmt = (
+            sa.select(series_table.c.name, series_table.c.labels, samples_table.c.value)
+            .join(series_table, series_table.c.id == samples_table.c.series_id)
+            .where(samples_table.c.ts == t)
+        )
+        wanted = None if names is None else sorted(set(names))
+        rows: list[Any] = []
         with self.begin() as conn:
-            rows = conn.execute(
-                sa.select(series_table.c.name, series_table.c.labels, samples_table.c.value)
-                .join(series_table, series_table.c.id == samples_table.c.series_id)
-                .where(samples_table.c.ts == t)
-                .order_by(series_table.c.name, series_table.c.labels)
-            ).all()
-        return [
-            Sample(name, json.loads(labels), math.nan if v is None else v, t / 1000.0)
-            for name, labels, v in rows
-        ]
+            for chunk in [None] if wanted is None else _chunks(wanted, _CHUNK):
+                where = stmt if chunk is None else stmt.where(series_table.c.name.in_(chunk))
+                rows += conn.execute(where).all()
+        rows.sort(key=lambda r: (r[0], r[1]))
+        out = [Sample(name, json.loads(labels), from_db(v), t / 1000.0) for name, labels, v in rows]
+        return out if stale else [s for s in out if not is_stale_nan(s.value)]
 
     # ------------------------------------------------------------------ housekeeping
 
@@ -560,8 +582,16 @@ class MetricsStore:
         return n_samples, n_series
 
 
-def _db_value(v: float) -> float | None:
-    return None if math.isnan(v) else v
+def _value_rows(items: Iterable[tuple[int, int, float]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(series id, ts ms, value) -> rows with plain values, rows of staleness markers (no value)."""
+    rows: list[dict[str, Any]] = []
+    markers: list[dict[str, Any]] = []
+    for sid, t, v in items:
+        if is_stale_nan(v):
+            markers.append({"series_id": sid, "ts": t})
+        else:
+            rows.append({"series_id": sid, "ts": t, "value": to_db(v)})
+    return rows, markers
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

@@ -19,7 +19,7 @@ from mlinfra.promql.interface import (
     QuerySyntaxError,
     UnsupportedExpression,
 )
-from mlinfra.samples import Sample
+from mlinfra.samples import STALE_NAN, Sample
 from mlinfra.store import MetricsStore
 
 T = 1_700_000_000.0  # a round base time; samples at T + seconds
@@ -508,3 +508,33 @@ def test_regex_matchers_are_re2_linear_time_and_anchored(store: MetricsStore, en
     start = time.monotonic()
     assert q(engine, 'm{path=~"(a+)+b"}', 100.0) == {L(__name__="m", path="aab"): 2.0}
     assert time.monotonic() - start < 5
+
+
+# ---------------------------------------------------------------------- staleness markers
+
+
+def test_a_series_whose_latest_sample_is_a_staleness_marker_is_gone_at_once(store, engine) -> None:
+    put(store, "up", {"gpu": "0"}, [(0, 1.0), (60, STALE_NAN), (180, 1.0)])
+    put(store, "up", {"gpu": "1"}, [(0, 1.0), (60, 1.0)])
+    assert q(engine, "up", 59) == {L(__name__="up", gpu="0"): 1.0, L(__name__="up", gpu="1"): 1.0}
+    # From the marker on, no value, though the sample at 0 is inside the lookback...
+    assert q(engine, "up", 60) == {L(__name__="up", gpu="1"): 1.0}
+    assert q(engine, "up", 179) == {L(__name__="up", gpu="1"): 1.0}
+    assert q(engine, "timestamp(up)", 120) == {L(gpu="1"): T + 60}
+    assert q(engine, 'absent(up{gpu="0"})', 120) == {L(gpu="0"): 1.0}
+    # ...until the series' next sample.
+    assert q(engine, 'up{gpu="0"}', 180) == {L(__name__="up", gpu="0"): 1.0}
+
+
+def test_range_vectors_leave_staleness_markers_out(store, engine) -> None:
+    put(store, "req_total", {}, [(0, 1.0), (15, 2.0), (30, STALE_NAN), (45, 4.0)])
+    put(store, "gone", {}, [(0, STALE_NAN), (15, STALE_NAN)])
+    assert q(engine, "count_over_time(req_total[1m])", 45) == {(): 3.0}
+    assert q(engine, "last_over_time(req_total[20s])", 30) == {L(__name__="req_total"): 2.0}
+    assert q(engine, "sum_over_time(req_total[1m])", 45) == {(): 7.0}
+    # A series with nothing but markers in the range is not in the range vector at all.
+    assert q(engine, "count_over_time(gone[1m])", 15) == {}
+    assert q(engine, "absent_over_time(gone[1m])", 15) == {(): 1.0}
+    # Subqueries evaluate instant selectors at each step (T+10s, T+25s, T+40s: steps are
+    # aligned to the epoch and T is 5 s past a multiple of 15 s): T+40s sees the marker.
+    assert q(engine, "count_over_time(req_total[45s:15s])", 45) == {(): 2.0}

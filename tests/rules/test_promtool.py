@@ -45,14 +45,19 @@ def test_exit_codes_and_report(capsys) -> None:  # type: ignore[no-untyped-def]
     assert "alertname: HighMemoryUsage, time: 6m" in out.err
 
 
-def test_stale_markers_fail_the_group_explicitly(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_stale_in_input_series_is_a_staleness_marker(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     f = tmp_path / "stale_test.yaml"
-    f.write_text(
+    body = (
         "rule_files: []\ntests:\n  - input_series:\n      - series: up\n        values: '1 stale'\n"
-        "    promql_expr_test:\n      - expr: up\n        eval_time: 0m\n        exp_samples: [{labels: 'up', value: 1}]\n"
+        "    promql_expr_test:\n      - expr: up\n        eval_time: {t}\n        exp_samples: {exp}\n"
     )
+    f.write_text(body.format(t="1m", exp="[]"))
+    assert run_test_file(f) is True, capsys.readouterr().err
+    # The sample before the marker is inside the lookback: without the marker it would be returned.
+    f.write_text(body.format(t="1m", exp="[{labels: 'up', value: 1}]"))
     assert run_test_file(f) is False
-    assert "stale markers are not supported" in capsys.readouterr().err
+    f.write_text(body.format(t="59s", exp="[{labels: 'up', value: 1}]"))
+    assert run_test_file(f) is True, capsys.readouterr().err
 
 
 def test_unknown_fields_and_missing_rule_files(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

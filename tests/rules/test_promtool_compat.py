@@ -62,7 +62,12 @@ def test_shipped_rule_files_pass_mlinfra_check() -> None:
 
 @pytest.mark.parametrize(
     "test_file",
-    [*SHIPPED_TESTS, DATA / "edge_test.yaml", DATA / "template_alerts_test.yaml"],
+    [
+        *SHIPPED_TESTS,
+        DATA / "edge_test.yaml",
+        DATA / "template_alerts_test.yaml",
+        DATA / "staleness_test.yaml",
+    ],
     ids=lambda p: p.name,
 )
 def test_passing_tests_pass_under_both(promtool: str, test_file: Path) -> None:
@@ -128,3 +133,27 @@ def test_a_mutant_of_the_template_rules_fails_under_both(promtool: str, mutant: 
     assert (real.returncode, ours.returncode) == (1, 1), real.stdout + real.stderr + ours.stdout + ours.stderr
     if same_report:
         assert ours.stderr == real.stderr
+
+
+# Mutants of staleness_test.yaml's input: each makes the expectations wrong under both tools.
+STALENESS_MUTANTS = {
+    "no_marker": ("values: '1 1 1 stale'", "values: '1 1 1 1'"),
+    "marker_earlier": ("values: '50 60 stale 70 80'", "values: '50 stale 60 70 80'"),
+}
+
+
+@pytest.mark.parametrize("mutant", sorted(STALENESS_MUTANTS))
+def test_a_mutant_of_the_staleness_test_fails_under_both_with_the_same_report(
+    promtool: str, mutant: str, tmp_path: Path
+) -> None:
+    old, new = STALENESS_MUTANTS[mutant]
+    text = (DATA / "staleness_test.yaml").read_text()
+    assert old in text
+    (tmp_path / "staleness_test.yaml").write_text(text.replace(old, new))
+    (tmp_path / "staleness_rules.yaml").write_text((DATA / "staleness_rules.yaml").read_text())
+    test_file = str(tmp_path / "staleness_test.yaml")
+    real = _run([promtool, "test", "rules", test_file])
+    ours = _mlinfra("rules", "test", test_file)
+    assert (real.returncode, ours.returncode) == (1, 1), real.stdout + real.stderr + ours.stdout + ours.stderr
+    assert _failures(real.stderr)
+    assert ours.stderr == real.stderr

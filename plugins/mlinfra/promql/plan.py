@@ -25,6 +25,7 @@ from mlinfra.promql.functions import RangeFn
 from mlinfra.promql.interface import EvalError
 from mlinfra.promql.parse import NAME, At, Labels, Selector, absent_labels, at_modifier, to_ms
 from mlinfra.promql.storage import EvaluationContext, Points
+from mlinfra.samples import is_stale_nan
 
 __all__ = [
     "AbsentOverTime",
@@ -112,14 +113,20 @@ class InstantSelector(Node):
         self.sel = sel
 
     def samples(self, ctx: EvaluationContext) -> list[tuple[Labels, int, float]]:
-        """Each series' latest sample in the lookback window: (labels, its timestamp, value)."""
+        """Each series' latest sample in the lookback window: (labels, its timestamp, value).
+
+        A series whose latest sample is a staleness marker has none (engine.go,
+        ``vectorSelectorSingle``: ``value.IsStaleNaN`` -> not ok).
+        """
         hi = self.sel.ref_ms(ctx.t_ms, ctx.query_ms)
         refs, points = ctx.points(self.sel, hi - ctx.lookback_ms, hi)
         out = []
         for r in refs:
             pts = points.get(r.id)
             if pts:
-                out.append((r.labels, pts[-1][0], pts[-1][1]))
+                t, v = pts[-1]
+                if v == v or not is_stale_nan(v):
+                    out.append((r.labels, t, v))
         return out
 
     def eval(self, ctx: EvaluationContext) -> Vector:
@@ -129,7 +136,9 @@ class InstantSelector(Node):
         for r in refs:
             pts = points.get(r.id)
             if pts:
-                out.append((r.labels, pts[-1][1]))
+                v = pts[-1][1]
+                if v == v or not is_stale_nan(v):
+                    out.append((r.labels, v))
         return out
 
 
@@ -156,8 +165,12 @@ class SelectorRange(RangeSource):
         lo = hi - self.range_ms
         refs, points = ctx.points(self.sel, lo, hi)
         series = []
+        stale_ids = ctx.stale_ids
         for r in refs:
             pts = points.get(r.id)
+            if pts and r.id in stale_ids:
+                # Range vectors leave staleness markers out (engine.go, matrixIterSlice).
+                pts = [p for p in pts if not is_stale_nan(p[1])]
             if pts:
                 series.append((r.labels, pts))
         return lo, hi, self.range_ms, series

@@ -29,7 +29,9 @@ import sqlalchemy as sa
 from mlinfra.exceptions import StoreError
 from mlinfra.promql.interface import EvalError, QueryEvaluationError
 from mlinfra.promql.parse import NAME, Labels, Selector
+from mlinfra.samples import is_stale_nan
 from mlinfra.store import MetricsStore, samples_table, series_table
+from mlinfra.store_values import from_db
 
 __all__ = ["EvaluationContext", "Points", "SeriesCatalog", "SeriesRef"]
 
@@ -148,6 +150,9 @@ class EvaluationContext:
         self._windows: dict[str, list[Window]] = {}
         self._wanted: dict[str, list[tuple[int, int]]] = {}
         self._conn: sa.Connection | None = None
+        # Series read with a staleness marker among their samples: range vectors drop the
+        # markers of these (Prometheus: "stale samples are not returned in range vectors").
+        self.stale_ids: set[int] = set()
 
     def at_time(self, t_ms: int) -> EvaluationContext:
         """This context at another instant (a subquery's step), sharing every read and the connection."""
@@ -328,7 +333,7 @@ class EvaluationContext:
                         (*chunk, lo, hi),
                     )
                 )
-        return _group_points(batches)
+        return _group_points(batches, self.stale_ids)
 
 
 def _ts(point: tuple[int, float]) -> int:
@@ -350,8 +355,8 @@ def _slice_all(data: dict[int, Points], lo: int, hi: int) -> dict[int, Points]:
     return out
 
 
-def _group_points(batches: list[list[tuple[Any, ...]]]) -> dict[int, Points]:
-    """Rows (series id, ts, value) -> series id -> time-ordered points.
+def _group_points(batches: list[list[tuple[Any, ...]]], stale_ids: set[int]) -> dict[int, Points]:
+    """Rows (series id, ts, value) -> series id -> time-ordered points; ids with markers into ``stale_ids``.
 
     No ORDER BY in the SQL: SQLite's plan yields rows by series and time already,
     and sorting there costs a temporary B-tree. Order is checked here instead, and a
@@ -362,7 +367,6 @@ def _group_points(batches: list[list[tuple[Any, ...]]]) -> dict[int, Points]:
     current = -1
     last_ts = 0
     pts: Points = []
-    nan = float("nan")
     for rows in batches:
         for sid, ts, v in rows:
             if sid != current:
@@ -376,7 +380,11 @@ def _group_points(batches: list[list[tuple[Any, ...]]]) -> dict[int, Points]:
             elif ts < last_ts:
                 disordered = True
             last_ts = ts
-            pts.append((ts, nan if v is None else v))
+            if v.__class__ is not float or v != v:  # NULL, or a stored staleness marker
+                v = from_db(v)
+                if is_stale_nan(v):
+                    stale_ids.add(sid)
+            pts.append((ts, v))
     if disordered:
         for series_points in out.values():
             series_points.sort()

@@ -37,8 +37,9 @@ files is evaluated at 0, ``evaluation_interval``, ... up to the largest
 compares the *firing* alerts of the last evaluation at or before it; expression
 tests run after all evaluations. Values compare exactly, as promtool does.
 
+``stale`` in ``input_series`` values writes a staleness marker, as promtool does.
+
 Not supported (reported as a failure of the test group, never silently wrong):
-``stale`` markers in ``input_series`` (the store keeps no staleness markers) and
 expressions the local engine refuses.
 """
 
@@ -199,7 +200,7 @@ def _run_test_group(tg: dict[str, Any], test_file: UnitTestFile) -> list[str]:
 
 def _input_samples(tg: dict[str, Any], interval: float) -> list[tuple[float, Sample]]:
     """Input series, expanded: (time s, Sample) sorted by time for incremental loading."""
-    from mlinfra.samples import Sample
+    from mlinfra.samples import STALE_NAN, Sample
 
     pending_samples: list[tuple[float, Sample]] = []
     for item in tg.get("input_series") or []:
@@ -210,14 +211,8 @@ def _input_samples(tg: dict[str, Any], interval: float) -> list[tuple[float, Sam
         for i, v in enumerate(values):
             if v is None:
                 continue
-            if v == STALE:
-                raise _GroupFailed(
-                    [
-                        f"    input_series {item.get('series')!r}: stale markers are not supported by the "
-                        "local engine's store (no staleness markers); run this test with promtool"
-                    ]
-                )
-            pending_samples.append((i * interval, Sample(name, labels, float(v), i * interval)))
+            value = STALE_NAN if v == STALE else float(v)
+            pending_samples.append((i * interval, Sample(name, labels, value, i * interval)))
     pending_samples.sort(key=lambda x: x[0])
     return pending_samples
 
