@@ -23,7 +23,7 @@ from mlinfra.export import (
     render_exposition,
     sample_registry,
 )
-from mlinfra.samples import Sample
+from mlinfra.samples import STALE_NAN, Sample
 from tests.support.services import (
     ServerHandle,
     free_port,
@@ -460,3 +460,16 @@ def test_push_from_connection_reaches_the_real_pushgateway(
     assert of_instance(series, instance, "ml_memory_usage_percent") == {
         ("ml_memory_usage_percent", (("instance", instance), ("job", "mlinfra_sweep"))): 33.0
     }
+
+
+def test_a_staleness_marker_is_never_pushed_as_a_value() -> None:
+    body = render_exposition(
+        [
+            Sample("ml_gpu_utilization_percent", {"gpu_id": "0"}, 10),
+            Sample("ml_gpu_utilization_percent", {"gpu_id": "2"}, STALE_NAN),
+            Sample("ml_gpu_temperature_celsius", {"gpu_id": "2"}, math.nan),  # a plain NaN is a value
+        ]
+    ).decode()
+    assert 'gpu_id="0"' in body
+    assert 'ml_gpu_utilization_percent{gpu_id="2"}' not in body
+    assert 'ml_gpu_temperature_celsius{gpu_id="2"} NaN' in body

@@ -35,7 +35,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from mlinfra.connections import get_connection
 from mlinfra.exceptions import ExportError
 from mlinfra.redaction import redact_url
-from mlinfra.samples import Sample
+from mlinfra.samples import Sample, is_stale_nan
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -95,6 +95,11 @@ class SampleCollector(Collector):
         skipped: Counter[tuple[str, str]] = Counter()
         series: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         for sample in samples:
+            if is_stale_nan(sample.value):
+                # A series that went stale is simply left out: each push replaces the whole
+                # group, so it is gone from the Pushgateway. The text format has no marker:
+                # it would travel as a plain NaN, a value Prometheus would keep showing.
+                continue
             problem = self._problem(sample)
             if problem:
                 skipped[(sample.name, problem)] += 1

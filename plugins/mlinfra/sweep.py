@@ -38,6 +38,8 @@ STAGING_KEEP_SECONDS = 86400.0
 # CPU usage is the change of the CPU counters since the previous sweep; after a longer
 # gap (the scheduler was down) an average over hours would pass for "now".
 CPU_PREVIOUS_MAX_AGE_SECONDS = 3600.0
+# The sweep summary's list of the metric names the sweep wrote (see stale_markers).
+SWEEP_METRICS_KEY = "metrics"
 
 
 def run_collector_module(name: str, fleet: Fleet) -> CollectorResult:
@@ -101,6 +103,37 @@ def derive_cpu_usage(store: MetricsStore, ts: float | datetime, samples: Sequenc
     return derived
 
 
+def stale_markers(store: MetricsStore, ts: float | datetime, samples: Sequence[Sample]) -> list[Sample]:
+    """A staleness marker at ``ts`` for each series the previous sweep wrote and ``samples`` lacks.
+
+    Prometheus does this on every scrape (scrape/scrape.go, ``scrapeLoop.append``): a
+    series of the previous scrape missing from this one gets ``StaleNaN``, so a lost GPU
+    or a deleted pod drops out of instant queries at once instead of lingering for the
+    5-minute lookback (prometheus.io/docs/prometheus/latest/querying/basics/#staleness).
+    A collector that failed counts as one that returned nothing, as a failed scrape does
+    in Prometheus ("A failed scrape is the same as an empty scrape, we still call
+    sl.append to trigger stale markers", ``scrapeAndReport``): its series are marked,
+    and its ``mlinfra_collector_up`` says 0. Each series comes from one collector, so
+    one comparison of the whole sweep is that of each collector with its previous run.
+
+    The previous sweep's series are read back from the store (one query at its time),
+    limited to the metrics it recorded (:data:`SWEEP_METRICS_KEY`), so that recording
+    rules and ``ALERTS`` written at that time are never marked by the sweep. A previous
+    sweep written before staleness markers existed has no such record: no markers.
+    """
+    from mlinfra.samples import STALE_NAN, Sample
+
+    previous = store.latest_sweep(before=ts)
+    names = (previous.summary or {}).get(SWEEP_METRICS_KEY) if previous is not None else None
+    if previous is None or not names:
+        return []
+    present = {s.series_key for s in samples}
+    gone = [s for s in store.sweep_samples(previous.ts, names=names) if s.series_key not in present]
+    if gone:
+        log.info("staleness markers for %d series the previous sweep had", len(gone))
+    return [Sample(s.name, s.labels, STALE_NAN) for s in gone]
+
+
 def write_sweep(
     *,
     store: MetricsStore,
@@ -143,16 +176,21 @@ def write_sweep(
             "samples": 0,
             "errors": ["collector task did not stage"],
         }
+    markers = stale_markers(store, ts, samples)
     summary: dict[str, Any] = {
         "collectors": {name: by_name[name] for name in sorted(by_name)},
         "down": sorted(name for name, s in by_name.items() if not s.get("up")),
         "skipped": {name: s["skipped"] for name, s in sorted(by_name.items()) if s.get("skipped")},
         "samples": len({s.series_key for s in samples}),
+        "stale_markers": len(markers),
+        # What the next sweep needs to tell this sweep's series from other writers' at this time.
+        SWEEP_METRICS_KEY: sorted({s.name for s in samples}),
     }
     # Pushed before the store write so the stored summary says how the export went; a
-    # push is a PUT of the whole group, so a retry pushing again is harmless.
+    # push is a PUT of the whole group, so a retry pushing again is harmless. Markers are
+    # not pushed: a series missing from the group is gone from the Pushgateway.
     summary = _export(summary, samples, export or push_from_connection)
-    summary["samples"] = store.write_sweep(ts, samples, run_id=run_id, summary=summary)
+    summary["samples"] = store.write_sweep(ts, [*samples, *markers], run_id=run_id, summary=summary)
 
     cutoff = now() - fleet.store.retention
     deleted, dropped_series = store.apply_retention(cutoff)
@@ -190,7 +228,7 @@ def _already_written(
     kept: dict[str, Any] = existing.summary
     if kept.get("export_error"):
         kept = _export(kept, store.sweep_samples(ts), export)
-        store.write_sweep(ts, store.sweep_samples(ts), run_id=run_id, summary=kept)
+        store.write_sweep(ts, store.sweep_samples(ts, stale=True), run_id=run_id, summary=kept)
     return kept
 
 

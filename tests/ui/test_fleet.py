@@ -10,6 +10,7 @@ import pytest
 
 from mlinfra.config import load_fleet
 from mlinfra.reports.records import report_records
+from mlinfra.samples import STALE_NAN, Sample
 from mlinfra.store import MetricsStore
 from mlinfra.ui.fleet import _health, find_report, read_audit, read_fleet_view
 from tests.ui.fleet_data import cluster_samples, fill_store
@@ -107,6 +108,22 @@ def test_current_values_come_from_the_latest_sweep(sqlite_store: MetricsStore) -
     assert model["replicas"]["desired"] == 2
     assert model["replicas"]["available"] == 2
     assert model["health"] == "healthy"
+
+
+def test_a_deployment_whose_series_went_stale_has_no_current_values(sqlite_store: MetricsStore) -> None:
+    now = time.time()
+    sqlite_store.write_sweep(now - 600, cluster_samples())
+    # The next sweep found resnet50-classifier's deployment deleted: its series are marked stale.
+    gone = [
+        Sample(s.name, s.labels, STALE_NAN) if s.labels.get("deployment") == "resnet50-classifier" else s
+        for s in cluster_samples()
+    ]
+    sqlite_store.write_sweep(now - 300, gone)
+
+    models = {m["name"]: m for m in read_fleet_view(sqlite_store, load_fleet())["models"]}
+
+    assert models["half-plus-two"]["replicas"]["desired"] == 3
+    assert models["resnet50-classifier"]["replicas"]["desired"] is None
 
 
 def test_a_store_nothing_has_written_to_yet_has_empty_sections(sqlite_store: MetricsStore) -> None:

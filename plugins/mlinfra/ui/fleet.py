@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from mlinfra.deploy.records import DeploymentRecord, DeploymentRecords
 from mlinfra.reports.records import report_record_of_day, report_records
 from mlinfra.rules.state import StoreAlertStates
-from mlinfra.samples import Sample
+from mlinfra.samples import Sample, is_stale_nan
 from mlinfra.scaling.records import ScaleEvent, ScaleRecords
 from mlinfra.store import LabelMatcher
 
@@ -230,7 +230,10 @@ def _reports(store: MetricsStore) -> list[dict[str, Any]]:
 
 
 def _current_samples(store: MetricsStore, latest: float | None) -> list[Sample]:
-    """The newest sample of every series within :data:`CURRENT_WINDOW_S` before ``latest``."""
+    """The newest sample of every series within :data:`CURRENT_WINDOW_S` before ``latest``.
+
+    A series whose newest sample is a staleness marker (a deleted deployment) is not current.
+    """
     if latest is None:
         return []
     out = []
@@ -241,9 +244,10 @@ def _current_samples(store: MetricsStore, latest: float | None) -> list[Sample]:
         "mlinfra_serving_up",
         "mlinfra_serving_model_version_available",
     ):
-        for series, points in store.query_range(name, (), latest - CURRENT_WINDOW_S, latest):
+        for series, points in store.query_range(name, (), latest - CURRENT_WINDOW_S, latest, stale=True):
             t, v = points[-1]
-            out.append(Sample(series.name, series.labels, v, t))
+            if not is_stale_nan(v):
+                out.append(Sample(series.name, series.labels, v, t))
     return out
 
 
