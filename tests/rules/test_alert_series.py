@@ -188,3 +188,30 @@ def test_without_a_gap_the_group_continues_and_writes_alerts(
 )
 def test_is_gap(previous: float | None, at: float, gap: bool) -> None:
     assert is_gap(previous, at, 60.0, RestoreSettings()) is gap
+
+
+def test_ended_alert_series_leave_instant_queries_at_once(tmp_path: Path) -> None:
+    """Prometheus writes StaleNaN for the series a rule stopped returning: the pending
+    series ends when the alert fires, both series end when it resolves; without the
+    markers each would answer for the 5-minute lookback."""
+    store = MetricsStore.from_url(f"sqlite:///{tmp_path / 's.db'}")
+    engine = LocalEngine(store)
+    groups = _groups(tmp_path, engine, for_="1m")
+    states = MemoryAlertStates()
+    _run(store, groups, states, [T0, T0 + MIN], restore=None)  # pending at T0, firing at T0+1m
+
+    def instant(expr: str, at: float) -> set[tuple[tuple[str, str], ...]]:
+        result = LocalEngine(store).instant(expr, at)
+        assert isinstance(result, list)
+        return {tuple(sorted(s.labels.items())) for s in result}
+
+    assert instant('ALERTS{alertstate="pending", alertname="Hot"}', T0 + MIN) == set()
+    assert len(instant('ALERTS{alertstate="firing", alertname="Hot"}', T0 + MIN)) == 2
+    # Both GPUs cool down: the alert resolves and its series end at this evaluation.
+    for t in (T0 + 2 * MIN,):
+        _temps(store, t, value=20.0)
+        evaluate_groups(groups, engine, at=t, store=store, states=states, restore=None)
+    assert instant('ALERTS{alertname="Hot"}', T0 + 2 * MIN) == set()
+    assert instant('ALERTS_FOR_STATE{alertname="Hot"}', T0 + 2 * MIN) == set()
+    # A minute earlier they were there: the markers end them, not the lookback.
+    assert len(instant('ALERTS_FOR_STATE{alertname="Hot"}', T0 + MIN)) == 2

@@ -24,12 +24,12 @@ then does what Prometheus does.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from mlinfra.rules.alerts import ActiveAlert, Transition
-from mlinfra.samples import Sample
+from mlinfra.samples import STALE_NAN, Sample
 
 if TYPE_CHECKING:
     from mlinfra.store import MetricsStore
@@ -61,6 +61,31 @@ def alert_series_samples(states: Mapping[str, ActiveAlert], at: float) -> list[S
         out.append(Sample(ALERTS, {**labels, "alertstate": a.state}, 1.0, at))
         # Go's ActiveAt.Unix(): whole seconds, rounded down.
         out.append(Sample(ALERTS_FOR_STATE, labels, float(math.floor(a.active_at)), at))
+    return out
+
+
+def ended_series_markers(transitions: Sequence[Transition], at: float) -> list[Sample]:
+    """Staleness markers for the ``ALERTS``/``ALERTS_FOR_STATE`` series this evaluation ended.
+
+    Prometheus's group evaluation (``rules/group.go``, ``seriesInPreviousEval``) appends a
+    StaleNaN for every series a rule returned at its previous evaluation and not at this
+    one; an alerting rule returns both series of each pending or firing alert. So a
+    pending alert that fires ends its ``alertstate="pending"`` series, and one that
+    resolves (or stops pending) ends both. Instant queries then stop seeing them at once
+    instead of for the 5-minute lookback.
+
+    >>> t = Transition("f", {"alertname": "A"}, "pending", "firing", 60.0, 1.0, 0.0)
+    >>> [(s.name, dict(s.labels)) for s in ended_series_markers([t], 60.0)]
+    [('ALERTS', {'alertname': 'A', 'alertstate': 'pending'})]
+    """
+    out: list[Sample] = []
+    for t in transitions:
+        if t.from_state not in ("pending", "firing") or t.to_state == t.from_state:
+            continue
+        labels = {k: v for k, v in t.labels.items() if k != "__name__"}
+        out.append(Sample(ALERTS, {**labels, "alertstate": t.from_state}, STALE_NAN, at))
+        if t.to_state not in ("pending", "firing"):
+            out.append(Sample(ALERTS_FOR_STATE, labels, STALE_NAN, at))
     return out
 
 

@@ -30,7 +30,13 @@ from typing import TYPE_CHECKING, Any
 
 from mlinfra.exceptions import AlertmanagerError
 from mlinfra.promql.interface import InstantSample, QueryError, QueryResult
-from mlinfra.rules.alert_series import RestoreSettings, alert_series_samples, is_gap, restore_for_state
+from mlinfra.rules.alert_series import (
+    RestoreSettings,
+    alert_series_samples,
+    ended_series_markers,
+    is_gap,
+    restore_for_state,
+)
 from mlinfra.rules.alerts import (
     ActiveAlert,
     AlertInstance,
@@ -258,7 +264,7 @@ class _AlertSeries:
             # not "restored" yet); RestoreForState then moves the pending alerts' clocks.
             settings = self.restore_after_gap
             return restore_for_state(self.store, new, transitions, at=at, hold=rule.for_, settings=settings)
-        samples = alert_series_samples(new, at)
+        samples = alert_series_samples(new, at) + ended_series_markers(transitions, at)
         if samples:
             evaluator.close()  # the next rule (and its templates' queries) read what is written now
             self.store.write_samples(samples)
