@@ -42,7 +42,7 @@ import math
 import statistics
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from mlinfra.deploy.canary.baseline import Comparison, compare_samples, compare_values
@@ -137,11 +137,17 @@ def judge(
 ) -> Measurement:
     """The verdict of one measurement of ``metric`` (see the module docstring for the rules).
 
-    ``value`` is the canary's ``result``; ``stable_value`` the stable's (needed by a
+    ``value`` is the canary's ``result`` (a one-element list, a query's single series, is
+    taken as its number; an empty or longer list stays a list); ``stable_value`` the stable's (needed by a
     ``compare`` on a query); ``samples`` the (canary, stable) samples of a latency probe
     (``value`` may then be None: the canary's median is used); ``golden`` the agreement
     report of a golden metric (``value`` defaults to its agreement rate).
     """
+    if isinstance(value, list | tuple) and len(value) == 1:
+        value = float(value[0])  # one series: ``result`` is its number, as ``result < 0.01`` expects
+    if golden is not None and metric.golden is not None:
+        # The metric's threshold is the one that counts, whatever check built the report.
+        golden = replace(golden, min_agreement=metric.golden.min_agreement)
     if golden is not None and value is None:
         value = golden.agreement_rate
     if samples is not None and value is None:

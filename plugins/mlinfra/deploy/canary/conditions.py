@@ -153,8 +153,10 @@ class _Evaluator:
         return ConditionError(f"condition {self.text!r} with result={self.result!r}: {problem}")
 
     def number(self, value: Any, what: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, list):
             raise self.fail(f"{what} is a list, not a number (use result[i], len(), min() or max())")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(f"{what} is {value!r}, not a number")
         return value
 
     def visit(self, node: ast.expr) -> Any:
