@@ -171,6 +171,10 @@ def _metric(**fields: Any) -> dict[str, Any]:
         ),
         (_metric(golden={"file": "/etc/passwd"}), "must be a path relative to include/"),
         (_metric(golden={"min_agreement": 1.5}), "min_agreement: input should be less than or equal to 1"),
+        (
+            _metric(query="up", failure="result > 1", threshold=3),
+            "analyses.t.metrics[0].threshold: unknown field; accepted here: name, query, golden, latency, success",
+        ),
     ],
 )
 def test_bad_templates_are_refused_with_the_field(template: dict[str, Any], fragment: str) -> None:
@@ -234,3 +238,14 @@ def test_render_query_fills_every_placeholder_and_escapes_quotes() -> None:
 def test_golden_default_file_follows_the_served_model_name() -> None:
     assert GoldenCheck().path_for("resnet50") == "golden/resnet50.json"
     assert GoldenCheck(file="golden/other.json").path_for("resnet50") == "golden/other.json"
+
+
+def test_the_readme_worked_example_validates() -> None:
+    readme = (FLEET.parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Canary deploys") :]
+    example = section[section.index("```yaml") + len("```yaml") :]
+    doc = yaml.safe_load(example[: example.index("```")])
+    text = _fleet(doc["models"][0]["deploy"], doc["analyses"])
+    deploy = parse_fleet(text).models[0].deploy
+    assert [s.kind for s in deploy.steps][:3] == ["weight", "analysis", "analysis"]
+    assert deploy.approval_timeout == 1800.0
