@@ -102,6 +102,10 @@ def test_a_canary_strategy_loads_with_its_steps() -> None:
             {"strategy": "canary", "steps": [{"pause": "soon"}]},
             "must be a duration (30s, 5m, 1h) or 'approval'",
         ),
+        (
+            {"strategy": "canary", "steps": [{"weight": 10}], "approval_timeout": "0s"},
+            "deploy.approval_timeout: input should be greater than 0",
+        ),
         ({"strategy": "blue-green"}, "models[0].deploy.strategy: must be one of 'rolling' or 'canary'"),
         ({"strategy": "canary", "steps": [{"weight": 10}], "speed": 3}, "deploy.speed: unknown field"),
         (
@@ -249,3 +253,8 @@ def test_the_readme_worked_example_validates() -> None:
     deploy = parse_fleet(text).models[0].deploy
     assert [s.kind for s in deploy.steps][:3] == ["weight", "analysis", "analysis"]
     assert deploy.approval_timeout == 1800.0
+
+
+def test_a_template_name_must_be_a_plain_name() -> None:
+    problems = _problems(_fleet(analyses={"Serving Health": HEALTH}))
+    assert "analyses.Serving Health: a template name must match" in problems

@@ -136,7 +136,7 @@ class DeployStrategy(_Strict):
     strategy: Literal["rolling", "canary"] = "rolling"
     steps: list[CanaryStep] = Field(default_factory=list)
     # How long a ``pause: approval`` waits for a person before the canary is aborted.
-    approval_timeout: Duration = 3600.0
+    approval_timeout: float = Field(default=3600.0, gt=0)
     # A Service <name>-canary selecting only canary pods, so clients can pin the canary.
     canary_service: bool = True
 
