@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from mlinfra.config_messages import FieldError, describe_error, line_index, problem_line
+from mlinfra.deploy.canary.spec import AnalysisTemplate, DeployStrategy, canary_problem
 from mlinfra.deploy.schema import DEFAULT_KUBERNETES_VERSION, kubernetes_version_problem
 from mlinfra.durations import parse_duration
 from mlinfra.exceptions import FleetConfigError
@@ -329,6 +330,8 @@ class Model(_Strict):
     smoke_file: str = Field(min_length=1)
     slo: SLO
     scaling: ScalingPolicy
+    # rolling (default) or canary with steps (mlinfra.deploy.canary.spec).
+    deploy: DeployStrategy = DeployStrategy()
 
     @field_validator("smoke_file")
     @classmethod
@@ -384,6 +387,8 @@ class Fleet(_Strict):
     store: StoreSettings = StoreSettings()
     rules: RuleSettings = RuleSettings()
     gpu: GPUSettings = GPUSettings()
+    # Analysis templates the canary steps name (``analysis: <name>``).
+    analyses: dict[str, AnalysisTemplate] = Field(default_factory=dict)
     # The cluster's Kubernetes minor: rendered manifests are validated against its API schema.
     kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
     # Where the file came from; relative paths (smoke files) resolve against its folder.
@@ -424,6 +429,19 @@ class Fleet(_Strict):
             problem = _target_problem(self.rules.engine, target.expr)
             if problem:
                 raise FieldError(("models", i, "scaling", "target", "expr"), problem)
+        return self
+
+    @model_validator(mode="after")
+    def _canary_references(self, info: ValidationInfo) -> Fleet:
+        check = (info.context or {}).get("check_expressions", True)
+        engine = self.rules.engine
+        found = canary_problem(
+            [(i, m.deploy) for i, m in enumerate(self.models)],
+            self.analyses,
+            (lambda expr: _target_problem(engine, expr)) if check else None,
+        )
+        if found:
+            raise FieldError(*found)
         return self
 
     def model(self, name: str) -> Model:

@@ -77,13 +77,16 @@ def describe_error(err: Any, lines: dict[tuple[str | int, ...], int], root: type
 
 def _model_at(root: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
     cls: Any = root
+    mapping_key = False
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or mapping_key:
+            mapping_key = False  # a list index or a dict key (analyses.<name>): same model below
             continue
         field = cls.model_fields.get(part)
         if field is None:
             return None
         ann = field.annotation
+        mapping_key = getattr(ann, "__origin__", None) is dict
         args = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
         cls = args[0] if args else ann
         if not (isinstance(cls, type) and issubclass(cls, BaseModel)):

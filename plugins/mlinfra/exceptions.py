@@ -217,3 +217,12 @@ class TemplatedValueError(MlinfraError, ValueError):
 
     The message names the parameter, what it got and what is accepted.
     """
+
+
+class ConditionError(MlinfraError, ValueError):
+    """An analysis condition (``result < 0.01``) is not one mlinfra evaluates, or cannot be evaluated.
+
+    The message quotes the condition and names what is not allowed (or what went wrong
+    with this ``result``) and what is accepted. A ``ValueError`` too, so that fleet-file
+    validation reports it with the file, line and field.
+    """

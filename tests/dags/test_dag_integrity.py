@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
-HEAVY = ("tensorflow", "kubernetes", "pynvml", "matplotlib")
+HEAVY = ("tensorflow", "kubernetes", "pynvml", "matplotlib", "scipy")
 
 
 @pytest.fixture(scope="module")

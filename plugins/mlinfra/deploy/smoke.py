@@ -46,7 +46,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -121,11 +121,19 @@ class SmokeSpec(_Strict):
 
 def load_smoke_spec(path: str | Path) -> SmokeSpec:
     """Read and validate a smoke file; :class:`SmokeFileError` names the file and field."""
+    return load_spec_file(path, SmokeSpec, "smoke file")
+
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
+
+
+def load_spec_file(path: str | Path, spec_type: type[SpecT], what: str) -> SpecT:
+    """A JSON file in the smoke-file format validated as ``spec_type`` (the canary's golden file uses it too)."""
     p = Path(path)
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except OSError as e:
-        raise SmokeFileError(f"{p}: cannot read the smoke file: {e.strerror}") from None
+        raise SmokeFileError(f"{p}: cannot read the {what}: {e.strerror}") from None
     except ValueError as e:
         raise SmokeFileError(f"{p}: not valid JSON: {e}") from None
     except RecursionError:
@@ -134,7 +142,7 @@ def load_smoke_spec(path: str | Path) -> SmokeSpec:
     if where is not None:
         raise SmokeFileError(f"{p}: {where}: nested deeper than {MAX_NESTING} levels")
     try:
-        return SmokeSpec.model_validate(data)
+        return spec_type.model_validate(data)
     except ValidationError as e:
         problems = [
             f"{p}: {'.'.join(str(x) for x in err['loc']) or '(top level)'}: {err['msg']}"
