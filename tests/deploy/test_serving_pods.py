@@ -8,22 +8,30 @@ requests on its metrics page, and serves TF Serving's version labels.
 
 from __future__ import annotations
 
-import copy
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.deploy.environment import DEPLOYMENT, MODEL, NAMESPACE, DeployEnv, deploy_env, ensure_version
+from tests.deploy.environment import DEPLOYMENT, NAMESPACE, DeployEnv, deploy_env, ensure_version
+from tests.support.canary_pods import (
+    CANARY,
+    SERVED,
+    apply,
+    as_canary,
+    hook_for,
+    labelled_config,
+    ports,
+    ready_pod,
+    rendered,
+    start_stable_and_canary,
+    wait_for,
+)
 from tests.support.tf_serving_standin import StandinProcess
 
 pytestmark = pytest.mark.integration
-
-SERVED = "half_plus_two"
-CANARY = f"{DEPLOYMENT}-canary"
 
 
 @pytest.fixture
@@ -33,98 +41,6 @@ def env(deploy_serving: tuple[StandinProcess, Path], tmp_path: Path) -> Iterator
     ensure_version(base, 2)
     with deploy_env(tmp_path, server, base) as e:
         yield e
-
-
-def labelled_config(versions: list[int], labels: dict[str, int]) -> str:
-    listed = " ".join(f"versions: {v}" for v in versions)
-    label_text = "".join(f'    version_labels {{ key: "{k}" value: {v} }}\n' for k, v in labels.items())
-    return (
-        "model_config_list {\n  config {\n"
-        f'    name: "{SERVED}"\n    base_path: "/models/{SERVED}"\n'
-        '    model_platform: "tensorflow"\n'
-        f"    model_version_policy {{ specific {{ {listed} }} }}\n{label_text}  }}\n}}\n"
-    )
-
-
-def rendered(env: DeployEnv, version: int) -> list[dict[str, Any]]:
-    from mlinfra.config import load_fleet
-    from mlinfra.deploy.manifests import manifest_values, render_manifests
-    from mlinfra.deploy.params import validate_request
-
-    fleet = load_fleet(env.fleet_file)
-    request = validate_request({"model": MODEL, "version": version, "image_tag": "2.14.1"}, fleet)
-    values = manifest_values(fleet.model(MODEL), request, run_id=f"v{version}", replicas=1)
-    return render_manifests(values).objects
-
-
-def as_canary(
-    objects: list[dict[str, Any]], *, config: str | None = None, allow_unavailable_labels: bool = True
-) -> list[dict[str, Any]]:
-    """The canary's manifests (design of issue 13): ``<name>-canary``, pod label ``track: canary``."""
-    config_map, _service, dep = copy.deepcopy(objects)
-    if config is not None:
-        config_map["metadata"]["name"] += "-labelled"
-        config_map["data"]["models.config"] = config
-        dep["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"] = config_map["metadata"]["name"]
-    dep["metadata"]["name"] = CANARY
-    dep["spec"]["selector"]["matchLabels"]["track"] = "canary"
-    dep["spec"]["template"]["metadata"]["labels"]["track"] = "canary"
-    if allow_unavailable_labels:
-        dep["spec"]["template"]["spec"]["containers"][0]["args"].append(
-            "--allow_version_labels_for_unavailable_models=true"
-        )
-    return [config_map, dep]
-
-
-def apply(objects: list[dict[str, Any]]) -> None:
-    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
-
-    from mlinfra.deploy.kube import ManifestClient, apply_objects, snapshot
-
-    client = ManifestClient(KubernetesHook(conn_id="kubernetes_default").api_client)
-    apply_objects(client, objects, snapshot(client, objects))
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not reached within {timeout}s: {what}")
-
-
-def ready_pod(env: DeployEnv, deployment: str) -> dict[str, Any]:
-    """The one Ready pod of ``deployment``, with its address."""
-
-    def ready() -> dict[str, Any] | None:
-        names = env.kube.pod_names(NAMESPACE, deployment=deployment)
-        pods = [env.kube.pod(NAMESPACE, n) for n in names]
-        ready = [
-            p
-            for p in pods
-            if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"]["conditions"])
-        ]
-        return ready[0] if len(ready) == 1 and len(pods) == 1 else None
-
-    pod: dict[str, Any] = wait_for(ready, f"one Ready pod of {deployment}")
-    return pod
-
-
-def ports(pod: dict[str, Any]) -> tuple[str, int, int]:
-    container = pod["spec"]["containers"][0]
-    named = {p["name"]: p["containerPort"] for p in container["ports"]}
-    return pod["status"]["podIP"], named["grpc"], named["http"]
-
-
-def hook_for(pod: dict[str, Any]) -> Any:
-    from mlinfra.hooks.tf_serving import TFServingHook
-
-    ip, grpc_port, rest_port = ports(pod)
-    return TFServingHook(
-        "tf_serving_half_plus_two", grpc_target=f"{ip}:{grpc_port}", rest_url=f"http://{ip}:{rest_port}"
-    )
 
 
 def request_count(metrics_text: str) -> float:
@@ -152,13 +68,6 @@ def grpc_predict_version(pod: dict[str, Any], **spec: Any) -> tuple[int, list[fl
         stub = protos.prediction_service_pb2_grpc.PredictionServiceStub(channel)
         response = stub.Predict(request, timeout=10)
     return response.model_spec.version.value, tensor_to_list(response.outputs["y"])
-
-
-def start_stable_and_canary(env: DeployEnv, **canary: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    apply(rendered(env, 1))
-    stable = ready_pod(env, DEPLOYMENT)
-    apply(as_canary(rendered(env, 2), **canary))
-    return stable, ready_pod(env, CANARY)
 
 
 def test_each_pod_answers_on_its_own_address_with_its_own_version(env: DeployEnv) -> None:
@@ -310,3 +219,27 @@ def test_a_label_to_an_unavailable_version_fails_the_start_without_the_flag(env:
         "Failed to start server. Error: FAILED_PRECONDITION: Request to assign label to version 1 "
         "of model half_plus_two, which is not currently available for inference"
     )
+
+
+# --------------------------------------------------------------------------- traffic through the Service
+
+
+def test_traffic_through_the_service_reaches_both_tracks_and_counts_failures(env: DeployEnv) -> None:
+    from tests.support.traffic import GrpcTraffic
+
+    start_stable_and_canary(env)
+    wait_for(lambda: len(env.serving.pods()["endpoints"] or []) == 2, "both pods are Service endpoints")
+    with GrpcTraffic(env.serving.grpc_target, SERVED, rate_per_s=100) as load:
+        wait_for(lambda: load.report().sent >= 20, "20 requests sent")
+    report = load.stop()
+    assert report.failed == 0, report.describe()
+    assert set(report.versions) == {1, 2}, report.describe()
+    assert report.ok == report.sent
+
+    env.serving.set_faults(version_faults={"2": {"error_rate": 1.0}})
+    with GrpcTraffic(env.serving.grpc_target, SERVED, rate_per_s=100) as load:
+        wait_for(lambda: load.report().errors["UNAVAILABLE"] >= 3, "failed requests counted")
+    report = load.stop()
+    assert set(report.versions) == {1}, report.describe()
+    assert set(report.errors) == {"UNAVAILABLE"}
+    assert report.first_errors[0] == "UNAVAILABLE: simulated failure (fault injection: error_rate)"
