@@ -66,6 +66,7 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 import shlex
 import signal
 import socket
@@ -468,6 +469,13 @@ class KubeStandIn:
         self._faults: list[Fault] = []
         self._frozen_status: set[tuple[str, str]] = set()
         self._pod_counter = 0
+        # Pods get loopback addresses 127.<pod_ip_instance>.<hi>.<lo>: all of 127.0.0.0/8 is
+        # local on Linux, so a TF Serving stand-in can bind each pod's servers to its pod IP
+        # (tests/support/serving_runtime.py). Random per stand-in (from the OS, not from
+        # ``random``, which pytest-randomly reseeds identically in every test process) so two
+        # stand-ins, in one process or in parallel runs, do not hand out the same addresses;
+        # never 127.0.0.x, where the host's own servers listen.
+        self.pod_ip_instance = secrets.SystemRandom().randint(16, 250)
         self.requests: deque[RecordedRequest] = deque(maxlen=2000)
         # The rollout controller (see "writes and the rollout controller" below).
         self._controlled: set[tuple[str, str]] = set()
@@ -789,14 +797,18 @@ class KubeStandIn:
         return found
 
     def pod_names(self, namespace: str, *, deployment: str | None = None) -> list[str]:
-        """Pod names in ``namespace`` (those selected by ``deployment``), oldest first."""
+        """Pod names in ``namespace`` (those ``deployment`` owns), oldest first.
+
+        Ownership, not the selector: a pod belongs to the ReplicaSet named by its
+        ControllerRef, which belongs to the Deployment named by its own (see
+        :meth:`owned_pods`), so two Deployments with overlapping selectors each see
+        only their own pods.
+        """
         with self._lock:
-            pods = self._list(self._resources[("", "v1", "pods")], namespace, None, None)
             if deployment is not None:
-                reqs = selector_from_label_selector(
-                    self.deployment(namespace, deployment)["spec"]["selector"]
-                )
-                pods = [p for p in pods if labels_match(reqs, p["metadata"].get("labels"))]
+                pods = self.owned_pods(self.deployment(namespace, deployment))
+            else:
+                pods = self._list(self._resources[("", "v1", "pods")], namespace, None, None)
             pods.sort(key=lambda p: int((p["metadata"].get("annotations") or {}).get("standin/ordinal", "0")))
             return [p["metadata"]["name"] for p in pods]
 
@@ -810,13 +822,14 @@ class KubeStandIn:
             return self.deployment(namespace, name)
 
     def delete_deployment(self, namespace: str, name: str) -> None:
-        """Delete the Deployment with its ReplicaSets and pods (foreground cascading)."""
+        """Delete the Deployment with the ReplicaSets and pods it owns (foreground cascading:
+        the garbage collector follows ownerReferences, never selectors)."""
         with self._lock:
+            dep = self.deployment(namespace, name)
             for pod in self.pod_names(namespace, deployment=name):
                 self.delete_object("v1", "Pod", namespace, pod)
-            for rs in self.list_objects("apps/v1", "ReplicaSet", namespace):
-                if any(o["name"] == name for o in rs["metadata"].get("ownerReferences", [])):
-                    self.delete_object("apps/v1", "ReplicaSet", namespace, rs["metadata"]["name"])
+            for rs in self._owned_replicasets(dep):
+                self.delete_object("apps/v1", "ReplicaSet", namespace, rs["metadata"]["name"])
             self.delete_object("apps/v1", "Deployment", namespace, name)
             self._frozen_status.discard((namespace, name))
 
@@ -866,7 +879,7 @@ class KubeStandIn:
                 "status": {
                     "phase": "Running" if ready else "Pending",
                     "hostIP": "10.0.0.1",
-                    "podIP": f"10.244.0.{self._pod_counter % 250 + 2}",
+                    "podIP": self._pod_ip(self._pod_counter),
                     "startTime": _now(),
                     "qosClass": "BestEffort",
                     "containerStatuses": [
@@ -879,6 +892,11 @@ class KubeStandIn:
                 pod["spec"] = {**pod["spec"], **spec}
             _refresh_pod_conditions(pod)
             return self.put_object(pod)
+
+    def _pod_ip(self, ordinal: int) -> str:
+        """The ``ordinal``-th pod's address: 127.<instance>.<hi>.<lo>, lo in 1..254."""
+        hi, lo = divmod(ordinal, 254)
+        return f"127.{self.pod_ip_instance}.{hi % 256}.{lo + 1}"
 
     @staticmethod
     def _container_status(name: str, image: str, *, running: bool) -> Obj:
@@ -1025,10 +1043,17 @@ class KubeStandIn:
         self._refresh_deployment_status(namespace, name)
 
     def _refresh_owner_status(self, namespace: str, pod: Obj) -> None:
-        for dep in self.list_objects("apps/v1", "Deployment", namespace):
-            reqs = selector_from_label_selector(dep["spec"]["selector"])
-            if labels_match(reqs, pod["metadata"].get("labels")):
-                self._refresh_deployment_status(namespace, dep["metadata"]["name"])
+        """Refresh the Deployment that owns ``pod`` through its ReplicaSet (ControllerRef)."""
+        rs_uid = _controller_uid(pod)
+        if rs_uid is None:
+            return
+        for rs in self.list_objects("apps/v1", "ReplicaSet", namespace):
+            if rs["metadata"].get("uid") != rs_uid:
+                continue
+            dep_uid = _controller_uid(rs)
+            for dep in self.list_objects("apps/v1", "Deployment", namespace):
+                if dep["metadata"].get("uid") == dep_uid:
+                    self._refresh_deployment_status(namespace, dep["metadata"]["name"])
 
     def _refresh_deployment_status(self, namespace: str, name: str) -> None:
         if (namespace, name) in self._frozen_status:
@@ -1489,11 +1514,33 @@ class KubeStandIn:
         return rs
 
     def _owned_replicasets(self, dep: Obj) -> list[Obj]:
+        """ReplicaSets whose ControllerRef (the ownerReference with ``controller: true``) is ``dep``."""
         uid = dep["metadata"].get("uid")
         return [
             rs
             for rs in self.list_objects("apps/v1", "ReplicaSet", dep["metadata"]["namespace"])
-            if any(o.get("uid") == uid for o in rs["metadata"].get("ownerReferences", []))
+            if _controller_uid(rs) == uid
+        ]
+
+    def owned_pods(self, dep: Obj) -> list[Obj]:
+        """The pods ``dep`` owns: those whose ControllerRef is one of its ReplicaSets.
+
+        What the Deployment and ReplicaSet controllers count and delete since ControllerRef
+        (Kubernetes 1.6): a controller acts only on objects whose ``ownerReferences`` entry
+        with ``controller: true`` names it, so controllers with overlapping selectors (a
+        stable ``app=x`` and a canary ``app=x,track=canary``) never fight over pods
+        (kubernetes.io/docs/concepts/overview/working-with-objects/owners-dependents/;
+        the ControllerRef proposal, kubernetes/kubernetes docs/proposals/controller-ref.md:
+        "overlapping controllers that fight over some resources"). An orphan matching a ReplicaSet's selector would be
+        adopted; a ReplicaSet's selector carries ``pod-template-hash``, which only its own
+        pods have, so the stand-in adopts none.
+        """
+        namespace = dep["metadata"]["namespace"]
+        rs_uids = {rs["metadata"]["uid"] for rs in self._owned_replicasets(dep)}
+        return [
+            p
+            for p in self._list(self._resources[("", "v1", "pods")], namespace, None, None)
+            if _controller_uid(p) in rs_uids
         ]
 
     def _sync_replicasets(self, dep: Obj, current: Obj, pods: list[Obj]) -> None:
@@ -2220,6 +2267,14 @@ def _rolling_limits(dep: Obj) -> tuple[int, int]:
     if surge == 0 and unavailable == 0:
         unavailable = 1  # the API server refuses both 0; be lenient, never deadlock
     return surge, unavailable
+
+
+def _controller_uid(obj: Obj) -> str | None:
+    """The uid in ``obj``'s ControllerRef (its ownerReference with ``controller: true``), if any."""
+    for ref in obj["metadata"].get("ownerReferences") or []:
+        if ref.get("controller"):
+            return str(ref.get("uid"))
+    return None
 
 
 def _owner_reference(owner: Obj) -> Obj:

@@ -9,6 +9,11 @@ way a cluster links a Deployment of ``tensorflow/serving`` and its Service:
   the stand-in's ``time_scale``), unloading what the file no longer lists;
 * a pod whose model base path does not exist exits at start-up (``CrashLoopBackOff``);
 * the readiness probe is answered by that pod's own server;
+* each pod also answers on its own address, as a pod on a cluster network does: a gRPC
+  server on ``<podIP>:<--port>`` and, with ``--rest_api_port``, a REST server on
+  ``<podIP>:<--rest_api_port>``, serving that pod's model config only (its versions,
+  version labels and metrics page); the Kubernetes stand-in gives pods loopback IPs
+  (``127.<instance>.<hi>.<lo>``) so these can be bound; they close when the pod stops;
 * the Service's address (the stand-in's two ports) spreads requests over the Ready pods
   only, and fails when there is none.
 
@@ -36,6 +41,26 @@ def _arg(container: Obj, flag: str) -> str | None:
         if arg.startswith(f"{flag}="):
             return str(arg.split("=", 1)[1])
     return None
+
+
+def _flag(container: Obj, flag: str) -> bool:
+    """A boolean flag as tensorflow_model_server reads it: ``--f``, ``--f=true`` or ``--f=1``."""
+    if flag in (container.get("args") or []):
+        return True
+    return (_arg(container, flag) or "").lower() in ("true", "1")
+
+
+def pod_address(pod: Obj, container: Obj) -> dict[str, Any] | None:
+    """Where the pod's own servers listen: its pod IP, ``--port`` and ``--rest_api_port``.
+
+    tensorflow_model_server's defaults: gRPC on 8500; REST only with a non-zero
+    ``--rest_api_port`` (its default 0 turns the REST API off).
+    """
+    ip = (pod.get("status") or {}).get("podIP")
+    if not ip:
+        return None
+    rest = int(_arg(container, "--rest_api_port") or 0)
+    return {"ip": ip, "grpc_port": int(_arg(container, "--port") or 8500), "rest_port": rest or None}
 
 
 class TFServingRuntime:
@@ -70,7 +95,12 @@ class TFServingRuntime:
         poll = float(_arg(container, "--model_config_file_poll_wait_seconds") or 0)
         response = self.http.post(
             f"/_standin/pods/{pod['metadata']['name']}",
-            json={"config": files[path], "poll_seconds": poll * time_scale if poll > 0 else 1e9},
+            json={
+                "config": files[path],
+                "poll_seconds": poll * time_scale if poll > 0 else 1e9,
+                "address": pod_address(pod, container),
+                "allow_unavailable_labels": _flag(container, "--allow_version_labels_for_unavailable_models"),
+            },
         )
         if response.status_code == 422:
             return str(response.json()["error"])

@@ -57,13 +57,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import asdict, dataclass, field, fields
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 import pytest
@@ -71,6 +71,8 @@ import pytest
 from tests.support.saved_model import PROJECT_ROOT, half_plus_two_base_path
 
 log = logging.getLogger("tf_serving_standin")
+
+T = TypeVar("T")
 
 STATES = ("START", "LOADING", "AVAILABLE", "UNLOADING", "END")
 # TF Serving's request_latency buckets: Exponential(10us, 1.8, 33) (servables/tensorflow/util.cc).
@@ -154,7 +156,9 @@ class VersionState:
 class Metrics:
     """TF Serving's own metrics, rendered in its Prometheus text format."""
 
-    def __init__(self) -> None:
+    def __init__(self, parent: Metrics | None = None) -> None:
+        # A pod's metrics also count in its process's (the Service-level page, see Standin).
+        self.parent = parent
         self._lock = threading.Lock()
         self.request_count: dict[tuple[str, str], float] = {}
         # (model_name, API, entrypoint) -> [bucket counts..., sum, count]
@@ -175,11 +179,15 @@ class Metrics:
             hist[-3] += 1  # +Inf
             hist[-2] += micros
             hist[-1] += 1
+        if self.parent is not None:
+            self.parent.observe_request(model, api, entrypoint, status, seconds)
 
     def observe_load(self, model_path: str, status: str) -> None:
         with self._lock:
             key = (model_path, status)
             self.load_attempts[key] = self.load_attempts.get(key, 0) + 1
+        if self.parent is not None:
+            self.parent.observe_load(model_path, status)
 
     def render(self) -> str:
         out: list[str] = []
@@ -235,6 +243,8 @@ class ServedModel:
         self._loading: set[int] = set()
         # None: TF Serving's default "latest" policy; a list: model_version_policy { specific { ... } }
         self.specific: list[int] | None = None
+        # version_labels of the model config (label -> version) as last accepted.
+        self.labels: dict[str, int] = {}
 
     # -------------------------------------------------------------- lifecycle
 
@@ -344,6 +354,39 @@ class ServedModel:
                     # UNLOADING is instantaneous here: dropping the reference is the unload.
                     s.state, s.loaded = "END", None
 
+    def update_labels(self, labels: dict[str, int], *, allow_unavailable: bool = False) -> None:
+        """Accept a config's ``version_labels``, or refuse the whole config as TF Serving does.
+
+        ServerCore::UpdateModelVersionLabelMap (tensorflow_serving/model_servers/server_core.cc),
+        run by ReloadConfig *before* the config's versions are added: a label may point only at
+        a version that is AVAILABLE now, else the config is refused with FAILED_PRECONDITION
+        ("Request to assign label to version N of model M, which is not currently available for
+        inference"). At start-up nothing is loaded yet, so a config with labels fails the server
+        unless ``--allow_version_labels_for_unavailable_models``, which lets a *new* label (or
+        one kept at its version) point at an unloaded version, but never *moves* an existing
+        label to one (tensorflow.org/tfx/serving/serving_config, "Assigning String Labels to
+        Model Versions": so that a version swap does not drop requests for the label while
+        the new version loads).
+        """
+        with self._lock:
+            for label, version in labels.items():
+                allowed = allow_unavailable and self.labels.get(label, version) == version
+                state = self.versions.get(version)
+                if not allowed and (state is None or state.state != "AVAILABLE"):
+                    raise ConfigError(
+                        f"FAILED_PRECONDITION: Request to assign label to version {version} of model "
+                        f"{self.name}, which is not currently available for inference"
+                    )
+            self.labels = dict(labels)
+
+    def label_version(self, label: str) -> int:
+        """The version ``label`` points at (ServerCore::GetModelVersionForLabel)."""
+        with self._lock:
+            if label not in self.labels:
+                # TF Serving answers INVALID_ARGUMENT (HTTP 400) here, not NOT_FOUND.
+                raise ServingError("INVALID_ARGUMENT", f"Unrecognized servable version label: {label}")
+            return self.labels[label]
+
     # -------------------------------------------------------------- requests
 
     def status(self, version: int | None) -> list[VersionState]:
@@ -438,8 +481,23 @@ class ConfigError(Exception):
     """A model config file TF Serving cannot use (the server does not start with it)."""
 
 
+@dataclass
+class ModelConfigEntry:
+    """One ``model_config_list.config`` entry, as the stand-in uses it."""
+
+    base_path: str
+    versions: list[int] | None  # specific versions, None for the latest
+    labels: dict[str, int]  # version_labels
+
+
 def parse_model_config(text: str, model_name: str) -> tuple[str, list[int] | None]:
-    """``(base_path, specific versions or None for latest)`` of ``model_name`` in a config file.
+    """``(base_path, specific versions or None for latest)`` of ``model_name`` in a config file."""
+    entry = parse_model_config_entry(text, model_name)
+    return entry.base_path, entry.versions
+
+
+def parse_model_config_entry(text: str, model_name: str) -> ModelConfigEntry:
+    """``model_name``'s entry in a config file: base path, version policy and version labels.
 
     Parsed with TF Serving's own ``ModelServerConfig`` message and protobuf text format,
     so a config TF Serving would refuse is refused here too.
@@ -455,12 +513,22 @@ def parse_model_config(text: str, model_name: str) -> tuple[str, list[int] | Non
     for entry in config.model_config_list.config:
         if entry.name == model_name:
             policy = entry.model_version_policy
+            labels = {str(k): int(v) for k, v in entry.version_labels.items()}
             if policy.HasField("specific"):
-                return entry.base_path, list(policy.specific.versions)
+                return ModelConfigEntry(entry.base_path, list(policy.specific.versions), labels)
             if policy.HasField("all"):
                 raise ConfigError("the stand-in serves the 'latest' or 'specific' version policies only")
-            return entry.base_path, None
+            return ModelConfigEntry(entry.base_path, None, labels)
     raise ConfigError(f"the model config does not list the model {model_name!r}")
+
+
+@dataclass
+class PodAddress:
+    """Where a pod's own servers listen: its pod IP and the container's ports."""
+
+    ip: str
+    grpc_port: int = 8500  # tensorflow_model_server --port (default 8500)
+    rest_port: int | None = None  # --rest_api_port; TF Serving's default 0 means no REST API
 
 
 @dataclass
@@ -473,21 +541,90 @@ class PodBackend:
     applied_text: str  # what the server read last
     poll_seconds: float
     next_poll: float = 0.0
+    allow_unavailable_labels: bool = False  # --allow_version_labels_for_unavailable_models
+    address: PodAddress | None = None
+    last_error: str | None = None  # why the last config reload was refused (TF Serving logs it)
+    servers: list[Any] = field(default_factory=list)  # its gRPC and REST servers, while it runs
+
+    def close(self) -> None:
+        """Stop the pod's servers (the container exits: its ports close)."""
+        for server in self.servers:
+            if isinstance(server, ThreadingHTTPServer):
+                server.shutdown()
+                server.server_close()
+            else:
+                server.stop(grace=None)
+        self.servers.clear()
 
 
-class Standin:
+class _Scope:
+    """What both APIs answer from: the Service (:class:`Standin`) or one pod (:class:`PodScope`)."""
+
+    model: ServedModel
+    metrics: Metrics
+    control = False  # only the stand-in's own ports take /_standin requests
+
+    def pick(self) -> ServedModel:
+        raise NotImplementedError
+
+    def timed(self, model_name: str, api: str, entrypoint: str, call: Callable[[ServedModel], T]) -> T:
+        """Run ``call`` on the server that answers and record TF Serving's request metrics.
+
+        The request counts on the answering pod's page (which also counts on the process's
+        Service-level page); a request no server could take counts on the Service's only.
+        """
+        start = time.monotonic()
+        status = "OK"
+        served: ServedModel | None = None
+        try:
+            served = self.pick()
+            return call(served)
+        except ServingError as e:
+            status = e.code
+            raise
+        finally:
+            metrics = served.metrics if served is not None else self.metrics
+            metrics.observe_request(model_name, api, entrypoint, status, time.monotonic() - start)
+
+    def check_name(self, name: str, version: int | None = None) -> None:
+        if name != self.model.name:
+            what = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
+            raise ServingError("NOT_FOUND", f"Servable not found for request: {what}")
+
+
+class PodScope(_Scope):
+    """One pod's own servers: only that pod's model config, versions, labels and metrics."""
+
+    def __init__(self, backend: PodBackend):
+        self.backend = backend
+        self.model = backend.model
+        self.metrics = backend.model.metrics
+
+    def pick(self) -> ServedModel:
+        return self.backend.model
+
+
+class Standin(_Scope):
     """Both APIs over one :class:`ServedModel`, or over the ready pods of a Service.
 
     Pod mode (driven by the Kubernetes stand-in's kubelet, ``tests/support/serving_runtime.py``):
     each pod is a :class:`PodBackend` with the model config file it mounts, re-read
     every ``poll_seconds``; requests on the two ports are spread over the pods listed
     as the Service's endpoints (only Ready pods are endpoints), and with no endpoint
-    they fail as a Service without endpoints does.
+    they fail as a Service without endpoints does. A pod started with an address also
+    answers on its own gRPC and REST servers bound to its pod IP and container ports
+    (:class:`PodScope`), from its own model only, with its own metrics page.
     """
+
+    control = True
 
     def __init__(self, model: ServedModel, *, path_map: dict[str, Path] | None = None):
         self.model = model
         self.faults = model.faults
+        # The Service-level metrics page: every request and load of this process, whichever
+        # pod answered. A real Service would answer a scrape with one pod's page (kube-proxy
+        # picks a pod); the sum keeps the stand-in's existing single-server tests meaningful.
+        # Per-pod pages are on each pod's own REST server.
         self.metrics = model.metrics
         self.path_map = dict(path_map or {})
         self.pods: dict[str, PodBackend] = {}
@@ -504,22 +641,48 @@ class Standin:
                 return local / base_path[len(prefix) :].lstrip("/")
         return Path(base_path)
 
-    def start_pod(self, pod: str, config_text: str, poll_seconds: float) -> PodBackend:
+    def start_pod(
+        self,
+        pod: str,
+        config_text: str,
+        poll_seconds: float,
+        *,
+        address: PodAddress | None = None,
+        allow_unavailable_labels: bool = False,
+    ) -> PodBackend:
         """Start a pod's server; :class:`ConfigError` when it would exit at start-up."""
-        base_path, versions = parse_model_config(config_text, self.model.name)
-        local = self.local_path(base_path)
+        entry = parse_model_config_entry(config_text, self.model.name)
+        local = self.local_path(entry.base_path)
         if not local.is_dir():
             # tensorflow_model_server exits when a base path does not exist; the kubelet restarts it.
-            raise ConfigError(f"Could not find base path {base_path} for servable {self.model.name}")
-        served = ServedModel(self.model.name, local, self.faults, self.metrics)
-        served.specific = sorted(set(versions)) if versions is not None else None
-        backend = PodBackend(pod, served, config_text, config_text, poll_seconds)
+            raise ConfigError(f"Could not find base path {entry.base_path} for servable {self.model.name}")
+        served = ServedModel(self.model.name, local, self.faults, Metrics(parent=self.metrics))
+        served.specific = sorted(set(entry.versions)) if entry.versions is not None else None
+        # Labels are checked before any version loads (ReloadConfig's order), so a config
+        # with labels fails the server's start unless unavailable labels are allowed.
+        try:
+            served.update_labels(entry.labels, allow_unavailable=allow_unavailable_labels)
+        except ConfigError as e:
+            raise ConfigError(f"Failed to start server. Error: {e}") from None
+        backend = PodBackend(
+            pod,
+            served,
+            config_text,
+            config_text,
+            poll_seconds,
+            allow_unavailable_labels=allow_unavailable_labels,
+            address=address,
+        )
         backend.next_poll = time.monotonic() + poll_seconds
         with self._lock:
             old = self.pods.pop(pod, None)
-            self.pods[pod] = backend
         if old is not None:
+            old.close()
             old.model.versions.clear()
+        if address is not None:
+            _start_pod_servers(backend)
+        with self._lock:
+            self.pods[pod] = backend
         served.poll()
         return backend
 
@@ -528,6 +691,8 @@ class Standin:
             backend = self.pods.pop(pod, None)
             if self.endpoints is not None and pod in self.endpoints:
                 self.endpoints = [p for p in self.endpoints if p != pod]
+        if backend is not None:
+            backend.close()
         return backend is not None
 
     def write_pod_config(self, pod: str, config_text: str) -> None:
@@ -548,15 +713,25 @@ class Standin:
             if backend.config_text != backend.applied_text:
                 text = backend.config_text
                 try:
-                    base_path, versions = parse_model_config(text, self.model.name)
+                    entry = parse_model_config_entry(text, self.model.name)
+                    backend.model.update_labels(
+                        entry.labels, allow_unavailable=backend.allow_unavailable_labels
+                    )
                 except ConfigError as e:
                     # A running server keeps its last good config when a reload fails.
                     log.warning("pod %s: config reload failed, keeping the old one: %s", backend.pod, e)
                     backend.applied_text = text
+                    backend.last_error = str(e)
                     continue
                 backend.applied_text = text
-                log.info("pod %s: model config reloaded: versions %s", backend.pod, versions)
-                backend.model.reload_config(self.local_path(base_path), versions)
+                backend.last_error = None
+                log.info(
+                    "pod %s: model config reloaded: versions %s, labels %s",
+                    backend.pod,
+                    entry.versions,
+                    entry.labels,
+                )
+                backend.model.reload_config(self.local_path(entry.base_path), entry.versions)
             else:
                 backend.model.poll()
 
@@ -584,27 +759,43 @@ class Standin:
             raise KeyError(pod)
         return backend.model
 
-    # -------------------------------------------------------------- requests
 
-    def timed(self, model_name: str, api: str, entrypoint: str, call: Any) -> Any:
-        """Run ``call`` as a request for ``model_name`` and record TF Serving's request metrics."""
-        start = time.monotonic()
-        status = "OK"
+def _start_pod_servers(backend: PodBackend) -> None:
+    """The pod's gRPC (and, with ``--rest_api_port``, REST) server on its pod IP; ConfigError
+    when a port cannot be bound (the container would exit: CrashLoopBackOff)."""
+    import grpc
+    from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+    address = backend.address
+    if address is None:
+        return
+    scope = PodScope(backend)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    prediction, status = _grpc_servicers(scope)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(status, server)
+    try:
+        bound = server.add_insecure_port(f"{address.ip}:{address.grpc_port}")
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        raise ConfigError(f"Failed to start server: could not bind gRPC to {address.ip}:{address.grpc_port}")
+    server.start()
+    backend.servers.append(server)
+    if address.rest_port:
         try:
-            return call()
-        except ServingError as e:
-            status = e.code
-            raise
-        finally:
-            self.metrics.observe_request(model_name, api, entrypoint, status, time.monotonic() - start)
-
-    def check_name(self, name: str, version: int | None = None) -> None:
-        if name != self.model.name:
-            what = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
-            raise ServingError("NOT_FOUND", f"Servable not found for request: {what}")
+            http = ThreadingHTTPServer((address.ip, address.rest_port), _rest_handler(scope))
+        except OSError as e:
+            backend.close()
+            raise ConfigError(
+                f"Failed to start HTTP server at {address.ip}:{address.rest_port}: {e}"
+            ) from None
+        http.daemon_threads = True
+        threading.Thread(target=http.serve_forever, daemon=True, name=f"rest-{backend.pod}").start()
+        backend.servers.append(http)
 
 
-def _grpc_servicers(standin: Standin) -> tuple[Any, Any]:
+def _grpc_servicers(standin: _Scope) -> tuple[Any, Any]:
     import grpc
     import tensorflow as tf
     from tensorflow.core.protobuf import error_codes_pb2
@@ -623,12 +814,15 @@ def _grpc_servicers(standin: Standin) -> tuple[Any, Any]:
         def Predict(self, request: Any, context: Any) -> Any:
             spec = request.model_spec
             version = spec.version.value if spec.HasField("version") else None
+            # model_spec's version_choice oneof: a version number or a version_label.
+            label = spec.version_label if spec.WhichOneof("version_choice") == "version_label" else None
             try:
 
-                def call() -> Any:
+                def call(served: ServedModel) -> Any:
                     standin.check_name(spec.name, version)
+                    wanted = served.label_version(label) if label is not None else version
                     inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-                    return standin.pick().predict(inputs, version, spec.signature_name)
+                    return served.predict(inputs, wanted, spec.signature_name)
 
                 served_version, outputs = standin.timed(spec.name, "predict", "GRPC", call)
             except ServingError as e:
@@ -670,13 +864,15 @@ def _grpc_servicers(standin: Standin) -> tuple[Any, Any]:
     return PredictionService(), ModelService()
 
 
+# /v1/models/<name>[/versions/<v> | /labels/<label>][/metadata][:verb] (tensorflow.org/tfx/serving/api_rest)
 _MODEL_PATH = re.compile(
-    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?P<metadata>/metadata)?(?::(?P<verb>\w+))?$"
+    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+    r"(?P<metadata>/metadata)?(?::(?P<verb>\w+))?$"
 )
 _POD_PATH = re.compile(r"^/_standin/pods/(?P<pod>[^/?]+)(?P<sub>/config|/probe)?(?:\?(?P<query>.*))?$")
 
 
-def rest_get(standin: Standin, served: ServedModel | None, path: str) -> tuple[int, Any]:
+def rest_get(standin: _Scope, served: ServedModel | None, path: str) -> tuple[int, Any]:
     """TF Serving's REST ``GET`` (status, metadata) answered by ``served`` (None: the Service)."""
     match = _MODEL_PATH.match(path)
     if not match or match["verb"]:
@@ -686,6 +882,8 @@ def rest_get(standin: Standin, served: ServedModel | None, path: str) -> tuple[i
         if match["name"] != standin.model.name:
             raise ServingError("NOT_FOUND", f"Could not find any versions of model {match['name']}")
         model = served if served is not None else standin.pick()
+        if match["label"]:
+            version = model.label_version(match["label"])
         if match["metadata"]:
             # GetModelMetadata needs a servable handle: 404 unless the version is AVAILABLE
             # (what makes it a readiness path that fails when a pod drops its version).
@@ -716,7 +914,7 @@ def rest_get(standin: Standin, served: ServedModel | None, path: str) -> tuple[i
     }
 
 
-def _rest_handler(standin: Standin) -> type[BaseHTTPRequestHandler]:
+def _rest_handler(standin: _Scope) -> type[BaseHTTPRequestHandler]:
     import numpy as np
 
     class Handler(BaseHTTPRequestHandler):
@@ -743,6 +941,10 @@ def _rest_handler(standin: Standin) -> type[BaseHTTPRequestHandler]:
             if self.path == "/monitoring/prometheus/metrics":
                 self.send(200, standin.metrics.render(), "text/plain; version=0.0.4")
                 return
+            if not isinstance(standin, Standin):  # a pod's own server: TF Serving's API only
+                status, body = rest_get(standin, None, self.path)
+                self.send(status, body)
+                return
             pod = _POD_PATH.match(self.path)
             if pod and pod["sub"] == "/probe":
                 # The kubelet's httpGet probe, sent to one pod rather than to the Service.
@@ -763,6 +965,11 @@ def _rest_handler(standin: Standin) -> type[BaseHTTPRequestHandler]:
                             name: {v: st.state for v, st in sorted(b.model.versions.items())}
                             for name, b in standin.pods.items()
                         },
+                        "labels": {name: dict(b.model.labels) for name, b in standin.pods.items()},
+                        "errors": {name: b.last_error for name, b in standin.pods.items() if b.last_error},
+                        "addresses": {
+                            name: asdict(b.address) for name, b in standin.pods.items() if b.address
+                        },
                     }
                 self.send(200, body)
                 return
@@ -772,6 +979,12 @@ def _rest_handler(standin: Standin) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
+            if isinstance(standin, Standin) and self.path.startswith("/_standin/"):
+                self._control(standin, raw)
+                return
+            self._model_post(raw)
+
+        def _control(self, standin: Standin, raw: bytes) -> None:
             if self.path == "/_standin/faults":
                 try:
                     standin.faults.update(json.loads(raw or b"{}"))
@@ -814,7 +1027,14 @@ def _rest_handler(standin: Standin) -> type[BaseHTTPRequestHandler]:
                         standin.write_pod_config(pod["pod"], str(body["config"]))
                         self.send(200, {"pod": pod["pod"]})
                     else:
-                        standin.start_pod(pod["pod"], str(body["config"]), float(body["poll_seconds"]))
+                        address = body.get("address")
+                        standin.start_pod(
+                            pod["pod"],
+                            str(body["config"]),
+                            float(body["poll_seconds"]),
+                            address=PodAddress(**address) if address else None,
+                            allow_unavailable_labels=bool(body.get("allow_unavailable_labels", False)),
+                        )
                         self.send(201, {"pod": pod["pod"]})
                 except ConfigError as e:
                     self.send(422, {"error": str(e)})
@@ -823,11 +1043,15 @@ def _rest_handler(standin: Standin) -> type[BaseHTTPRequestHandler]:
                 except (ValueError, TypeError) as e:
                     self.send(400, {"error": str(e)})
                 return
+            self.send(404, {"error": f"Malformed request: POST {self.path}"})
+
+        def _model_post(self, raw: bytes) -> None:
             match = _MODEL_PATH.match(self.path)
             if not match or match["verb"] not in ("predict",):
                 self.send(404, {"error": f"Malformed request: POST {self.path}"})
                 return
             version = int(match["version"]) if match["version"] else None
+            label = match["label"]
             try:
                 body = json.loads(raw)
                 if not isinstance(body, dict):
@@ -837,7 +1061,10 @@ def _rest_handler(standin: Standin) -> type[BaseHTTPRequestHandler]:
                 return
             try:
                 result = standin.timed(
-                    match["name"], "predict", "REST", lambda: self._predict(match["name"], version, body)
+                    match["name"],
+                    "predict",
+                    "REST",
+                    lambda served: self._predict(served, match["name"], version, label, body),
                 )
             except ServingError as e:
                 self.error(e)
@@ -846,13 +1073,17 @@ def _rest_handler(standin: Standin) -> type[BaseHTTPRequestHandler]:
 
         def do_DELETE(self) -> None:
             pod = _POD_PATH.match(self.path)
-            if not pod or pod["sub"]:
+            if not isinstance(standin, Standin) or not pod or pod["sub"]:
                 self.send(404, {"error": f"Malformed request: DELETE {self.path}"})
                 return
             self.send(200 if standin.stop_pod(pod["pod"]) else 404, {"pod": pod["pod"]})
 
-        def _predict(self, name: str, version: int | None, body: dict[str, Any]) -> dict[str, Any]:
+        def _predict(
+            self, served: ServedModel, name: str, version: int | None, label: str | None, body: dict[str, Any]
+        ) -> dict[str, Any]:
             standin.check_name(name, version)
+            if label is not None:
+                version = served.label_version(label)
             signature = body.get("signature_name") or "serving_default"
             if ("instances" in body) == ("inputs" in body):
                 raise ServingError(
@@ -864,9 +1095,11 @@ def _rest_handler(standin: Standin) -> type[BaseHTTPRequestHandler]:
             if "inputs" in body:
                 raw_inputs = body["inputs"]
                 inputs = (
-                    raw_inputs if isinstance(raw_inputs, dict) else {self._only_input(signature): raw_inputs}
+                    raw_inputs
+                    if isinstance(raw_inputs, dict)
+                    else {self._only_input(served, signature): raw_inputs}
                 )
-                _, outputs = standin.pick().predict(inputs, version, signature)
+                _, outputs = served.predict(inputs, version, signature)
                 lists = {k: v.tolist() for k, v in outputs.items()}
                 return {"outputs": next(iter(lists.values())) if len(lists) == 1 else lists}
             instances = body["instances"]
@@ -875,16 +1108,16 @@ def _rest_handler(standin: Standin) -> type[BaseHTTPRequestHandler]:
             if instances and all(isinstance(i, dict) for i in instances):
                 inputs = {k: [i[k] for i in instances] for k in instances[0]}
             else:
-                inputs = {self._only_input(signature): instances}
-            _, outputs = standin.pick().predict(inputs, version, signature)
+                inputs = {self._only_input(served, signature): instances}
+            _, outputs = served.predict(inputs, version, signature)
             if len(outputs) == 1:
                 return {"predictions": next(iter(outputs.values())).tolist()}
             n = len(instances)
             rows = [{k: np.asarray(v)[i].tolist() for k, v in outputs.items()} for i in range(n)]
             return {"predictions": rows}
 
-        def _only_input(self, signature: str) -> str:
-            _, loaded = standin.pick().servable(None)
+        def _only_input(self, served: ServedModel, signature: str) -> str:
+            _, loaded = served.servable(None)
             if signature not in loaded.signatures:
                 raise ServingError("INVALID_ARGUMENT", f'Serving signature key "{signature}" not found.')
             names = list(loaded.signatures[signature].structured_input_signature[1])
