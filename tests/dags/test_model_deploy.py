@@ -309,8 +309,9 @@ def test_rollout_wait_is_deferred_and_holds_no_worker_slot(
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    # A slow rollout: one pod step per second, two replicas.
-    env.kube.set_rollout(NAMESPACE, DEPLOYMENT, step_seconds=1.0)
+    # The rollout makes no progress until the wait has deferred (so the check below can
+    # never race a fast rollout on a loaded machine), then one pod step per second.
+    env.kube.set_rollout(NAMESPACE, DEPLOYMENT, mode="stuck")
     real = supervisor.run_task_in_process
     seen: list[dict[str, Any]] = []
 
@@ -338,6 +339,7 @@ def test_rollout_wait_is_deferred_and_holds_no_worker_slot(
                         == 2,
                     }
                 )
+            env.kube.set_rollout(NAMESPACE, DEPLOYMENT, step_seconds=1.0)
         return result
 
     monkeypatch.setattr(supervisor, "run_task_in_process", observe)
