@@ -57,7 +57,10 @@ def cluster(tmp_path: Path, deploy_serving: Any, postgres: PostgresServer) -> It
         env.seed(version=1, replicas=1)
         # The fleet's second model: a Deployment with no TF Serving connection (reported skipped).
         env.kube.add_deployment("serving", "resnet50-classifier", replicas=2)
-        yield Cluster(env, store_url, gw, tmp_path / "reports")
+        try:
+            yield Cluster(env, store_url, gw, tmp_path / "reports")
+        finally:
+            serving.set_faults(load_delay=0.0)  # the stand-in is the session's
 
 
 @pytest.fixture
