@@ -5,7 +5,7 @@ server, the scheduler, the dag-processor, the triggerer and Celery workers, on
 PostgreSQL and Redis. :class:`DistributedStack` starts the same commands with the same
 environment (read from the compose file by :mod:`tests.support.compose_env`), two
 workers instead of one, each process named like its container
-(``MLINFRA_TEST_HOSTNAME``, read by :mod:`tests.distributed.hostname`)::
+(``CONTAINER_HOSTNAME``, read by :mod:`tests.distributed.hostname`)::
 
     stack = DistributedStack.create(home, compose_env)
     stack.migrate()
@@ -56,7 +56,7 @@ class DistributedStack:
     # ------------------------------------------------------------------ processes
 
     def _env(self, hostname: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        return {**self.env, "MLINFRA_TEST_HOSTNAME": hostname, **(extra or {})}
+        return {**self.env, "CONTAINER_HOSTNAME": hostname, **(extra or {})}
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """``airflow ARGS`` as a user of the stack runs it (from the scheduler's container, say)."""
