@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.compose_env import interpolate
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yaml"
 SCHEMA = ROOT / "tests" / "support" / "compose_spec" / "compose-spec.json"
@@ -31,25 +33,6 @@ AIRFLOW_SERVICES = (
     "airflow-worker",
     "airflow-init",
 )
-_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
-
-
-def interpolate(text: str, env: dict[str, str] | None = None) -> str:
-    """Compose's ``${VAR}``, ``${VAR:-default}``, ``${VAR:?error}`` with an empty environment
-    (``${VAR:?...}`` becomes ``<VAR>``: those are the secrets .env must provide)."""
-    env = env or {}
-
-    def sub(m: re.Match[str]) -> str:
-        name, op, arg = m.group("name"), m.group("op"), m.group("arg")
-        if env.get(name):
-            return env[name]
-        if op in (":-", "-"):
-            return arg or ""
-        if op in (":?", "?"):
-            return f"<{name}>"
-        return ""
-
-    return _VAR.sub(sub, text.replace("$$", "\x00")).replace("\x00", "$")
 
 
 @pytest.fixture(scope="module")
@@ -382,3 +365,30 @@ def test_interpolation_follows_compose_rules() -> None:
     assert interpolate("${A:-x}", {"A": "y"}) == "y"
     assert interpolate("${S:?set S}") == "<S>"
     assert interpolate("$${HOSTNAME}") == "${HOSTNAME}"
+
+
+# --------------------------------------------------------------------------- the distributed test's settings
+
+
+def test_the_distributed_test_takes_every_setting_from_here_but_addresses_paths_and_connections(
+    compose: dict[str, Any],
+) -> None:
+    """tests/distributed starts the stack's processes with x-airflow-common's environment
+    (tests/support/compose_env.py): what it replaces must be exactly what cannot hold
+    outside the compose network, and every Airflow service must get that environment."""
+    from tests.support.compose_env import COMPOSE_CONNECTIONS, LOCAL_REPLACEMENTS, compose_airflow_environment
+
+    common = compose["x-airflow-common"]["environment"]
+    assert {k for k in common if k.startswith("AIRFLOW_CONN_")} == COMPOSE_CONNECTIONS
+    assert set(common) >= LOCAL_REPLACEMENTS
+    compose_only = ("@postgres", "redis:", "airflow-apiserver", "/opt/airflow", "://postgres", "://redis")
+    kept = {k: v for k, v in compose_airflow_environment({}).items() if k not in LOCAL_REPLACEMENTS}
+    leaks = {
+        k: v
+        for k, v in kept.items()
+        if not k.startswith("AIRFLOW_CONN_") and any(s in v for s in compose_only)
+    }
+    assert leaks == {}, "compose addresses or paths the distributed test would copy verbatim"
+    for name in AIRFLOW_SERVICES:
+        env = environment(services(compose)[name])
+        assert {k: str(v) for k, v in common.items()}.items() <= env.items(), name

@@ -631,3 +631,82 @@ def postgres_server(
             # SIGINT is PostgreSQL's "fast" shutdown: it does not wait for clients
             # (a leaked SQLAlchemy pool) to disconnect the way SIGTERM ("smart") does.
             _stop(proc, signal.SIGINT)
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    """A running throwaway Redis: ``url`` is a Celery/redis-py broker URL (``redis://:@127.0.0.1:port/0``)."""
+
+    url: str
+    port: int
+    workdir: Path
+    log_path: Path
+    pid: int
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return _tail(self.log_path, lines)
+
+
+@contextlib.contextmanager
+def redis_server(*, timeout: float = START_TIMEOUT_S) -> Iterator[RedisServer]:
+    """A Redis server (Debian ``redis-server``) on a free loopback port, persistence off.
+
+    >>> with redis_server() as redis:  # doctest: +SKIP
+    ...     celery_env = {"AIRFLOW__CELERY__BROKER_URL": redis.url}
+    """
+    import redis as redis_py
+
+    binary = _find_binary("Redis", ["redis-server"], apt_package="redis-server")
+    with _workdir("redis") as workdir:
+        log_path = workdir / "server.log"
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            port = free_port()
+            with log_path.open("ab") as log:
+                proc = subprocess.Popen(
+                    [
+                        binary,
+                        "--bind",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--dir",
+                        str(workdir),
+                        # The data dies with the test: no RDB snapshots, no append-only file.
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--protected-mode",
+                        "yes",
+                    ],
+                    cwd=workdir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+
+            def ready(port: int = port) -> bool:
+                try:
+                    return bool(redis_py.Redis(host="127.0.0.1", port=port, socket_timeout=1).ping())
+                except redis_py.RedisError:
+                    return False
+
+            try:
+                _wait_ready("Redis", proc, ready, log_path, timeout)
+            except ServiceStartError:
+                _stop(proc)
+                if attempt < PORT_ATTEMPTS and _port_clash(log_path):
+                    continue
+                raise
+            except BaseException:
+                _stop(proc)
+                raise
+            try:
+                yield RedisServer(f"redis://:@127.0.0.1:{port}/0", port, workdir, log_path, proc.pid)
+            finally:
+                _stop(proc)
+            return

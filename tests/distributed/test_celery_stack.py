@@ -1,0 +1,142 @@
+"""The compose stack's configuration for real: CeleryExecutor, two workers, PostgreSQL, Redis.
+
+One test, because the point is that the work runs at once on a shared stack: several
+sweeps (triggered through the REST API with their own logical dates), a deploy of
+version 2 (whose waits defer to the triggerer), and a manual scale of the other model;
+then the checks that only a distributed run can fail: tasks landed on both workers,
+every sample every collector staged on whichever worker reached the store exactly
+once, the deploy's trigger ran in the triggerer process, and the Pushgateway holds one
+group for the sweep job, whichever worker pushed.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from mlinfra.export import DEFAULT_INSTANCE, DEFAULT_JOB
+from mlinfra.store import MetricsStore
+from tests.deploy.environment import ensure_version
+from tests.distributed.conftest import DAG_IDS, Cluster
+from tests.distributed.stack import WORKERS, DistributedStack
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SWEEPS = 3
+COLLECTORS = {"gpu", "host", "kubernetes", "serving"}
+# Written by write_sweep from this sweep and the previous one, not by a collector.
+DERIVED = {"ml_cpu_usage_percent"}
+LOAD_DELAY_S = 20.0
+
+
+def _wait_runs(
+    stack: DistributedStack, runs: dict[str, set[str]], timeout: float, deferred: set[tuple[str, str]]
+) -> None:
+    """Until every run of ``runs`` (DAG id -> run ids) succeeded; fails at the first failed one.
+
+    Meanwhile records in ``deferred`` each (task id, triggerer host) of a deferred
+    ``model_deploy`` task whose trigger a triggerer has picked up.
+    """
+
+    def done() -> bool:
+        deferred.update(
+            stack.db(
+                "SELECT ti.task_id, j.hostname FROM task_instance ti "
+                "JOIN trigger t ON t.id = ti.trigger_id JOIN job j ON j.id = t.triggerer_id "
+                "WHERE ti.dag_id = 'model_deploy' AND ti.state = 'deferred'"
+            )  # type: ignore[arg-type]
+        )
+        finished = True
+        for dag_id, run_ids in runs.items():
+            states = {r: s for r, s in stack.run_states(dag_id).items() if r in run_ids}
+            failed = {r: s for r, s in states.items() if s == "failed"}
+            if failed:
+                pytest.fail(f"{dag_id} runs failed: {failed}\n{stack.logs()}")
+            finished &= len(states) == len(run_ids) and all(s == "success" for s in states.values())
+        return finished
+
+    stack.wait(f"runs {runs}", done, timeout, interval=0.5)
+
+
+@pytest.mark.timeout(1500)
+def test_the_compose_stack_runs_sweeps_on_both_workers_without_losing_a_sample(
+    stack: DistributedStack, cluster: Cluster
+) -> None:
+    started = time.monotonic()
+    stack.wait("the API server", stack.api_up, timeout=300, interval=2.0)
+    stack.wait_for_dags(DAG_IDS)
+    stack.wait_for_workers()
+
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    latest = now - timedelta(minutes=now.minute % 5)
+    sweep_times = [latest - timedelta(minutes=5 * k) for k in range(1, SWEEPS + 1)]
+    ensure_version(cluster.deploy.base_path, 2)
+    # The new pod loads version 2 for a while (not Ready meanwhile), so the deploy's waits
+    # find the rollout still progressing when Celery hands them out, and defer.
+    cluster.deploy.serving.set_faults(load_delay=LOAD_DELAY_S)
+    sweeps = {stack.trigger("infra_health_sweep", logical_date=t): t for t in sweep_times}
+    deploy = stack.trigger(
+        "model_deploy", conf={"model": "half-plus-two", "version": 2, "image_tag": "2.14.1"}
+    )
+    scale = stack.trigger(
+        "model_scale", conf={"model": "resnet50-classifier", "replicas": 3, "reason": "distributed test"}
+    )
+
+    deferred: set[tuple[str, str]] = set()
+    _wait_runs(
+        stack,
+        {"infra_health_sweep": set(sweeps), "model_deploy": {deploy}, "model_scale": {scale}},
+        timeout=900,
+        deferred=deferred,
+    )
+
+    # Both workers ran sweep tasks (a task instance records the host that ran it).
+    hosts = stack.db(
+        "SELECT DISTINCT hostname FROM task_instance WHERE dag_id = 'infra_health_sweep' "
+        "AND run_id = ANY(:runs) AND state = 'success'",
+        runs=list(sweeps),
+    )
+    assert {h for (h,) in hosts} >= set(WORKERS), hosts
+
+    # Every sample each collector staged (on whichever worker) is in the store once.
+    store = MetricsStore.from_url(cluster.store_url)
+    try:
+        for run_id, at in sweeps.items():
+            ts = at.timestamp()
+            (sweep,) = store.sweeps(ts, ts + 1)
+            assert sweep.run_id == run_id
+            staged = store.staged(run_id)
+            assert set(staged) == COLLECTORS, run_id
+            keys = {s.series_key for samples in staged.values() for s in samples}
+            stored = [s.series_key for s in store.sweep_samples(ts)]
+            assert len(stored) == len(set(stored)) == sweep.samples, run_id
+            # Nothing lost; the only samples not staged are those derived at write time.
+            assert keys <= set(stored), sorted(keys - set(stored))[:5]
+            assert {name for name, _ in set(stored) - keys} <= DERIVED, run_id
+            assert len(keys) > 50
+
+        # The deploy: version 2 serves, and its waits ran as triggers in the triggerer.
+        cluster.deploy.wait_serving(2, 1)
+        assert deferred, "no model_deploy task was seen deferred on a triggerer"
+        assert {host for _, host in deferred} == {"airflow-triggerer"}, deferred
+        from mlinfra.deploy.records import DeploymentRecords
+
+        record = DeploymentRecords(store).get(deploy)
+        assert record is not None
+        assert record.outcome == "succeeded", record
+
+        # The manual scale: patched, waited for, audited.
+        from mlinfra.scaling.records import ScaleRecords
+
+        (event,) = [e for e in ScaleRecords(store).events("resnet50-classifier") if e["run_id"] == scale]
+        assert (event["from_replicas"], event["to_replicas"], event["outcome"]) == (2, 3, "available")
+    finally:
+        store.engine.dispose()
+
+    # One Pushgateway group for the sweep job, whichever worker pushed each sweep.
+    groups = httpx.get(f"{cluster.pushgateway.url}/api/v1/metrics", timeout=10).json()["data"]
+    assert [g["labels"] for g in groups] == [{"job": DEFAULT_JOB, "instance": DEFAULT_INSTANCE}], groups
+    print(f"distributed stack: {time.monotonic() - started:.0f}s from launch to the last check")
