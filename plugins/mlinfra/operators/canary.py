@@ -191,6 +191,8 @@ class CanaryRolloutOperator(BaseOperator):
 
     def resume_promoted(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         """The stable Deployment's rollout at the new version ended."""
+        from mlinfra.deploy.steps import record_canary_outcome
+
         if event.get("status") != "success":
             reason = f"promotion: the stable rollout did not complete: {event.get('message')}"
             self.deploy_records.finish(self.run_id, "failed", reason=reason)
@@ -198,7 +200,7 @@ class CanaryRolloutOperator(BaseOperator):
         self._delete_canary()
         reason = f"promoted to version {self.plan['version']} after {len(self.steps)} step(s)"
         self.records.finish(self.run_id, "promoted", reason=reason)
-        self.deploy_records.finish(self.run_id, "succeeded")
+        record_canary_outcome(self.deploy_records, self.run_id, "promoted", reason)
         self.log.info("%s", reason)
         return self._summary()
 
@@ -389,11 +391,13 @@ class CanaryRolloutOperator(BaseOperator):
         return self._finish_abort()
 
     def _finish_abort(self) -> dict[str, Any]:
+        from mlinfra.deploy.steps import record_canary_outcome
+
         self._delete_canary()
         run = self._run()
         reason = run.reason or "aborted"
         self.records.finish(self.run_id, "aborted", reason=reason)
-        self.deploy_records.finish(self.run_id, "aborted", reason=f"canary aborted: {reason}")
+        record_canary_outcome(self.deploy_records, self.run_id, "aborted", reason)
         if self.fail_on_abort:
             raise fail_without_retry(
                 CanaryAborted(
