@@ -144,7 +144,7 @@ def _rolling(
     wait_model = _wait_model(plan, settings)
     smoke_test = _smoke_test(plan)
     rollback = _rollback(settings, auto_rollback)
-    promoted = _promote_task()(plan)
+    promoted = _promote_task(plan_task_id)()
     cleaned = _collect_configs_task(settings, plan_task_id)()
     done = _finish_task()()
 
@@ -219,19 +219,24 @@ def _rollback(settings: DeploySettings, auto_rollback: bool | str) -> ModelRollb
     )
 
 
-def _promote_task() -> Any:
-    """The ``promote`` task: record the success and announce the model's asset."""
+def _promote_task(plan_task_id: str) -> Any:
+    """The ``promote`` task: record the success and announce the model's asset.
+
+    The plan is pulled, not passed: an XCom argument would make the first task an upstream,
+    whose success would let promote run when model_deploy takes the canary branch.
+    """
 
     @task(
         trigger_rule="none_failed_min_one_success",
         outlets=[MODEL_DEPLOYS],
         execution_timeout=timedelta(minutes=2),
     )
-    def promote(plan: dict[str, Any]) -> dict[str, Any]:
+    def promote() -> dict[str, Any]:
         from mlinfra.deploy.records import DeploymentRecords
         from mlinfra.deploy.steps import record_success
 
         context = get_current_context()
+        plan = context["ti"].xcom_pull(task_ids=plan_task_id)
         smoke = context["ti"].xcom_pull(task_ids="smoke_test", key="smoke_report")
         record_success(DeploymentRecords.from_connection(), context["run_id"], smoke)
         context["outlet_events"][MODEL_DEPLOYS].add(
