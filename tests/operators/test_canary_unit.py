@@ -297,3 +297,47 @@ def test_conclude_leaves_a_finished_run_alone(
     canary.finish(RUN, "promoted", reason="done")
     assert operator(cls=CanaryConcludeOperator).execute({})["phase"] == "promoted"
     assert cluster.written() == []
+
+
+def test_a_failed_promotion_restores_the_stable_and_aborts(
+    cluster: FakeCluster, stores: tuple[CanaryRecords, DeploymentRecords]
+) -> None:
+    canary, deploys = stores
+    stable_before = copy.deepcopy(cluster.objects[("Deployment", NS, "half-plus-two")])
+    canary.start(RUN, model="half-plus-two", stable_version=1, canary_version=2, steps=5, stable_replicas=3)
+    canary.save_state(RUN, step=5, weight=50, canary_replicas=3)
+    for obj in RENDERED["canary"]["objects"]:
+        cluster.put(obj)
+    op = operator(segment=1)
+    with pytest.raises(TaskDeferred):
+        op.execute({})  # promotion: the stable at version 2
+    assert (
+        cluster.objects[("Deployment", NS, "half-plus-two")]["spec"]["template"]["metadata"]["labels"][
+            "version"
+        ]
+        == "2"
+    )
+    with pytest.raises(TaskDeferred) as e:
+        op.resume_promoted({}, {"status": "failed", "message": "ProgressDeadlineExceeded"})
+    assert e.value.method_name == "resume_aborted"
+    restored = cluster.objects[("Deployment", NS, "half-plus-two")]
+    assert restored["spec"] == stable_before["spec"]
+    with pytest.raises(AirflowFailException, match="previous stable spec was re-applied"):
+        op.resume_aborted({}, {"status": "success"})
+    record = deploys.get(RUN)
+    assert record is not None
+    assert record.outcome == "aborted"
+    assert record.rollback["performed"] is True
+    assert not [k for k in cluster.objects if "canary" in k[2]]
+
+
+def test_conclude_after_an_approved_gate_names_the_failed_step(
+    cluster: FakeCluster, stores: tuple[CanaryRecords, DeploymentRecords]
+) -> None:
+    canary, _ = stores
+    canary.start(RUN, model="half-plus-two", stable_version=1, canary_version=2, steps=5, stable_replicas=3)
+    canary.save_state(RUN, step=3, phase="paused", gate=1)
+    ti = mock.Mock()
+    ti.xcom_pull.return_value = {"chosen_options": ["Approve"], "responded_by_user": {"name": "ana"}}
+    summary = operator(cls=CanaryConcludeOperator).execute({"ti": ti})  # no canary Deployment: no wait
+    assert summary["reason"] == "step 3 (approval) did not complete: its task failed (paused)"

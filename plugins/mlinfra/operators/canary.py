@@ -194,9 +194,7 @@ class CanaryRolloutOperator(BaseOperator):
         from mlinfra.deploy.steps import record_canary_outcome
 
         if event.get("status") != "success":
-            reason = f"promotion: the stable rollout did not complete: {event.get('message')}"
-            self.deploy_records.finish(self.run_id, "failed", reason=reason)
-            raise fail_without_retry(CanaryAborted(reason))
+            return self._abort(context, self._restore_stable(event))
         self._delete_canary()
         reason = f"promoted to version {self.plan['version']} after {len(self.steps)} step(s)"
         self.records.finish(self.run_id, "promoted", reason=reason)
@@ -371,6 +369,28 @@ class CanaryRolloutOperator(BaseOperator):
         )
         self._defer_rollout(self._deployment_of(objects), result.generation, "resume_promoted", None)
 
+    def _restore_stable(self, event: dict[str, Any]) -> str:
+        """The promotion's rollout failed: re-apply the stable spec kept before it; returns the reason."""
+        from mlinfra.deploy.kube import describe_api_error, execute_rollback, rollback_plan
+
+        reason = f"promotion: the stable rollout did not complete: {event.get('message')}"
+        record = self.deploy_records.get(self.run_id)
+        previous = record.previous if record is not None else None
+        if not previous:
+            return reason + "; no kept stable spec to restore"
+        try:
+            done = execute_rollback(self.client, rollback_plan(previous, list(self.rendered["objects"])))
+        except Exception as e:  # the abort goes on: the canary must still be removed
+            self.deploy_records.update(
+                self.run_id, rollback={"performed": False, "error": describe_api_error(e)}
+            )
+            return reason + f"; restoring the previous stable spec failed: {describe_api_error(e)}"
+        self.deploy_records.update(self.run_id, rollback={"performed": True, **done})
+        return (
+            reason
+            + f"; the previous stable spec was re-applied ({', '.join(done['reapplied']) or 'nothing'})"
+        )
+
     # ------------------------------------------------------------------ abort
 
     def _abort(self, context: Any, reason: str) -> dict[str, Any]:
@@ -511,9 +531,10 @@ class CanaryConcludeOperator(CanaryRolloutOperator):
         if run.phase == "paused" and run.gate:
             answer = context["ti"].xcom_pull(task_ids=APPROVAL_TASK_ID.format(gate=run.gate))
             chosen = (answer or {}).get("chosen_options") if isinstance(answer, dict) else None
-            if chosen:
+            if chosen and chosen != ["Approve"]:
                 who = (answer.get("responded_by_user") or {}).get("name") or "someone"
                 return f"approval gate {run.gate}: {', '.join(chosen)} by {who}"
-            return f"approval gate {run.gate}: no answer before its timeout (or the gate failed)"
+            if not chosen:
+                return f"approval gate {run.gate}: no answer before its timeout (or the gate failed)"
         where = self.steps[run.step].describe() if run.step < len(self.steps) else "promotion"
         return f"step {run.step} ({where}) did not complete: its task failed ({run.phase})"

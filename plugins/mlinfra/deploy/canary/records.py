@@ -258,7 +258,7 @@ class CanaryRecords:
         value: float | None = None,
         stable_value: float | None = None,
         detail: dict[str, Any] | None = None,
-        measured_at: datetime | float | None = None,
+        measured_at: datetime | float | str | None = None,
     ) -> bool:
         """Record one measurement; False when (run, step, metric, seq) is already there (a retry)."""
         if model is None:
@@ -266,6 +266,8 @@ class CanaryRecords:
             model = run.model if run is not None else ""
         if isinstance(measured_at, int | float):
             measured_at = datetime.fromtimestamp(measured_at, UTC)
+        elif isinstance(measured_at, str):
+            measured_at = as_utc(datetime.fromisoformat(measured_at.replace("Z", "+00:00")))
         row = {
             "run_id": run_id,
             "step": step,
