@@ -299,21 +299,7 @@ def model_config_text(
     """TF Serving's ``--model_config_file`` (text protobuf), serving exactly the labelled versions.
 
     ``labels`` (default ``{"stable": version}``) are TF Serving version labels; every version
-    they name is served (``specific`` policy), so a label-addressed client can pin either::
-
-        >>> print(model_config_text("m", "/models/m", 2, labels={"stable": 1, "canary": 2}), end="")
-        model_config_list {
-          config {
-            name: "m"
-            base_path: "/models/m"
-            model_platform: "tensorflow"
-            model_version_policy {
-              specific { versions: 1 versions: 2 }
-            }
-            version_labels { key: "stable" value: 1 }
-            version_labels { key: "canary" value: 2 }
-          }
-        }
+    they name is served (``specific`` policy), so a label-addressed client can pin either.
     """
     labels = dict(labels) if labels else {"stable": int(version)}
     versions = sorted({int(version), *(int(v) for v in labels.values())})

@@ -18,6 +18,7 @@ from typing import Any
 from mlinfra.config import Fleet, Model
 from mlinfra.deploy.kube import ManifestClient, current_replicas, deployed_version, snapshot
 from mlinfra.deploy.manifests import (
+    ManifestValues,
     canary_values,
     diff_objects,
     manifest_values,
@@ -158,38 +159,10 @@ def render_plan(
         for o in rendered.objects
         if needs_apply(o, live.get(o["kind"]))
     ]
-    strategy, canary = "rolling", None
-    wanted = deploy_strategy(model)
-    stable_version = deployed_version(running_dep)
-    if wanted is not None and stable_version is None:
-        log.info(
-            "%s: nothing runs yet, so the first version goes out at once (no stable to compare with)",
-            model.name,
-        )
-    elif wanted is not None and stable_version is not None:
-        from mlinfra.exceptions import ManifestError
-
-        try:
-            canary_manifests = render_manifests(
-                # Replicas are the step's; 0 until the first weight step sets them.
-                canary_values(
-                    values, stable_version=stable_version, replicas=0, service=wanted["canary_service"]
-                )
-            )
-        except ManifestError as e:
-            records.finish(plan["run_id"], "failed", reason=f"render_manifests: {e}")
-            raise
-        strategy = "canary"
-        canary = {
-            **wanted,
-            "objects": canary_manifests.objects,
-            "stable_version": stable_version,
-            "stable_replicas": running or replicas,
-        }
-        canary_live = {o["kind"]: None for o in canary_manifests.objects}
-        diff += "# canary (the stable objects above are applied at promotion)\n" + diff_objects(
-            canary_manifests.objects, canary_live
-        )
+    strategy, canary, canary_diff = canary_plan(
+        model, values, running_dep, running or replicas, records, plan
+    )
+    diff += canary_diff
     records.update(plan["run_id"], replicas=replicas, diff=diff)
     if plan.get("dry_run"):
         records.finish(plan["run_id"], "dry_run")
@@ -202,6 +175,53 @@ def render_plan(
         "strategy": strategy,
         "canary": canary,
     }
+
+
+def canary_plan(
+    model: Model,
+    values: ManifestValues,
+    running_dep: dict[str, Any] | None,
+    stable_replicas: int,
+    records: DeploymentRecords,
+    plan: dict[str, Any],
+) -> tuple[str, dict[str, Any] | None, str]:
+    """``(strategy, canary, diff)`` of :func:`render_plan`: the canary objects next to the running stable.
+
+    Rolling when the model's strategy is not canary, or when nothing runs yet (Argo
+    Rollouts likewise sends a Rollout's first version out at once: there is no stable to
+    compare with). A canary that is not a higher version than the stable is refused and
+    recorded as the deploy's failure.
+    """
+    from mlinfra.exceptions import ManifestError
+
+    wanted = deploy_strategy(model)
+    stable_version = deployed_version(running_dep)
+    if wanted is None:
+        return "rolling", None, ""
+    if stable_version is None:
+        log.info(
+            "%s: nothing runs yet, so the first version goes out at once (no stable to compare with)",
+            model.name,
+        )
+        return "rolling", None, ""
+    try:
+        manifests = render_manifests(
+            # Replicas are the steps'; 0 until the first weight step sets them.
+            canary_values(values, stable_version=stable_version, replicas=0, service=wanted["canary_service"])
+        )
+    except ManifestError as e:
+        records.finish(plan["run_id"], "failed", reason=f"render_manifests: {e}")
+        raise
+    canary = {
+        **wanted,
+        "objects": manifests.objects,
+        "stable_version": stable_version,
+        "stable_replicas": stable_replicas,
+    }
+    diff = "# canary (the stable objects above are applied at promotion)\n" + diff_objects(
+        manifests.objects, {o["kind"]: None for o in manifests.objects}
+    )
+    return "canary", canary, diff
 
 
 def preflight_artifact(
