@@ -341,3 +341,18 @@ def test_conclude_after_an_approved_gate_names_the_failed_step(
     ti.xcom_pull.return_value = {"chosen_options": ["Approve"], "responded_by_user": {"name": "ana"}}
     summary = operator(cls=CanaryConcludeOperator).execute({"ti": ti})  # no canary Deployment: no wait
     assert summary["reason"] == "step 3 (approval) did not complete: its task failed (paused)"
+
+
+def test_a_retry_during_an_abort_finishes_the_abort(
+    cluster: FakeCluster, stores: tuple[CanaryRecords, DeploymentRecords]
+) -> None:
+    canary, _ = stores
+    canary.start(RUN, model="half-plus-two", stable_version=1, canary_version=2, steps=5, stable_replicas=3)
+    canary.save_state(RUN, step=2, entered=True, phase="aborting", reason="analysis errors failed", weight=25)
+    for obj in RENDERED["canary"]["objects"]:
+        cluster.put(obj)
+    with pytest.raises(TaskDeferred) as e:
+        operator().execute({})  # never the step's own action: the scale-down again
+    assert e.value.method_name == "resume_aborted"
+    assert cluster.objects[("Deployment", NS, "half-plus-two-canary")]["spec"]["replicas"] == 0
+    assert stable_writes(cluster) == []

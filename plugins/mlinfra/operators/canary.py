@@ -224,6 +224,8 @@ class CanaryRolloutOperator(BaseOperator):
 
         while True:
             run = self._run()
+            if run.phase == "aborting":  # an earlier try died part-way through the abort
+                return self._abort(context, run.reason or "aborted")
             state = machine.CanaryState.of(run)
             try:
                 action = machine.next_action(self.steps, state, segment=self.segment, now=time.time())
