@@ -33,6 +33,14 @@ the kept spec, waits for it, checks the previous version is AVAILABLE) -> **coll
 (deletes the per-version ConfigMaps no kept ReplicaSet mounts) -> **finish** (fails the run
 with the reason unless the deploy succeeded).
 
+A model with `deploy.strategy: canary` (and a version already running) goes another way
+after **render_manifests**: **choose_strategy** -> **canary_segment_0** ... (a Deployment
+`<name>-canary` next to the stable, its weight as replicas, pauses and analyses waited out
+deferred) -> **approve_1..3** (Required Actions; reject or timeout aborts) ->
+**canary_conclude** (aborts what did not end) -> collect_configs -> finish. Promotion
+re-applies the stable at the new version; an abort removes the canary and never writes
+the stable.
+
 Each version owns an immutable ConfigMap named by its content; the pods of the running
 version never see the new one, so a bad version can never take the old one down. When the
 apply or the rollback fails part-way, the record lists what was changed and the run fails
@@ -51,7 +59,7 @@ from typing import Any
 from airflow.sdk import dag, get_current_context, task
 
 from mlinfra.config import load_fleet
-from mlinfra.deploy.flow import record_failure_callback, rollout_and_verify
+from mlinfra.deploy.flow import deploy_by_strategy, record_failure_callback
 from mlinfra.deploy.params import form_params
 from mlinfra.deploy.settings import DeploySettings
 from mlinfra.forms import triggered_by
@@ -158,8 +166,10 @@ def model_deploy() -> None:
     go = unless_dry_run(plan)
     rendered >> go
 
-    apply = rollout_and_verify(plan, rendered["objects"], settings=SETTINGS, plan_task_id="validate_request")
-    go >> apply
+    # Rolling (apply ... smoke_test -> promote | rollback) or canary (segments and approval
+    # gates -> canary_conclude), then collect_configs -> finish either way.
+    choose = deploy_by_strategy(plan, rendered, settings=SETTINGS, plan_task_id="validate_request")
+    go >> choose
 
 
 model_deploy()

@@ -83,6 +83,10 @@ class RolloutFailed(MlinfraError):
     """A Kubernetes rollout did not complete."""
 
 
+class CanaryAborted(MlinfraError):
+    """A canary was aborted (analysis, rollout, approval): the stable version was left as it was."""
+
+
 class SmokeTestFailed(MlinfraError):
     """A TF Serving smoke test found a wrong output, an error or a slow response."""
 

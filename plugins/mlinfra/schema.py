@@ -18,6 +18,7 @@ TABLE_MODULES: tuple[str, ...] = (
     "mlinfra.rules.state",
     "mlinfra.deploy.records",
     "mlinfra.scaling.records",
+    "mlinfra.deploy.canary.records",
 )
 
 

@@ -12,12 +12,14 @@ import yaml
 
 from mlinfra.deploy.manifests import (
     ManifestValues,
+    canary_values,
     diff_objects,
     environment,
     is_subset,
     manifest_values,
     needs_apply,
     render_manifests,
+    template_config_maps,
     to_yaml_value,
 )
 from mlinfra.deploy.params import validate_request
@@ -292,3 +294,55 @@ def test_object_store_credentials_come_from_a_secret_and_claims_are_mounted(flee
             assert {"name": "models", "mountPath": "/models/pvc/model-store", "readOnly": True} in spec[
                 "containers"
             ][0]["volumeMounts"]
+
+
+def test_every_config_map_labels_its_version_stable(values: ManifestValues) -> None:
+    config = render_manifests(values).by_kind("ConfigMap")["data"]["models.config"]
+    assert f"specific {{ versions: {values.version} }}" in config
+    assert f'version_labels {{ key: "stable" value: {values.version} }}' in config
+    assert "canary" not in config
+
+
+def test_the_canary_objects_sit_next_to_the_stable(values: ManifestValues) -> None:
+    stable = render_manifests(values)
+    old, new = values.version - 1, values.version
+    canary = render_manifests(canary_values(values, stable_version=old, replicas=3))
+    cm, service, dep = canary.objects
+    assert [o["kind"] for o in canary.objects] == ["ConfigMap", "Service", "Deployment"]
+    assert dep["metadata"]["name"] == service["metadata"]["name"] == f"{values.name}-canary"
+    assert dep["spec"]["replicas"] == 3
+    assert dep["spec"]["selector"]["matchLabels"] == {"app": values.name, "track": "canary"}
+    assert service["spec"]["selector"] == {"app": values.name, "track": "canary"}
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    # app: <name> too, so the model's Service (selector {app}) spreads over both tracks.
+    assert pod_labels == {"app": values.name, "model": values.model, "version": str(new), "track": "canary"}
+    # The same pod template as the stable's, but for the labels and its own ConfigMap.
+    stable_spec = stable.by_kind("Deployment")["spec"]["template"]["spec"]
+    assert dep["spec"]["template"]["spec"]["containers"] == stable_spec["containers"]
+    assert template_config_maps(dep["spec"]["template"]) == {cm["metadata"]["name"]}
+    assert cm["metadata"]["name"] != stable.by_kind("ConfigMap")["metadata"]["name"]
+    assert cm["metadata"]["labels"]["mlinfra.io/config-of"] == f"{values.name}-canary"
+    config = cm["data"]["models.config"]
+    assert f"specific {{ versions: {old} versions: {new} }}" in config
+    assert f'version_labels {{ key: "stable" value: {old} }}' in config
+    assert f'version_labels {{ key: "canary" value: {new} }}' in config
+    assert cm["immutable"] is True
+
+
+def test_the_canary_service_is_optional_and_schema_checked(values: ManifestValues) -> None:
+    canary = render_manifests(
+        canary_values(
+            replace(values, kubernetes_version="1.35"),
+            stable_version=values.version - 1,
+            replicas=1,
+            service=False,
+        )
+    )
+    assert [o["kind"] for o in canary.objects] == ["ConfigMap", "Deployment"]
+
+
+def test_a_canary_must_be_a_higher_version(values: ManifestValues) -> None:
+    with pytest.raises(
+        ManifestError, match=rf"higher version than the stable \({values.version}\), got {values.version}"
+    ):
+        canary_values(values, stable_version=values.version, replicas=1)

@@ -10,6 +10,17 @@ recorded spec) share them, so a rollback by hand is proven exactly as a deploy i
 ``plan`` is the XCom of the first task (model, version, namespace, connections...);
 ``objects`` the Kubernetes objects to apply. Task ids are fixed: the ML Fleet page and
 the tests read them.
+
+``model_deploy`` branches on the model's strategy first (:func:`deploy_by_strategy`)::
+
+    choose_strategy -> apply -> ... (rolling, as above)
+                    -> canary_segment_0 -> approve_1 -> canary_segment_1 -> approve_2
+                       -> canary_segment_2 -> approve_3 -> canary_segment_3
+                       -> canary_conclude -> collect_configs -> finish
+
+A segment or gate the model's steps do not use is skipped; ``canary_conclude``
+(``all_done``) aborts a canary that a rejected or timed-out gate, or a failed segment,
+left behind.
 """
 
 from __future__ import annotations
@@ -21,6 +32,12 @@ from airflow.sdk import Asset, AssetAlias, get_current_context, task
 
 from mlinfra.deploy.settings import DeploySettings
 from mlinfra.operators.apply import ApplyManifestsOperator
+from mlinfra.operators.canary import (
+    DEFAULT_MEASURE_STEP,
+    CanaryConcludeOperator,
+    CanaryRolloutOperator,
+)
+from mlinfra.operators.canary_approval import CanaryApprovalOperator
 from mlinfra.operators.rollback import ModelRollbackOperator
 from mlinfra.operators.smoke import TFServingSmokeTestOperator
 from mlinfra.sensors.model import TFServingModelVersionSensor
@@ -55,18 +72,88 @@ def rollout_and_verify(
     record_extra: Any = None,
 ) -> ApplyManifestsOperator:
     """Wire apply -> waits -> smoke -> promote | rollback -> collect_configs -> finish; returns apply."""
+    apply, _ = _rolling(plan, objects, settings, plan_task_id, auto_rollback, record_extra)
+    return apply
+
+
+def deploy_by_strategy(
+    plan: Any,
+    rendered: Any,
+    *,
+    settings: DeploySettings,
+    plan_task_id: str,
+    measure_step: str = DEFAULT_MEASURE_STEP,
+) -> Any:
+    """Branch on ``rendered["strategy"]``: the rolling tasks, or the canary's; returns the branch task."""
+    apply, cleaned = _rolling(
+        plan, rendered["objects"], settings, plan_task_id, "{{ params.auto_rollback }}", None
+    )
+    first, conclude = _canary(plan, rendered, settings, measure_step)
+    choose = _choose_strategy_task()(rendered)
+    choose >> [apply, first]
+    conclude >> cleaned
+    return choose
+
+
+def _choose_strategy_task() -> Any:
+    @task.branch(execution_timeout=timedelta(minutes=1))
+    def choose_strategy(rendered: dict[str, Any]) -> str:
+        return "canary_segment_0" if rendered.get("strategy") == "canary" else "apply"
+
+    return choose_strategy
+
+
+def _canary(plan: Any, rendered: Any, settings: DeploySettings, measure_step: str) -> tuple[Any, Any]:
+    """segment 0 -> gate 1 -> segment 1 -> ... -> segment 3; every segment -> canary_conclude."""
+    from mlinfra.deploy.canary.rollout import MAX_GATES
+
+    common: dict[str, Any] = {
+        "plan": plan,
+        "rendered": rendered,
+        "rollout_timeout": settings.rollout_timeout,
+        "poll_interval": settings.poll_interval,
+    }
+    segments = [
+        CanaryRolloutOperator(task_id=f"canary_segment_{i}", segment=i, measure_step=measure_step, **common)
+        for i in range(MAX_GATES + 1)
+    ]
+    for gate in range(1, MAX_GATES + 1):
+        approval = CanaryApprovalOperator(
+            task_id=f"approve_{gate}",
+            gate=gate,
+            segment_task_id=f"canary_segment_{gate - 1}",
+            canary=rendered["canary"],
+        )
+        segments[gate - 1] >> approval >> segments[gate]
+    # Not downstream of the gates: a rejecting gate skips its direct downstream tasks.
+    conclude = CanaryConcludeOperator(task_id="canary_conclude", trigger_rule="all_done", **common)
+    segments >> conclude
+    return segments[0], conclude
+
+
+def _rolling(
+    plan: Any,
+    objects: Any,
+    settings: DeploySettings,
+    plan_task_id: str,
+    auto_rollback: bool | str,
+    record_extra: Any,
+) -> tuple[ApplyManifestsOperator, Any]:
     apply = _apply(plan, objects, record_extra)
     wait_rollout = _wait_rollout(plan, settings)
     wait_model = _wait_model(plan, settings)
     smoke_test = _smoke_test(plan)
     rollback = _rollback(settings, auto_rollback)
-    promoted = _promote_task()(plan)
+    promoted = _promote_task(plan_task_id)()
     cleaned = _collect_configs_task(settings, plan_task_id)()
     done = _finish_task()()
 
     apply >> wait_rollout >> wait_model >> smoke_test >> promoted >> cleaned >> done
+    # wait_model too: with smoke predictions off (smoke_test skipped) promote still runs, while
+    # on the canary branch (everything here skipped) it does not.
+    wait_model >> promoted
     [apply, wait_rollout, wait_model, smoke_test] >> rollback >> cleaned
-    return apply
+    return apply, cleaned
 
 
 def _apply(plan: Any, objects: Any, record_extra: Any) -> ApplyManifestsOperator:
@@ -132,15 +219,24 @@ def _rollback(settings: DeploySettings, auto_rollback: bool | str) -> ModelRollb
     )
 
 
-def _promote_task() -> Any:
-    """The ``promote`` task: record the success and announce the model's asset."""
+def _promote_task(plan_task_id: str) -> Any:
+    """The ``promote`` task: record the success and announce the model's asset.
 
-    @task(trigger_rule="none_failed", outlets=[MODEL_DEPLOYS], execution_timeout=timedelta(minutes=2))
-    def promote(plan: dict[str, Any]) -> dict[str, Any]:
+    The plan is pulled, not passed: an XCom argument would make the first task an upstream,
+    whose success would let promote run when model_deploy takes the canary branch.
+    """
+
+    @task(
+        trigger_rule="none_failed_min_one_success",
+        outlets=[MODEL_DEPLOYS],
+        execution_timeout=timedelta(minutes=2),
+    )
+    def promote() -> dict[str, Any]:
         from mlinfra.deploy.records import DeploymentRecords
         from mlinfra.deploy.steps import record_success
 
         context = get_current_context()
+        plan = context["ti"].xcom_pull(task_ids=plan_task_id)
         smoke = context["ti"].xcom_pull(task_ids="smoke_test", key="smoke_report")
         record_success(DeploymentRecords.from_connection(), context["run_id"], smoke)
         context["outlet_events"][MODEL_DEPLOYS].add(

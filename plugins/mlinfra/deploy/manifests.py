@@ -15,6 +15,15 @@ The text is then parsed back and checked before anyone may apply it::
     >>> [o["kind"] for o in rendered.objects]
     ['ConfigMap', 'Service', 'Deployment']
 
+A canary of the same request (:func:`canary_values`) is ``<name>-canary``, serving both
+versions with the TF Serving version labels ``stable`` and ``canary``::
+
+    >>> canary = render_manifests(canary_values(values, stable_version=1, replicas=1))
+    >>> [o["metadata"]["name"] for o in canary.objects][1:]
+    ['half-plus-two-canary', 'half-plus-two-canary']
+    >>> canary.by_kind("Deployment")["spec"]["selector"]["matchLabels"]
+    {'app': 'half-plus-two', 'track': 'canary'}
+
 A model version owns its configuration: the ConfigMap's name carries a hash of its
 content (``<deployment>-config-<sha256[:10]>``) and it is ``immutable: true``, so a
 deploy creates a new one that only the new pod template mounts. Running pods keep
@@ -93,20 +102,45 @@ class ManifestValues:
     # A PersistentVolumeClaim holding the versions (pvc:// base paths), mounted read-only.
     model_claim: str | None = None
     kubernetes_version: str | None = None  # validate against this version's OpenAPI schema
+    # A canary: Deployment "<name>-canary" (pods labelled track: canary, still app: <name>, so
+    # the model's Service spreads over both tracks) serving stable_version and version.
+    track: str | None = None  # None: the stable; "canary"
+    stable_version: int | None = None
+    canary_service: bool = True
+
+    @property
+    def object_name(self) -> str:
+        """The Deployment's (and its own Service's) name: ``<name>`` or ``<name>-canary``."""
+        return f"{self.name}-canary" if self.track == "canary" else self.name
 
     @property
     def labels(self) -> dict[str, str]:
-        return {"app": self.name, "model": self.model, "version": str(self.version)}
+        track = {"track": self.track} if self.track else {}
+        return {"app": self.name, "model": self.model, "version": str(self.version), **track}
 
     @property
     def selector(self) -> dict[str, str]:
-        # Immutable on a Deployment: only the app label, so a new version is an update.
-        return {"app": self.name}
+        # Immutable on a Deployment: only the app label (and the track), so a new version is an update.
+        return {"app": self.name, **({"track": self.track} if self.track else {})}
 
     @property
     def config_labels(self) -> dict[str, str]:
         """Labels of the version's ConfigMap: what the garbage collector selects on."""
-        return {**self.labels, **config_map_selector(self.name)}
+        return {**self.labels, **config_map_selector(self.object_name)}
+
+    @property
+    def kinds(self) -> list[str]:
+        """The kinds rendered, in apply order (a canary may go without its own Service)."""
+        if self.track == "canary" and not self.canary_service:
+            return ["ConfigMap", "Deployment"]
+        return list(KINDS)
+
+    @property
+    def served_versions(self) -> dict[str, int]:
+        """TF Serving version label -> version: the stable's own, or both on a canary."""
+        if self.track == "canary" and self.stable_version is not None:
+            return {"stable": self.stable_version, "canary": self.version}
+        return {"stable": self.version}
 
 
 CONFIG_OF_LABEL = "mlinfra.io/config-of"
@@ -169,6 +203,22 @@ def manifest_values(
         credentials_secret=model.serving.credentials_secret,
         model_claim=claim,
         kubernetes_version=kubernetes_version,
+    )
+
+
+def canary_values(
+    values: ManifestValues, *, stable_version: int, replicas: int, service: bool = True
+) -> ManifestValues:
+    """The canary's values next to the stable at ``stable_version`` (which must be lower:
+    an unlabelled request on a canary pod gets the highest version, so it must be the canary)."""
+    from dataclasses import replace
+
+    if values.version <= stable_version:
+        raise ManifestError(
+            f"a canary must be a higher version than the stable ({stable_version}), got {values.version}"
+        )
+    return replace(
+        values, track="canary", stable_version=stable_version, replicas=replicas, canary_service=service
     )
 
 
@@ -243,20 +293,30 @@ def environment(template_dir: Path = TEMPLATE_DIR) -> ImmutableSandboxedEnvironm
 # --------------------------------------------------------------------------- render and check
 
 
-def model_config_text(model_name: str, base_path: str, version: int) -> str:
-    """TF Serving's ``--model_config_file`` (text protobuf), serving exactly ``version``."""
-    return (
-        "model_config_list {\n"
-        "  config {\n"
-        f"    name: {_proto_string(model_name)}\n"
-        f"    base_path: {_proto_string(base_path)}\n"
-        '    model_platform: "tensorflow"\n'
-        "    model_version_policy {\n"
-        f"      specific {{ versions: {int(version)} }}\n"
-        "    }\n"
-        "  }\n"
-        "}\n"
-    )
+def model_config_text(
+    model_name: str, base_path: str, version: int, *, labels: Mapping[str, int] | None = None
+) -> str:
+    """TF Serving's ``--model_config_file`` (text protobuf), serving exactly the labelled versions.
+
+    ``labels`` (default ``{"stable": version}``) are TF Serving version labels; every version
+    they name is served (``specific`` policy), so a label-addressed client can pin either.
+    """
+    labels = dict(labels) if labels else {"stable": int(version)}
+    versions = sorted({int(version), *(int(v) for v in labels.values())})
+    lines = [
+        "model_config_list {",
+        "  config {",
+        f"    name: {_proto_string(model_name)}",
+        f"    base_path: {_proto_string(base_path)}",
+        '    model_platform: "tensorflow"',
+        "    model_version_policy {",
+        "      specific { " + " ".join(f"versions: {v}" for v in versions) + " }",
+        "    }",
+        *(f"    version_labels {{ key: {_proto_string(k)} value: {int(v)} }}" for k, v in labels.items()),
+        "  }",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _proto_string(text: str) -> str:
@@ -308,21 +368,27 @@ def render_manifests(values: ManifestValues, template_dir: Path = TEMPLATE_DIR) 
         # GetModelMetadata needs the version loaded: 404 unless it is AVAILABLE, so a pod that
         # lost its version leaves the Service (the status URL would still answer 200 with END).
         "readiness_path": f"/v1/models/{values.model_name}/versions/{values.version}/metadata",
-        "model_config": model_config_text(values.model_name, values.model_base_path, values.version),
+        "model_config": model_config_text(
+            values.model_name, values.model_base_path, values.version, labels=values.served_versions
+        ),
+        "name": values.object_name,
         "pvc_mount": f"{PVC_MOUNT}/{values.model_claim}" if values.model_claim else None,
     }
+    templates = [
+        t for t in TEMPLATES if values.kinds != ["ConfigMap", "Deployment"] or t != "service.yaml.j2"
+    ]
     texts = []
     try:
         # The name derives from the content, so the content is rendered first.
-        draft = _parse_one(env.get_template(TEMPLATES[0]).render(context), TEMPLATES[0])
-        context["config_map_name"] = config_map_name(values.name, draft.get("data"))
-        texts.append(env.get_template(TEMPLATES[0]).render(context))
-        for template in TEMPLATES[1:]:
+        draft = _parse_one(env.get_template(templates[0]).render(context), templates[0])
+        context["config_map_name"] = config_map_name(values.object_name, draft.get("data"))
+        texts.append(env.get_template(templates[0]).render(context))
+        for template in templates[1:]:
             texts.append(env.get_template(template).render(context))
     except TemplateError as e:
         raise ManifestError(f"include/k8s: cannot render the manifests: {e}") from e
     text = "---\n".join(texts)
-    objects = [_parse_one(t, name) for t, name in zip(texts, TEMPLATES, strict=True)]
+    objects = [_parse_one(t, name) for t, name in zip(texts, templates, strict=True)]
     check_manifests(objects, values)
     if values.kubernetes_version:
         from mlinfra.deploy.schema import validate_manifests
@@ -350,8 +416,8 @@ def check_manifests(objects: list[dict[str, Any]], values: ManifestValues) -> No
     """Kinds, names (DNS-1123), namespace, labels, image and annotations are what was asked for."""
     problems: list[str] = []
     kinds = [o.get("kind") for o in objects]
-    if kinds != list(KINDS):
-        problems.append(f"expected the kinds {', '.join(KINDS)} in that order, got {kinds}")
+    if kinds != values.kinds:
+        problems.append(f"expected the kinds {', '.join(values.kinds)} in that order, got {kinds}")
     for obj in objects:
         kind = obj.get("kind")
         meta = obj.get("metadata") or {}
@@ -364,7 +430,11 @@ def check_manifests(objects: list[dict[str, Any]], values: ManifestValues) -> No
             problems.append(
                 f"{where}: metadata.name must be a DNS-1123 {'subdomain' if kind == 'ConfigMap' else 'label'}"
             )
-        expected_name = config_map_name(values.name, obj.get("data")) if kind == "ConfigMap" else values.name
+        expected_name = (
+            config_map_name(values.object_name, obj.get("data"))
+            if kind == "ConfigMap"
+            else values.object_name
+        )
         if name != expected_name:
             problems.append(f"{where}: metadata.name must be {expected_name!r}")
         namespace = meta.get("namespace")
@@ -376,7 +446,7 @@ def check_manifests(objects: list[dict[str, Any]], values: ManifestValues) -> No
         if kind == "ConfigMap" and obj.get("immutable") is not True:
             problems.append(f"{where}: immutable must be true (a version's config never changes)")
     if not problems:
-        problems.extend(_deployment_problems(objects[2], values, objects[0]["metadata"]["name"]))
+        problems.extend(_deployment_problems(objects[-1], values, objects[0]["metadata"]["name"]))
     if problems:
         raise ManifestError(
             "rendered manifests failed their checks:\n" + "\n".join(f"  {p}" for p in problems)
@@ -398,7 +468,7 @@ def _label_problems(where: str, field: str, labels: Any) -> list[str]:
 
 
 def _deployment_problems(dep: dict[str, Any], values: ManifestValues, config_map: str) -> list[str]:
-    where = f"Deployment {values.name!r}"
+    where = f"Deployment {values.object_name!r}"
     spec = dep.get("spec") or {}
     template = spec.get("template") or {}
     mounted = template_config_maps(template)

@@ -29,7 +29,8 @@ from mlinfra.store_engine import dialect_insert
 
 # "partial": the apply or the rollback failed part-way and the rollback could not restore
 # the previous spec; the record's ``applied.changed`` and ``rollback`` say what the cluster has.
-OUTCOMES = ("succeeded", "rolled_back", "failed", "partial", "dry_run")
+# "aborted": a canary was stopped (analysis, approval, its rollout); the stable was never written.
+OUTCOMES = ("succeeded", "rolled_back", "failed", "partial", "dry_run", "aborted")
 
 deployments_table = sa.Table(
     "mlinfra_deployments",

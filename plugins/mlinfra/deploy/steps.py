@@ -12,11 +12,19 @@ as arguments, so tests call them without Airflow::
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from mlinfra.config import Fleet, Model
-from mlinfra.deploy.kube import ManifestClient, current_replicas, snapshot
-from mlinfra.deploy.manifests import diff_objects, manifest_values, needs_apply, render_manifests
+from mlinfra.deploy.kube import ManifestClient, current_replicas, deployed_version, snapshot
+from mlinfra.deploy.manifests import (
+    ManifestValues,
+    canary_values,
+    diff_objects,
+    manifest_values,
+    needs_apply,
+    render_manifests,
+)
 from mlinfra.deploy.params import replica_bounds, validate_request
 from mlinfra.deploy.records import DeploymentRecords
 from mlinfra.exceptions import DeployFailed, DeployRequestError
@@ -70,6 +78,34 @@ def model_targets(model: Model) -> dict[str, Any]:
     }
 
 
+def deploy_strategy(model: Model) -> dict[str, Any] | None:
+    """The model's canary strategy as plain data, or None for a rolling deploy.
+
+    SEAM: reads ``Model.deploy`` (``spec.DeployStrategy``, helper A's config fields) by
+    attribute, so this works before and after those fields land::
+
+        {"steps": [{"weight": 20}, {"pause": "approval"}, ...], "approval_timeout": 3600.0,
+         "canary_service": True}
+    """
+    from mlinfra.durations import parse_duration
+
+    strategy = getattr(model, "deploy", None)
+    if strategy is None or getattr(strategy, "strategy", "rolling") != "canary":
+        return None
+    steps = [
+        s.model_dump(exclude_none=True) if hasattr(s, "model_dump") else dict(s)
+        for s in getattr(strategy, "steps", None) or []
+    ]
+    timeout: Any = getattr(strategy, "approval_timeout", None)
+    if isinstance(timeout, timedelta):
+        timeout = timeout.total_seconds()
+    return {
+        "steps": steps,
+        "approval_timeout": parse_duration(timeout) if timeout is not None else 3600.0,
+        "canary_service": bool(getattr(strategy, "canary_service", True)),
+    }
+
+
 def render_plan(
     plan: dict[str, Any],
     *,
@@ -84,6 +120,11 @@ def render_plan(
     Replicas: the request's, else what runs now (an autoscaler's choice survives a
     deploy), else the model's ``min_replicas`` (at least 1). A dry run ends here,
     recorded with outcome ``dry_run`` and the diff.
+
+    A model with ``deploy.strategy: canary`` also gets its canary objects (``canary``:
+    objects, steps, stable version and replicas; ``strategy: "canary"``), unless nothing
+    runs yet: as Argo Rollouts does for a Rollout's first deploy, the first version goes
+    out at once (``strategy: "rolling"``), there being no stable to compare it with.
     """
     from mlinfra.deploy.params import DeployRequest
 
@@ -118,6 +159,10 @@ def render_plan(
         for o in rendered.objects
         if needs_apply(o, live.get(o["kind"]))
     ]
+    strategy, canary, canary_diff = canary_plan(
+        model, values, running_dep, running or replicas, records, plan
+    )
+    diff += canary_diff
     records.update(plan["run_id"], replicas=replicas, diff=diff)
     if plan.get("dry_run"):
         records.finish(plan["run_id"], "dry_run")
@@ -127,7 +172,56 @@ def render_plan(
         "diff": diff,
         "changed": changed,
         "replicas": replicas,
+        "strategy": strategy,
+        "canary": canary,
     }
+
+
+def canary_plan(
+    model: Model,
+    values: ManifestValues,
+    running_dep: dict[str, Any] | None,
+    stable_replicas: int,
+    records: DeploymentRecords,
+    plan: dict[str, Any],
+) -> tuple[str, dict[str, Any] | None, str]:
+    """``(strategy, canary, diff)`` of :func:`render_plan`: the canary objects next to the running stable.
+
+    Rolling when the model's strategy is not canary, or when nothing runs yet (Argo
+    Rollouts likewise sends a Rollout's first version out at once: there is no stable to
+    compare with). A canary that is not a higher version than the stable is refused and
+    recorded as the deploy's failure.
+    """
+    from mlinfra.exceptions import ManifestError
+
+    wanted = deploy_strategy(model)
+    stable_version = deployed_version(running_dep)
+    if wanted is None:
+        return "rolling", None, ""
+    if stable_version is None:
+        log.info(
+            "%s: nothing runs yet, so the first version goes out at once (no stable to compare with)",
+            model.name,
+        )
+        return "rolling", None, ""
+    try:
+        manifests = render_manifests(
+            # Replicas are the steps'; 0 until the first weight step sets them.
+            canary_values(values, stable_version=stable_version, replicas=0, service=wanted["canary_service"])
+        )
+    except ManifestError as e:
+        records.finish(plan["run_id"], "failed", reason=f"render_manifests: {e}")
+        raise
+    canary = {
+        **wanted,
+        "objects": manifests.objects,
+        "stable_version": stable_version,
+        "stable_replicas": stable_replicas,
+    }
+    diff = "# canary (the stable objects above are applied at promotion)\n" + diff_objects(
+        manifests.objects, {o["kind"]: None for o in manifests.objects}
+    )
+    return "canary", canary, diff
 
 
 def preflight_artifact(
@@ -154,6 +248,16 @@ def preflight_artifact(
 def record_failure(records: DeploymentRecords, run_id: str, task_id: str, error: BaseException | str) -> None:
     """Keep the first failure of a run as its reason (the one that started a rollback)."""
     records.set_reason(run_id, f"{task_id}: {error}")
+
+
+def record_canary_outcome(records: DeploymentRecords, run_id: str, phase: str, reason: str | None) -> None:
+    """A canary's end as the deploy's outcome: promoted -> ``succeeded``, aborted -> ``aborted``."""
+    if phase == "promoted":
+        records.finish(run_id, "succeeded")
+    elif phase == "aborted":
+        records.finish(run_id, "aborted", reason=f"canary aborted: {reason or 'unknown reason'}")
+    else:
+        raise ValueError(f"a canary ends promoted or aborted, not {phase!r}")
 
 
 def record_success(records: DeploymentRecords, run_id: str, smoke: dict[str, Any] | None) -> None:
@@ -184,6 +288,8 @@ def finish(records: DeploymentRecords, run_id: str, *, smoke: dict[str, Any] | N
             f"(first failure: {record.reason or 'unknown'})"
         )
     detail = ""
+    if record.outcome == "aborted":
+        detail = " (the stable Deployment was not changed)"
     if record.outcome == "rolled_back":
         detail = " (rolled back"
         if rollback.get("previous_version_available") is False:
@@ -207,7 +313,12 @@ def collect_configs(plan: dict[str, Any], *, min_age: float = 600.0) -> dict[str
         from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
         client = ManifestClient(KubernetesHook(conn_id=plan["kubernetes_conn_id"]).api_client)
-        return collect_config_maps(client, plan["namespace"], plan["deployment"], min_age=min_age)
+        out = collect_config_maps(client, plan["namespace"], plan["deployment"], min_age=min_age)
+        # A canary's ConfigMaps (its own Deployment is gone after promotion or abort).
+        canary = collect_config_maps(
+            client, plan["namespace"], f"{plan['deployment']}-canary", min_age=min_age
+        )
+        return {key: out[key] + canary[key] for key in ("deleted", "kept")}
     except Exception as e:  # best effort: the next deploy collects what this one could not
         log.warning(
             "could not collect the unused ConfigMaps of %s: %s", plan.get("model"), describe_api_error(e)
