@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
 import pytest
 
+from mlinfra.config import load_fleet
 from mlinfra.deploy.records import DeploymentRecords
 from mlinfra.deploy.steps import (
     deploy_strategy,
@@ -21,8 +20,10 @@ from mlinfra.deploy.steps import (
 from mlinfra.exceptions import DeployFailed, ManifestError
 from mlinfra.store import MetricsStore
 from tests.support.deploy_fakes import FakeCluster
+from tests.support.saved_model import PROJECT_ROOT
 
 MODEL = "half-plus-two"
+ROOT_FLEET = PROJECT_ROOT / "include" / "fleet.yaml"
 STRATEGY = {
     "steps": [{"weight": 20}, {"pause": "approval"}],
     "approval_timeout": 600.0,
@@ -35,26 +36,28 @@ def records(tmp_path: Path) -> DeploymentRecords:
     return DeploymentRecords(MetricsStore.from_url(f"sqlite:///{tmp_path / 'store.db'}"))
 
 
-def test_the_strategy_seam_reads_model_deploy_by_attribute() -> None:
-    assert deploy_strategy(SimpleNamespace()) is None  # type: ignore[arg-type]
-    rolling = SimpleNamespace(deploy=SimpleNamespace(strategy="rolling", steps=[]))
-    assert deploy_strategy(rolling) is None  # type: ignore[arg-type]
-    step = SimpleNamespace(model_dump=lambda exclude_none: {"weight": 20})
-    canary = SimpleNamespace(
-        deploy=SimpleNamespace(
-            strategy="canary",
-            steps=[step, {"pause": "approval"}],
-            approval_timeout="1h",
-            canary_service=False,
-        )
+def test_the_strategy_is_the_models_deploy_section() -> None:
+    from mlinfra.deploy.canary.spec import DeployStrategy
+
+    model = load_fleet(ROOT_FLEET).model(MODEL)
+    assert deploy_strategy(model) is None  # the shipped fleet deploys rolling
+    canary = model.model_copy(
+        update={
+            "deploy": DeployStrategy.model_validate(
+                {
+                    "strategy": "canary",
+                    "steps": [{"weight": 20}, {"pause": "approval"}],
+                    "approval_timeout": "5m",
+                    "canary_service": False,
+                }
+            )
+        }
     )
-    assert deploy_strategy(canary) == {  # type: ignore[arg-type]
+    assert deploy_strategy(canary) == {
         "steps": [{"weight": 20}, {"pause": "approval"}],
-        "approval_timeout": 3600.0,
+        "approval_timeout": 300.0,
         "canary_service": False,
     }
-    canary.deploy.approval_timeout = timedelta(minutes=5)
-    assert deploy_strategy(canary)["approval_timeout"] == 300.0  # type: ignore[arg-type,index]
 
 
 def plan_for(fleet: Any, records: DeploymentRecords, version: int) -> dict[str, Any]:

@@ -12,7 +12,6 @@ as arguments, so tests call them without Airflow::
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from typing import Any
 
 from mlinfra.config import Fleet, Model
@@ -79,30 +78,18 @@ def model_targets(model: Model) -> dict[str, Any]:
 
 
 def deploy_strategy(model: Model) -> dict[str, Any] | None:
-    """The model's canary strategy as plain data, or None for a rolling deploy.
+    """The model's canary strategy (``deploy:`` of the fleet file) as plain data, or None for rolling::
 
-    SEAM: reads ``Model.deploy`` (``spec.DeployStrategy``, helper A's config fields) by
-    attribute, so this works before and after those fields land::
-
-        {"steps": [{"weight": 20}, {"pause": "approval"}, ...], "approval_timeout": 3600.0,
-         "canary_service": True}
+    {"steps": [{"weight": 20}, {"pause": "approval"}, ...], "approval_timeout": 3600.0,
+     "canary_service": True}
     """
-    from mlinfra.durations import parse_duration
-
-    strategy = getattr(model, "deploy", None)
-    if strategy is None or getattr(strategy, "strategy", "rolling") != "canary":
+    strategy = model.deploy
+    if not strategy.is_canary:
         return None
-    steps = [
-        s.model_dump(exclude_none=True) if hasattr(s, "model_dump") else dict(s)
-        for s in getattr(strategy, "steps", None) or []
-    ]
-    timeout: Any = getattr(strategy, "approval_timeout", None)
-    if isinstance(timeout, timedelta):
-        timeout = timeout.total_seconds()
     return {
-        "steps": steps,
-        "approval_timeout": parse_duration(timeout) if timeout is not None else 3600.0,
-        "canary_service": bool(getattr(strategy, "canary_service", True)),
+        "steps": [s.model_dump(exclude_none=True) for s in strategy.steps],
+        "approval_timeout": strategy.approval_timeout,
+        "canary_service": strategy.canary_service,
     }
 
 

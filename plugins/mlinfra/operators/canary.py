@@ -7,7 +7,7 @@
         segment=0,                                  # the steps before the first approval gate
         plan=plan,                                  # validate_request's XCom
         rendered=rendered,                          # render_manifests' XCom (its "canary" key)
-        measure_step="mlinfra.deploy.canary.analysis.measure_step",   # the analysis seam
+        measure_step="mlinfra.deploy.canary.measure.measure_step",   # the analysis seam
     )
     CanaryConcludeOperator(task_id="canary_conclude", plan=plan, rendered=rendered,
                            trigger_rule="all_done")  # aborts whatever did not end
@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     from mlinfra.deploy.records import DeploymentRecords
 
 # Where the lead wires helper A's analysis; a dotted path, so the DAG parses without it.
-DEFAULT_MEASURE_STEP = "mlinfra.deploy.canary.analysis.measure_step"
+DEFAULT_MEASURE_STEP = "mlinfra.deploy.canary.measure.measure_step"
 APPROVAL_TASK_ID = "approve_{gate}"
 
 
@@ -254,7 +254,7 @@ class CanaryRolloutOperator(BaseOperator):
                 self._promote()
 
     def _scale(self, action: Any, state: Any) -> None:
-        from mlinfra.deploy.canary.rollout import canary_share
+        from mlinfra.deploy.canary.replicas import canary_share
 
         objects = self._canary_objects(action.replicas)
         generation = self._apply(objects)
@@ -475,7 +475,8 @@ class CanaryRolloutOperator(BaseOperator):
         )
 
     def _summary(self) -> dict[str, Any]:
-        from mlinfra.deploy.canary.rollout import analysis_summary, canary_share
+        from mlinfra.deploy.canary.replicas import canary_share
+        from mlinfra.deploy.canary.rollout import analysis_summary
 
         run = self._run()
         measurements = self.records.measurements(self.run_id)

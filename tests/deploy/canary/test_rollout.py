@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mlinfra.deploy.canary.replicas import canary_replicas, canary_share
 from mlinfra.deploy.canary.rollout import (
     Advance,
     Analyse,
@@ -16,8 +17,6 @@ from mlinfra.deploy.canary.rollout import (
     SegmentOrderError,
     Step,
     Wait,
-    canary_replicas,
-    canary_share,
     next_action,
     parse_step,
     parse_steps,

@@ -35,6 +35,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from mlinfra.deploy.canary.replicas import canary_replicas
 from mlinfra.durations import parse_duration
 
 StepKind = Literal["weight", "pause", "approval", "analysis"]
@@ -109,27 +110,6 @@ def segment_bounds(steps: list[Step]) -> list[tuple[int, int]]:
             start = i + 1
     bounds.append((start, len(steps)))
     return bounds
-
-
-def canary_replicas(stable_replicas: int, weight: int) -> int:
-    """SEAM: ``deploy/canary/replicas.py`` (helper A) owns this; same formula as the design.
-
-    The smallest count whose share ``c / (s + c)`` is at least ``weight`` percent, at least one pod::
-
-        >>> canary_replicas(4, 20), canary_replicas(4, 50), canary_replicas(1, 10), canary_replicas(3, 75)
-        (1, 4, 1, 9)
-    """
-    if not 1 <= weight <= 99:
-        raise ValueError(f"weight must be in 1..99, got {weight}")
-    s = max(int(stable_replicas), 1)
-    # Integer arithmetic: ceil(s*w/(100-w)) without float rounding.
-    return max(1, -(-s * weight // (100 - weight)))
-
-
-def canary_share(stable_replicas: int, canary: int) -> float:
-    """The share of pods behind the Service that are canaries (what a weight really is)."""
-    total = stable_replicas + canary
-    return canary / total if total else 0.0
 
 
 @dataclass(frozen=True, slots=True)
