@@ -10,7 +10,9 @@ Sections and where they come from:
 
 * ``models``: the fleet file, the latest sweep (``kube_deployment_*`` and the
   serving collector's ``mlinfra_serving_*`` samples), ``mlinfra_deployments``
-  (last deploy and its smoke result) and the firing alerts whose labels name the model;
+  (last deploy and its smoke result), the firing alerts whose labels name the model,
+  and its ``canary`` panel (:mod:`mlinfra.ui.canary_panel`: the latest canary run from
+  ``mlinfra_canary_runs`` / ``mlinfra_canary_measurements``, None when there is none);
 * ``gpus``: ``ml_gpu_*`` series over the last ``hours`` (one entry per host and GPU);
 * ``alerts``: ``mlinfra_alerts`` rows that are firing or pending;
 * ``deployments``, ``scale_events``, ``reports``: the newest rows of
@@ -19,7 +21,8 @@ Sections and where they come from:
 Every table is read through the queries of the module that writes it
 (:class:`~mlinfra.deploy.records.DeploymentRecords`,
 :class:`~mlinfra.scaling.records.ScaleRecords`,
-:class:`~mlinfra.rules.state.StoreAlertStates`, :mod:`mlinfra.reports.records`);
+:class:`~mlinfra.rules.state.StoreAlertStates`, :mod:`mlinfra.reports.records`,
+:class:`~mlinfra.deploy.canary.records.CanaryRecords`);
 the store's migrations create them all, so a feature that has written nothing yet
 is an empty section.
 """
@@ -34,12 +37,14 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from mlinfra.deploy.canary.records import CanaryRecords
 from mlinfra.deploy.records import DeploymentRecord, DeploymentRecords
 from mlinfra.reports.records import report_record_of_day, report_records
 from mlinfra.rules.state import StoreAlertStates
 from mlinfra.samples import Sample, is_stale_nan
 from mlinfra.scaling.records import ScaleEvent, ScaleRecords
 from mlinfra.store import LabelMatcher
+from mlinfra.ui.canary_panel import canary_panel
 
 if TYPE_CHECKING:
     from mlinfra.config import Fleet, Model
@@ -88,6 +93,9 @@ def read_fleet_view(
     firing = [a for a in alerts if a["state"] == "firing"]
     snapshot_ts = sweep["ts"] if sweep else None
     models = [_model_view(m, current, deployments, firing, scale_events, snapshot_ts) for m in fleet.models]
+    canaries = CanaryRecords(store)
+    for model, view in zip(fleet.models, models, strict=True):
+        view["canary"] = canary_panel(canaries, model, now=now)
     return {
         "generated_at": now,
         "window": {"start": end - hours * 3600, "end": end, "hours": hours},
