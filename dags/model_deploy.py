@@ -46,6 +46,11 @@ version never see the new one, so a bad version can never take the old one down.
 apply or the rollback fails part-way, the record lists what was changed and the run fails
 with "cluster partially changed; rollback failed: ...".
 
+A run still going `MLINFRA_DEPLOY_EXPECTED_DURATION` after it was queued (unset: derived
+from the timeouts, pauses, approval timeouts and analyses of the fleet's models) fires the
+DAG's Deadline Alert: a warning in the triggerer's log and, when the connection
+`alertmanager_default` exists, an alert `ModelDeployRunningLong`. The run goes on.
+
 Every deploy is a row of `mlinfra_deployments` in the store (who, what, when, outcome,
 smoke figures, rollback). Failures that a retry cannot fix (a bad request, a crash-looping
 image, a failed smoke test) fail at once; API errors are retried.
@@ -59,6 +64,7 @@ from typing import Any
 from airflow.sdk import dag, get_current_context, task
 
 from mlinfra.config import load_fleet
+from mlinfra.deploy.deadline import deploy_deadline, expected_duration
 from mlinfra.deploy.flow import deploy_by_strategy, record_failure_callback
 from mlinfra.deploy.params import form_params
 from mlinfra.deploy.settings import DeploySettings
@@ -80,6 +86,8 @@ SETTINGS = DeploySettings.from_env()
     max_active_runs=1,
     params=form_params(FLEET),
     render_template_as_native_obj=True,
+    # A Deadline Alert, not a dagrun_timeout: a slow run (a long approval) is reported, never killed.
+    deadline=deploy_deadline(expected_duration(SETTINGS, FLEET)),
     doc_md=__doc__,
     tags=["mlinfra", "deploy"],
     default_args={

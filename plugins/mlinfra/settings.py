@@ -131,6 +131,15 @@ ENVIRONMENT: tuple[EnvSetting, ...] = (
         "`model_deploy`",
     ),
     EnvSetting(
+        "MLINFRA_DEPLOY_EXPECTED_DURATION",
+        "(from the timeouts)",
+        "how long a deploy run may take before its Deadline Alert fires (logged; posted to "
+        "Alertmanager when `alertmanager_default` exists); unset: the longest model's sum of "
+        "the deploy's timeouts, pauses, approval timeouts and analysis rounds "
+        "(`mlinfra.deploy.deadline`)",
+        "`model_deploy`",
+    ),
+    EnvSetting(
         "MLINFRA_DEMO",
         "false",
         "the ML Fleet page says the cluster is simulated (set by `make demo`)",
@@ -213,6 +222,18 @@ def env_duration(name: str, environ: Mapping[str, str] | None = None) -> float:
     """Seconds from duration variable ``name``, or its registered default when unset or empty."""
     env = os.environ if environ is None else environ
     raw = env.get(name) or setting(name).default
+    try:
+        return parse_duration(raw)
+    except ValueError as e:
+        raise ValueError(f"environment variable {name}={raw!r}: {e}") from None
+
+
+def env_optional_duration(name: str, environ: Mapping[str, str] | None = None) -> float | None:
+    """Seconds from duration variable ``name``; None when unset or empty (its default is derived)."""
+    env = os.environ if environ is None else environ
+    raw = env.get(name)
+    if not raw:
+        return None
     try:
         return parse_duration(raw)
     except ValueError as e:

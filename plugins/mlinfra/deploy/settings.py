@@ -3,8 +3,9 @@
 The variables, their defaults and meanings are registered once, in
 :data:`mlinfra.settings.ENVIRONMENT` (the README's settings table):
 ``MLINFRA_DEPLOY_ROLLOUT_TIMEOUT``, ``MLINFRA_DEPLOY_MODEL_TIMEOUT``,
-``MLINFRA_DEPLOY_POLL_INTERVAL``, ``MLINFRA_DEPLOY_PROGRESS_DEADLINE`` and
-``MLINFRA_DEPLOY_CONFIG_GC_MIN_AGE``.
+``MLINFRA_DEPLOY_POLL_INTERVAL``, ``MLINFRA_DEPLOY_PROGRESS_DEADLINE``,
+``MLINFRA_DEPLOY_CONFIG_GC_MIN_AGE`` and ``MLINFRA_DEPLOY_EXPECTED_DURATION`` (None when
+unset: :func:`mlinfra.deploy.deadline.expected_duration` derives it).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mlinfra.settings import default_duration, env_duration
+from mlinfra.settings import default_duration, env_duration, env_optional_duration
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class DeploySettings:
     poll_interval: float = default_duration("MLINFRA_DEPLOY_POLL_INTERVAL")
     progress_deadline: float = default_duration("MLINFRA_DEPLOY_PROGRESS_DEADLINE")
     config_gc_min_age: float = default_duration("MLINFRA_DEPLOY_CONFIG_GC_MIN_AGE")
+    expected_duration: float | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DeploySettings:
@@ -34,4 +36,5 @@ class DeploySettings:
             poll_interval=max(get("MLINFRA_DEPLOY_POLL_INTERVAL"), 0.05),
             progress_deadline=max(get("MLINFRA_DEPLOY_PROGRESS_DEADLINE"), 1.0),
             config_gc_min_age=get("MLINFRA_DEPLOY_CONFIG_GC_MIN_AGE"),
+            expected_duration=env_optional_duration("MLINFRA_DEPLOY_EXPECTED_DURATION", environ),
         )
