@@ -87,7 +87,7 @@ SETTINGS = DeploySettings.from_env()
     params=form_params(FLEET),
     render_template_as_native_obj=True,
     # A Deadline Alert, not a dagrun_timeout: a slow run (a long approval) is reported, never killed.
-    deadline=deploy_deadline(expected_duration(SETTINGS, FLEET)),
+    deadline=deploy_deadline(expected_duration(SETTINGS, FLEET)) if SETTINGS.deadline_enabled else None,
     doc_md=__doc__,
     tags=["mlinfra", "deploy"],
     default_args={

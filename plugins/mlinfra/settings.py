@@ -136,7 +136,7 @@ ENVIRONMENT: tuple[EnvSetting, ...] = (
         "how long a deploy run may take before its Deadline Alert fires (logged; posted to "
         "Alertmanager when `alertmanager_default` exists); unset: the longest model's sum of "
         "the deploy's timeouts, pauses, approval timeouts and analysis rounds "
-        "(`mlinfra.deploy.deadline`)",
+        "(`mlinfra.deploy.deadline`); `off`: no Deadline Alert",
         "`model_deploy`",
     ),
     EnvSetting(

@@ -10,6 +10,7 @@ unset: :func:`mlinfra.deploy.deadline.expected_duration` derives it).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -24,11 +25,16 @@ class DeploySettings:
     progress_deadline: float = default_duration("MLINFRA_DEPLOY_PROGRESS_DEADLINE")
     config_gc_min_age: float = default_duration("MLINFRA_DEPLOY_CONFIG_GC_MIN_AGE")
     expected_duration: float | None = None
+    # MLINFRA_DEPLOY_EXPECTED_DURATION=off: the DAG carries no Deadline Alert.
+    deadline_enabled: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DeploySettings:
         def get(name: str) -> float:
             return env_duration(name, environ)
+
+        env = os.environ if environ is None else environ
+        off = env.get("MLINFRA_DEPLOY_EXPECTED_DURATION", "").strip().lower() == "off"
 
         return cls(
             rollout_timeout=get("MLINFRA_DEPLOY_ROLLOUT_TIMEOUT"),
@@ -36,5 +42,8 @@ class DeploySettings:
             poll_interval=max(get("MLINFRA_DEPLOY_POLL_INTERVAL"), 0.05),
             progress_deadline=max(get("MLINFRA_DEPLOY_PROGRESS_DEADLINE"), 1.0),
             config_gc_min_age=get("MLINFRA_DEPLOY_CONFIG_GC_MIN_AGE"),
-            expected_duration=env_optional_duration("MLINFRA_DEPLOY_EXPECTED_DURATION", environ),
+            expected_duration=None
+            if off
+            else env_optional_duration("MLINFRA_DEPLOY_EXPECTED_DURATION", environ),
+            deadline_enabled=not off,
         )

@@ -176,11 +176,17 @@ class CanaryRolloutOperator(BaseOperator):
         )
         return self._walk(context)
 
-    def resume_scaled(self, context: Any, event: dict[str, Any], step: int) -> dict[str, Any]:
-        """The canary Deployment's rollout at a weight ended."""
+    def resume_scaled(self, context: Any, event: dict[str, Any], step: int | None = None) -> dict[str, Any]:
+        """The canary Deployment's rollout at a weight ended.
+
+        ``step`` is the deferral's kwarg; the persisted position says the same, and is what
+        counts when the kwarg is missing (``dag.test()`` in Airflow 3.3 resumes with the
+        event only, dropping the deferral's other kwargs).
+        """
+        run = self._run()
+        step = run.step if step is None else step
         if event.get("status") != "success":
             return self._abort(context, f"canary rollout at step {step}: {event.get('message')}")
-        run = self._run()
         if run.step == step and run.entered:  # a repeated event must not skip a step
             self.records.save_state(self.run_id, step=step + 1, entered=False, pause_until=None)
         return self._walk(context)
@@ -324,9 +330,9 @@ class CanaryRolloutOperator(BaseOperator):
                 verdict=str(m.get("verdict") or "error"),
                 step_kind="analysis",
                 weight=state.weight,
-                value=m.get("value"),
-                stable_value=m.get("stable_value"),
-                detail=m.get("detail"),
+                value=_column_value(m.get("value")),
+                stable_value=_column_value(m.get("stable_value")),
+                detail=_detail_with_result(m),
                 measured_at=m.get("at") or now,
             )
         self.log.info("analysis %s: %s %s", action.template, result.phase, result.message)
@@ -541,3 +547,18 @@ class CanaryConcludeOperator(CanaryRolloutOperator):
                 return f"approval gate {run.gate}: no answer before its timeout (or the gate failed)"
         where = self.steps[run.step].describe() if run.step < len(self.steps) else "promotion"
         return f"step {run.step} ({where}) did not complete: its task failed ({run.phase})"
+
+
+def _column_value(value: Any) -> float | None:
+    """A measurement's ``result`` for the value column: a number, a one-element list's
+    number, or None (several or no series: the whole list is kept in ``detail["result"]``)."""
+    if isinstance(value, list):
+        return float(value[0]) if len(value) == 1 and value[0] is not None else None
+    return None if value is None else float(value)
+
+
+def _detail_with_result(m: dict[str, Any]) -> dict[str, Any] | None:
+    detail = m.get("detail")
+    if isinstance(m.get("value"), list):
+        return {**(detail or {}), "result": m["value"]}
+    return detail
