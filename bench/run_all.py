@@ -23,6 +23,7 @@ BENCHMARKS = [
     "bench_rules",
     "bench_deploy",
     "bench_deploy_e2e",
+    "bench_canary",
     "bench_reports",
 ]
 
