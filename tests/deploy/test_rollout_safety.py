@@ -51,6 +51,14 @@ def single_mutable_config_map(objects: list[dict[str, Any]]) -> list[dict[str, A
     config, service, dep = copy.deepcopy(objects)
     config["metadata"]["name"] = f"{DEPLOYMENT}-config"
     config.pop("immutable")
+    # The old design's config had no version labels (with a `stable` label, TF Serving
+    # refuses to move it to a version not yet loaded, and the reload would fail instead).
+    config["data"]["models.config"] = (
+        "\n".join(
+            line for line in config["data"]["models.config"].splitlines() if "version_labels" not in line
+        )
+        + "\n"
+    )
     dep["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"] = f"{DEPLOYMENT}-config"
     return [config, service, dep]
 

@@ -52,10 +52,13 @@ def as_canary(
     dep["metadata"]["name"] = CANARY
     dep["spec"]["selector"]["matchLabels"]["track"] = "canary"
     dep["spec"]["template"]["metadata"]["labels"]["track"] = "canary"
-    if allow_unavailable_labels:
-        dep["spec"]["template"]["spec"]["containers"][0]["args"].append(
-            "--allow_version_labels_for_unavailable_models=true"
-        )
+    # mlinfra's manifests carry the flag (every config labels its version); a test of TF
+    # Serving without it takes it out.
+    flag = "--allow_version_labels_for_unavailable_models=true"
+    args = [a for a in dep["spec"]["template"]["spec"]["containers"][0]["args"] if a != flag]
+    dep["spec"]["template"]["spec"]["containers"][0]["args"] = (
+        [*args, flag] if allow_unavailable_labels else args
+    )
     return [config_map, dep]
 
 
