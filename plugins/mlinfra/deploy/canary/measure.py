@@ -18,8 +18,9 @@ Where each metric's ``result`` comes from (``analyses.<name>.metrics`` in the fl
   only reads (a ``rate()`` needs two scrapes; Argo Rollouts calls this ``initialDelay``).
   With ``rules.engine: prometheus`` Prometheus scrapes the pods itself (relabel the pod
   label ``track`` onto the series) and nothing is written here.
-* ``latency``: ``requests`` timed gRPC predictions of the model's smoke cases on each
-  track's pods, interleaved in blocks so both tracks see the same moment; the samples go
+* ``latency``: ``requests`` timed gRPC predictions of the model's smoke cases (those of
+  the first case's signature) on each track's pods, interleaved in blocks of
+  :data:`PROBE_BLOCK` so both tracks see the same moment, each block's channels warmed up first; the samples go
   to the rank test of ``compare``.
 * ``golden``: every case of the golden file sent to the stable's pods (its version) and
   to the canary's pods (the new version); agreement rate and drift per output tensor.
@@ -215,23 +216,27 @@ class Round:
         latencies: dict[str, list[float]] = {"stable": [], "canary": []}
         errors: list[str] = []
         total = metric.latency.requests
+        # One signature per probe: the smoke file's first case's, with every case of that
+        # signature as inputs. Each block opens each pod's channel once and warms it up.
+        _, signature, dtypes = cases[0]
+        inputs = [c[0] for c in cases if c[1] == signature and c[2] == dtypes]
         sent = 0
         while sent < total:
             block = min(PROBE_BLOCK, total - sent)
             for track in ("stable", "canary"):
-                for i in range(block):
-                    inputs, signature, dtypes = cases[(sent + i) % len(cases)]
-                    probe = predict_on_pods(
-                        _rotate(pods[track], sent + i),
-                        self.model.serving.model_name,
-                        inputs,
-                        tf_serving_conn_id=self.plan["serving_conn_id"],
-                        version=versions[track],
-                        signature_name=signature,
-                        dtypes=dtypes,
-                    )
-                    latencies[track].extend(probe.latencies_s)
-                    errors.extend(f"{track}: {e}" for e in probe.errors)
+                probe = predict_on_pods(
+                    _rotate(pods[track], sent),
+                    self.model.serving.model_name,
+                    inputs[sent % len(inputs) :] + inputs[: sent % len(inputs)],
+                    tf_serving_conn_id=self.plan["serving_conn_id"],
+                    requests=block,
+                    version=versions[track],
+                    signature_name=signature,
+                    dtypes=dtypes,
+                    warmup=1,
+                )
+                latencies[track].extend(probe.latencies_s)
+                errors.extend(f"{track}: {e}" for e in probe.errors)
             sent += block
         measured = analysis.judge(metric, None, None, (latencies["canary"], latencies["stable"]), at=at)
         if errors:
