@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.deploy.environment import DeployEnv, deploy_env, ensure_version
 from tests.support.k8s_standin import KubeStandIn
+from tests.support.tf_serving_standin import StandinProcess
 
 
 @pytest.fixture
@@ -24,3 +27,14 @@ def client(kube: KubeStandIn) -> Any:
     from mlinfra.deploy.kube import ManifestClient
 
     return ManifestClient(KubernetesHook(conn_id="kubernetes_default").api_client)
+
+
+@pytest.fixture
+def env(deploy_serving: tuple[StandinProcess, Path], tmp_path: Path) -> Iterator[DeployEnv]:
+    """A fresh Kubernetes stand-in whose pods the shared TF Serving stand-in runs, faults off,
+    versions 1 and 2 present, nothing deployed yet (integration tests only: it starts servers)."""
+    server, base = deploy_serving
+    server.set_faults(version_faults={}, output_offset=0, error_rate=0, predict_delay=0)
+    ensure_version(base, 2)
+    with deploy_env(tmp_path, server, base) as e:
+        yield e

@@ -14,25 +14,13 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.deploy.environment import DEPLOYMENT, MODEL, DeployEnv, deploy_env, ensure_version, traffic
-from tests.support.tf_serving_standin import StandinProcess
+from tests.deploy.environment import DEPLOYMENT, MODEL, DeployEnv, traffic
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def env(deploy_serving: tuple[StandinProcess, Path], tmp_path: Path) -> Iterator[DeployEnv]:
-    server, base = deploy_serving
-    server.set_faults(version_faults={}, output_offset=0, error_rate=0, predict_delay=0)
-    ensure_version(base, 2)
-    with deploy_env(tmp_path, server, base) as e:
-        yield e
 
 
 def rendered(env: DeployEnv, version: int, image_tag: str) -> list[dict[str, Any]]:

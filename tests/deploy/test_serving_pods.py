@@ -8,14 +8,12 @@ requests on its metrics page, and serves TF Serving's version labels.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.deploy.environment import DEPLOYMENT, NAMESPACE, DeployEnv, deploy_env, ensure_version
+from tests.deploy.environment import DEPLOYMENT, NAMESPACE, DeployEnv
 from tests.support.canary_pods import (
     CANARY,
     SERVED,
@@ -29,18 +27,8 @@ from tests.support.canary_pods import (
     start_stable_and_canary,
     wait_for,
 )
-from tests.support.tf_serving_standin import StandinProcess
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def env(deploy_serving: tuple[StandinProcess, Path], tmp_path: Path) -> Iterator[DeployEnv]:
-    server, base = deploy_serving
-    server.set_faults(version_faults={}, output_offset=0, error_rate=0, predict_delay=0)
-    ensure_version(base, 2)
-    with deploy_env(tmp_path, server, base) as e:
-        yield e
 
 
 def request_count(metrics_text: str) -> float:
