@@ -15,6 +15,13 @@ against :class:`~mlinfra.store.MetricsStore`::
         for expr in exprs:
             session.instant(expr)
         session.invalidate("job:requests:rate5m")   # after writing a recording rule's output
+
+    # The same expressions at many instants (a backtest): each selector read once per chunk
+    # of the range, not once per step (mlinfra.promql.range_eval); results are bit-identical.
+    with engine.range_session(exprs, start=t1, end=t2) as ranged:
+        for t in times:
+            with ranged.session(t) as session:
+                session.instant(exprs[0])
 """
 
 from __future__ import annotations
@@ -22,14 +29,16 @@ from __future__ import annotations
 import gc
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from mlinfra.promql.compile import Plan, compile_expr
 from mlinfra.promql.interface import EvalError, InstantSample, QueryError, QueryEvaluationError, QueryResult
+from mlinfra.promql.plan import Node
+from mlinfra.promql.range_eval import chunk_length, prefetch_chunk
 from mlinfra.promql.storage import EvaluationContext, SeriesCatalog
 from mlinfra.store import MetricsStore
 
-__all__ = ["DEFAULT_LOOKBACK", "EvaluationSession", "LocalEngine"]
+__all__ = ["DEFAULT_LOOKBACK", "EvaluationSession", "LocalEngine", "RangeSession"]
 
 DEFAULT_LOOKBACK = 300.0  # seconds: Prometheus's --query.lookback-delta default
 _PLAN_CACHE_SIZE = 4096
@@ -147,6 +156,22 @@ class LocalEngine:
         with _gc_paused(), ctx.connected():
             yield EvaluationSession(self, ctx)
 
+    @contextmanager
+    def range_session(
+        self, exprs: Iterable[str], *, start: float, end: float, chunk: float | None = None
+    ) -> Iterator[RangeSession]:
+        """``exprs`` at many instants of ``[start, end]``, each selector read once per chunk of it.
+
+        ``chunk``: seconds of steps served by one read (default: 6 hours, or 4 times the
+        widest window the expressions read); it bounds the memory, never the results.
+        """
+        ranged = RangeSession(self, exprs, start, end, chunk)
+        with _gc_paused():
+            try:
+                yield ranged
+            finally:
+                ranged.close()
+
 
 class EvaluationSession:
     """Expressions evaluated at one instant with shared reads; made by :meth:`LocalEngine.session`."""
@@ -186,3 +211,73 @@ class EvaluationSession:
     def invalidate(self, metric_name: str | None = None) -> None:
         """Forget cached reads of ``metric_name`` (all of them when ``None``)."""
         self._ctx.invalidate(metric_name)
+
+
+class RangeSession:
+    """Announced expressions over ``[start, end]``; made by :meth:`LocalEngine.range_session`.
+
+    ``session(t)`` gives an :class:`EvaluationSession` at ``t`` whose reads slice what
+    the chunk holding ``t`` read once for all its steps (see
+    :mod:`mlinfra.promql.range_eval`). Steps should come in ascending order (one
+    before the current chunk reads a new chunk from there: correct, only slower).
+    Reads are of the store as it is when each chunk starts: after writing to it,
+    call :meth:`invalidate`. It also answers ``instant`` and ``check``, so it stands
+    where a :class:`~mlinfra.promql.interface.QueryEngine` is expected.
+    """
+
+    def __init__(
+        self, engine: LocalEngine, exprs: Iterable[str], start: float, end: float, chunk: float | None = None
+    ):
+        self.engine = engine
+        self.name = engine.name
+        self.end_ms = round(float(end) * 1000)
+        self._roots: list[Node] = []
+        for expr in exprs:
+            try:
+                self._roots.append(engine._plan(expr).root)
+            except QueryError:
+                continue  # raised again, with its message, when a step evaluates it
+        if chunk is not None and chunk <= 0:
+            raise ValueError(f"chunk must be > 0 seconds, got {chunk!r}")
+        self.chunk_ms = (
+            chunk_length(self._roots, engine.lookback_ms) if chunk is None else round(chunk * 1000)
+        )
+        self._stack = ExitStack()
+        self._chunk: tuple[int, int, EvaluationContext] | None = None
+
+    def check(self, expr: str) -> None:
+        self.engine.check(expr)
+
+    def instant(self, expr: str, at: float) -> QueryResult:
+        with self.session(at) as session:
+            return session.instant(expr)
+
+    @contextmanager
+    def session(self, at: float) -> Iterator[EvaluationSession]:
+        t_ms = round(float(at) * 1000)
+        yield EvaluationSession(self.engine, self._chunk_at(t_ms).step_context(t_ms))
+
+    def invalidate(self, metric_name: str | None = None) -> None:
+        """Forget the chunk's reads of ``metric_name`` (all when None): later steps read it afresh."""
+        if self._chunk is not None:
+            self._chunk[2].invalidate(metric_name)
+
+    def close(self) -> None:
+        self._chunk = None
+        self._stack.close()
+
+    def _chunk_at(self, t_ms: int) -> EvaluationContext:
+        chunk = self._chunk
+        if chunk is not None and chunk[0] <= t_ms <= chunk[1]:
+            return chunk[2]
+        self.close()
+        engine = self.engine
+        lo, hi = t_ms, max(t_ms, min(t_ms + self.chunk_ms, self.end_ms))
+        ctx = EvaluationContext(
+            engine.store, engine._catalog, lo, engine.lookback_ms, engine.subquery_step_ms
+        )
+        self._stack = ExitStack()
+        self._stack.enter_context(ctx.connected())
+        prefetch_chunk(ctx, self._roots, lo, hi)
+        self._chunk = (lo, hi, ctx)
+        return ctx

@@ -38,6 +38,8 @@ __all__ = ["EvaluationContext", "Points", "SeriesCatalog", "SeriesRef"]
 Points = list[tuple[int, float]]  # (timestamp ms, value), time-ordered
 # A whole-metric read: (lo ms, hi ms, series id -> points).
 Window = tuple[int, int, dict[int, Points]]
+# A selector's read over a wide span: (lo ms, hi ms, series id -> points, series id -> timestamps).
+Span = tuple[int, int, dict[int, Points], dict[int, list[int]]]
 
 _CACHE_SIZE = 4096
 _LABELS_CACHE_SIZE = 2_000_000
@@ -143,7 +145,7 @@ class EvaluationContext:
         self.lookback_ms = lookback_ms
         self.subquery_step_ms = subquery_step_ms
         # Whole-selector reads over a wide span (a subquery's), sliced for each of its steps.
-        self._spans: dict[tuple[Any, ...], list[tuple[int, int, dict[int, Points]]]] = {}
+        self._spans: dict[tuple[Any, ...], list[Span]] = {}
         self._series: dict[str | None, list[SeriesRef]] = {}
         self._selected: dict[tuple[Any, ...], list[SeriesRef]] = {}
         self._reads: dict[tuple[Any, ...], dict[int, Points]] = {}
@@ -157,7 +159,24 @@ class EvaluationContext:
     def at_time(self, t_ms: int) -> EvaluationContext:
         """This context at another instant (a subquery's step), sharing every read and the connection."""
         other = copy.copy(self)
-        other.t_ms = t_ms
+        other.t_ms = other.query_ms = t_ms
+        return other
+
+    def step_context(self, t_ms: int) -> EvaluationContext:
+        """A fresh context at ``t_ms`` that slices this one's prefetched spans instead of reading.
+
+        For a range evaluation (:mod:`mlinfra.promql.range_eval`): the per-instant reads
+        of a step are its own (dropped with it, so memory stays that of one step), while
+        the series metadata, the wide spans and the connection are this context's.
+        """
+        other = copy.copy(self)
+        other.t_ms = other.query_ms = t_ms
+        other._spans = {k: list(v) for k, v in self._spans.items()}
+        other._series = dict(self._series)
+        other._selected = dict(self._selected)
+        other._reads = {}
+        other._windows = {}
+        other._wanted = {}
         return other
 
     # ------------------------------------------------------------ connection
@@ -258,9 +277,9 @@ class EvaluationContext:
         got = self._reads.get(key)
         if got is not None:
             return refs, got
-        for span_lo, span_hi, data in self._spans.get(key[:2], ()):
+        for span_lo, span_hi, data, times in self._spans.get(key[:2], ()):
             if span_lo <= lo and hi <= span_hi:
-                got = self._reads[key] = _slice_all(data, lo, hi)
+                got = self._reads[key] = _slice_span(data, times, lo, hi)
                 return refs, got
         everything = self.series_named(sel.name)
         by_name = sel.name is not None and (
@@ -287,7 +306,9 @@ class EvaluationContext:
         """Read ``sel`` over [lo, hi] once, so that narrower reads inside it (a subquery's steps) slice it."""
         refs, got = self.points(sel, lo, hi)
         if refs:
-            self._spans.setdefault((sel.name, sel.matchers_key), []).append((lo, hi, got))
+            # Each series' timestamps on their own, so that slicing bisects in C without a key.
+            times = {sid: [p[0] for p in pts] for sid, pts in got.items()}
+            self._spans.setdefault((sel.name, sel.matchers_key), []).append((lo, hi, got, times))
 
     def _covering(self, name: str | None, lo: int, hi: int, *, read: bool) -> Window | None:
         """A whole-metric read that covers [lo, hi]; with ``read``, make one (merging overlapping wants)."""
@@ -346,12 +367,14 @@ def _slice(pts: Points, lo: int, hi: int) -> Points:
     return pts[bisect_left(pts, lo, key=_ts) : bisect_right(pts, hi, key=_ts)]
 
 
-def _slice_all(data: dict[int, Points], lo: int, hi: int) -> dict[int, Points]:
+def _slice_span(data: dict[int, Points], times: dict[int, list[int]], lo: int, hi: int) -> dict[int, Points]:
+    """Every series of a span, cut to [lo, hi] (ms); series left without a sample are left out."""
     out: dict[int, Points] = {}
     for sid, pts in data.items():
-        part = _slice(pts, lo, hi)
-        if part:
-            out[sid] = part
+        ts = times[sid]
+        i, j = bisect_left(ts, lo), bisect_right(ts, hi)
+        if i < j:
+            out[sid] = pts[i:j]
     return out
 
 

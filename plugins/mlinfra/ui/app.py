@@ -12,6 +12,9 @@ Routes (all behind Airflow's own authentication: the UI's session cookie or an
                                     so far, built on request)
 ``GET /mlinfra/trigger/{dag_id}``   a trigger form prefilled for ``?model=`` (Deploy, Scale,
                                     Roll back; see :mod:`mlinfra.ui.trigger`)
+``GET /mlinfra/backtest``           backtest a rule file over a window (``?file=&start=&end=&step=``;
+                                    see :mod:`mlinfra.ui.rule_pages`)
+``GET /mlinfra/alerts/{name}/why``  why an alert fired (``?labels={json}&at=``)
 =================================  =====================================================
 
 Links to Airflow's own pages carry ``data-airflow``; ``static/frame.js`` opens them in
@@ -174,11 +177,13 @@ def create_app(
     store: Callable[[], MetricsStore] = MetricsStore.from_connection,
     fleet: Callable[[], Fleet] = load_fleet,
     auth: Callable[..., Any] | None = None,
+    rules_dir: Path | None = None,
 ) -> FastAPI:
     """The mlinfra UI app. ``store``/``fleet`` are factories called per request (tests pass their own).
 
     ``auth`` is the FastAPI dependency every route depends on; the default is
-    Airflow's ``requires_access_view(AccessView.WEBSITE)``.
+    Airflow's ``requires_access_view(AccessView.WEBSITE)``. ``rules_dir``: the rule files
+    the backtest page offers (default: the sweep's, ``include/alert_rules``).
     """
     app = FastAPI(
         title="mlinfra",
@@ -193,6 +198,7 @@ def create_app(
     _add_fleet_routes(app, pages)
     _add_report_route(app, pages)
     _add_trigger_route(app, pages)
+    _add_rule_routes(app, pages, rules_dir)
     _add_static_route(app)
     return app
 
@@ -310,6 +316,19 @@ def _add_trigger_route(app: FastAPI, pages: _Pages) -> None:
             fields=form_fields(dag_id, current, fleet_model),
             snapshot_ts=(data.get("sweep") or {}).get("ts"),
         )
+
+
+def _add_rule_routes(app: FastAPI, pages: _Pages, rules_dir: Path | None) -> None:
+    from mlinfra.ui import rule_pages
+
+    def folder() -> Path:
+        if rules_dir is not None:
+            return rules_dir
+        from mlinfra.rules.evaluate import DEFAULT_RULES_DIR
+
+        return DEFAULT_RULES_DIR
+
+    rule_pages.register(app, pages.render, pages.store, folder)
 
 
 def _add_static_route(app: FastAPI) -> None:
