@@ -27,6 +27,8 @@ ROUTES = [
     "/mlinfra/audit/serving/half-plus-two",
     "/mlinfra/reports/2026-11-20/report.html",
     "/mlinfra/static/icon.svg",
+    "/mlinfra/backtest",
+    "/mlinfra/alerts/Hot/why",
     "/mlinfra/",
 ]
 
