@@ -157,9 +157,13 @@ class EvaluationContext:
         self.stale_ids: set[int] = set()
 
     def at_time(self, t_ms: int) -> EvaluationContext:
-        """This context at another instant (a subquery's step), sharing every read and the connection."""
+        """This context at another instant (a subquery's step), sharing every read and the connection.
+
+        ``query_ms`` stays the outer query's instant: ``@ start()``/``@ end()`` inside a
+        subquery mean the query's time, not the step's (as in Prometheus).
+        """
         other = copy.copy(self)
-        other.t_ms = other.query_ms = t_ms
+        other.t_ms = t_ms
         return other
 
     def step_context(self, t_ms: int) -> EvaluationContext:
