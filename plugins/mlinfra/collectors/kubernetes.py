@@ -173,12 +173,12 @@ def _selector_matches(selector: Any, labels: Mapping[str, str]) -> bool:
 
 def kubernetes_hook(conn_id: str) -> KubernetesClients:
     """The provider's ``KubernetesHook`` for ``conn_id`` (its clients load the connection lazily)."""
-    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+    from mlinfra.kube_import import kubernetes_hook_class
 
     # No private client_configuration: the hook's in_cluster branch ignores it.
     # Each hook's ApiClient copies the process-wide default right after loading
     # its kubeconfig, so connections used one after another do not mix.
-    return KubernetesHook(conn_id=conn_id)
+    return kubernetes_hook_class()(conn_id=conn_id)
 
 
 def run(

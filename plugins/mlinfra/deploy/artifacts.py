@@ -243,9 +243,9 @@ def _check_claim(model: Model, location: ArtifactLocation, api_client: Any | Non
     uri = f"{namespace}/{claim}"
     what = f"model {model.name!r}: PersistentVolumeClaim {uri}"
     if api_client is None:
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+        from mlinfra.kube_import import kubernetes_hook_class
 
-        api_client = KubernetesHook(conn_id=model.kubernetes.conn_id).api_client
+        api_client = kubernetes_hook_class()(conn_id=model.kubernetes.conn_id).api_client
     try:
         found = CoreV1Api(api_client).read_namespaced_persistent_volume_claim(
             claim, namespace, _request_timeout=KUBE_REQUEST_TIMEOUT

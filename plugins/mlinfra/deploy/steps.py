@@ -297,9 +297,9 @@ def collect_configs(plan: dict[str, Any], *, min_age: float = 600.0) -> dict[str
     if not plan or plan.get("dry_run"):
         return {"deleted": [], "kept": [], "skipped": "nothing was applied"}
     try:
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+        from mlinfra.kube_import import kubernetes_hook_class
 
-        client = ManifestClient(KubernetesHook(conn_id=plan["kubernetes_conn_id"]).api_client)
+        client = ManifestClient(kubernetes_hook_class()(conn_id=plan["kubernetes_conn_id"]).api_client)
         out = collect_config_maps(client, plan["namespace"], plan["deployment"], min_age=min_age)
         # A canary's ConfigMaps (its own Deployment is gone after promotion or abort).
         canary = collect_config_maps(

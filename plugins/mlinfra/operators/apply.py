@@ -68,9 +68,9 @@ class ApplyManifestsOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> KubernetesHook:
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+        from mlinfra.kube_import import kubernetes_hook_class
 
-        return KubernetesHook(conn_id=self.kubernetes_conn_id)
+        return kubernetes_hook_class()(conn_id=self.kubernetes_conn_id)
 
     def execute(self, context: Any) -> dict[str, Any]:
         objects = list(self.manifests or ())

@@ -125,9 +125,9 @@ class CanaryRolloutOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> KubernetesHook:
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+        from mlinfra.kube_import import kubernetes_hook_class
 
-        return KubernetesHook(conn_id=self.plan["kubernetes_conn_id"])
+        return kubernetes_hook_class()(conn_id=self.plan["kubernetes_conn_id"])
 
     @cached_property
     def client(self) -> ManifestClient:

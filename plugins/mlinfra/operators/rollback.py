@@ -92,9 +92,9 @@ class ModelRollbackOperator(BaseOperator):
     @cached_property
     def hook(self) -> KubernetesHook:
         """The provider's hook on the model's Kubernetes connection (from the fleet file)."""
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+        from mlinfra.kube_import import kubernetes_hook_class
 
-        return KubernetesHook(conn_id=self.fleet_model.kubernetes.conn_id)
+        return kubernetes_hook_class()(conn_id=self.fleet_model.kubernetes.conn_id)
 
     def execute(self, context: Any) -> dict[str, Any]:
         from mlinfra.deploy.kube import ManifestClient, deployed_version, execute_rollback, rollback_plan

@@ -49,11 +49,10 @@ def cluster_from_connection(conn_id: str) -> ClusterReader | None:
 
     if not connection_exists(conn_id):
         return None
-    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
-
+    from mlinfra.kube_import import kubernetes_hook_class
     from mlinfra.scaling.kube import ScaleClient
 
-    return ScaleClient(KubernetesHook(conn_id=conn_id).api_client)
+    return ScaleClient(kubernetes_hook_class()(conn_id=conn_id).api_client)
 
 
 def metric_value(result: Any) -> tuple[float | None, str | None]:

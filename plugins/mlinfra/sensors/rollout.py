@@ -78,9 +78,9 @@ class DeploymentRolloutSensor(BaseSensorOperator):
     @cached_property
     def hook(self) -> KubernetesHook:
         """The provider's sync hook, built once per task (not once per poke)."""
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+        from mlinfra.kube_import import kubernetes_hook_class
 
-        return KubernetesHook(conn_id=self.kubernetes_conn_id)
+        return kubernetes_hook_class()(conn_id=self.kubernetes_conn_id)
 
     def check(self) -> RolloutStatus:
         """One synchronous look at the rollout."""

@@ -87,10 +87,11 @@ class Round:
 
     @cached_property
     def core_v1(self) -> Any:
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
         from kubernetes.client import CoreV1Api
 
-        return CoreV1Api(KubernetesHook(conn_id=self.plan["kubernetes_conn_id"]).api_client)
+        from mlinfra.kube_import import kubernetes_hook_class
+
+        return CoreV1Api(kubernetes_hook_class()(conn_id=self.plan["kubernetes_conn_id"]).api_client)
 
     def pods(self, track: Track) -> list[PodAddress]:
         return track_pods(self.core_v1, self.plan["namespace"], self.plan["deployment"], track)
