@@ -322,10 +322,15 @@ def main(
     backtest_series: int = 10_000,
     backtest_days: float = 30,
     backtest_only: bool = False,
+    backtest_rounds: int = 2,
 ) -> dict[str, object]:
     if backtest_only:
         with tempfile.TemporaryDirectory(prefix="bench-rules-") as tmp:
-            return {"backtest": backtest_vs_one_by_one(backtest_series, backtest_days, 300, Path(tmp))}
+            return {
+                "backtest": backtest_vs_one_by_one(
+                    backtest_series, backtest_days, 300, Path(tmp), rounds=backtest_rounds
+                )
+            }
     shipped = shipped_rule_exprs()
     exprs = list(CORPUS) + list(ALERTING) + shipped
     print(
@@ -353,8 +358,16 @@ if __name__ == "__main__":
     parser.add_argument("--json", action="store_true", help="print the figures as JSON at the end")
     parser.add_argument("--backtest-series", type=int, default=10_000, help="series in the backtest store")
     parser.add_argument("--backtest-days", type=float, default=30, help="days of history the backtest covers")
+    parser.add_argument(
+        "--backtest-rounds",
+        type=int,
+        default=2,
+        help="alternating rounds of each side (1 halves the time of the 30-day default)",
+    )
     parser.add_argument("--backtest-only", action="store_true", help="run only the backtest comparison")
     a = parser.parse_args()
-    figures = main(a.quick, a.growth_hours, a.backtest_series, a.backtest_days, a.backtest_only)
+    figures = main(
+        a.quick, a.growth_hours, a.backtest_series, a.backtest_days, a.backtest_only, a.backtest_rounds
+    )
     if a.json:
         print(json.dumps(figures, indent=2, default=str))
