@@ -62,6 +62,38 @@ def value(samples: list[Sample], name: str, **labels: str) -> float:
     return found[0]
 
 
+class FakeCoreV1:
+    """``list_namespaced_pod`` over canary pods given as (namespace, app, deleting) triples."""
+
+    def __init__(self, canaries: list[tuple[str, str, bool]] = (), fail: Exception | None = None):  # type: ignore[assignment]
+        self.canaries, self.fail, self.calls = list(canaries), fail, []
+
+    def __call__(self, conn_id: str) -> FakeCoreV1:  # core_v1(conn_id)
+        return self
+
+    def list_namespaced_pod(self, namespace: str, *, label_selector: str, _request_timeout: float) -> Any:
+        from types import SimpleNamespace
+
+        self.calls.append((namespace, label_selector))
+        if self.fail is not None:
+            raise self.fail
+        return SimpleNamespace(
+            items=[
+                SimpleNamespace(
+                    metadata=SimpleNamespace(
+                        labels={"app": app, "track": "canary"},
+                        deletion_timestamp="2026-12-01T00:00:00Z" if deleting else None,
+                    )
+                )
+                for ns, app, deleting in self.canaries
+                if ns == namespace
+            ]
+        )
+
+
+NO_CANARY = FakeCoreV1()
+
+
 def set_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, server: StandinProcess) -> None:
     monkeypatch.setenv(*server.connection_env(conn_id))
 
@@ -149,7 +181,9 @@ def test_one_failing_model_does_not_hide_the_other() -> None:
         "good": FakeHook([status(1, "AVAILABLE")], MONITORING_TEXT),
         "down": FakeHook(TFServingUnavailable("TF Serving down:8500: GetModelStatus(m) failed: UNAVAILABLE")),
     }
-    result = run(fleet, connection_exists=lambda c: True, hook_factory=lambda m: hooks[m.name])  # type: ignore[arg-type,return-value]
+    result = run(
+        fleet, connection_exists=lambda c: True, hook_factory=lambda m: hooks[m.name], core_v1=NO_CANARY
+    )  # type: ignore[arg-type,return-value]
     assert not result.up
     assert result.errors == ["model down: TF Serving down:8500: GetModelStatus(m) failed: UNAVAILABLE"]
     assert value(result.samples, "mlinfra_serving_up", model="good") == 1.0
@@ -164,9 +198,83 @@ def test_a_broken_monitoring_endpoint_keeps_the_status_samples() -> None:
     hook = FakeHook(
         [status(1, "AVAILABLE")], TFServingUnavailable("GET /monitoring/prometheus/metrics failed")
     )
-    result = run(fleet, connection_exists=lambda c: True, hook_factory=lambda m: hook)  # type: ignore[arg-type,return-value]
+    result = run(
+        fleet, connection_exists=lambda c: True, hook_factory=lambda m: hook, core_v1=NO_CANARY, canaries=set
+    )  # type: ignore[arg-type,return-value]
     assert result.errors == ["model m: monitoring metrics: GET /monitoring/prometheus/metrics failed"]
     assert value(result.samples, "mlinfra_serving_model_version_available", model="m", version="1") == 1.0
+
+
+def test_canaries_are_found_with_one_pod_list_per_namespace() -> None:
+    from mlinfra.collectors.serving_tracks import models_with_canary
+
+    fleet = make_fleet(("a", "c"), ("b", "c"), ("going", "c"))
+    kube = FakeCoreV1([("serving", "a", False), ("serving", "going", True), ("other", "b", False)])
+
+    def running() -> set[str]:
+        return {"a", "b", "going"}
+
+    found, notes = models_with_canary(fleet.models, lambda conn_id: True, kube, running)
+    assert (found, notes) == ({"a"}, [])  # b's canary is in another namespace; going's is being deleted
+    assert kube.calls == [("serving", "track=canary")]
+    assert models_with_canary(fleet.models, lambda conn_id: False, kube, running) == (set(), [])
+    assert models_with_canary(fleet.models, lambda conn_id: True, kube, set) == (set(), [])
+    assert len(kube.calls) == 1  # no connection, or no canary run in progress: no call
+
+
+def test_unreadable_canary_runs_are_reported_and_nothing_is_listed() -> None:
+    from mlinfra.collectors.serving_tracks import models_with_canary
+
+    def broken() -> set[str]:
+        raise OSError("store down")
+
+    kube = FakeCoreV1([("serving", "a", False)])
+    assert models_with_canary(make_fleet(("a", "c")).models, lambda c: True, kube, broken) == (
+        set(),
+        ["canary runs not read (OSError: store down)"],
+    )
+    assert kube.calls == []
+
+
+def test_a_failed_canary_lookup_is_reported_and_the_service_scrape_still_counts() -> None:
+    fleet = make_fleet(("m", "c"))
+    hook = FakeHook([status(1, "AVAILABLE")], MONITORING_TEXT)
+    kube = FakeCoreV1(fail=OSError("connection refused"))
+    result = run(
+        fleet,
+        connection_exists=lambda c: True,
+        hook_factory=lambda m: hook,  # type: ignore[arg-type,return-value]
+        core_v1=kube,
+        canaries=lambda: {"m"},
+    )
+    assert result.up
+    assert result.skipped == [
+        "canary pods in kubernetes_default/serving not listed (OSError: connection refused)"
+    ]
+    assert value(result.samples, ":tensorflow:serving:request_count", model="m", status="OK") == 7.0
+
+
+def test_a_model_with_a_canary_has_its_metrics_read_per_pod_not_through_the_service() -> None:
+    from unittest import mock
+
+    fleet = make_fleet(("m", "c"), ("n", "c"))
+    hooks = {m: FakeHook([status(1, "AVAILABLE")], MONITORING_TEXT) for m in ("m", "n")}
+    per_pod = [Sample(":tensorflow:serving:request_count", {"model": "m", "track": "canary"}, 1.0)]
+    with mock.patch("mlinfra.collectors.serving_tracks.track_samples", return_value=per_pod) as tracks:
+        result = run(
+            fleet,
+            connection_exists=lambda c: True,
+            hook_factory=lambda m: hooks[m.name],  # type: ignore[arg-type,return-value]
+            core_v1=FakeCoreV1([("serving", "m", False), ("serving", "n", False)]),
+            canaries=lambda: {"m"},  # n's canary pods belong to no run in progress
+        )
+    assert [call.args[0].name for call in tracks.call_args_list] == ["m"]
+    request_counts = [
+        (s.labels["model"], s.labels.get("track"), s.value)
+        for s in by_name(result.samples, ":tensorflow:serving:request_count")
+    ]
+    assert sorted(request_counts, key=str) == [("m", "canary", 1.0), ("n", None, 7.0)]
+    assert value(result.samples, "mlinfra_serving_up", model="m") == 1.0  # status through the Service
 
 
 # ============================================================================ against the stand-in

@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from mlinfra.collectors.base import CollectorResult, PartialCollection, run_collector
+from mlinfra.collectors.tf_serving_metrics import parse_monitoring_metrics
 from mlinfra.exceptions import MlinfraError
 from mlinfra.samples import Sample
 
@@ -52,13 +53,19 @@ MAX_PARALLEL_MODELS = 16
 
 
 def collect_serving_samples(
-    model: Model, hook: TFServingHook, *, clock: Callable[[], float] = time.monotonic
+    model: Model,
+    hook: TFServingHook,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    metrics: Callable[[], list[Sample]] | None = None,
 ) -> list[Sample]:
     """One model's samples.
 
+    ``metrics`` reads the model's TF Serving metrics instead of the hook's monitoring
+    page (each pod on its own while a canary runs: :mod:`.serving_tracks`).
     Raises the hook's :class:`~mlinfra.hooks.tf_serving.TFServingError` when the
     status call fails (nothing is known then), and :class:`PartialCollection` with
-    the status samples when only the monitoring endpoint fails.
+    the status samples when only the metrics fail.
     """
     name, served = model.name, model.serving.model_name
     start = clock()
@@ -76,54 +83,16 @@ def collect_serving_samples(
             )
         samples.append(Sample("mlinfra_serving_model_version_available", labels, v["state"] == "AVAILABLE"))
     try:
-        text = hook.monitoring_metrics()
-        samples.extend(parse_monitoring_metrics(text, model=name, model_name=served))
+        if metrics is not None:
+            samples.extend(metrics())
+        else:
+            text = hook.monitoring_metrics()
+            samples.extend(parse_monitoring_metrics(text, model=name, model_name=served))
     except (MlinfraError, ValueError, IndexError, KeyError) as e:
         # ValueError, IndexError, KeyError: prometheus_client's parser on a malformed
         # exposition (a truncated line raises IndexError); only this model's metrics are lost.
         raise PartialCollection(samples, [f"model {name}: monitoring metrics: {e}"]) from None
     return samples
-
-
-def parse_monitoring_metrics(text: str, *, model: str, model_name: str | None = None) -> list[Sample]:
-    """TF Serving's Prometheus text as samples under their own names, labelled ``model``.
-
-    A series of another model on the same server (``model_name`` label naming a
-    different model) is left out so it is not attributed to this one. An existing
-    ``model`` label is kept as ``exported_model``, as Prometheus does on conflicts.
-
-    >>> text = ':tensorflow:serving:request_count{model_name="m",status="OK"} 3\\n'
-    >>> [(s.name, dict(s.labels), s.value) for s in parse_monitoring_metrics(text, model="fleet-m")]
-    [(':tensorflow:serving:request_count', {'model_name': 'm', 'status': 'OK', 'model': 'fleet-m'}, 3.0)]
-    """
-    from prometheus_client.parser import text_string_to_metric_families
-
-    # The parser renames a counter's samples to <name>_total (OpenMetrics style); TF
-    # Serving's are exposed without it, and rules are written against the exposed names.
-    exposed = _exposed_sample_names(text)
-    out: list[Sample] = []
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            name = s.name
-            if family.type == "counter" and name not in exposed and name.removesuffix("_total") in exposed:
-                name = name.removesuffix("_total")
-            labels: dict[str, Any] = dict(s.labels)
-            if model_name is not None and labels.get("model_name", model_name) != model_name:
-                continue
-            if "model" in labels:
-                labels["exported_model"] = labels.pop("model")
-            labels["model"] = model
-            out.append(Sample(name, labels, s.value))
-    return out
-
-
-def _exposed_sample_names(text: str) -> set[str]:
-    names = set()
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            names.add(line.split("{", 1)[0].split(None, 1)[0])
-    return names
 
 
 def _default_hook_factory(model: Model) -> TFServingHook:
@@ -144,13 +113,21 @@ def run(
     connection_exists: Callable[[str], bool] = _default_connection_exists,
     hook_factory: Callable[[Model], TFServingHook] = _default_hook_factory,
     max_parallel: int = MAX_PARALLEL_MODELS,
+    core_v1: Callable[[str], Any] | None = None,
+    canaries: Callable[[], set[str]] | None = None,
 ) -> CollectorResult:
     """Collect every configured model, ``max_parallel`` endpoints at a time; never raises.
 
     One model failing (server down, model unknown, no answer within its timeout) gives
     that model ``mlinfra_serving_up 0`` and an error line; the others are still
-    collected, and a slow one delays none of them while a slot is free.
+    collected, and a slow one delays none of them while a slot is free. A model with
+    canary pods has its TF Serving metrics read per pod and track
+    (:mod:`.serving_tracks`: ``canaries()`` names the models with a canary run in
+    progress, the store's by default; ``core_v1(conn_id)`` is a ``CoreV1Api`` per
+    Kubernetes connection, the provider's hook by default).
     """
+    from mlinfra.collectors import serving_tracks
+
     configured: list[Model] = []
     skipped: list[str] = []
     for m in fleet.models:
@@ -158,6 +135,17 @@ def run(
             configured.append(m)
         else:
             skipped.append(f"{m.name}: no connection {m.serving.conn_id!r}")
+    kube = core_v1 or serving_tracks.core_v1_for
+    with_canary, notes = serving_tracks.models_with_canary(
+        configured, connection_exists, kube, canaries or serving_tracks.canaries_in_progress
+    )
+
+    def per_pod(m: Model) -> Callable[[], list[Sample]] | None:
+        return (
+            (lambda: serving_tracks.track_samples(m, kube(m.kubernetes.conn_id)))
+            if m.name in with_canary
+            else None
+        )
 
     def collect() -> Iterable[Sample]:
         if not configured:
@@ -165,25 +153,27 @@ def run(
         with ThreadPoolExecutor(
             max_workers=max(1, min(max_parallel, len(configured))), thread_name_prefix="serving"
         ) as pool:
-            outcomes = list(pool.map(lambda m: _collect_one(m, hook_factory), configured))
+            outcomes = list(pool.map(lambda m: _collect_one(m, hook_factory, per_pod(m)), configured))
         samples = [s for got, _ in outcomes for s in got]
         errors = [e for _, errs in outcomes for e in errs]
         if errors:
             raise PartialCollection(samples, errors)
         return samples
 
-    return run_collector(COLLECTOR, collect, skipped=skipped)
+    return run_collector(COLLECTOR, collect, skipped=skipped + notes)
 
 
 def _collect_one(
-    model: Model, hook_factory: Callable[[Model], TFServingHook]
+    model: Model,
+    hook_factory: Callable[[Model], TFServingHook],
+    metrics: Callable[[], list[Sample]] | None = None,
 ) -> tuple[list[Sample], list[str]]:
     try:
         hook = hook_factory(model)
     except MlinfraError as e:
         return [Sample("mlinfra_serving_up", {"model": model.name}, 0.0)], [f"model {model.name}: {e}"]
     try:
-        return collect_serving_samples(model, hook), []
+        return collect_serving_samples(model, hook, metrics=metrics), []
     except PartialCollection as e:
         return e.samples, e.errors
     except MlinfraError as e:

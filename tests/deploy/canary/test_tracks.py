@@ -16,7 +16,7 @@ from mlinfra.deploy.canary.tracks import (
     track_selector,
 )
 from tests.deploy.environment import NAMESPACE, DeployEnv, deploy_env, ensure_version
-from tests.support.canary_pods import CANARY, SERVED, start_stable_and_canary
+from tests.support.canary_pods import CANARY, SERVED, start_stable_and_canary, wait_for
 from tests.support.tf_serving_standin import StandinProcess
 
 APP = "half-plus-two"
@@ -136,3 +136,53 @@ def test_a_pod_that_does_not_answer_is_left_out_of_the_scrape(env: DeployEnv) ->
     gone = PodAddress("gone", canary.ip, canary.grpc_port, 1, 2, True)  # port 1: nothing listens
     samples = scrape_track_samples([gone, canary], model=APP, track="canary", tf_serving_conn_id=CONN)
     assert {s.labels["pod"] for s in samples} == {canary.name}
+
+
+@pytest.mark.integration
+def test_the_sweep_reads_each_track_s_pods_while_a_canary_runs(env: DeployEnv) -> None:
+    """The serving collector: per pod, labelled track/version/pod, and no mixed Service scrape."""
+    from mlinfra.collectors import serving
+    from mlinfra.config import load_fleet
+    from mlinfra.deploy.canary.records import CanaryRecords
+    from mlinfra.store import MetricsStore
+
+    fleet = load_fleet(env.fleet_file)
+    model = next(m for m in fleet.models if m.kubernetes.deployment == APP)
+    stable_pod, canary_pod = start_stable_and_canary(env)
+    records = CanaryRecords(MetricsStore.from_url(env.store_url))
+    records.store.create_schema()
+    records.start("manual__canary", model=model.name, stable_version=1, canary_version=2, steps=3)
+    predict_on_pods(
+        track_pods(core_v1(), NAMESPACE, APP, "canary"),
+        SERVED,
+        {"x": [1.0]},
+        requests=2,
+        tf_serving_conn_id=CONN,
+    )
+
+    result = serving.run(fleet)
+    tf = [s for s in result.samples if s.name.startswith(":tensorflow:") and s.labels["model"] == model.name]
+    assert tf, result.errors
+    assert {(s.labels["track"], s.labels["version"], s.labels["pod"]) for s in tf} == {
+        ("stable", "1", stable_pod["metadata"]["name"]),
+        ("canary", "2", canary_pod["metadata"]["name"]),
+    }
+    ok = {
+        s.labels["track"]: s.value
+        for s in tf
+        if s.name == ":tensorflow:serving:request_count" and s.labels.get("status") == "OK"
+    }
+    assert ok.get("canary") == 2
+    assert ok.get("stable", 0) == 0
+    assert result.errors == []
+    assert not [note for note in result.skipped if "canary" in note]
+
+    # The canary's pods gone while its run has not ended (a run that died before its
+    # conclusion): the sweep reads through the Service again, without track labels.
+    env.kube.delete_deployment(NAMESPACE, CANARY)
+    wait_for(
+        lambda: not track_pods(core_v1(), NAMESPACE, APP, "canary", ready_only=False), "canary pods gone"
+    )
+    after = [s for s in serving.run(fleet).samples if s.name.startswith(":tensorflow:")]
+    assert after
+    assert all("track" not in s.labels for s in after)

@@ -232,6 +232,13 @@ class CanaryRecords:
             ).first()
         return _run(row._mapping) if row is not None else None
 
+    def models_in_progress(self) -> set[str]:
+        """The models with a canary run that has not ended (the sweep reads their pods per track)."""
+        t = canary_runs_table
+        stmt = sa.select(t.c.model).where(t.c.phase.not_in(FINAL_PHASES)).distinct()
+        with self.store.begin() as conn:
+            return set(conn.execute(stmt).scalars())
+
     def runs_for_model(self, model: str, *, limit: int = 20) -> list[CanaryRun]:
         """The model's canary runs, newest first (the ML Fleet page's)."""
         t = canary_runs_table

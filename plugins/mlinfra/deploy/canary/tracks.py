@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mlinfra.collectors.serving import parse_monitoring_metrics
+from mlinfra.collectors.tf_serving_metrics import parse_monitoring_metrics
 from mlinfra.exceptions import TFServingError
 from mlinfra.samples import Sample
 
