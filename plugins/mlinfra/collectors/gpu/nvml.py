@@ -44,7 +44,8 @@ import re
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,9 @@ CLOCK_EVENT_REASONS: dict[str, int] = {
     "hw_power_brake": 0x80,
     "display_clock_setting": 0x100,
 }
+
+# (bit, {"reason": name}) per clock event reason: each GPU's label dict is ``labels | reason``.
+_REASON_LABELS = tuple((bit, {"reason": reason}) for reason, bit in CLOCK_EVENT_REASONS.items())
 
 # Constants as nvml.h defines them; used only when the module lacks the name.
 _NVML_H: dict[str, int] = {
@@ -104,6 +108,10 @@ GPM_METRICS: dict[str, int] = {
     "tensor_active_percent": 5,  # NVML_GPM_METRIC_ANY_TENSOR_UTIL
 }
 
+# isinstance() with a tuple made once rather than an ``X | Y`` union built at each call.
+_TEXT = (str, bytes)
+_SEQUENCE = (list, tuple)
+
 # What _GPUReader.field returns instead of a value: the device cannot tell
 # (_MISSING), or this driver / pynvml does not have the function at all (_ABSENT,
 # the cue to try an older name of the same call).
@@ -123,10 +131,8 @@ class _NVMLErrors:
     """The exception classes of one NVML module (the real one or the fake), by role."""
 
     def __init__(self, nvml: Any):
-        def cls(name: str) -> tuple[type[Exception], ...]:
-            found = getattr(nvml, name, None)
-            return (found,) if isinstance(found, type) and issubclass(found, Exception) else ()
-
+        self._nvml = nvml
+        cls = self._cls
         self.base: tuple[type[Exception], ...] = cls("NVMLError")
         # "this device cannot tell you": omit the field.
         self.unsupported = cls("NVMLError_NotSupported") + cls("NVMLError_NoPermission")
@@ -141,15 +147,28 @@ class _NVMLErrors:
         # Unknown for a GPU that fell off the bus, but only opening the device says
         # so reliably; Unknown on one field is treated as any other field error.
         self.lost = cls("NVMLError_GpuIsLost")
-        self.lost_on_open = self.lost + cls("NVMLError_Unknown")
-        self.no_driver = cls("NVMLError_LibraryNotFound") + cls("NVMLError_DriverNotLoaded")
         self.not_found = cls("NVMLError_NotFound")
         self.timeout = cls("NVMLError_Timeout")
         self.invalid = cls("NVMLError_InvalidArgument")
-        self._nvml = nvml
         # Functions and constants, looked up once per sweep rather than once per GPU and call.
         self.fns = _Names(nvml)
         self.consts = _Consts(self.fns)
+        # Asked once per sweep rather than by a log.debug() call per unsupported field.
+        self.debug = log.isEnabledFor(logging.DEBUG)
+
+    def _cls(self, name: str) -> tuple[type[Exception], ...]:
+        found = getattr(self._nvml, name, None)
+        return (found,) if isinstance(found, type) and issubclass(found, Exception) else ()
+
+    # The two below only matter when something fails (opening a GPU, nvmlInit): looked up then.
+
+    @cached_property
+    def lost_on_open(self) -> tuple[type[Exception], ...]:
+        return self.lost + self._cls("NVMLError_Unknown")
+
+    @cached_property
+    def no_driver(self) -> tuple[type[Exception], ...]:
+        return self._cls("NVMLError_LibraryNotFound") + self._cls("NVMLError_DriverNotLoaded")
 
     def required(self, name: str) -> Callable[..., Any]:
         """``nvml.<name>`` that every pynvml has; lacking it raises ``AttributeError``, as ``nvml.<name>`` does."""
@@ -212,10 +231,12 @@ class _GPUReader:
         except quiet:
             return _MISSING
         except self.errs.absent as e:
-            log.debug("gpu %d: %s not in this driver: %s", self.index, what, e)
+            if self.errs.debug:
+                log.debug("gpu %d: %s not in this driver: %s", self.index, what, e)
             return _ABSENT
         except self.errs.unsupported as e:
-            log.debug("gpu %d: %s not available: %s", self.index, what, e)
+            if self.errs.debug:
+                log.debug("gpu %d: %s not available: %s", self.index, what, e)
             return _MISSING
         except self.errs.base as e:
             self.problems.append(f"gpu {self.index} {what}: {type(e).__name__}: {e}")
@@ -248,7 +269,7 @@ def _driver_samples(nvml: Any, errs: _NVMLErrors, host: str) -> list[Sample]:
         cuda = reader.field("cuda version", "nvmlSystemGetCudaDriverVersion")
     except _GPULost:
         return []
-    if not isinstance(driver, str | bytes):
+    if not isinstance(driver, _TEXT):
         return []
     # NVML encodes CUDA 12.4 as 12040.
     cuda_version = f"{cuda // 1000}.{cuda % 1000 // 10}" if isinstance(cuda, int) else "unknown"
@@ -266,7 +287,6 @@ class _MIG:
     gpm_first: Any = None
 
 
-@dataclass(slots=True)
 class _GPU:
     """One GPU through the phases of a sweep: open, read, listen, finish.
 
@@ -275,16 +295,31 @@ class _GPU:
     :meth:`add` makes: nothing changes a sample's labels in place.
     """
 
-    index: int
-    labels: dict[str, str]
-    reader: _GPUReader
-    handle: Any = None
-    lost: bool = False
-    samples: list[Sample] = field(default_factory=list)
-    migs: list[_MIG] = field(default_factory=list)
-    gpm_first: Any = None
-    xids: list[int] = field(default_factory=list)
-    watched: bool = False
+    # A plain class: a dataclass's __init__ with default factories costs as much as a few samples.
+    __slots__ = (
+        "gpm_first",
+        "handle",
+        "index",
+        "labels",
+        "lost",
+        "migs",
+        "reader",
+        "samples",
+        "watched",
+        "xids",
+    )
+
+    def __init__(self, index: int, labels: dict[str, str], reader: _GPUReader):
+        self.index = index
+        self.labels = labels
+        self.reader = reader
+        self.handle: Any = None
+        self.lost = False
+        self.samples: list[Sample] = []
+        self.migs: list[_MIG] = []
+        self.gpm_first: Any = None
+        self.xids: list[int] = []
+        self.watched = False
 
     def add(self, name: str, value: Any, scale: float = 1.0) -> None:
         """A sample of the GPU's own labels, unless ``value`` is missing."""
@@ -303,7 +338,7 @@ _sample = Sample.of
 
 def _mig_profile(name: Any, attrs: Any) -> str:
     # A MIG device is named "<GPU name> MIG 1g.10gb" (nvidia-smi -L shows the same).
-    m = re.search(r"MIG (\S+)$", _text(name)) if isinstance(name, str | bytes) else None
+    m = re.search(r"MIG (\S+)$", _text(name)) if isinstance(name, _TEXT) else None
     if m:
         return m.group(1)
     if _present(attrs):
@@ -364,7 +399,7 @@ class _Sweep:
             return gpu
         try:
             name = r.field("name", "nvmlDeviceGetName", gpu.handle)
-            gpu.labels["name"] = _text(name) if isinstance(name, str | bytes) else "unknown"
+            gpu.labels["name"] = _text(name) if isinstance(name, _TEXT) else "unknown"
             if self.event_set is not None:
                 xid = errs.consts["nvmlEventTypeXidCriticalError"]
                 done = r.field("xid events", "nvmlDeviceRegisterEvents", gpu.handle, xid, self.event_set)
@@ -377,7 +412,7 @@ class _Sweep:
 
     def _open_migs(self, gpu: _GPU, r: _GPUReader) -> None:
         mode = r.field("mig mode", "nvmlDeviceGetMigMode", gpu.handle)
-        if not isinstance(mode, list | tuple):
+        if not isinstance(mode, _SEQUENCE):
             return  # not a MIG-capable GPU
         enabled = mode[0] == self.errs.consts["NVML_DEVICE_MIG_ENABLE"]
         gpu.add("ml_gpu_mig_mode_enabled", 1 if enabled else 0)
@@ -401,7 +436,7 @@ class _Sweep:
                 continue
             name = r.field("mig name", "nvmlDeviceGetName", mig)
             attrs = _MISSING
-            if not (isinstance(name, str | bytes) and " MIG " in _text(name)):
+            if not (isinstance(name, _TEXT) and " MIG " in _text(name)):
                 attrs = r.field("mig attributes", "nvmlDeviceGetAttributes", mig)
             labels = {
                 **gpu.labels,
@@ -507,9 +542,9 @@ class _Sweep:
             reasons = field("clock throttle reasons", "nvmlDeviceGetCurrentClocksThrottleReasons", h)
         if isinstance(reasons, int):
             labels, samples = gpu.labels, gpu.samples
-            for reason, bit in CLOCK_EVENT_REASONS.items():
+            for bit, reason in _REASON_LABELS:
                 value = 1.0 if reasons & bit else 0.0
-                samples.append(_sample("ml_gpu_clock_event_reason", {**labels, "reason": reason}, value))
+                samples.append(_sample("ml_gpu_clock_event_reason", labels | reason, value))
 
         # NVML reports PCIe throughput in KB/s (KiB, per nvml.h); each call samples 20 ms.
         tx = field("pcie tx", "nvmlDeviceGetPcieThroughput", h, c["NVML_PCIE_UTIL_TX_BYTES"])
@@ -527,49 +562,35 @@ class _Sweep:
             gpu.add_labelled("ml_gpu_nvlink_up", 1 if state else 0, {**gpu.labels, "link": str(link)})
 
     def _read_health(self, gpu: _GPU, r: _GPUReader) -> None:
-        h, add, add_labelled, labels, field, c = (
-            gpu.handle,
-            gpu.add,
-            gpu.add_labelled,
-            gpu.labels,
-            r.field,
-            self.errs.consts,
-        )
+        h, add, add_labelled, field, c = gpu.handle, gpu.add, gpu.add_labelled, r.field, self.errs.consts
+        labels = gpu.labels
         # Volatile counters (errors since the driver was loaded), as DCGM exporter's
         # *_VOL_TOTAL fields: they move as errors happen, whereas the aggregate
         # (lifetime, infoROM) counts are only brought up to date now and then. A
         # driver reload resets them, which rate()/increase() treat as a counter reset.
-        volatile = c["NVML_VOLATILE_ECC"]
-        for kind, what, const_name in (
-            ("corrected", "corrected ecc errors", "NVML_MEMORY_ERROR_TYPE_CORRECTED"),
-            ("uncorrected", "uncorrected ecc errors", "NVML_MEMORY_ERROR_TYPE_UNCORRECTED"),
-        ):
-            count = field(what, "nvmlDeviceGetTotalEccErrors", h, c[const_name], volatile)
-            add_labelled("ml_gpu_ecc_errors_total", count, {**labels, "type": kind})
+        ecc, volatile = "nvmlDeviceGetTotalEccErrors", c["NVML_VOLATILE_ECC"]
+        count = field("corrected ecc errors", ecc, h, c["NVML_MEMORY_ERROR_TYPE_CORRECTED"], volatile)
+        add_labelled("ml_gpu_ecc_errors_total", count, {**labels, "type": "corrected"})
+        count = field("uncorrected ecc errors", ecc, h, c["NVML_MEMORY_ERROR_TYPE_UNCORRECTED"], volatile)
+        add_labelled("ml_gpu_ecc_errors_total", count, {**labels, "type": "uncorrected"})
         # Row remapping (Ampere and later) replaced page retirement (before Ampere):
         # each GPU answers one of the two, NotSupported to the other.
         rows = field("remapped rows", "nvmlDeviceGetRemappedRows", h)
-        if isinstance(rows, list | tuple) and len(rows) == 4:
+        if isinstance(rows, _SEQUENCE) and len(rows) == 4:
             correctable, uncorrectable, pending, failure = rows
             add_labelled("ml_gpu_remapped_rows_total", correctable, {**labels, "type": "correctable"})
             add_labelled("ml_gpu_remapped_rows_total", uncorrectable, {**labels, "type": "uncorrectable"})
             add("ml_gpu_row_remap_pending", 1 if pending else 0)
             add("ml_gpu_row_remap_failed", 1 if failure else 0)
-        for cause, what, const_name in (
-            (
-                "single_bit_ecc",
-                "retired pages single_bit_ecc",
-                "NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS",
-            ),
-            (
-                "double_bit_ecc",
-                "retired pages double_bit_ecc",
-                "NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR",
-            ),
-        ):
-            pages = field(what, "nvmlDeviceGetRetiredPages", h, c[const_name])
-            if isinstance(pages, list | tuple):
-                add_labelled("ml_gpu_retired_pages", len(pages), {**labels, "cause": cause})
+        retired = "nvmlDeviceGetRetiredPages"
+        sbe = c["NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS"]
+        pages = field("retired pages single_bit_ecc", retired, h, sbe)
+        if isinstance(pages, _SEQUENCE):
+            add_labelled("ml_gpu_retired_pages", len(pages), {**labels, "cause": "single_bit_ecc"})
+        dbe = c["NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR"]
+        pages = field("retired pages double_bit_ecc", retired, h, dbe)
+        if isinstance(pages, _SEQUENCE):
+            add_labelled("ml_gpu_retired_pages", len(pages), {**labels, "cause": "double_bit_ecc"})
         pending_pages = field("retired pages pending", "nvmlDeviceGetRetiredPagesPendingStatus", h)
         if isinstance(pending_pages, int):
             add("ml_gpu_retired_pages_pending", 1 if pending_pages else 0)
@@ -580,7 +601,7 @@ class _Sweep:
         if procs is _ABSENT:
             # Drivers older than r510 lack the v3 call that the unversioned name maps to.
             procs = r.field("compute processes", "nvmlDeviceGetComputeRunningProcesses_v2", h)
-        if not isinstance(procs, list | tuple):
+        if not isinstance(procs, _SEQUENCE):
             return
         gpu.add("ml_gpu_processes", len(procs))
         if not procs:
@@ -596,7 +617,7 @@ class _Sweep:
             quiet=self.errs.not_found,
         )
         per_pid: dict[int, list[Any]] = {}
-        for u in util if isinstance(util, list | tuple) else ():
+        for u in util if isinstance(util, _SEQUENCE) else ():
             per_pid.setdefault(int(u.pid), []).append(u)
         for p in procs:
             labels = {**gpu.labels, "pid": str(p.pid), "process": self.process_name(p.pid)}
@@ -605,7 +626,8 @@ class _Sweep:
             if gi not in (None, _NO_INSTANCE):
                 labels["gpu_instance"] = str(gi)
                 labels["compute_instance"] = str(ci)
-            labels.update(self._container_labels(int(p.pid)))
+            if self.proc_root is not None:
+                labels.update(self._container_labels(int(p.pid)))
             # usedGpuMemory is None where the driver cannot tell (Windows WDDM).
             gpu.add_labelled("ml_gpu_process_memory_used_bytes", p.usedGpuMemory, labels)
             seen = per_pid.get(int(p.pid))
@@ -724,8 +746,9 @@ class _Sweep:
             self._gpm_free(second)
 
     def _free_gpm(self, gpu: _GPU) -> None:
-        self._gpm_free(gpu.gpm_first)
-        gpu.gpm_first = None
+        if gpu.gpm_first is not None:
+            self._gpm_free(gpu.gpm_first)
+            gpu.gpm_first = None
         for mig in gpu.migs:
             self._gpm_free(mig.gpm_first)
             mig.gpm_first = None
