@@ -76,23 +76,28 @@ CLOCK_EVENT_REASONS: dict[str, int] = {
 # (bit, {"reason": name}) per clock event reason: each GPU's label dict is ``labels | reason``.
 _REASON_LABELS = tuple((bit, {"reason": reason}) for reason, bit in CLOCK_EVENT_REASONS.items())
 
-# Constants as nvml.h defines them; used only when the module lacks the name.
+# nvml.h enum values the collector passes to NVML or compares with. Written out rather
+# than read from the module, as the bits above: they are part of the C ABI, so a pynvml
+# either has these very values or lacks the name (reading them cost a getattr each per sweep).
+_SUCCESS = 0  # NVML_SUCCESS
+_TEMPERATURE_GPU = 0  # NVML_TEMPERATURE_GPU
+_CLOCK_SM = 1  # NVML_CLOCK_SM
+_CLOCK_MEM = 2  # NVML_CLOCK_MEM
+_ECC_CORRECTED = 0  # NVML_MEMORY_ERROR_TYPE_CORRECTED
+_ECC_UNCORRECTED = 1  # NVML_MEMORY_ERROR_TYPE_UNCORRECTED
+_VOLATILE_ECC = 0  # NVML_VOLATILE_ECC
+_PCIE_TX_BYTES = 0  # NVML_PCIE_UTIL_TX_BYTES
+_PCIE_RX_BYTES = 1  # NVML_PCIE_UTIL_RX_BYTES
+_MIG_ENABLE = 1  # NVML_DEVICE_MIG_ENABLE
+_RETIRED_SINGLE_BIT = 0  # NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS
+_RETIRED_DOUBLE_BIT = 1  # NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR
+_EVENT_XID_CRITICAL = 0x8  # nvmlEventTypeXidCriticalError
+# These two follow the pynvml release, so they are read from the module; nvml.h's value
+# where it lacks the name.
 _NVML_H: dict[str, int] = {
-    "NVML_SUCCESS": 0,
-    "NVML_TEMPERATURE_GPU": 0,
-    "NVML_CLOCK_SM": 1,
-    "NVML_CLOCK_MEM": 2,
-    "NVML_MEMORY_ERROR_TYPE_CORRECTED": 0,
-    "NVML_MEMORY_ERROR_TYPE_UNCORRECTED": 1,
-    "NVML_VOLATILE_ECC": 0,
-    "NVML_PCIE_UTIL_TX_BYTES": 0,
-    "NVML_PCIE_UTIL_RX_BYTES": 1,
-    "NVML_DEVICE_MIG_ENABLE": 1,
     # per nvml.h up to r550; newer headers say more, the loop stops at the first invalid link
     "NVML_NVLINK_MAX_LINKS": 18,
-    "NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS": 0,
-    "NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR": 1,
-    "nvmlEventTypeXidCriticalError": 0x8,
+    # the version of pynvml's c_nvmlGpmMetricsGet_t
     "NVML_GPM_METRICS_GET_VERSION": 1,
 }
 # gpuInstanceId / computeInstanceId of a process that is not in a MIG instance.
@@ -152,7 +157,6 @@ class _NVMLErrors:
         self.invalid = cls("NVMLError_InvalidArgument")
         # Functions and constants, looked up once per sweep rather than once per GPU and call.
         self.fns = _Names(nvml)
-        self.consts = _Consts(self.fns)
         # Asked once per sweep rather than by a log.debug() call per unsupported field.
         self.debug = log.isEnabledFor(logging.DEBUG)
 
@@ -169,6 +173,11 @@ class _NVMLErrors:
     @cached_property
     def no_driver(self) -> tuple[type[Exception], ...]:
         return self._cls("NVMLError_LibraryNotFound") + self._cls("NVMLError_DriverNotLoaded")
+
+    def const(self, name: str) -> int:
+        """The constant ``nvml.<name>``, or nvml.h's value (``_NVML_H``) when this pynvml lacks it."""
+        value = self.fns[name]
+        return value if isinstance(value, int) else _NVML_H[name]
 
     def required(self, name: str) -> Callable[..., Any]:
         """``nvml.<name>`` that every pynvml has; lacking it raises ``AttributeError``, as ``nvml.<name>`` does."""
@@ -188,19 +197,6 @@ class _Names(dict[str, Any]):
 
     def __missing__(self, name: str) -> Any:
         found = self[name] = getattr(self._nvml, name, None)
-        return found
-
-
-class _Consts(dict[str, int]):
-    """``consts[name]`` is the constant ``nvml.<name>``, or nvml.h's value (``_NVML_H``) when this pynvml lacks it."""
-
-    def __init__(self, names: _Names):
-        super().__init__()
-        self._names = names
-
-    def __missing__(self, name: str) -> int:
-        value = self._names[name]
-        found = self[name] = value if isinstance(value, int) else _NVML_H[name]
         return found
 
 
@@ -401,8 +397,9 @@ class _Sweep:
             name = r.field("name", "nvmlDeviceGetName", gpu.handle)
             gpu.labels["name"] = _text(name) if isinstance(name, _TEXT) else "unknown"
             if self.event_set is not None:
-                xid = errs.consts["nvmlEventTypeXidCriticalError"]
-                done = r.field("xid events", "nvmlDeviceRegisterEvents", gpu.handle, xid, self.event_set)
+                done = r.field(
+                    "xid events", "nvmlDeviceRegisterEvents", gpu.handle, _EVENT_XID_CRITICAL, self.event_set
+                )
                 gpu.watched = done is not _MISSING and done is not _ABSENT
             self._open_migs(gpu, r)
             self._gpm_first(gpu, r)
@@ -414,7 +411,7 @@ class _Sweep:
         mode = r.field("mig mode", "nvmlDeviceGetMigMode", gpu.handle)
         if not isinstance(mode, _SEQUENCE):
             return  # not a MIG-capable GPU
-        enabled = mode[0] == self.errs.consts["NVML_DEVICE_MIG_ENABLE"]
+        enabled = mode[0] == _MIG_ENABLE
         gpu.add("ml_gpu_mig_mode_enabled", 1 if enabled else 0)
         if not enabled:
             return
@@ -508,7 +505,7 @@ class _Sweep:
             self._lose(gpu, e)
 
     def _read_device(self, gpu: _GPU, r: _GPUReader) -> None:
-        h, add, field, c = gpu.handle, gpu.add, r.field, self.errs.consts
+        h, add, field = gpu.handle, gpu.add, r.field
         # NotSupported on a MIG-enabled GPU (nvml.h): left out, never a stale figure.
         util = field("utilization", "nvmlDeviceGetUtilizationRates", h)
         if _present(util):
@@ -519,17 +516,18 @@ class _Sweep:
             add("ml_gpu_memory_used_bytes", mem.used)
             add("ml_gpu_memory_total_bytes", mem.total)
             add("ml_gpu_memory_free_bytes", mem.free)
-        sensor = c["NVML_TEMPERATURE_GPU"]
-        add("ml_gpu_temperature_celsius", field("temperature", "nvmlDeviceGetTemperature", h, sensor))
+        add(
+            "ml_gpu_temperature_celsius",
+            field("temperature", "nvmlDeviceGetTemperature", h, _TEMPERATURE_GPU),
+        )
         # NVML reports power in milliwatts, energy in millijoules since the driver loaded.
         add("ml_gpu_power_usage_watts", field("power usage", "nvmlDeviceGetPowerUsage", h), 1e-3)
         limit = field("power limit", "nvmlDeviceGetEnforcedPowerLimit", h)
         add("ml_gpu_power_limit_watts", limit, 1e-3)
         energy = field("total energy", "nvmlDeviceGetTotalEnergyConsumption", h)
         add("ml_gpu_energy_joules_total", energy, 1e-3)
-        add("ml_gpu_sm_clock_mhz", field("sm clock", "nvmlDeviceGetClockInfo", h, c["NVML_CLOCK_SM"]))
-        memclk = c["NVML_CLOCK_MEM"]
-        add("ml_gpu_memory_clock_mhz", field("memory clock", "nvmlDeviceGetClockInfo", h, memclk))
+        add("ml_gpu_sm_clock_mhz", field("sm clock", "nvmlDeviceGetClockInfo", h, _CLOCK_SM))
+        add("ml_gpu_memory_clock_mhz", field("memory clock", "nvmlDeviceGetClockInfo", h, _CLOCK_MEM))
         pstate = field("performance state", "nvmlDeviceGetPerformanceState", h)
         if isinstance(pstate, int) and pstate != _PSTATE_UNKNOWN:
             add("ml_gpu_performance_state", pstate)
@@ -547,31 +545,31 @@ class _Sweep:
                 samples.append(_sample("ml_gpu_clock_event_reason", labels | reason, value))
 
         # NVML reports PCIe throughput in KB/s (KiB, per nvml.h); each call samples 20 ms.
-        tx = field("pcie tx", "nvmlDeviceGetPcieThroughput", h, c["NVML_PCIE_UTIL_TX_BYTES"])
+        tx = field("pcie tx", "nvmlDeviceGetPcieThroughput", h, _PCIE_TX_BYTES)
         add("ml_gpu_pcie_tx_bytes_per_second", tx, 1024.0)
-        rx = field("pcie rx", "nvmlDeviceGetPcieThroughput", h, c["NVML_PCIE_UTIL_RX_BYTES"])
+        rx = field("pcie rx", "nvmlDeviceGetPcieThroughput", h, _PCIE_RX_BYTES)
         add("ml_gpu_pcie_rx_bytes_per_second", rx, 1024.0)
         add("ml_gpu_pcie_replay_errors_total", field("pcie replays", "nvmlDeviceGetPcieReplayCounter", h))
 
         # Links are numbered from 0; the first link the GPU lacks answers InvalidArgument,
         # a GPU without NVLink answers NotSupported on link 0.
-        for link in range(c["NVML_NVLINK_MAX_LINKS"]):
+        for link in range(self.errs.const("NVML_NVLINK_MAX_LINKS")):
             state = field(f"nvlink {link}", "nvmlDeviceGetNvLinkState", h, link, quiet=self.errs.invalid)
             if not isinstance(state, int):
                 break
             gpu.add_labelled("ml_gpu_nvlink_up", 1 if state else 0, {**gpu.labels, "link": str(link)})
 
     def _read_health(self, gpu: _GPU, r: _GPUReader) -> None:
-        h, add, add_labelled, field, c = gpu.handle, gpu.add, gpu.add_labelled, r.field, self.errs.consts
+        h, add, add_labelled, field = gpu.handle, gpu.add, gpu.add_labelled, r.field
         labels = gpu.labels
         # Volatile counters (errors since the driver was loaded), as DCGM exporter's
         # *_VOL_TOTAL fields: they move as errors happen, whereas the aggregate
         # (lifetime, infoROM) counts are only brought up to date now and then. A
         # driver reload resets them, which rate()/increase() treat as a counter reset.
-        ecc, volatile = "nvmlDeviceGetTotalEccErrors", c["NVML_VOLATILE_ECC"]
-        count = field("corrected ecc errors", ecc, h, c["NVML_MEMORY_ERROR_TYPE_CORRECTED"], volatile)
+        ecc = "nvmlDeviceGetTotalEccErrors"
+        count = field("corrected ecc errors", ecc, h, _ECC_CORRECTED, _VOLATILE_ECC)
         add_labelled("ml_gpu_ecc_errors_total", count, {**labels, "type": "corrected"})
-        count = field("uncorrected ecc errors", ecc, h, c["NVML_MEMORY_ERROR_TYPE_UNCORRECTED"], volatile)
+        count = field("uncorrected ecc errors", ecc, h, _ECC_UNCORRECTED, _VOLATILE_ECC)
         add_labelled("ml_gpu_ecc_errors_total", count, {**labels, "type": "uncorrected"})
         # Row remapping (Ampere and later) replaced page retirement (before Ampere):
         # each GPU answers one of the two, NotSupported to the other.
@@ -583,12 +581,10 @@ class _Sweep:
             add("ml_gpu_row_remap_pending", 1 if pending else 0)
             add("ml_gpu_row_remap_failed", 1 if failure else 0)
         retired = "nvmlDeviceGetRetiredPages"
-        sbe = c["NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS"]
-        pages = field("retired pages single_bit_ecc", retired, h, sbe)
+        pages = field("retired pages single_bit_ecc", retired, h, _RETIRED_SINGLE_BIT)
         if isinstance(pages, _SEQUENCE):
             add_labelled("ml_gpu_retired_pages", len(pages), {**labels, "cause": "single_bit_ecc"})
-        dbe = c["NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR"]
-        pages = field("retired pages double_bit_ecc", retired, h, dbe)
+        pages = field("retired pages double_bit_ecc", retired, h, _RETIRED_DOUBLE_BIT)
         if isinstance(pages, _SEQUENCE):
             add_labelled("ml_gpu_retired_pages", len(pages), {**labels, "cause": "double_bit_ecc"})
         pending_pages = field("retired pages pending", "nvmlDeviceGetRetiredPagesPendingStatus", h)
@@ -729,18 +725,17 @@ class _Sweep:
             return
         try:
             request = self.nvml.c_nvmlGpmMetricsGet_t()
-            request.version = self.errs.consts["NVML_GPM_METRICS_GET_VERSION"]
+            request.version = self.errs.const("NVML_GPM_METRICS_GET_VERSION")
             request.numMetrics = len(GPM_METRICS)
             request.sample1, request.sample2 = first, second
             for i, metric_id in enumerate(GPM_METRICS.values()):
                 request.metrics[i].metricId = metric_id
             got = r.field("gpm metrics", "nvmlGpmMetricsGet", request)
             if _present(got):
-                ok = self.errs.consts["NVML_SUCCESS"]
                 for i, suffix in enumerate(GPM_METRICS):
                     metric = got.metrics[i]
                     # Each metric has its own return code: one the GPU lacks is left out.
-                    if metric.nvmlReturn == ok and math.isfinite(metric.value):
+                    if metric.nvmlReturn == _SUCCESS and math.isfinite(metric.value):
                         gpu.add_labelled(prefix + suffix, metric.value, labels)
         finally:
             self._gpm_free(second)
