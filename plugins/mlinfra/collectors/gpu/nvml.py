@@ -292,19 +292,6 @@ class _GPU:
     """
 
     # A plain class: a dataclass's __init__ with default factories costs as much as a few samples.
-    __slots__ = (
-        "gpm_first",
-        "handle",
-        "index",
-        "labels",
-        "lost",
-        "migs",
-        "reader",
-        "samples",
-        "watched",
-        "xids",
-    )
-
     def __init__(self, index: int, labels: dict[str, str], reader: _GPUReader):
         self.index = index
         self.labels = labels
@@ -700,14 +687,13 @@ class _Sweep:
         self._free_gpm(gpu)
         if gpu.lost:
             return [Sample("ml_gpu_up", gpu.labels, 0)]
-        if gpu.watched:
+        if gpu.watched and gpu.xids:
             counts: dict[int, int] = {}
             for xid in gpu.xids:
                 counts[xid] = counts.get(xid, 0) + 1
             for xid, n in sorted(counts.items()):
                 gpu.add_labelled("ml_gpu_xid_events_observed", n, {**gpu.labels, "xid": str(xid)})
-            if gpu.xids:
-                gpu.add("ml_gpu_xid_last_code", gpu.xids[-1])
+            gpu.add("ml_gpu_xid_last_code", gpu.xids[-1])
         gpu.samples.append(_sample("ml_gpu_up", gpu.labels, 1.0))
         return gpu.samples
 
