@@ -310,7 +310,7 @@ class _GPU:
             self.samples.append(_sample(name, self.labels, float(value) * scale))
 
     def add_labelled(self, name: str, value: Any, labels: dict[str, str]) -> None:
-        """A sample of ``labels`` (a dict of its own, all strings), unless ``value`` is missing."""
+        """A sample of ``labels`` (all strings; kept, not copied), unless ``value`` is missing."""
         if value is not _MISSING and value is not _ABSENT and value is not None:
             self.samples.append(_sample(name, labels, float(value)))
 
