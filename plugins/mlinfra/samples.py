@@ -61,24 +61,39 @@ class Sample:
     def to_json(self) -> list[Any]:
         return [self.name, dict(self.labels), self.value, self.timestamp]
 
-    @classmethod
-    def of(cls, name: str, labels: dict[str, str], value: float) -> Sample:
-        """A sample whose labels are already strings and whose value is a float: no coercion.
+    @staticmethod
+    def of(name: str, labels: Mapping[str, str], value: float) -> Sample:
+        """A sample whose labels are already strings and whose value is a float: no coercion, no copy.
 
         For collectors that build thousands of samples per sweep (the GPU collector's
-        labels are strings by construction); ``Sample(...)`` is the safe default.
+        labels are strings by construction); ``Sample(...)`` is the safe default. The
+        ``labels`` mapping is kept as given, so several samples may share one: the
+        caller must not change it afterwards (nothing changes a sample's labels in place).
+
+        >>> Sample.of("up", {"job": "gpu"}, 1.0) == Sample("up", {"job": "gpu"}, 1)
+        True
         """
-        sample = object.__new__(cls)
-        object.__setattr__(sample, "name", name)
-        object.__setattr__(sample, "labels", labels)
-        object.__setattr__(sample, "value", value)
-        object.__setattr__(sample, "timestamp", None)
+        # The slots' own setters: what a frozen dataclass's __init__ does, minus the
+        # name look-up of object.__setattr__ and __post_init__'s copy (half the time).
+        sample = _new_sample(Sample)
+        _set_name(sample, name)
+        _set_labels(sample, labels)
+        _set_value(sample, value)
+        _set_timestamp(sample, None)
         return sample
 
     @classmethod
     def from_json(cls, row: list[Any]) -> Sample:
         name, labels, value, ts = row
         return cls(name, labels, value, ts)
+
+
+# Sample.of's parts: the class's slot descriptors (member_descriptor.__set__).
+_new_sample = object.__new__
+_set_name = vars(Sample)["name"].__set__
+_set_labels = vars(Sample)["labels"].__set__
+_set_value = vars(Sample)["value"].__set__
+_set_timestamp = vars(Sample)["timestamp"].__set__
 
 
 def dumps_samples(samples: Iterable[Sample]) -> str:

@@ -44,7 +44,8 @@ import re
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -72,23 +73,33 @@ CLOCK_EVENT_REASONS: dict[str, int] = {
     "display_clock_setting": 0x100,
 }
 
-# Constants as nvml.h defines them; used only when the module lacks the name.
-_NVML_TEMPERATURE_GPU = 0
-_NVML_CLOCK_SM = 1
-_NVML_CLOCK_MEM = 2
-_NVML_MEMORY_ERROR_TYPE_CORRECTED = 0
-_NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1
-_NVML_VOLATILE_ECC = 0
-_NVML_PCIE_UTIL_TX_BYTES = 0
-_NVML_PCIE_UTIL_RX_BYTES = 1
-_NVML_DEVICE_MIG_ENABLE = 1
-_NVML_NVLINK_MAX_LINKS = (
-    18  # per nvml.h up to r550; newer headers say more, the loop stops at the first invalid link
-)
-_NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS = 0
-_NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR = 1
-_NVML_EVENT_TYPE_XID_CRITICAL_ERROR = 0x8
-_NVML_GPM_METRICS_GET_VERSION = 1
+# (bit, {"reason": name}) per clock event reason: each GPU's label dict is ``labels | reason``.
+_REASON_LABELS = tuple((bit, {"reason": reason}) for reason, bit in CLOCK_EVENT_REASONS.items())
+
+# nvml.h enum values the collector passes to NVML or compares with. Written out rather
+# than read from the module, as the bits above: they are part of the C ABI, so a pynvml
+# either has these very values or lacks the name (reading them cost a getattr each per sweep).
+_SUCCESS = 0  # NVML_SUCCESS
+_TEMPERATURE_GPU = 0  # NVML_TEMPERATURE_GPU
+_CLOCK_SM = 1  # NVML_CLOCK_SM
+_CLOCK_MEM = 2  # NVML_CLOCK_MEM
+_ECC_CORRECTED = 0  # NVML_MEMORY_ERROR_TYPE_CORRECTED
+_ECC_UNCORRECTED = 1  # NVML_MEMORY_ERROR_TYPE_UNCORRECTED
+_VOLATILE_ECC = 0  # NVML_VOLATILE_ECC
+_PCIE_TX_BYTES = 0  # NVML_PCIE_UTIL_TX_BYTES
+_PCIE_RX_BYTES = 1  # NVML_PCIE_UTIL_RX_BYTES
+_MIG_ENABLE = 1  # NVML_DEVICE_MIG_ENABLE
+_RETIRED_SINGLE_BIT = 0  # NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS
+_RETIRED_DOUBLE_BIT = 1  # NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR
+_EVENT_XID_CRITICAL = 0x8  # nvmlEventTypeXidCriticalError
+# These two follow the pynvml release, so they are read from the module; nvml.h's value
+# where it lacks the name.
+_NVML_H: dict[str, int] = {
+    # per nvml.h up to r550; newer headers say more, the loop stops at the first invalid link
+    "NVML_NVLINK_MAX_LINKS": 18,
+    # the version of pynvml's c_nvmlGpmMetricsGet_t
+    "NVML_GPM_METRICS_GET_VERSION": 1,
+}
 # gpuInstanceId / computeInstanceId of a process that is not in a MIG instance.
 _NO_INSTANCE = 0xFFFFFFFF
 # nvmlPstates_t: P0..P15, 32 = unknown.
@@ -101,6 +112,10 @@ GPM_METRICS: dict[str, int] = {
     "sm_occupancy_percent": 3,  # NVML_GPM_METRIC_SM_OCCUPANCY
     "tensor_active_percent": 5,  # NVML_GPM_METRIC_ANY_TENSOR_UTIL
 }
+
+# isinstance() with a tuple made once rather than an ``X | Y`` union built at each call.
+_TEXT = (str, bytes)
+_SEQUENCE = (list, tuple)
 
 # What _GPUReader.field returns instead of a value: the device cannot tell
 # (_MISSING), or this driver / pynvml does not have the function at all (_ABSENT,
@@ -121,10 +136,8 @@ class _NVMLErrors:
     """The exception classes of one NVML module (the real one or the fake), by role."""
 
     def __init__(self, nvml: Any):
-        def cls(name: str) -> tuple[type[Exception], ...]:
-            found = getattr(nvml, name, None)
-            return (found,) if isinstance(found, type) and issubclass(found, Exception) else ()
-
+        self._nvml = nvml
+        cls = self._cls
         self.base: tuple[type[Exception], ...] = cls("NVMLError")
         # "this device cannot tell you": omit the field.
         self.unsupported = cls("NVMLError_NotSupported") + cls("NVMLError_NoPermission")
@@ -139,48 +152,72 @@ class _NVMLErrors:
         # Unknown for a GPU that fell off the bus, but only opening the device says
         # so reliably; Unknown on one field is treated as any other field error.
         self.lost = cls("NVMLError_GpuIsLost")
-        self.lost_on_open = self.lost + cls("NVMLError_Unknown")
-        self.no_driver = cls("NVMLError_LibraryNotFound") + cls("NVMLError_DriverNotLoaded")
         self.not_found = cls("NVMLError_NotFound")
         self.timeout = cls("NVMLError_Timeout")
         self.invalid = cls("NVMLError_InvalidArgument")
-        self._nvml = nvml
         # Functions and constants, looked up once per sweep rather than once per GPU and call.
-        self._names: dict[str, Any] = {}
+        self.fns = _Names(nvml)
+        # Asked once per sweep rather than by a log.debug() call per unsupported field.
+        self.debug = log.isEnabledFor(logging.DEBUG)
 
-    def function(self, name: str) -> Callable[..., Any] | None:
-        """``nvml.<name>``, or ``None`` when this driver's pynvml lacks it."""
-        try:
-            return self._names[name]
-        except KeyError:
-            found = self._names[name] = getattr(self._nvml, name, None)
-            return found
+    def _cls(self, name: str) -> tuple[type[Exception], ...]:
+        found = getattr(self._nvml, name, None)
+        return (found,) if isinstance(found, type) and issubclass(found, Exception) else ()
 
-    def const(self, name: str, default: int) -> int:
-        """The constant ``nvml.<name>``, or nvml.h's value when this pynvml lacks it."""
-        value = self.function(name)
-        return value if isinstance(value, int) else default
+    # The two below only matter when something fails (opening a GPU, nvmlInit): looked up then.
+
+    @cached_property
+    def lost_on_open(self) -> tuple[type[Exception], ...]:
+        return self.lost + self._cls("NVMLError_Unknown")
+
+    @cached_property
+    def no_driver(self) -> tuple[type[Exception], ...]:
+        return self._cls("NVMLError_LibraryNotFound") + self._cls("NVMLError_DriverNotLoaded")
+
+    def const(self, name: str) -> int:
+        """The constant ``nvml.<name>``, or nvml.h's value (``_NVML_H``) when this pynvml lacks it."""
+        value = self.fns[name]
+        return value if isinstance(value, int) else _NVML_H[name]
+
+    def required(self, name: str) -> Callable[..., Any]:
+        """``nvml.<name>`` that every pynvml has; lacking it raises ``AttributeError``, as ``nvml.<name>`` does."""
+        return self.fns[name] or getattr(self._nvml, name)
+
+
+class _Names(dict[str, Any]):
+    """``names[name]`` is ``nvml.<name>``, or ``None`` when this driver's pynvml lacks it.
+
+    A dict that fills itself on first use: each name costs one ``getattr`` per sweep
+    and a dict look-up after that.
+    """
+
+    def __init__(self, nvml: Any):
+        super().__init__()
+        self._nvml = nvml
+
+    def __missing__(self, name: str) -> Any:
+        found = self[name] = getattr(self._nvml, name, None)
+        return found
 
 
 class _GPUReader:
     """Reads one GPU; every NVML call goes through :meth:`field`."""
 
-    def __init__(self, nvml: Any, errs: _NVMLErrors, index: int, problems: list[str]):
-        self.nvml = nvml
+    def __init__(self, errs: _NVMLErrors, index: int, problems: list[str]):
         self.errs = errs
+        self.fns = errs.fns
         self.index = index
         self.problems = problems
 
-    def field(
-        self, what: str, fn: Callable[..., Any] | None, *args: Any, quiet: tuple[type[Exception], ...] = ()
-    ) -> Any:
-        """``fn(*args)``; ``_MISSING`` when the device does not support it, ``_ABSENT``
+    def field(self, what: str, name: str, *args: Any, quiet: tuple[type[Exception], ...] = ()) -> Any:
+        """``nvml.<name>(*args)``; ``_MISSING`` when the device does not support it, ``_ABSENT``
         when the function does not exist in this driver or pynvml.
 
         Raises :class:`_GPULost` when the GPU is lost; ``quiet`` errors mean "no
         value" for this call; any other NVML error is noted in ``problems`` and the
         field is left out.
         """
+        fn = self.fns[name]
         if fn is None:
             return _ABSENT
         try:
@@ -190,17 +227,16 @@ class _GPUReader:
         except quiet:
             return _MISSING
         except self.errs.absent as e:
-            log.debug("gpu %d: %s not in this driver: %s", self.index, what, e)
+            if self.errs.debug:
+                log.debug("gpu %d: %s not in this driver: %s", self.index, what, e)
             return _ABSENT
         except self.errs.unsupported as e:
-            log.debug("gpu %d: %s not available: %s", self.index, what, e)
+            if self.errs.debug:
+                log.debug("gpu %d: %s not available: %s", self.index, what, e)
             return _MISSING
         except self.errs.base as e:
             self.problems.append(f"gpu {self.index} {what}: {type(e).__name__}: {e}")
             return _MISSING
-
-    def fn(self, name: str) -> Callable[..., Any] | None:
-        return self.errs.function(name)
 
 
 def _text(value: Any) -> str:
@@ -223,13 +259,13 @@ def _present(value: Any) -> bool:
 
 
 def _driver_samples(nvml: Any, errs: _NVMLErrors, host: str) -> list[Sample]:
-    reader = _GPUReader(nvml, errs, -1, [])
+    reader = _GPUReader(errs, -1, [])
     try:
-        driver = reader.field("driver version", reader.fn("nvmlSystemGetDriverVersion"))
-        cuda = reader.field("cuda version", reader.fn("nvmlSystemGetCudaDriverVersion"))
+        driver = reader.field("driver version", "nvmlSystemGetDriverVersion")
+        cuda = reader.field("cuda version", "nvmlSystemGetCudaDriverVersion")
     except _GPULost:
         return []
-    if not isinstance(driver, str | bytes):
+    if not isinstance(driver, _TEXT):
         return []
     # NVML encodes CUDA 12.4 as 12040.
     cuda_version = f"{cuda // 1000}.{cuda % 1000 // 10}" if isinstance(cuda, int) else "unknown"
@@ -247,31 +283,45 @@ class _MIG:
     gpm_first: Any = None
 
 
-@dataclass
 class _GPU:
-    """One GPU through the phases of a sweep: open, read, listen, finish."""
+    """One GPU through the phases of a sweep: open, read, listen, finish.
 
-    index: int
-    labels: dict[str, str]
-    handle: Any = None
-    lost: bool = False
-    samples: list[Sample] = field(default_factory=list)
-    migs: list[_MIG] = field(default_factory=list)
-    gpm_first: Any = None
-    xids: list[int] = field(default_factory=list)
-    watched: bool = False
+    ``labels`` is complete (gpu_id, host, uuid, name) once :meth:`_Sweep.open` has
+    read the name, and from then on it is shared, not copied, by every sample
+    :meth:`add` makes: nothing changes a sample's labels in place.
+    """
 
-    def add(
-        self, name: str, value: Any, scale: float = 1.0, labels: dict[str, str] | None = None, **extra: str
-    ) -> None:
-        if _present(value):
-            # Labels here are strings by construction (gpu ids and link numbers are str()-ed).
-            self.samples.append(Sample.of(name, {**(labels or self.labels), **extra}, float(value) * scale))
+    # A plain class: a dataclass's __init__ with default factories costs as much as a few samples.
+    def __init__(self, index: int, labels: dict[str, str], reader: _GPUReader):
+        self.index = index
+        self.labels = labels
+        self.reader = reader
+        self.handle: Any = None
+        self.lost = False
+        self.samples: list[Sample] = []
+        self.migs: list[_MIG] = []
+        self.gpm_first: Any = None
+        self.xids: list[int] = []
+        self.watched = False
+
+    def add(self, name: str, value: Any, scale: float = 1.0) -> None:
+        """A sample of the GPU's own labels, unless ``value`` is missing."""
+        if value is not _MISSING and value is not _ABSENT and value is not None:
+            self.samples.append(_sample(name, self.labels, float(value) * scale))
+
+    def add_labelled(self, name: str, value: Any, labels: dict[str, str]) -> None:
+        """A sample of ``labels`` (all strings; kept, not copied), unless ``value`` is missing."""
+        if value is not _MISSING and value is not _ABSENT and value is not None:
+            self.samples.append(_sample(name, labels, float(value)))
+
+
+# Labels here are strings by construction (gpu ids, pids and link numbers are str()-ed).
+_sample = Sample.of
 
 
 def _mig_profile(name: Any, attrs: Any) -> str:
     # A MIG device is named "<GPU name> MIG 1g.10gb" (nvidia-smi -L shows the same).
-    m = re.search(r"MIG (\S+)$", _text(name)) if isinstance(name, str | bytes) else None
+    m = re.search(r"MIG (\S+)$", _text(name)) if isinstance(name, _TEXT) else None
     if m:
         return m.group(1)
     if _present(attrs):
@@ -314,29 +364,28 @@ class _Sweep:
     # -- phase 1: open each GPU, start listening and the first GPM sample ------------
 
     def open(self, index: int) -> _GPU:
-        gpu = _GPU(index, {"gpu_id": str(index), "host": self.host})
-        nvml, errs = self.nvml, self.errs
+        errs = self.errs
+        r = _GPUReader(errs, index, self.problems)
+        gpu = _GPU(index, {"gpu_id": str(index), "host": self.host}, r)
         try:
             # Without a handle and a UUID nothing else can be read or labelled: any
             # NVML error here reports the GPU down. Lost/unknown is what a dead GPU
             # says; anything else (no permission to the device, ...) is also noted
             # as a problem, since it is a configuration to fix rather than a fault.
-            gpu.handle = nvml.nvmlDeviceGetHandleByIndex(index)
-            gpu.labels["uuid"] = _text(nvml.nvmlDeviceGetUUID(gpu.handle))
+            gpu.handle = errs.required("nvmlDeviceGetHandleByIndex")(index)
+            gpu.labels["uuid"] = _text(errs.required("nvmlDeviceGetUUID")(gpu.handle))
         except errs.base as e:
             if not isinstance(e, errs.lost_on_open):
                 self.problems.append(f"gpu {index}: cannot open the device: {type(e).__name__}: {e}")
             log.warning("gpu %d on %s is down: %s: %s", index, self.host, type(e).__name__, e)
             gpu.lost = True
             return gpu
-        r = _GPUReader(nvml, errs, index, self.problems)
         try:
-            name = r.field("name", r.fn("nvmlDeviceGetName"), gpu.handle)
-            gpu.labels["name"] = _text(name) if isinstance(name, str | bytes) else "unknown"
+            name = r.field("name", "nvmlDeviceGetName", gpu.handle)
+            gpu.labels["name"] = _text(name) if isinstance(name, _TEXT) else "unknown"
             if self.event_set is not None:
-                xid = self.errs.const("nvmlEventTypeXidCriticalError", _NVML_EVENT_TYPE_XID_CRITICAL_ERROR)
                 done = r.field(
-                    "xid events", r.fn("nvmlDeviceRegisterEvents"), gpu.handle, xid, self.event_set
+                    "xid events", "nvmlDeviceRegisterEvents", gpu.handle, _EVENT_XID_CRITICAL, self.event_set
                 )
                 gpu.watched = done is not _MISSING and done is not _ABSENT
             self._open_migs(gpu, r)
@@ -346,33 +395,33 @@ class _Sweep:
         return gpu
 
     def _open_migs(self, gpu: _GPU, r: _GPUReader) -> None:
-        mode = r.field("mig mode", r.fn("nvmlDeviceGetMigMode"), gpu.handle)
-        if not isinstance(mode, list | tuple):
+        mode = r.field("mig mode", "nvmlDeviceGetMigMode", gpu.handle)
+        if not isinstance(mode, _SEQUENCE):
             return  # not a MIG-capable GPU
-        enabled = mode[0] == self.errs.const("NVML_DEVICE_MIG_ENABLE", _NVML_DEVICE_MIG_ENABLE)
+        enabled = mode[0] == _MIG_ENABLE
         gpu.add("ml_gpu_mig_mode_enabled", 1 if enabled else 0)
         if not enabled:
             return
-        count = r.field("mig device count", r.fn("nvmlDeviceGetMaxMigDeviceCount"), gpu.handle)
+        count = r.field("mig device count", "nvmlDeviceGetMaxMigDeviceCount", gpu.handle)
         for i in range(count if isinstance(count, int) else 0):
             # Slots without a MIG device answer NotFound (nvml.h): the layout has gaps.
             mig = r.field(
                 f"mig device {i}",
-                r.fn("nvmlDeviceGetMigDeviceHandleByIndex"),
+                "nvmlDeviceGetMigDeviceHandleByIndex",
                 gpu.handle,
                 i,
                 quiet=self.errs.not_found,
             )
             if not _present(mig):
                 continue
-            gi = r.field("gpu instance id", r.fn("nvmlDeviceGetGpuInstanceId"), mig)
-            ci = r.field("compute instance id", r.fn("nvmlDeviceGetComputeInstanceId"), mig)
+            gi = r.field("gpu instance id", "nvmlDeviceGetGpuInstanceId", mig)
+            ci = r.field("compute instance id", "nvmlDeviceGetComputeInstanceId", mig)
             if not isinstance(gi, int) or not isinstance(ci, int):
                 continue
-            name = r.field("mig name", r.fn("nvmlDeviceGetName"), mig)
+            name = r.field("mig name", "nvmlDeviceGetName", mig)
             attrs = _MISSING
-            if not (isinstance(name, str | bytes) and " MIG " in _text(name)):
-                attrs = r.field("mig attributes", r.fn("nvmlDeviceGetAttributes"), mig)
+            if not (isinstance(name, _TEXT) and " MIG " in _text(name)):
+                attrs = r.field("mig attributes", "nvmlDeviceGetAttributes", mig)
             labels = {
                 **gpu.labels,
                 "mig_profile": _mig_profile(name, attrs),
@@ -382,7 +431,7 @@ class _Sweep:
             gpu.migs.append(_MIG(mig, labels, gi))
 
     def _gpm_supported(self, gpu: _GPU, r: _GPUReader) -> bool:
-        support = r.field("gpm support", r.fn("nvmlGpmQueryDeviceSupport"), gpu.handle)
+        support = r.field("gpm support", "nvmlGpmQueryDeviceSupport", gpu.handle)
         return _present(support) and bool(getattr(support, "isSupportedDevice", 0))
 
     def _gpm_first(self, gpu: _GPU, r: _GPUReader) -> None:
@@ -397,14 +446,14 @@ class _Sweep:
             gpu.gpm_first = self._gpm_sample(r, gpu, None)
 
     def _gpm_sample(self, r: _GPUReader, gpu: _GPU, gpu_instance: int | None) -> Any:
-        sample = r.field("gpm sample alloc", r.fn("nvmlGpmSampleAlloc"))
+        sample = r.field("gpm sample alloc", "nvmlGpmSampleAlloc")
         if not _present(sample):
             return None
         try:
             if gpu_instance is None:
-                got = r.field("gpm sample", r.fn("nvmlGpmSampleGet"), gpu.handle, sample)
+                got = r.field("gpm sample", "nvmlGpmSampleGet", gpu.handle, sample)
             else:
-                got = r.field("gpm mig sample", r.fn("nvmlGpmMigSampleGet"), gpu.handle, gpu_instance, sample)
+                got = r.field("gpm mig sample", "nvmlGpmMigSampleGet", gpu.handle, gpu_instance, sample)
         except _GPULost:
             self._gpm_free(sample)
             raise
@@ -414,8 +463,10 @@ class _Sweep:
         return sample
 
     def _gpm_free(self, sample: Any) -> None:
-        free = getattr(self.nvml, "nvmlGpmSampleFree", None)
-        if free is not None and sample is not None:
+        if sample is None:
+            return
+        free = self.errs.fns["nvmlGpmSampleFree"]
+        if free is not None:
             try:
                 free(sample)
             except self.errs.base as e:
@@ -426,130 +477,114 @@ class _Sweep:
     def read(self, gpu: _GPU) -> None:
         if gpu.lost:
             return
-        r = _GPUReader(self.nvml, self.errs, gpu.index, self.problems)
+        r = gpu.reader
         try:
             self._read_device(gpu, r)
             self._read_health(gpu, r)
             self._read_processes(gpu, r)
             for mig in gpu.migs:
-                mem = r.field("mig memory info", r.fn("nvmlDeviceGetMemoryInfo"), mig.handle)
+                mem = r.field("mig memory info", "nvmlDeviceGetMemoryInfo", mig.handle)
                 if _present(mem):
-                    gpu.add("ml_gpu_mig_memory_used_bytes", mem.used, labels=mig.labels)
-                    gpu.add("ml_gpu_mig_memory_total_bytes", mem.total, labels=mig.labels)
-                    gpu.add("ml_gpu_mig_memory_free_bytes", mem.free, labels=mig.labels)
+                    gpu.add_labelled("ml_gpu_mig_memory_used_bytes", mem.used, mig.labels)
+                    gpu.add_labelled("ml_gpu_mig_memory_total_bytes", mem.total, mig.labels)
+                    gpu.add_labelled("ml_gpu_mig_memory_free_bytes", mem.free, mig.labels)
         except _GPULost as e:
             self._lose(gpu, e)
 
     def _read_device(self, gpu: _GPU, r: _GPUReader) -> None:
-        h, add = gpu.handle, gpu.add
+        h, add, field = gpu.handle, gpu.add, r.field
         # NotSupported on a MIG-enabled GPU (nvml.h): left out, never a stale figure.
-        util = r.field("utilization", r.fn("nvmlDeviceGetUtilizationRates"), h)
+        util = field("utilization", "nvmlDeviceGetUtilizationRates", h)
         if _present(util):
             add("ml_gpu_utilization_percent", util.gpu)
             add("ml_gpu_memory_utilization_percent", util.memory)
-        mem = r.field("memory info", r.fn("nvmlDeviceGetMemoryInfo"), h)
+        mem = field("memory info", "nvmlDeviceGetMemoryInfo", h)
         if _present(mem):
             add("ml_gpu_memory_used_bytes", mem.used)
             add("ml_gpu_memory_total_bytes", mem.total)
             add("ml_gpu_memory_free_bytes", mem.free)
-        sensor = self.errs.const("NVML_TEMPERATURE_GPU", _NVML_TEMPERATURE_GPU)
-        add("ml_gpu_temperature_celsius", r.field("temperature", r.fn("nvmlDeviceGetTemperature"), h, sensor))
+        add(
+            "ml_gpu_temperature_celsius",
+            field("temperature", "nvmlDeviceGetTemperature", h, _TEMPERATURE_GPU),
+        )
         # NVML reports power in milliwatts, energy in millijoules since the driver loaded.
-        add("ml_gpu_power_usage_watts", r.field("power usage", r.fn("nvmlDeviceGetPowerUsage"), h), 1e-3)
-        limit = r.field("power limit", r.fn("nvmlDeviceGetEnforcedPowerLimit"), h)
+        add("ml_gpu_power_usage_watts", field("power usage", "nvmlDeviceGetPowerUsage", h), 1e-3)
+        limit = field("power limit", "nvmlDeviceGetEnforcedPowerLimit", h)
         add("ml_gpu_power_limit_watts", limit, 1e-3)
-        energy = r.field("total energy", r.fn("nvmlDeviceGetTotalEnergyConsumption"), h)
+        energy = field("total energy", "nvmlDeviceGetTotalEnergyConsumption", h)
         add("ml_gpu_energy_joules_total", energy, 1e-3)
-        sm = self.errs.const("NVML_CLOCK_SM", _NVML_CLOCK_SM)
-        memclk = self.errs.const("NVML_CLOCK_MEM", _NVML_CLOCK_MEM)
-        add("ml_gpu_sm_clock_mhz", r.field("sm clock", r.fn("nvmlDeviceGetClockInfo"), h, sm))
-        add("ml_gpu_memory_clock_mhz", r.field("memory clock", r.fn("nvmlDeviceGetClockInfo"), h, memclk))
-        pstate = r.field("performance state", r.fn("nvmlDeviceGetPerformanceState"), h)
+        add("ml_gpu_sm_clock_mhz", field("sm clock", "nvmlDeviceGetClockInfo", h, _CLOCK_SM))
+        add("ml_gpu_memory_clock_mhz", field("memory clock", "nvmlDeviceGetClockInfo", h, _CLOCK_MEM))
+        pstate = field("performance state", "nvmlDeviceGetPerformanceState", h)
         if isinstance(pstate, int) and pstate != _PSTATE_UNKNOWN:
             add("ml_gpu_performance_state", pstate)
         # NotSupported on passively cooled data-centre boards.
-        add("ml_gpu_fan_speed_percent", r.field("fan speed", r.fn("nvmlDeviceGetFanSpeed"), h))
+        add("ml_gpu_fan_speed_percent", field("fan speed", "nvmlDeviceGetFanSpeed", h))
 
-        reasons = r.field("clock event reasons", r.fn("nvmlDeviceGetCurrentClocksEventReasons"), h)
+        reasons = field("clock event reasons", "nvmlDeviceGetCurrentClocksEventReasons", h)
         if reasons is _ABSENT:
             # Drivers before r535 (and older pynvml) only have the older name of the call.
-            reasons = r.field("clock throttle reasons", r.fn("nvmlDeviceGetCurrentClocksThrottleReasons"), h)
+            reasons = field("clock throttle reasons", "nvmlDeviceGetCurrentClocksThrottleReasons", h)
         if isinstance(reasons, int):
-            for reason, bit in CLOCK_EVENT_REASONS.items():
-                add("ml_gpu_clock_event_reason", 1 if reasons & bit else 0, reason=reason)
+            labels, samples = gpu.labels, gpu.samples
+            for bit, reason in _REASON_LABELS:
+                value = 1.0 if reasons & bit else 0.0
+                samples.append(_sample("ml_gpu_clock_event_reason", labels | reason, value))
 
         # NVML reports PCIe throughput in KB/s (KiB, per nvml.h); each call samples 20 ms.
-        for direction, const_name, default in (
-            ("tx", "NVML_PCIE_UTIL_TX_BYTES", _NVML_PCIE_UTIL_TX_BYTES),
-            ("rx", "NVML_PCIE_UTIL_RX_BYTES", _NVML_PCIE_UTIL_RX_BYTES),
-        ):
-            counter = self.errs.const(const_name, default)
-            kbps = r.field(f"pcie {direction}", r.fn("nvmlDeviceGetPcieThroughput"), h, counter)
-            add(f"ml_gpu_pcie_{direction}_bytes_per_second", kbps, 1024.0)
-        add(
-            "ml_gpu_pcie_replay_errors_total",
-            r.field("pcie replays", r.fn("nvmlDeviceGetPcieReplayCounter"), h),
-        )
+        tx = field("pcie tx", "nvmlDeviceGetPcieThroughput", h, _PCIE_TX_BYTES)
+        add("ml_gpu_pcie_tx_bytes_per_second", tx, 1024.0)
+        rx = field("pcie rx", "nvmlDeviceGetPcieThroughput", h, _PCIE_RX_BYTES)
+        add("ml_gpu_pcie_rx_bytes_per_second", rx, 1024.0)
+        add("ml_gpu_pcie_replay_errors_total", field("pcie replays", "nvmlDeviceGetPcieReplayCounter", h))
 
         # Links are numbered from 0; the first link the GPU lacks answers InvalidArgument,
         # a GPU without NVLink answers NotSupported on link 0.
-        get_link = r.fn("nvmlDeviceGetNvLinkState")
-        for link in range(self.errs.const("NVML_NVLINK_MAX_LINKS", _NVML_NVLINK_MAX_LINKS)):
-            state = r.field(f"nvlink {link}", get_link, h, link, quiet=self.errs.invalid)
+        for link in range(self.errs.const("NVML_NVLINK_MAX_LINKS")):
+            state = field(f"nvlink {link}", "nvmlDeviceGetNvLinkState", h, link, quiet=self.errs.invalid)
             if not isinstance(state, int):
                 break
-            add("ml_gpu_nvlink_up", 1 if state else 0, link=str(link))
+            gpu.add_labelled("ml_gpu_nvlink_up", 1 if state else 0, {**gpu.labels, "link": str(link)})
 
     def _read_health(self, gpu: _GPU, r: _GPUReader) -> None:
-        h, add = gpu.handle, gpu.add
+        h, add, add_labelled, field = gpu.handle, gpu.add, gpu.add_labelled, r.field
+        labels = gpu.labels
         # Volatile counters (errors since the driver was loaded), as DCGM exporter's
         # *_VOL_TOTAL fields: they move as errors happen, whereas the aggregate
         # (lifetime, infoROM) counts are only brought up to date now and then. A
         # driver reload resets them, which rate()/increase() treat as a counter reset.
-        volatile = self.errs.const("NVML_VOLATILE_ECC", _NVML_VOLATILE_ECC)
-        for kind, const_name, default in (
-            ("corrected", "NVML_MEMORY_ERROR_TYPE_CORRECTED", _NVML_MEMORY_ERROR_TYPE_CORRECTED),
-            ("uncorrected", "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", _NVML_MEMORY_ERROR_TYPE_UNCORRECTED),
-        ):
-            code = self.errs.const(const_name, default)
-            count = r.field(f"{kind} ecc errors", r.fn("nvmlDeviceGetTotalEccErrors"), h, code, volatile)
-            add("ml_gpu_ecc_errors_total", count, type=kind)
+        ecc = "nvmlDeviceGetTotalEccErrors"
+        count = field("corrected ecc errors", ecc, h, _ECC_CORRECTED, _VOLATILE_ECC)
+        add_labelled("ml_gpu_ecc_errors_total", count, {**labels, "type": "corrected"})
+        count = field("uncorrected ecc errors", ecc, h, _ECC_UNCORRECTED, _VOLATILE_ECC)
+        add_labelled("ml_gpu_ecc_errors_total", count, {**labels, "type": "uncorrected"})
         # Row remapping (Ampere and later) replaced page retirement (before Ampere):
         # each GPU answers one of the two, NotSupported to the other.
-        rows = r.field("remapped rows", r.fn("nvmlDeviceGetRemappedRows"), h)
-        if isinstance(rows, list | tuple) and len(rows) == 4:
+        rows = field("remapped rows", "nvmlDeviceGetRemappedRows", h)
+        if isinstance(rows, _SEQUENCE) and len(rows) == 4:
             correctable, uncorrectable, pending, failure = rows
-            add("ml_gpu_remapped_rows_total", correctable, type="correctable")
-            add("ml_gpu_remapped_rows_total", uncorrectable, type="uncorrectable")
+            add_labelled("ml_gpu_remapped_rows_total", correctable, {**labels, "type": "correctable"})
+            add_labelled("ml_gpu_remapped_rows_total", uncorrectable, {**labels, "type": "uncorrectable"})
             add("ml_gpu_row_remap_pending", 1 if pending else 0)
             add("ml_gpu_row_remap_failed", 1 if failure else 0)
-        for cause, const_name, default in (
-            (
-                "single_bit_ecc",
-                "NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS",
-                _NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS,
-            ),
-            (
-                "double_bit_ecc",
-                "NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR",
-                _NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR,
-            ),
-        ):
-            code = self.errs.const(const_name, default)
-            pages = r.field(f"retired pages {cause}", r.fn("nvmlDeviceGetRetiredPages"), h, code)
-            if isinstance(pages, list | tuple):
-                add("ml_gpu_retired_pages", len(pages), cause=cause)
-        pending_pages = r.field("retired pages pending", r.fn("nvmlDeviceGetRetiredPagesPendingStatus"), h)
+        retired = "nvmlDeviceGetRetiredPages"
+        pages = field("retired pages single_bit_ecc", retired, h, _RETIRED_SINGLE_BIT)
+        if isinstance(pages, _SEQUENCE):
+            add_labelled("ml_gpu_retired_pages", len(pages), {**labels, "cause": "single_bit_ecc"})
+        pages = field("retired pages double_bit_ecc", retired, h, _RETIRED_DOUBLE_BIT)
+        if isinstance(pages, _SEQUENCE):
+            add_labelled("ml_gpu_retired_pages", len(pages), {**labels, "cause": "double_bit_ecc"})
+        pending_pages = field("retired pages pending", "nvmlDeviceGetRetiredPagesPendingStatus", h)
         if isinstance(pending_pages, int):
             add("ml_gpu_retired_pages_pending", 1 if pending_pages else 0)
 
     def _read_processes(self, gpu: _GPU, r: _GPUReader) -> None:
         h = gpu.handle
-        procs = r.field("compute processes", r.fn("nvmlDeviceGetComputeRunningProcesses"), h)
+        procs = r.field("compute processes", "nvmlDeviceGetComputeRunningProcesses", h)
         if procs is _ABSENT:
             # Drivers older than r510 lack the v3 call that the unversioned name maps to.
-            procs = r.field("compute processes", r.fn("nvmlDeviceGetComputeRunningProcesses_v2"), h)
-        if not isinstance(procs, list | tuple):
+            procs = r.field("compute processes", "nvmlDeviceGetComputeRunningProcesses_v2", h)
+        if not isinstance(procs, _SEQUENCE):
             return
         gpu.add("ml_gpu_processes", len(procs))
         if not procs:
@@ -559,13 +594,13 @@ class _Sweep:
         since_us = int((self.wall_clock() - max(self.window, 1.0)) * 1e6)
         util = r.field(
             "process utilization",
-            r.fn("nvmlDeviceGetProcessUtilization"),
+            "nvmlDeviceGetProcessUtilization",
             h,
             max(since_us, 0),
             quiet=self.errs.not_found,
         )
         per_pid: dict[int, list[Any]] = {}
-        for u in util if isinstance(util, list | tuple) else ():
+        for u in util if isinstance(util, _SEQUENCE) else ():
             per_pid.setdefault(int(u.pid), []).append(u)
         for p in procs:
             labels = {**gpu.labels, "pid": str(p.pid), "process": self.process_name(p.pid)}
@@ -574,21 +609,16 @@ class _Sweep:
             if gi not in (None, _NO_INSTANCE):
                 labels["gpu_instance"] = str(gi)
                 labels["compute_instance"] = str(ci)
-            labels.update(self._container_labels(int(p.pid)))
+            if self.proc_root is not None:
+                labels.update(self._container_labels(int(p.pid)))
             # usedGpuMemory is None where the driver cannot tell (Windows WDDM).
-            gpu.add("ml_gpu_process_memory_used_bytes", p.usedGpuMemory, labels=labels)
+            gpu.add_labelled("ml_gpu_process_memory_used_bytes", p.usedGpuMemory, labels)
             seen = per_pid.get(int(p.pid))
             if seen:
-                gpu.add(
-                    "ml_gpu_process_sm_utilization_percent",
-                    sum(u.smUtil for u in seen) / len(seen),
-                    labels=labels,
-                )
-                gpu.add(
-                    "ml_gpu_process_memory_utilization_percent",
-                    sum(u.memUtil for u in seen) / len(seen),
-                    labels=labels,
-                )
+                sm = sum(u.smUtil for u in seen) / len(seen)
+                gpu.add_labelled("ml_gpu_process_sm_utilization_percent", sm, labels)
+                mem = sum(u.memUtil for u in seen) / len(seen)
+                gpu.add_labelled("ml_gpu_process_memory_utilization_percent", mem, labels)
 
     def _container_labels(self, pid: int) -> dict[str, str]:
         if self.proc_root is None:
@@ -645,7 +675,7 @@ class _Sweep:
     def finish(self, gpu: _GPU) -> list[Sample]:
         """The GPU's samples: GPM figures and XIDs added, or ``ml_gpu_up 0`` alone if it was lost."""
         if not gpu.lost:
-            r = _GPUReader(self.nvml, self.errs, gpu.index, self.problems)
+            r = gpu.reader
             try:
                 if gpu.gpm_first is not None:
                     self._gpm_metrics(gpu, r, None, gpu.gpm_first, gpu.labels, "ml_gpu_")
@@ -657,15 +687,15 @@ class _Sweep:
         self._free_gpm(gpu)
         if gpu.lost:
             return [Sample("ml_gpu_up", gpu.labels, 0)]
-        if gpu.watched:
+        if gpu.watched and gpu.xids:
             counts: dict[int, int] = {}
             for xid in gpu.xids:
                 counts[xid] = counts.get(xid, 0) + 1
             for xid, n in sorted(counts.items()):
-                gpu.add("ml_gpu_xid_events_observed", n, xid=str(xid))
-            if gpu.xids:
-                gpu.add("ml_gpu_xid_last_code", gpu.xids[-1])
-        return [*gpu.samples, Sample("ml_gpu_up", gpu.labels, 1)]
+                gpu.add_labelled("ml_gpu_xid_events_observed", n, {**gpu.labels, "xid": str(xid)})
+            gpu.add("ml_gpu_xid_last_code", gpu.xids[-1])
+        gpu.samples.append(_sample("ml_gpu_up", gpu.labels, 1.0))
+        return gpu.samples
 
     def _gpm_metrics(
         self,
@@ -681,25 +711,25 @@ class _Sweep:
             return
         try:
             request = self.nvml.c_nvmlGpmMetricsGet_t()
-            request.version = self.errs.const("NVML_GPM_METRICS_GET_VERSION", _NVML_GPM_METRICS_GET_VERSION)
+            request.version = self.errs.const("NVML_GPM_METRICS_GET_VERSION")
             request.numMetrics = len(GPM_METRICS)
             request.sample1, request.sample2 = first, second
             for i, metric_id in enumerate(GPM_METRICS.values()):
                 request.metrics[i].metricId = metric_id
-            got = r.field("gpm metrics", r.fn("nvmlGpmMetricsGet"), request)
+            got = r.field("gpm metrics", "nvmlGpmMetricsGet", request)
             if _present(got):
-                ok = self.errs.const("NVML_SUCCESS", 0)
                 for i, suffix in enumerate(GPM_METRICS):
                     metric = got.metrics[i]
                     # Each metric has its own return code: one the GPU lacks is left out.
-                    if metric.nvmlReturn == ok and math.isfinite(metric.value):
-                        gpu.add(prefix + suffix, metric.value, labels=labels)
+                    if metric.nvmlReturn == _SUCCESS and math.isfinite(metric.value):
+                        gpu.add_labelled(prefix + suffix, metric.value, labels)
         finally:
             self._gpm_free(second)
 
     def _free_gpm(self, gpu: _GPU) -> None:
-        self._gpm_free(gpu.gpm_first)
-        gpu.gpm_first = None
+        if gpu.gpm_first is not None:
+            self._gpm_free(gpu.gpm_first)
+            gpu.gpm_first = None
         for mig in gpu.migs:
             self._gpm_free(mig.gpm_first)
             mig.gpm_first = None
