@@ -114,7 +114,8 @@ def test_a_timeout_fails_the_gate_without_a_retry() -> None:
     event = {"error": "The Human-in-the-loop response timeout has passed without a response.",
              "error_type": "timeout"}  # fmt: skip
     with pytest.raises(
-        AirflowFailException, match=r"approval gate 1: no answer within 600s \(the approval timed out\)"
+        AirflowFailException,
+        match=r"approval gate 1: no answer before its timeout \(600s\): the approval timed out",
     ):
         op.execute_complete({"ti": ti, "task": op}, event)
     ti.xcom_push.assert_called_once_with(

@@ -548,11 +548,7 @@ class CanaryConcludeOperator(CanaryRolloutOperator):
             answer = answer if isinstance(answer, dict) else {}
             chosen = answer.get("chosen_options")
             if answer.get("timed_out"):
-                seconds = answer.get("timeout_seconds")
-                within = f" ({float(seconds):g}s)" if seconds else ""
-                return (
-                    f"approval gate {run.gate}: no answer before its timeout{within}: the approval timed out"
-                )
+                return timed_out_reason(run.gate, answer.get("timeout_seconds"))
             if chosen and chosen != ["Approve"]:
                 who = answer.get("responded_by") or "someone"
                 return f"approval gate {run.gate}: {', '.join(chosen)} by {who}"
@@ -560,6 +556,16 @@ class CanaryConcludeOperator(CanaryRolloutOperator):
                 return f"approval gate {run.gate}: no answer (the gate's task failed before one came)"
         where = self.steps[run.step].describe() if run.step < len(self.steps) else "promotion"
         return f"step {run.step} ({where}) did not complete: its task failed ({run.phase})"
+
+
+def timed_out_reason(gate: int, timeout_seconds: float | None) -> str:
+    """Why a canary stopped at a gate nobody answered (the gate's failure, then the abort's reason).
+
+    >>> timed_out_reason(1, 1800.0)
+    'approval gate 1: no answer before its timeout (1800s): the approval timed out'
+    """
+    within = f" ({float(timeout_seconds):g}s)" if timeout_seconds else ""
+    return f"approval gate {gate}: no answer before its timeout{within}: the approval timed out"
 
 
 def _column_value(value: Any) -> float | None:

@@ -32,7 +32,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
 from mlinfra.exceptions import CanaryAborted
-from mlinfra.operators.canary import APPROVAL_ANSWER_KEY
+from mlinfra.operators.canary import APPROVAL_ANSWER_KEY, timed_out_reason
 from mlinfra.task_failure import fail_without_retry
 
 
@@ -84,10 +84,7 @@ class CanaryApprovalOperator(ApprovalOperator):
         if event.get("error_type") == "timeout":
             seconds = self._timeout_seconds()
             ti.xcom_push(key=APPROVAL_ANSWER_KEY, value={"timed_out": True, "timeout_seconds": seconds})
-            within = f" within {seconds:g}s" if seconds else ""
-            raise fail_without_retry(
-                CanaryAborted(f"approval gate {self.gate}: no answer{within} (the approval timed out)")
-            )
+            raise fail_without_retry(CanaryAborted(timed_out_reason(self.gate, seconds)))
         if "error" not in event:
             ti.xcom_push(
                 key=APPROVAL_ANSWER_KEY,
