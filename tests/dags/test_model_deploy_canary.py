@@ -240,5 +240,6 @@ def test_a_fast_but_wrong_canary_is_aborted_by_golden_agreement(env: DeployEnv) 
 # gate that is not resumed hangs the run for ever. Answering it the way the REST endpoint
 # does (record the response, then handle_event_submit) promoted the canary when the test
 # ran alone, but the run stayed waiting when it ran after the others (not yet understood).
-# The gates' behaviour (skip when unused, ask with the summary, abort on reject/timeout) is
-# covered by tests/operators/test_canary_approval_unit.py and test_canary_unit.py.
+# They run end to end against `make demo`'s real scheduler in tests/ui/test_browser.py
+# (test_08..test_10: approved, rejected in the Required Actions view, timed out), and as
+# units in tests/operators/test_canary_approval_unit.py and test_canary_unit.py.

@@ -1,15 +1,17 @@
-"""CanaryApprovalOperator: skips a gate the canary does not wait at; asks with the summary otherwise."""
+"""CanaryApprovalOperator: skips a gate the canary does not wait at; asks with the summary otherwise;
+leaves its answer where canary_conclude reads it; a timeout fails it without a retry."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest import mock
 
 import pytest
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from mlinfra.operators.canary import APPROVAL_ANSWER_KEY
 from mlinfra.operators.canary_approval import CanaryApprovalOperator
 
 SUMMARY = {"model": "half-plus-two", "phase": "paused", "gate": 1, "step": 2, "steps": 5, "weight": 20,
@@ -62,3 +64,60 @@ def test_the_gate_asks_with_the_summary_and_the_strategy_timeout() -> None:
     assert "gate 1" in op.subject
     assert op.response_timeout == timedelta(minutes=10)
     assert op.options == ["Approve", "Reject"]
+
+
+def answer(option: str) -> dict[str, Any]:
+    """The event Airflow 3.3 resumes an answered gate with (HITLDetail.as_resume_event_payload)."""
+    return {
+        "chosen_options": [option],
+        "params_input": {},
+        "responded_at": datetime(2026, 1, 1, tzinfo=UTC),
+        "responded_by_user": {"id": "admin", "name": "ana"},
+        "timedout": False,
+    }
+
+
+def test_a_rejection_is_kept_before_the_next_segment_is_skipped() -> None:
+    """Reject skips the downstream segment by raising (Airflow 3's SkipMixin): no return value
+    would ever reach canary_conclude, so the gate pushes its answer first."""
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.sdk import DAG
+    from airflow.sdk.exceptions import DownstreamTasksSkipped
+
+    with DAG("canary_gate", schedule=None):
+        op = gate()
+        op >> EmptyOperator(task_id="canary_segment_1")
+    ti = mock.Mock(map_index=-1)
+    with pytest.raises(DownstreamTasksSkipped):
+        op.execute_complete({"ti": ti, "task": op}, answer("Reject"))
+    assert ti.xcom_push.call_args_list[0] == mock.call(
+        key=APPROVAL_ANSWER_KEY, value={"chosen_options": ["Reject"], "responded_by": "ana"}
+    )
+
+
+def test_an_approval_is_kept_and_lets_the_next_segment_run() -> None:
+    op = gate()
+    ti = mock.Mock()
+    result = op.execute_complete({"ti": ti, "task": op}, answer("Approve"))
+    assert result["chosen_options"] == ["Approve"]
+    ti.xcom_push.assert_called_once_with(
+        key=APPROVAL_ANSWER_KEY, value={"chosen_options": ["Approve"], "responded_by": "ana"}
+    )
+
+
+def test_a_timeout_fails_the_gate_without_a_retry() -> None:
+    """The scheduler's timeout sweep resumes the gate with an error event: a retry would ask again
+    and wait another approval_timeout, so the gate fails for good and says it timed out."""
+    op = gate()
+    op.retries = 2
+    ti = mock.Mock()
+    event = {"error": "The Human-in-the-loop response timeout has passed without a response.",
+             "error_type": "timeout"}  # fmt: skip
+    with pytest.raises(
+        AirflowFailException,
+        match=r"approval gate 1: no answer before its timeout \(600s\): the approval timed out",
+    ):
+        op.execute_complete({"ti": ti, "task": op}, event)
+    ti.xcom_push.assert_called_once_with(
+        key=APPROVAL_ANSWER_KEY, value={"timed_out": True, "timeout_seconds": 600.0}
+    )

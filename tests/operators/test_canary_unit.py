@@ -259,12 +259,14 @@ def test_a_segment_before_its_predecessor_finished_fails(
 @pytest.mark.parametrize(
     ("answer", "reason"),
     [
+        ({"chosen_options": ["Reject"], "responded_by": "ana"}, "approval gate 1: Reject by ana"),
         (
-            {"chosen_options": ["Reject"], "responded_by_user": {"name": "ana"}},
-            "approval gate 1: Reject by ana",
+            {"timed_out": True, "timeout_seconds": 600.0},
+            "approval gate 1: no answer before its timeout (600s): the approval timed out",
         ),
-        (None, "approval gate 1: no answer before its timeout"),
+        (None, "approval gate 1: no answer (the gate's task failed before one came)"),
     ],
+    ids=["rejected", "timed-out", "gate-failed"],
 )
 def test_conclude_aborts_a_run_held_at_a_gate(
     answer: Any, reason: str, cluster: FakeCluster, stores: tuple[CanaryRecords, DeploymentRecords]
@@ -279,7 +281,7 @@ def test_conclude_aborts_a_run_held_at_a_gate(
     op = operator(cls=CanaryConcludeOperator)
     with pytest.raises(TaskDeferred):
         op.execute({"ti": ti})
-    ti.xcom_pull.assert_called_with(task_ids="approve_1")
+    ti.xcom_pull.assert_called_with(task_ids="approve_1", key="canary_answer")
     summary = op.resume_aborted({"ti": ti}, {"status": "success"})  # no failure: finish fails the run
     assert summary["phase"] == "aborted"
     assert summary["reason"].startswith(reason)
@@ -338,7 +340,7 @@ def test_conclude_after_an_approved_gate_names_the_failed_step(
     canary.start(RUN, model="half-plus-two", stable_version=1, canary_version=2, steps=5, stable_replicas=3)
     canary.save_state(RUN, step=3, phase="paused", gate=1)
     ti = mock.Mock()
-    ti.xcom_pull.return_value = {"chosen_options": ["Approve"], "responded_by_user": {"name": "ana"}}
+    ti.xcom_pull.return_value = {"chosen_options": ["Approve"], "responded_by": "ana"}
     summary = operator(cls=CanaryConcludeOperator).execute({"ti": ti})  # no canary Deployment: no wait
     assert summary["reason"] == "step 3 (approval) did not complete: its task failed (paused)"
 

@@ -68,6 +68,10 @@ if TYPE_CHECKING:
 # Where the lead wires helper A's analysis; a dotted path, so the DAG parses without it.
 DEFAULT_MEASURE_STEP = "mlinfra.deploy.canary.measure.measure_step"
 APPROVAL_TASK_ID = "approve_{gate}"
+# The XCom an approval gate pushes with its answer (mlinfra.operators.canary_approval): on
+# "Reject" the standard ApprovalOperator raises to skip its downstream tasks, so it has no
+# return value to read.
+APPROVAL_ANSWER_KEY = "canary_answer"
 
 
 def resolve_measure_step(target: str | Callable[..., Any] | None) -> Callable[[MeasureRequest], Any]:
@@ -538,15 +542,30 @@ class CanaryConcludeOperator(CanaryRolloutOperator):
         if run.phase == "aborting" and run.reason:
             return run.reason
         if run.phase == "paused" and run.gate:
-            answer = context["ti"].xcom_pull(task_ids=APPROVAL_TASK_ID.format(gate=run.gate))
-            chosen = (answer or {}).get("chosen_options") if isinstance(answer, dict) else None
+            answer = context["ti"].xcom_pull(
+                task_ids=APPROVAL_TASK_ID.format(gate=run.gate), key=APPROVAL_ANSWER_KEY
+            )
+            answer = answer if isinstance(answer, dict) else {}
+            chosen = answer.get("chosen_options")
+            if answer.get("timed_out"):
+                return timed_out_reason(run.gate, answer.get("timeout_seconds"))
             if chosen and chosen != ["Approve"]:
-                who = (answer.get("responded_by_user") or {}).get("name") or "someone"
+                who = answer.get("responded_by") or "someone"
                 return f"approval gate {run.gate}: {', '.join(chosen)} by {who}"
             if not chosen:
-                return f"approval gate {run.gate}: no answer before its timeout (or the gate failed)"
+                return f"approval gate {run.gate}: no answer (the gate's task failed before one came)"
         where = self.steps[run.step].describe() if run.step < len(self.steps) else "promotion"
         return f"step {run.step} ({where}) did not complete: its task failed ({run.phase})"
+
+
+def timed_out_reason(gate: int, timeout_seconds: float | None) -> str:
+    """Why a canary stopped at a gate nobody answered (the gate's failure, then the abort's reason).
+
+    >>> timed_out_reason(1, 1800.0)
+    'approval gate 1: no answer before its timeout (1800s): the approval timed out'
+    """
+    within = f" ({float(timeout_seconds):g}s)" if timeout_seconds else ""
+    return f"approval gate {gate}: no answer before its timeout{within}: the approval timed out"
 
 
 def _column_value(value: Any) -> float | None:

@@ -11,9 +11,15 @@ strategy has fewer gates, or the canary already ended) the gate skips itself, an
 with it the segments after it. Otherwise it asks, in Airflow's Required Actions view,
 with the analysis summary as its body and the strategy's ``approval_timeout`` as the
 response timeout. "Approve" lets the next segment run; "Reject" skips it (the
-standard operator's semantics); no answer in time fails the gate. Either way the
+standard operator's semantics); no answer in time fails the gate, without a retry (a
+retry would ask again and wait another ``approval_timeout``). Either way the
 ``canary_conclude`` task then aborts the canary and records who rejected or that
 nobody answered.
+
+The answer is pushed as the XCom ``canary_answer`` before the standard operator acts
+on it (``{"chosen_options": [...], "responded_by": <name>}`` or ``{"timed_out": True,
+"timeout_seconds": ...}``): on "Reject" the standard operator skips its downstream
+tasks by raising, so it never returns a value ``canary_conclude`` could read.
 """
 
 from __future__ import annotations
@@ -24,6 +30,17 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk.exceptions import AirflowSkipException
+
+from mlinfra.exceptions import CanaryAborted
+from mlinfra.operators.canary import APPROVAL_ANSWER_KEY, timed_out_reason
+from mlinfra.task_failure import fail_without_retry
+
+
+def _responder(user: Any) -> str | None:
+    """The name of the ``responded_by_user`` of a HITL event (a TypedDict, or a model)."""
+    if isinstance(user, dict):
+        return user.get("name") or user.get("id")
+    return getattr(user, "name", None) or getattr(user, "id", None)
 
 
 class CanaryApprovalOperator(ApprovalOperator):
@@ -57,7 +74,27 @@ class CanaryApprovalOperator(ApprovalOperator):
             f"(step {summary.get('step')}/{summary.get('steps')}, weight {summary.get('weight')}%)?"
         )
         self.body = str(summary.get("summary") or "")
-        timeout = (self.canary or {}).get("approval_timeout") if isinstance(self.canary, dict) else None
+        timeout = self._timeout_seconds()
         if timeout:
-            self.response_timeout = timedelta(seconds=float(timeout))
+            self.response_timeout = timedelta(seconds=timeout)
         return super().execute(context)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        ti = context["ti"]
+        if event.get("error_type") == "timeout":
+            seconds = self._timeout_seconds()
+            ti.xcom_push(key=APPROVAL_ANSWER_KEY, value={"timed_out": True, "timeout_seconds": seconds})
+            raise fail_without_retry(CanaryAborted(timed_out_reason(self.gate, seconds)))
+        if "error" not in event:
+            ti.xcom_push(
+                key=APPROVAL_ANSWER_KEY,
+                value={
+                    "chosen_options": list(event.get("chosen_options") or []),
+                    "responded_by": _responder(event.get("responded_by_user")),
+                },
+            )
+        return super().execute_complete(context, event)
+
+    def _timeout_seconds(self) -> float | None:
+        timeout = (self.canary or {}).get("approval_timeout") if isinstance(self.canary, dict) else None
+        return float(timeout) if timeout else None
