@@ -525,3 +525,32 @@ def test_an_endpoint_that_never_answers_costs_only_its_own_timeout(
     # The others' monitoring pages were read too: their request counters are there.
     counted = {s.labels["model"] for s in by_name(result.samples, ":tensorflow:serving:request_count")}
     assert counted == set(fleet.names[1:])
+
+
+def test_a_failed_track_pod_list_loses_only_that_model_s_metrics() -> None:
+    """A Kubernetes error while listing a track's pods is that model's partial failure, not the collector's."""
+    fleet = make_fleet(("m", "c"), ("n", "c"))
+    hooks = {m: FakeHook([status(1, "AVAILABLE")], MONITORING_TEXT) for m in ("m", "n")}
+
+    class ListFails(FakeCoreV1):
+        def list_namespaced_pod(
+            self, namespace: str, *, label_selector: str, _request_timeout: float = 0
+        ) -> Any:
+            if label_selector.startswith("app="):  # the per-track list, not the canary lookup
+                raise OSError("connection reset")
+            return super().list_namespaced_pod(
+                namespace, label_selector=label_selector, _request_timeout=_request_timeout
+            )
+
+    result = run(
+        fleet,
+        connection_exists=lambda c: True,
+        hook_factory=lambda m: hooks[m.name],  # type: ignore[arg-type,return-value]
+        core_v1=ListFails([("serving", "m", False)]),
+        canaries=lambda: {"m"},
+    )
+    assert result.errors == [
+        "model m: monitoring metrics: stable pods not listed (OSError: connection reset)"
+    ]
+    assert value(result.samples, "mlinfra_serving_up", model="m") == 1.0
+    assert value(result.samples, ":tensorflow:serving:request_count", model="n", status="OK") == 7.0

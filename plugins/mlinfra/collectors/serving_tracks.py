@@ -105,14 +105,20 @@ def models_with_canary(
 def track_samples(model: Model, core_v1: Any) -> list[Sample]:
     """Every Ready pod's TF Serving metrics of both tracks, labelled ``track``, ``version``, ``pod``.
 
-    Raises ``ValueError`` when no pod of either track answered (nothing was read).
+    Raises :class:`~mlinfra.exceptions.CollectorError` when a track's pods are not listed
+    or no pod of either track answered (nothing was read): that model's metrics are lost,
+    never another model's (the collector keeps its status samples).
     """
     from mlinfra.deploy.canary.tracks import TRACKS, scrape_track_samples, track_pods
+    from mlinfra.exceptions import CollectorError
 
     out: list[Sample] = []
     pods = 0
     for track in TRACKS:
-        listed = track_pods(core_v1, model.kubernetes.namespace, model.kubernetes.deployment, track)
+        try:
+            listed = track_pods(core_v1, model.kubernetes.namespace, model.kubernetes.deployment, track)
+        except Exception as e:  # the Kubernetes client's ApiException, urllib3's errors
+            raise CollectorError(f"{track} pods not listed ({type(e).__name__}: {e})") from None
         pods += len(listed)
         out.extend(
             scrape_track_samples(
@@ -124,5 +130,5 @@ def track_samples(model: Model, core_v1: Any) -> list[Sample]:
             )
         )
     if not out:
-        raise ValueError(f"no metrics from the {pods} Ready pods of the stable and canary tracks")
+        raise CollectorError(f"no metrics from the {pods} Ready pods of the stable and canary tracks")
     return out
