@@ -34,7 +34,8 @@ Each day is one run, re-running a day replaces that day's report and nothing els
 A run is named after its logical date, which for this timetable is the *end* of the
 day it reports: `backfill__2026-11-30T00:00:00+00:00` writes the report of 2026-11-29,
 and a manual trigger at date D writes D-1. Every report prints its data interval and
-the run that wrote it, and so does the task log. Today so far: `mlinfra report --day
+the run that wrote it, and so does the task log and, when the connection
+`mlinfra_airflow_api` (Airflow's REST API) is defined, the run's note. Today so far: `mlinfra report --day
 today`, or "Today so far" on the ML Fleet page.
 A store that cannot be reached fails the task with the connection named (retried).
 """
@@ -69,7 +70,8 @@ def metrics_report() -> None:
     @task
     def build_report() -> dict[str, Any]:
         from mlinfra.config import load_fleet
-        from mlinfra.reports.publish import publish_report, reports_base
+        from mlinfra.reports.publish import publish_report, report_run_note, reports_base
+        from mlinfra.run_notes import note_run
         from mlinfra.store import MetricsStore
 
         context = get_current_context()
@@ -79,7 +81,7 @@ def metrics_report() -> None:
                 f"run {context['run_id']} has no data interval ({start} -> {end}); "
                 "trigger a day with a logical date, or use a backfill"
             )
-        return publish_report(
+        result = publish_report(
             MetricsStore.from_connection(),
             load_fleet(),
             start,
@@ -87,6 +89,9 @@ def metrics_report() -> None:
             base=reports_base(),
             run_id=context["run_id"],
         )
+        # Which day this run reported, on the run itself (the run is named after the day's end).
+        note_run(context["dag"].dag_id, context["run_id"], report_run_note(result, context["run_id"]))
+        return result
 
     build_report()
 

@@ -7,6 +7,12 @@ run logs connection retries. This waits for the API server, signs in with the
 generated admin password, and unpauses each DAG of ``dags/`` as soon as the
 dag-processor has parsed it.
 
+It also defines the connection ``mlinfra_airflow_api`` (Airflow's own REST API, as
+that admin), through the same API: report runs note their day on the run, and an
+approval gate retried after its answer takes that answer instead of asking again
+(``mlinfra.hooks.airflow_api``). It lives in Airflow's database like a connection
+added in the UI; nothing is written to a file.
+
     python scripts/demo_unpause.py --base http://localhost:8080 --home .demo/airflow --dags dags
 """
 
@@ -32,6 +38,26 @@ def _request(method: str, url: str, body: Any = None, token: str | None = None) 
         return json.loads(r.read() or b"null")
 
 
+API_CONN_ID = "mlinfra_airflow_api"
+
+
+def define_api_connection(base: str, password: str, token: str) -> None:
+    """Create (or bring up to date) the connection tasks use to reach this Airflow's REST API."""
+    fields = {"conn_type": "http", "host": base, "login": "admin", "password": password}
+    try:
+        _request("POST", f"{base}/api/v2/connections", {"connection_id": API_CONN_ID, **fields}, token)
+    except urllib.error.HTTPError as e:
+        if e.code != 409:
+            raise
+        _request(
+            "PATCH",
+            f"{base}/api/v2/connections/{API_CONN_ID}",
+            {"connection_id": API_CONN_ID, **fields},
+            token,
+        )
+    print(f"demo: defined the connection {API_CONN_ID}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--base", required=True)
@@ -43,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     passwords = a.home / "simple_auth_manager_passwords.json.generated"
     deadline = time.monotonic() + a.timeout
     done: set[str] = set()
+    connection = False
     while time.monotonic() < deadline and done != wanted:
         time.sleep(2)
         try:
@@ -50,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             token = _request("POST", f"{a.base}/auth/token", {"username": "admin", "password": password})[
                 "access_token"
             ]
+            if not connection:
+                define_api_connection(a.base, password, token)
+                connection = True
             dags = _request("GET", f"{a.base}/api/v2/dags?limit=100", token=token)["dags"]
             for dag in dags:
                 if dag["dag_id"] not in wanted or dag["dag_id"] in done:

@@ -159,6 +159,15 @@ class AlertmanagerError(MlinfraError):
     """Alertmanager refused the alerts or could not be reached; the message names the URL and status."""
 
 
+class AirflowApiError(MlinfraError):
+    """Airflow's public REST API refused a request or could not be reached; ``status`` is the
+    HTTP status when there was an answer."""
+
+    def __init__(self, message: str, *, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
 class ScaleRequestError(MlinfraError):
     """A manual scale request (the model_scale form or a run's conf) is invalid.
 

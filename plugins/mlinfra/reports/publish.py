@@ -154,4 +154,33 @@ def publish_report(
         report.completeness.sweeps_expected,
         folder,
     )
-    return {**summary, "path": str(folder)}
+    return {
+        **summary,
+        "path": str(folder),
+        "day": report.folder_name,
+        "data_interval": [iso(report.start), iso(report.end)],
+    }
+
+
+def report_run_note(result: dict[str, Any], run_id: str | None = None) -> str:
+    """The note a report run leaves on its DAG run: which day, which interval, how complete.
+
+    A run is named after its logical date, the *end* of the day it reports, so the note
+    says the day plainly (README, "Reports").
+
+    >>> print(report_run_note({"day": "2026-11-29", "status": "complete", "sweeps_found": 288,
+    ...     "sweeps_expected": 288, "data_interval": ["2026-11-29T00:00:00Z", "2026-11-30T00:00:00Z"],
+    ...     "path": "file:///r/2026-11-29"}, "scheduled__2026-11-30T00:00:00+00:00"))
+    Report of **2026-11-29**: complete (288 of 288 sweeps).
+    Data interval [2026-11-29T00:00:00Z, 2026-11-30T00:00:00Z); run scheduled__2026-11-30T00:00:00+00:00 is named after the interval's end.
+    Files: file:///r/2026-11-29
+    """
+    start, end = result.get("data_interval") or ["?", "?"]
+    lines = [
+        f"Report of **{result.get('day')}**: {result.get('status')} "
+        f"({result.get('sweeps_found')} of {result.get('sweeps_expected')} sweeps).",
+        f"Data interval [{start}, {end})"
+        + (f"; run {run_id} is named after the interval's end." if run_id else "."),
+        f"Files: {result.get('path')}",
+    ]
+    return "\n".join(lines)
