@@ -121,3 +121,77 @@ def test_a_timeout_fails_the_gate_without_a_retry() -> None:
     ti.xcom_push.assert_called_once_with(
         key=APPROVAL_ANSWER_KEY, value={"timed_out": True, "timeout_seconds": 600.0}
     )
+
+
+# ------------------------------------------------------------- a retry takes an earlier answer
+
+
+def retry_context(summary: Any, try_number: int = 2) -> dict[str, Any]:
+    ctx = context(summary)
+    ti = ctx["ti"]
+    ti.try_number, ti.dag_id, ti.run_id, ti.task_id, ti.map_index = (
+        try_number, "model_deploy", "manual__1", "approve_1", -1
+    )  # fmt: skip
+    return ctx
+
+
+def earlier(option: str) -> dict[str, Any]:
+    """What AirflowApiHook.earlier_hitl_answer returns (the REST API's JSON: an ISO time)."""
+    return {**answer(option), "responded_at": "2026-01-01T00:00:00Z", "try_number": 1}
+
+
+def test_a_retry_acts_on_the_answer_an_earlier_try_got_without_asking_again() -> None:
+    """A gate answered within seconds can have its resumed try killed by the scheduler
+    (apache/airflow#72716): the retry takes that answer from Airflow's HITL history."""
+    op = gate()
+    ctx = retry_context(SUMMARY)
+    api = mock.Mock()
+    api.earlier_hitl_answer.return_value = earlier("Approve")
+    with (
+        mock.patch("mlinfra.operators.canary_approval.airflow_api_or_none", return_value=api),
+        mock.patch.object(ApprovalOperator, "execute") as ask,
+    ):
+        result = op.execute(ctx)
+    ask.assert_not_called()
+    api.earlier_hitl_answer.assert_called_once_with(
+        "model_deploy", "manual__1", "approve_1", try_number=2, map_index=-1
+    )
+    assert result["chosen_options"] == ["Approve"]
+    assert result["responded_at"] == datetime(2026, 1, 1, tzinfo=UTC)
+    ctx["ti"].xcom_push.assert_called_once_with(
+        key=APPROVAL_ANSWER_KEY, value={"chosen_options": ["Approve"], "responded_by": "ana"}
+    )
+    api.close.assert_called_once()
+
+
+@pytest.mark.parametrize("why", ["no-connection", "api-error", "no-earlier-answer"])
+def test_a_retry_asks_again_when_no_earlier_answer_can_be_read(why: str) -> None:
+    from mlinfra.exceptions import AirflowApiError
+
+    op = gate()
+    ctx = retry_context(SUMMARY)
+    api = mock.Mock()
+    api.earlier_hitl_answer.side_effect = AirflowApiError("Airflow API at http://x: unreachable")
+    if why == "no-earlier-answer":
+        api.earlier_hitl_answer.side_effect, api.earlier_hitl_answer.return_value = None, None
+    with (
+        mock.patch(
+            "mlinfra.operators.canary_approval.airflow_api_or_none",
+            return_value=None if why == "no-connection" else api,
+        ),
+        mock.patch.object(ApprovalOperator, "execute", return_value="asked") as ask,
+    ):
+        assert op.execute(ctx) == "asked"
+    ask.assert_called_once_with(ctx)
+    ctx["ti"].xcom_push.assert_not_called()
+
+
+def test_a_first_try_asks_without_looking_for_an_earlier_answer() -> None:
+    op = gate()
+    ctx = retry_context(SUMMARY, try_number=1)
+    with (
+        mock.patch("mlinfra.operators.canary_approval.airflow_api_or_none") as lookup,
+        mock.patch.object(ApprovalOperator, "execute", return_value="asked"),
+    ):
+        assert op.execute(ctx) == "asked"
+    lookup.assert_not_called()

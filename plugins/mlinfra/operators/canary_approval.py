@@ -20,18 +20,31 @@ The answer is pushed as the XCom ``canary_answer`` before the standard operator 
 on it (``{"chosen_options": [...], "responded_by": <name>}`` or ``{"timed_out": True,
 "timeout_seconds": ...}``): on "Reject" the standard operator skips its downstream
 tasks by raising, so it never returns a value ``canary_conclude`` could read.
+
+A retry of a gate that was answered does not ask again. Under a real scheduler a gate
+answered within seconds of asking can have its resumed try killed (a late executor
+event: "Server indicated the task shouldn't be running anymore", apache/airflow#72716),
+and the retry would ask a question already answered and wait out ``approval_timeout``.
+The Task SDK cannot read an earlier try's answer; Airflow's REST API keeps it in the
+task's HITL history, so with the connection ``mlinfra_airflow_api``
+(:mod:`mlinfra.hooks.airflow_api`) a retry takes the answer of the newest earlier try
+that had one and did not act on it. A try that acted on its answer (it succeeded or
+skipped) is not reused: clearing such a gate asks again. Without the connection a
+retry asks again, and says why in its log.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
-from mlinfra.exceptions import CanaryAborted
+from mlinfra.exceptions import AirflowApiError, CanaryAborted
+from mlinfra.hooks.airflow_api import DEFAULT_CONN_ID as AIRFLOW_API_CONN_ID
+from mlinfra.hooks.airflow_api import airflow_api_or_none
 from mlinfra.operators.canary import APPROVAL_ANSWER_KEY, timed_out_reason
 from mlinfra.task_failure import fail_without_retry
 
@@ -77,7 +90,46 @@ class CanaryApprovalOperator(ApprovalOperator):
         timeout = self._timeout_seconds()
         if timeout:
             self.response_timeout = timedelta(seconds=timeout)
+        earlier = self._earlier_answer(context["ti"])
+        if earlier is not None:
+            self.log.info(
+                "approval gate %s: %s by %s, given to try %s, which ended before acting on it: "
+                "not asking again",
+                self.gate,
+                ", ".join(earlier["chosen_options"]),
+                _responder(earlier["responded_by_user"]) or "someone",
+                earlier.get("try_number"),
+            )
+            return self.execute_complete(context, earlier)
         return super().execute(context)
+
+    def _earlier_answer(self, ti: Any) -> dict[str, Any] | None:
+        """The answer an earlier try got and never acted on, as a resume event; None on a first try."""
+        try_number = getattr(ti, "try_number", 1)
+        if not isinstance(try_number, int) or try_number <= 1:
+            return None
+        api = airflow_api_or_none()
+        if api is None:
+            self.log.warning(
+                "approval gate %s, try %s: an answer given to an earlier try cannot be read without "
+                "the connection %r (Airflow's REST API): asking again",
+                self.gate,
+                try_number,
+                AIRFLOW_API_CONN_ID,
+            )
+            return None
+        try:
+            answer = api.earlier_hitl_answer(
+                ti.dag_id, ti.run_id, ti.task_id, try_number=try_number, map_index=ti.map_index
+            )
+        except AirflowApiError as e:
+            self.log.warning("approval gate %s: earlier answers unreadable (%s): asking again", self.gate, e)
+            return None
+        finally:
+            api.close()
+        if answer is not None and isinstance(answer.get("responded_at"), str):
+            answer["responded_at"] = datetime.fromisoformat(answer["responded_at"])
+        return answer
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         ti = context["ti"]
