@@ -7,6 +7,7 @@ Used by ``tests/ui/conftest.py`` (the session-scoped ``demo``, ``browser`` and s
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shlex
@@ -14,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,29 @@ CHROMIUM_ARGS = [
 START_TIMEOUT_S = 480
 RUN_TIMEOUT_S = 420
 UI_TIMEOUT_MS = 60_000
+
+
+# The demo's fleet file for these tests: a copy of include/fleet.yaml in the demo's folder
+# (MLINFRA_FLEET_FILE), so a test can switch half-plus-two to a canary strategy for its own
+# runs (Demo.canary_strategy) without touching the checkout's fleet file.
+FLEET_DIR = "fleet"
+SERVED_MODEL = "half-plus-two"
+# The versions of half_plus_two the demo's model store holds (scripts/demo_cluster.py).
+DEMO_VERSIONS = (1, 2, 3, 4, 5)
+
+
+def write_demo_fleet(directory: Path) -> Path:
+    """``<directory>/fleet/fleet.yaml``: include/fleet.yaml, with the files it names (smoke,
+    golden) linked next to it, since the fleet resolves them relative to its own folder."""
+    folder = directory / FLEET_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("smoke", "golden"):
+        link = folder / name
+        if not link.exists():
+            link.symlink_to(ROOT / "include" / name, target_is_directory=True)
+    path = folder / "fleet.yaml"
+    path.write_text((ROOT / "include" / "fleet.yaml").read_text())
+    return path
 
 
 def free_port() -> int:
@@ -80,13 +104,21 @@ class Demo:
         return str(r.json()["access_token"])
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        r = httpx.request(
-            method,
-            f"{self.base}/api/v2{path}",
-            headers={"Authorization": f"Bearer {self.token()}"},
-            timeout=30,
-            **kwargs,
-        )
+        # The demo's metadata DB is one SQLite file written by four Airflow processes: a write
+        # that waits past SQLite's busy timeout fails the request with a 500 and is rolled back
+        # (seen once, on the action log's INSERT while the first sweep and report ran). Sent
+        # again, as a person would press again; a 500 that persists still fails the test.
+        for attempt in range(4):
+            r = httpx.request(
+                method,
+                f"{self.base}/api/v2{path}",
+                headers={"Authorization": f"Bearer {self.token()}"},
+                timeout=30,
+                **kwargs,
+            )
+            if r.status_code < 500 or attempt == 3:
+                break
+            time.sleep(2 * (attempt + 1))
         r.raise_for_status()
         return r.json()
 
@@ -120,19 +152,9 @@ class Demo:
 
     def deployment(self, name: str = "half-plus-two", namespace: str = "serving") -> dict[str, Any]:
         """The Deployment as the Kubernetes API stand-in has it (not as mlinfra recorded it)."""
-        import yaml
-
-        url = self.cluster_env()["MLINFRA_DEMO_K8S_URL"]
-        # The stand-in wants the bearer token of the demo's kubeconfig, as a real API server would.
-        config = yaml.safe_load((self.directory / "kubeconfig").read_text())
-        token = config["users"][0]["user"]["token"]
-        r = httpx.get(
-            f"{url}/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30,
-        )
-        r.raise_for_status()
-        return dict(r.json())
+        found = self.kube_get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+        assert found is not None, f"no Deployment {namespace}/{name} in the simulated cluster"
+        return found
 
     def fleet_model(self, name: str = "half-plus-two") -> dict[str, Any]:
         fleet = httpx.get(
@@ -142,17 +164,108 @@ class Demo:
         return dict(next(m for m in fleet.json()["models"] if m["name"] == name))
 
     def ensure_deployed(self, version: str = "2", image_tag: str = "2.14.1") -> str:
-        """A successful deploy of ``version`` exists (a test's own, or one triggered here); its run id."""
-        for run in self.runs("model_deploy"):
-            conf = run.get("conf") or {}
-            if str(conf.get("version")) == version and run["state"] == "success":
-                return str(run["dag_run_id"])
+        """``version`` is what runs now, by a successful deploy (a test's own, or one triggered here); its run id.
+
+        The Deployment is asked, not only the run history: a canary test may have promoted
+        another version since that deploy.
+        """
+        self.wait_deploys_idle()
+        if self.stable_version() == int(version):
+            for run in self.runs("model_deploy"):
+                conf = run.get("conf") or {}
+                if str(conf.get("version")) == version and run["state"] == "success":
+                    return str(run["dag_run_id"])
         run_id = self.trigger(
             "model_deploy", {"model": "half-plus-two", "version": int(version), "image_tag": image_tag}
         )
         state = self.wait_run("model_deploy", run_id)
         assert state == "success", f"deploy {run_id}: {state}: {self.task_states('model_deploy', run_id)}"
         return run_id
+
+    # ------------------------------------------------------------------ canary deploys
+
+    @property
+    def fleet_file(self) -> Path:
+        return self.directory / FLEET_DIR / "fleet.yaml"
+
+    @contextlib.contextmanager
+    def canary_strategy(self, steps: list[dict[str, Any]], approval_timeout: str = "10m") -> Iterator[None]:
+        """half-plus-two deploys by canary ``steps`` in the demo's fleet file until the block ends.
+
+        Every task reads the fleet file when it runs (cached by its modification time), so
+        runs triggered inside the block take the canary branch; the file is put back after.
+        """
+        import yaml
+
+        original = self.fleet_file.read_text()
+        fleet = yaml.safe_load(original)
+        for model in fleet["models"]:
+            if model["name"] == SERVED_MODEL:
+                model["deploy"] = {"strategy": "canary", "steps": steps, "approval_timeout": approval_timeout}
+        self.fleet_file.write_text(yaml.safe_dump(fleet, sort_keys=False))
+        try:
+            yield
+        finally:
+            self.fleet_file.write_text(original)
+
+    def kube_get(self, path: str) -> dict[str, Any] | None:
+        """GET ``path`` from the Kubernetes API stand-in (with the kubeconfig's token); None on 404."""
+        import yaml
+
+        url = self.cluster_env()["MLINFRA_DEMO_K8S_URL"]
+        # The stand-in wants the bearer token of the demo's kubeconfig, as a real API server would.
+        config = yaml.safe_load((self.directory / "kubeconfig").read_text())
+        token = config["users"][0]["user"]["token"]
+        r = httpx.get(f"{url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        if r.status_code == 404:
+            return None
+        r.raise_for_status()
+        return dict(r.json())
+
+    def stable_spec(self) -> str:
+        """The stable Deployment's ``.spec`` as the API server holds it, as JSON (to compare bytes)."""
+        return json.dumps(self.deployment()["spec"], sort_keys=True)
+
+    def stable_version(self) -> int:
+        """The model version the stable Deployment's pods run (its pod template's ``version`` label)."""
+        return int(self.deployment()["spec"]["template"]["metadata"]["labels"]["version"])
+
+    def canary_objects(self, name: str = SERVED_MODEL, namespace: str = "serving") -> list[str]:
+        """The canary's Deployment and Service that exist (none once a canary ended)."""
+        paths = {
+            "Deployment": f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}-canary",
+            "Service": f"/api/v1/namespaces/{namespace}/services/{name}-canary",
+        }
+        return [f"{kind}/{name}-canary" for kind, path in paths.items() if self.kube_get(path) is not None]
+
+    def serving_versions(self, model_name: str = "half_plus_two") -> list[int]:
+        """The versions TF Serving reports AVAILABLE through the Service (not a sweep's snapshot)."""
+        rest = self.cluster_env()["MLINFRA_DEMO_TF_SERVING_REST"]
+        status = httpx.get(f"{rest}/v1/models/{model_name}", timeout=30).json()["model_version_status"]
+        return sorted(int(v["version"]) for v in status if v["state"] == "AVAILABLE")
+
+    def grpc_target(self, conn_id: str = "tf_serving_half_plus_two") -> str:
+        """The Service's gRPC address, from the connection the demo gave Airflow."""
+        conn = json.loads(self.cluster_env()[f"AIRFLOW_CONN_{conn_id.upper()}"])
+        return f"{conn['host']}:{conn['port']}"
+
+    def wait_deploys_idle(self, timeout: float = RUN_TIMEOUT_S) -> None:
+        """No model_deploy run is queued or running (a test's own run must not wait behind another's)."""
+        wait_for(
+            "no model_deploy run going",
+            lambda: not [r for r in self.runs("model_deploy") if r["state"] in ("queued", "running")],
+            timeout,
+            log=self.log,
+        )
+
+    def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
+        return dict(self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"))
+
+    def hitl_detail(self, run_id: str, task_id: str, dag_id: str = "model_deploy") -> dict[str, Any]:
+        """The Human-in-the-loop request of ``task_id`` (subject, body, options, the response)."""
+        return dict(
+            self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails")
+        )
 
 
 def stop_group(pgid: int, timeout: float = 60) -> None:

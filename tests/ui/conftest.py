@@ -32,6 +32,7 @@ from tests.ui.browser_support import (
     sign_in,
     stop_group,
     wait_for,
+    write_demo_fleet,
 )
 
 
@@ -55,6 +56,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         "MLINFRA_DEMO_READY_TIMEOUT": str(START_TIMEOUT_S),
+        # A copy of include/fleet.yaml that the canary tests switch to a canary strategy.
+        "MLINFRA_FLEET_FILE": str(write_demo_fleet(directory)),
     }
     env.pop("AIRFLOW_HOME", None)  # the demo's own, under its directory
     for key in ("AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER", "AIRFLOW__CORE__EXECUTOR"):

@@ -18,7 +18,14 @@ newcomer's path and save a screenshot of every step under ``test-artifacts/brows
 - inside Airflow's navigation (a sandboxed frame), a report link opens a complete
   day's report and a run link opens the run in Airflow;
 - Admin -> Connections -> Add offers mlinfra's TF Serving connection type with its own
-  fields (the provider entry point in ``pyproject.toml``).
+  fields (the provider entry point in ``pyproject.toml``);
+- a canary deploy stops at its approval gate, which appears in Airflow's Required Actions
+  view (Browse menu) with the analysis summary: approved there, the canary is promoted;
+  rejected there, or left unanswered past its timeout, it is aborted, the canary removed
+  and the stable Deployment's spec byte-identical; gRPC traffic through the Service sees
+  no failed request during any of these runs. The demo's fleet file is a copy of
+  ``include/fleet.yaml`` (``MLINFRA_FLEET_FILE``) that these tests switch to a canary
+  strategy for their own runs only.
 
 Each test gets what it needs from fixtures and the :class:`Demo` helpers (a signed-in
 page, a deploy that succeeded, a written report), never from an earlier test: they pass
@@ -28,8 +35,12 @@ states and the log tail.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import entry_points
 from typing import Any
@@ -38,8 +49,12 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
+from tests.support.traffic import GrpcTraffic
 from tests.ui.browser_support import (
     ARTIFACTS,
+    DEMO_VERSIONS,
+    RUN_TIMEOUT_S,
+    SERVED_MODEL,
     UI_TIMEOUT_MS,
     Demo,
     open_trigger_dialog,
@@ -103,16 +118,11 @@ def test_03_deploy_from_the_form_succeeds(page: Any, demo: Demo) -> None:
 
 def test_03b_a_deploy_of_an_image_the_registry_refuses_rolls_back(page: Any, demo: Demo) -> None:
     """The README's documented failing tag: ErrImagePull, rollback, the previous version keeps serving."""
+    demo.wait_deploys_idle()
     before = demo.deployment()
     image_before = before["spec"]["template"]["spec"]["containers"][0]["image"]
-    rest = demo.cluster_env()["MLINFRA_DEMO_TF_SERVING_REST"]
-
-    def available_versions() -> list[int]:
-        # TF Serving itself, not the last sweep's snapshot (which may predate another deploy).
-        status = httpx.get(f"{rest}/v1/models/half_plus_two", timeout=30).json()["model_version_status"]
-        return sorted(int(v["version"]) for v in status if v["state"] == "AVAILABLE")
-
-    serving_before = available_versions()
+    # TF Serving itself, not the last sweep's snapshot (which may predate another deploy).
+    serving_before = demo.serving_versions()
     dialog = open_trigger_dialog(page, demo, "model_deploy")
     dialog.locator("input[name=element_version]").fill("3")
     dialog.locator("input[name=element_image_tag]").fill("does-not-exist")
@@ -135,7 +145,7 @@ def test_03b_a_deploy_of_an_image_the_registry_refuses_rolls_back(page: Any, dem
     assert re.search(r"ErrImagePull|ImagePullBackOff", (model["last_deploy"] or {}).get("reason") or ""), (
         model["last_deploy"]
     )
-    available = available_versions()
+    available = demo.serving_versions()
     assert 3 not in available
     assert serving_before, "TF Serving served no version before the deploy"
     assert max(serving_before) in available, (available, serving_before)  # the previous version serves
@@ -257,6 +267,9 @@ def test_07_links_inside_airflows_navigation_open_the_report_and_the_run(page: A
     assert demo.wait_run("metrics_report", report_run) == "success", demo.task_states(
         "metrics_report", report_run
     )
+    # The run says which day it reported on its own note (the demo defines mlinfra_airflow_api).
+    note = demo.api("GET", f"/dags/metrics_report/dagRuns/{report_run}")["note"] or ""
+    assert note.startswith(f"Report of **{day}**: complete"), note
     demo.ensure_deployed("2")  # a deploy run for the page to link to
 
     page.goto(f"{demo.base}/")
@@ -313,3 +326,213 @@ def test_add_connection_offers_tf_serving_with_its_fields(page: Any, demo: Demo)
     assert form.get_by_text("Login", exact=True).count() == 0
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "connections-tf-serving.png"), full_page=True)
+
+
+# --------------------------------------------------------------------------- canary approval gates
+
+# A canary that stops at one approval gate: canary pods for half the traffic, the golden
+# set compared with the stable (one round), then the gate; past the gate it is promoted.
+CANARY_STEPS: list[dict[str, Any]] = [{"weight": 50}, {"analysis": "golden-agreement"}, {"pause": "approval"}]
+GATE = "approve_1"
+
+
+@dataclass
+class CanaryRun:
+    """A canary deploy of half-plus-two under way, with gRPC traffic through its Service."""
+
+    run_id: str
+    stable: int  # the version served before
+    version: int  # the canary's
+    spec_before: str  # the stable Deployment's .spec (JSON) before the run
+    traffic: GrpcTraffic
+
+
+@contextmanager
+def canary_deploy(demo: Demo, *, approval_timeout: str = "10m") -> Iterator[CanaryRun]:
+    """Trigger model_deploy with half-plus-two on CANARY_STEPS; the run is over when the block ends.
+
+    The canary's version is above the stable's and above 3: the other tests deploy 2 and the
+    refused image at 3 (which must roll back to something else), whatever the order.
+    A run a failed test leaves waiting at its gate is rejected on the way out, so that it is
+    aborted (not left for the next deploy to queue behind).
+    """
+    demo.wait_deploys_idle()
+    stable = demo.stable_version()
+    version = max(stable + 1, 4)
+    assert version in DEMO_VERSIONS, f"no version above {stable} in the demo's model store"
+    assert demo.canary_objects() == [], "a canary is left from before"
+    spec_before = demo.stable_spec()
+    traffic = GrpcTraffic(demo.grpc_target(), "half_plus_two", rate_per_s=10).start()
+    run_id = ""
+    # The canary's fleet file until the run has ended: its tasks read it.
+    with demo.canary_strategy(CANARY_STEPS, approval_timeout=approval_timeout):
+        try:
+            run_id = demo.trigger(
+                "model_deploy", {"model": SERVED_MODEL, "version": version, "image_tag": "2.14.1"}
+            )
+            yield CanaryRun(run_id, stable, version, spec_before, traffic)
+            demo.wait_run("model_deploy", run_id)
+        finally:
+            traffic.stop()
+            if run_id:
+                _end_run(demo, run_id)
+
+
+def _end_run(demo: Demo, run_id: str) -> None:
+    """Best effort after a failure: reject a gate still waiting, wait for the abort."""
+    with contextlib.suppress(Exception, pytest.fail.Exception):
+        if demo.api("GET", f"/dags/model_deploy/dagRuns/{run_id}")["state"] in ("success", "failed"):
+            return
+        if demo.task_states("model_deploy", run_id).get(GATE) == "awaiting_input":
+            demo.api(
+                "PATCH",
+                f"/dags/model_deploy/dagRuns/{run_id}/taskInstances/{GATE}/-1/hitlDetails",
+                json={"chosen_options": ["Reject"]},
+            )
+        demo.wait_run("model_deploy", run_id)
+
+
+def wait_for_gate(demo: Demo, run: CanaryRun) -> dict[str, Any]:
+    """The gate waits for an answer (awaiting_input); its Human-in-the-loop request."""
+
+    def waiting() -> bool:
+        state = demo.api("GET", f"/dags/model_deploy/dagRuns/{run.run_id}")["state"]
+        states = demo.task_states("model_deploy", run.run_id)
+        if state in ("success", "failed"):
+            pytest.fail(f"run {run.run_id} ended {state} before its approval gate: {states}")
+        return states.get(GATE) == "awaiting_input"
+
+    wait_for(f"{GATE} of {run.run_id} waiting for an answer", waiting, RUN_TIMEOUT_S, log=demo.log)
+    return demo.hitl_detail(run.run_id, GATE)
+
+
+def answer_in_required_actions(page: Any, demo: Demo, run: CanaryRun, option: str, name: str) -> None:
+    """Open the request from Airflow's Required Actions view (Browse menu), check it, choose ``option``."""
+    page.goto(f"{demo.base}/")
+    page.get_by_role("button", name="Browse").click()
+    page.get_by_role("menuitem", name="Required Actions").click()
+    page.wait_for_url(re.compile(r"/required_actions"))
+    row = page.get_by_role("row").filter(has_text=run.run_id)
+    row.get_by_text("Approval Required").wait_for()
+    shot(page, f"{name}-1-required-actions")
+    row.get_by_role("button", name="Open Review Drawer").click()
+    drawer = page.get_by_role("dialog")
+    drawer.get_by_text(f"Canary of {SERVED_MODEL}: go past approval gate 1").first.wait_for()
+    # The body: the canary's position and the measurements so far (the golden comparison).
+    drawer.get_by_text(f"canary version {run.version} (stable {run.stable})").first.wait_for()
+    assert re.search(r"golden\s+0\s+successful", drawer.inner_text()), drawer.inner_text()
+    shot(page, f"{name}-2-review")
+    drawer.get_by_role("button", name=option, exact=True).click()
+    page.get_by_text(f"{GATE} response successful").first.wait_for()
+    received = {"Approve": "Approval Received", "Reject": "Rejection Received"}[option]
+    page.keyboard.press("Escape")
+    row.get_by_text(received).wait_for()
+    shot(page, f"{name}-3-answered")
+
+
+@contextmanager
+def shot_on_failure(page: Any, name: str) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            shot(page, f"{name}-failed", full_page=True)
+        raise
+
+
+def canary_panel(demo: Demo, run: CanaryRun) -> dict[str, Any]:
+    """The ML Fleet page's canary panel of half-plus-two (its latest canary run: this one)."""
+    model = demo.fleet_model()
+    panel = model["canary"] or {}
+    assert panel.get("run_id") == run.run_id, panel
+    return {**panel, "deploy_badge": model["deploy_badge"], "last_deploy": model["last_deploy"]}
+
+
+def assert_aborted_unchanged(demo: Demo, run: CanaryRun, reason: str) -> dict[str, Any]:
+    """The run failed with the canary aborted for ``reason``, removed, the stable never written."""
+    state = demo.api("GET", f"/dags/model_deploy/dagRuns/{run.run_id}")["state"]
+    states = demo.task_states("model_deploy", run.run_id)
+    assert state == "failed", states
+    assert states["canary_segment_1"] in ("skipped", "upstream_failed"), states
+    assert states["canary_conclude"] == "success", states
+    assert states["finish"] == "failed", states
+    panel = canary_panel(demo, run)
+    assert panel["phase"] == "aborted", panel
+    assert reason in (panel["reason"] or ""), panel["reason"]
+    assert panel["deploy_badge"] == {"outcome": "aborted", "version": run.version}, panel["deploy_badge"]
+    assert reason in ((panel["last_deploy"] or {}).get("reason") or ""), panel["last_deploy"]
+    assert demo.canary_objects() == []
+    assert demo.stable_spec() == run.spec_before, "the stable Deployment's spec changed"
+    wait_for(
+        f"TF Serving serving version {run.stable} only",
+        lambda: demo.serving_versions() == [run.stable],
+        120,
+        log=demo.log,
+    )
+    return panel
+
+
+def assert_no_failed_request(run: CanaryRun) -> None:
+    report = run.traffic.stop()
+    print(f"gRPC traffic through the Service during {run.run_id}: {report.describe()}")
+    assert report.sent > 0, report.describe()
+    assert report.failed == 0, report.describe()
+    assert set(report.versions) <= {run.stable, run.version}, report.describe()
+
+
+@pytest.mark.timeout(900)  # the first test of the module also waits for the demo to start
+def test_08_an_approved_canary_gate_in_required_actions_promotes(page: Any, demo: Demo) -> None:
+    with canary_deploy(demo) as run, shot_on_failure(page, "15-canary-approved"):
+        request = wait_for_gate(demo, run)
+        assert request["options"] == ["Approve", "Reject"], request
+        answer_in_required_actions(page, demo, run, "Approve", "15-canary-approved")
+
+    assert demo.api("GET", f"/dags/model_deploy/dagRuns/{run.run_id}")["state"] == "success", (
+        demo.task_states("model_deploy", run.run_id)
+    )
+    request = demo.hitl_detail(run.run_id, GATE)
+    assert request["chosen_options"] == ["Approve"], request
+    assert (request["responded_by_user"] or {}).get("name") == "admin", request
+    panel = canary_panel(demo, run)
+    assert panel["phase"] == "promoted", panel
+    assert panel["deploy_badge"] == {"outcome": "succeeded", "version": run.version}, panel["deploy_badge"]
+    assert demo.canary_objects() == []
+    assert demo.stable_version() == run.version
+    wait_for(
+        f"TF Serving serving version {run.version} only",
+        lambda: demo.serving_versions() == [run.version],
+        120,
+        log=demo.log,
+    )
+    assert_no_failed_request(run)
+
+
+@pytest.mark.timeout(900)
+def test_09_a_rejected_canary_gate_aborts_and_leaves_the_stable_alone(page: Any, demo: Demo) -> None:
+    with canary_deploy(demo) as run, shot_on_failure(page, "16-canary-rejected"):
+        wait_for_gate(demo, run)
+        answer_in_required_actions(page, demo, run, "Reject", "16-canary-rejected")
+
+    assert_aborted_unchanged(demo, run, "approval gate 1: Reject by admin")
+    assert demo.hitl_detail(run.run_id, GATE)["chosen_options"] == ["Reject"]
+    assert_no_failed_request(run)
+
+
+@pytest.mark.timeout(900)
+def test_10_an_unanswered_canary_gate_times_out_and_aborts(page: Any, demo: Demo) -> None:
+    with canary_deploy(demo, approval_timeout="10s") as run, shot_on_failure(page, "17-canary-timed-out"):
+        wait_for_gate(demo, run)  # and nobody answers
+
+    panel = assert_aborted_unchanged(demo, run, "approval gate 1: no answer before its timeout (10s)")
+    assert "the approval timed out" in panel["reason"], panel["reason"]
+    request = demo.hitl_detail(run.run_id, GATE)
+    assert request["response_received"] is False, request
+    assert request["chosen_options"] is None, request
+    # Asked once: a timed-out gate is not retried (a retry would ask, and wait, again).
+    gate = demo.task_instance("model_deploy", run.run_id, GATE)
+    assert (gate["state"], gate["try_number"]) == ("failed", 1), gate
+    assert_no_failed_request(run)
+    # The Required Actions view says so.
+    page.goto(f"{demo.base}/required_actions")
+    page.get_by_role("row").filter(has_text=run.run_id).get_by_text("No Response Received").wait_for()
+    shot(page, "17-canary-timed-out")
