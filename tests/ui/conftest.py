@@ -36,8 +36,32 @@ from tests.ui.browser_support import (
 )
 
 
+def airflow_database(postgres: Any) -> str:
+    """A fresh database for the demo's Airflow metadata on the suite's real PostgreSQL.
+
+    `make demo` keeps Airflow's metadata in SQLite, as `make run` does. Under the browser
+    tests' load, Airflow 3.3 on SQLite (four processes writing one file) answered some
+    concurrent writes with 500/503 (an action-log INSERT waiting out the busy timeout; a
+    backfill creation that failed half-way), and once its scheduler died on the runs that
+    backfill had removed (``ObjectDeletedError``); ``airflow standalone`` does not restart
+    it, so every later run waited forever. Those are Airflow's limits with SQLite, not the
+    demo's: the tests give it PostgreSQL, as the compose stack and the backfill
+    integration test do. Everything else is the demo as shipped.
+    """
+    import secrets
+
+    import sqlalchemy as sa
+
+    database = f"airflow_demo_{secrets.token_hex(4)}"
+    admin = sa.create_engine(postgres.url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
+    admin.dispose()
+    return sa.make_url(postgres.url).set(database=database).render_as_string(hide_password=False)
+
+
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+def demo(tmp_path_factory: pytest.TempPathFactory, postgres: Any) -> Iterator[Demo]:
     from tests.support.tf_serving_standin import require_tensorflow
 
     require_binary("Chromium", ["/usr/bin/chromium", "chromium"])
@@ -58,6 +82,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         "MLINFRA_DEMO_READY_TIMEOUT": str(START_TIMEOUT_S),
         # A copy of include/fleet.yaml that the canary tests switch to a canary strategy.
         "MLINFRA_FLEET_FILE": str(write_demo_fleet(directory)),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_database(postgres),
     }
     env.pop("AIRFLOW_HOME", None)  # the demo's own, under its directory
     for key in ("AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER", "AIRFLOW__CORE__EXECUTOR"):
