@@ -34,12 +34,12 @@ help:
 
 setup: $(STAMP)
 
-# Re-install only when a requirements file changed. uv (pinned) installs the pins, pip is the
-# fallback (MLINFRA_INSTALLER=pip forces it); both reuse their caches.
+# Re-install only when a requirements file changed. The pins are installed and compiled once
+# per set of pins in a shared environment (~/.cache/mlinfra/envs), which .venv sits on top of
+# (scripts/install_env.sh says how; MLINFRA_SHARED_ENV=0 installs everything into .venv). uv
+# (pinned) installs, pip is the fallback (MLINFRA_INSTALLER=pip forces it); both reuse caches.
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	scripts/install_env.sh $(VENV)
-	$(BIN)/python scripts/compile_startup.py
+	PYTHON=$(PYTHON) scripts/install_env.sh $(VENV)
 	@touch $(STAMP)
 
 run: setup

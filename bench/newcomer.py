@@ -4,11 +4,20 @@
 
 Clones this repository into a temporary folder, runs `make run` there, and polls the
 API server (with the generated admin password) until every DAG of dags/ is listed.
-Always measures the warm path (the installers' caches as they are on this machine).
-`--cold` also measures a run with empty uv and pip caches (UV_CACHE_DIR and
-PIP_CACHE_DIR in the temp folder: everything is downloaded again); `--pip` also
-measures the warm path with pip as the installer (MLINFRA_INSTALLER=pip). Prints each
-figure and, side by side, their ratios to the warm one.
+`make setup` installs the pins once per set of pins into a shared environment
+(scripts/install_env.sh) that each clone's .venv sits on top of; the bench keeps that
+cache in its own temporary folder (MLINFRA_ENV_CACHE), so that what it measures does not
+depend on this machine's ~/.cache/mlinfra:
+
+- "first clone": the installers' caches as they are on this machine (warm), no shared
+  environment yet: the pins are installed and compiled;
+- "next clone": a second fresh clone with that shared environment in place: the
+  figure every clone after the first sees (the issue's "warm" path);
+- `--cold` also a first clone with empty uv and pip caches (UV_CACHE_DIR and
+  PIP_CACHE_DIR in the temp folder: everything is downloaded again);
+- `--pip` also a first clone with pip as the installer (MLINFRA_INSTALLER=pip).
+
+Prints each figure and, side by side, their ratios to the next-clone one.
 """
 
 from __future__ import annotations
@@ -54,13 +63,18 @@ def _token(base: str, home: Path) -> str | None:
         return None
 
 
-def main(port: int, cold: bool, timeout: float, installer: str = "uv") -> float:
+def main(port: int, cold: bool, timeout: float, env_cache: Path, label: str, installer: str = "uv") -> float:
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp) / "mlinfra"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         # What a newcomer gets is the committed tree: expect its DAG files, not the working tree's.
         expected = sorted(p.stem for p in (clone / "dags").glob("*.py") if not p.name.startswith("_"))
-        env = {**os.environ, "AIRFLOW_PORT": str(port), "MLINFRA_INSTALLER": installer}
+        env = {
+            **os.environ,
+            "AIRFLOW_PORT": str(port),
+            "MLINFRA_INSTALLER": installer,
+            "MLINFRA_ENV_CACHE": str(env_cache),
+        }
         env.pop("VIRTUAL_ENV", None)
         if cold:
             env["PIP_CACHE_DIR"] = str(Path(tmp) / "pip-cache")
@@ -84,7 +98,7 @@ def main(port: int, cold: bool, timeout: float, installer: str = "uv") -> float:
                     if status == 200 and sorted(d["dag_id"] for d in json.loads(body)["dags"]) == expected:
                         elapsed = time.monotonic() - start
                         print(
-                            f"newcomer path ({'cold' if cold else 'warm'} cache, {installer}): UI answered "
+                            f"newcomer path ({label}, {installer}): UI answered "
                             f"with {len(expected)} DAGs after {elapsed:.0f}s",
                             flush=True,
                         )
@@ -109,13 +123,18 @@ if __name__ == "__main__":
     parser.add_argument("--pip", action="store_true", help="also measure the warm path with pip")
     parser.add_argument("--timeout", type=float, default=1800)
     a = parser.parse_args()
-    warm = main(a.port, False, a.timeout)
-    figures = {"warm (uv)": warm}
-    if a.pip:
-        figures["warm (pip)"] = main(a.port, False, a.timeout, installer="pip")
-    if a.cold:
-        figures["cold (uv)"] = main(a.port, True, a.timeout)
-    print("\nnewcomer path, seconds until the UI lists every DAG:")
+    with tempfile.TemporaryDirectory() as caches:
+        envs = Path(caches) / "envs"
+        first = main(a.port, False, a.timeout, envs, "first clone, warm package caches")
+        warm = main(a.port, False, a.timeout, envs, "next clone, shared environment in place")
+        figures = {"next clone (uv)": warm, "first clone (uv)": first}
+        if a.pip:
+            figures["first clone (pip)"] = main(
+                a.port, False, a.timeout, Path(caches) / "envs-pip", "first clone", installer="pip"
+            )
+        if a.cold:
+            figures["cold (uv)"] = main(a.port, True, a.timeout, Path(caches) / "envs-cold", "cold caches")
+    print("\nnewcomer path, seconds until the UI lists every DAG (target for the next clone: <= 30s):")
     for name, seconds in figures.items():
-        print(f"  {name:<11} {seconds:7.1f}s   x{seconds / warm:.2f} of warm (uv)")
+        print(f"  {name:<18} {seconds:7.1f}s   x{seconds / warm:.2f} of the next clone")
     sys.exit(0)

@@ -50,6 +50,9 @@ def _compile(path: str) -> bool:
 def main() -> int:
     started = time.monotonic()
     os.environ.setdefault("AIRFLOW_HOME", os.path.join(os.getcwd(), ".airflow"))
+    # Run by the shared environment's python (scripts/install_env.sh), where this checkout is
+    # not installed: its modules are imported from plugins/ to find what they load.
+    sys.path.insert(0, os.path.join(os.getcwd(), "plugins"))
     missing = []
     for name in ENTRY_MODULES:
         try:

@@ -1,4 +1,5 @@
-"""scripts/install_env.sh (what `make setup` runs): uv installs the pins, pip takes over when uv fails.
+"""scripts/install_env.sh (what `make setup` runs): uv installs the pins, pip takes over when uv fails;
+a new venv sits on a shared environment built once per set of pins.
 
 A tiny project with one pinned requirement stands in for this one, so the test takes
 seconds; it needs the package index (marked integration).
@@ -32,9 +33,9 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def install(project: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def install(project: Path, venv: str = "venv", **env: str) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [str(ROOT / "scripts" / "install_env.sh"), str(project / "venv")],
+        [str(ROOT / "scripts" / "install_env.sh"), str(project / venv)],
         cwd=project,
         env={**os.environ, **env},
         capture_output=True,
@@ -42,9 +43,7 @@ def install(project: Path, **env: str) -> subprocess.CompletedProcess[str]:
         timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    check = subprocess.run(
-        [str(project / "venv" / "bin" / "python"), "-c", "import six"], capture_output=True
-    )
+    check = subprocess.run([str(project / venv / "bin" / "python"), "-c", "import six"], capture_output=True)
     assert check.returncode == 0, "the pinned requirement is not installed"
     return result
 
@@ -65,3 +64,55 @@ def test_pip_takes_over_when_uv_fails(project: Path) -> None:
     result = install(project, MLINFRA_INSTALLER="uv", PATH=f"{fake}:{os.environ['PATH']}")
     assert "falling back to pip" in result.stderr
     assert "installed with pip" in result.stdout
+
+
+def _clone(project: Path, to: Path) -> Path:
+    to.mkdir()
+    for name in ("requirements.txt", "requirements-dev.txt", "constraints.txt", "pyproject.toml"):
+        (to / name).write_text((project / name).read_text())
+    return to
+
+
+def test_a_new_venv_sits_on_a_shared_environment_built_once(project: Path, tmp_path: Path) -> None:
+    envs = tmp_path / "envs"
+    first = install(project, "thin", MLINFRA_ENV_CACHE=str(envs), MLINFRA_INSTALLER="uv")
+    assert "building the shared environment" in first.stdout
+    (shared,) = [p for p in envs.iterdir() if p.is_dir()]
+    assert (shared / ".complete").exists()
+    thin = project / "thin"
+    # The pin lives in the shared environment only; the thin venv reaches it through a .pth.
+    assert not list((thin / "lib").glob("python3*/site-packages/six.py"))
+    assert list((shared / "lib").glob("python3*/site-packages/six.py"))
+    assert (thin / ".mlinfra-shared-env").read_text().strip() == str(shared)
+    # Native programs of the shared bin/ are linked, console scripts re-pointed at the thin python.
+    assert (thin / "bin" / "uv").resolve() == (shared / "bin" / "uv").resolve()
+    # The project itself is installed (editable) in the thin venv, not in the shared one.
+    listed = subprocess.run(
+        [str(thin / "bin" / "python"), "-c", "import importlib.metadata as m; print(m.version('tiny'))"],
+        capture_output=True,
+        text=True,
+    )
+    assert listed.stdout.strip() == "0.1", listed.stderr
+    assert not list((shared / "lib").glob("python3*/site-packages/*tiny*"))
+
+    # A second clone with the same pins links to the same environment: nothing is installed.
+    other = _clone(project, tmp_path / "clone")
+    second = install(other, "venv", MLINFRA_ENV_CACHE=str(envs), MLINFRA_INSTALLER="uv")
+    assert "building the shared environment" not in second.stdout
+    assert f"uses the shared environment {shared}" in second.stdout
+    assert [p for p in envs.iterdir() if p.is_dir()] == [shared]
+
+    # Other pins, another environment; an interrupted build (no .complete) is built again.
+    (other / "constraints.txt").write_text((other / "constraints.txt").read_text() + "\n")
+    (shared / ".complete").unlink()
+    third = install(project, "thin", MLINFRA_ENV_CACHE=str(envs), MLINFRA_INSTALLER="uv")
+    assert "building the shared environment" in third.stdout
+    assert (shared / ".complete").exists()
+
+
+def test_an_existing_full_venv_is_installed_into_as_before(project: Path, tmp_path: Path) -> None:
+    envs = tmp_path / "envs"
+    result = install(project, MLINFRA_ENV_CACHE=str(envs), MLINFRA_INSTALLER="uv")
+    assert "shared environment" not in result.stdout
+    assert list((project / "venv" / "lib").glob("python3*/site-packages/six.py"))
+    assert not envs.exists()
