@@ -104,21 +104,13 @@ class Demo:
         return str(r.json()["access_token"])
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        # The demo's metadata DB is one SQLite file written by four Airflow processes: a write
-        # that waits past SQLite's busy timeout fails the request with a 500 and is rolled back
-        # (seen once, on the action log's INSERT while the first sweep and report ran). Sent
-        # again, as a person would press again; a 500 that persists still fails the test.
-        for attempt in range(4):
-            r = httpx.request(
-                method,
-                f"{self.base}/api/v2{path}",
-                headers={"Authorization": f"Bearer {self.token()}"},
-                timeout=30,
-                **kwargs,
-            )
-            if r.status_code < 500 or attempt == 3:
-                break
-            time.sleep(2 * (attempt + 1))
+        r = httpx.request(
+            method,
+            f"{self.base}/api/v2{path}",
+            headers={"Authorization": f"Bearer {self.token()}"},
+            timeout=30,
+            **kwargs,
+        )
         r.raise_for_status()
         return r.json()
 

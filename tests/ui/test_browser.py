@@ -227,7 +227,10 @@ def test_05_a_held_manual_scale_from_the_prefilled_form_survives_the_next_sweep(
 
 def test_06_backfill_metrics_report_from_the_dialog(page: Any, demo: Demo) -> None:
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    first, last = today - timedelta(days=4), today - timedelta(days=2)
+    # Days the scheduler never runs on its own: at start it runs the latest whole day (today-1,
+    # or today-2 if the demo started before midnight), and a backfill skips days that have a
+    # run, so a range reaching them would count fewer than three runs after midnight.
+    first, last = today - timedelta(days=5), today - timedelta(days=3)
     dialog = open_trigger_dialog(page, demo, "metrics_report")
     dialog.get_by_text("Backfill", exact=True).click()
     pickers = dialog.get_by_test_id("datetime-input")
