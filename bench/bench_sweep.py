@@ -89,7 +89,7 @@ def gpu_collector_cost(rounds: int = 300, scenario: str = "eight_gpus") -> dict[
     work: labels, conversions, samples. The replay is the cheapest caller there is
     (functions looked up once, a bare try per call): an earlier replay that looked each
     function up on the fake per call and wrapped each call in ``contextlib.suppress``
-    made the raw side slower and the ratio about 0.3 lower than it is. Blocks of rounds
+    made the raw side slower and the ratio lower than it is. Blocks of rounds
     alternate between the sides (and which goes first); the median of the 30 blocks'
     ratios counts.
 
