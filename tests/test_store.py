@@ -360,3 +360,24 @@ def test_staleness_markers_round_trip_apart_from_plain_nan(store: MetricsStore) 
     assert [s.value for s in engine.instant("x", T0)] == [2.0]
     store.write_samples([Sample("x", {}, STALE_NAN, T0)])
     assert engine.instant("x", T0) == []
+
+
+def test_current_samples_are_the_newest_of_each_series_in_the_window(store: MetricsStore) -> None:
+    store.write_sweep(T0 - 600, [gpu(0, 1), gpu(1, 1), gpu(2, 1), Sample("ml_cpu_usage_percent", {}, 5)])
+    store.write_sweep(T0 - 300, [gpu(0, 2), gpu(2, STALE_NAN)])  # GPU 2 went away
+    store.write_sweep(T0, [gpu(0, 3), Sample("other", {}, 7)])
+    store.write_sweep(T0 + 300, [gpu(0, 4)])  # after the window
+
+    got = store.current_samples(["ml_gpu_utilization_percent", "ml_cpu_usage_percent"], T0 - 300, T0)
+
+    # GPU 1's newest sample is older than the window; GPU 2's newest one is a staleness marker.
+    assert [(s.name, s.labels.get("gpu_id"), s.value, s.timestamp) for s in got] == [
+        ("ml_gpu_utilization_percent", "0", 3.0, T0),
+    ]
+    wider = store.current_samples(["ml_gpu_utilization_percent", "ml_cpu_usage_percent"], T0 - 600, T0)
+    assert sorted((s.name, s.labels.get("gpu_id"), s.value, s.timestamp) for s in wider) == [
+        ("ml_cpu_usage_percent", None, 5.0, T0 - 600),
+        ("ml_gpu_utilization_percent", "0", 3.0, T0),
+        ("ml_gpu_utilization_percent", "1", 1.0, T0 - 600),
+    ]
+    assert store.current_samples([], T0 - 600, T0) == []

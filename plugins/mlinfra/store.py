@@ -19,7 +19,7 @@ The interface is small on purpose:
   :meth:`write_samples` (upsert by series and timestamp), :meth:`stage` /
   :meth:`staged` / :meth:`clear_staged` (collector output waiting for its sweep);
 * reads: :meth:`select_series`, :meth:`read_samples`, :meth:`query_range`,
-  :meth:`sweeps`;
+  :meth:`current_samples`, :meth:`sweeps`;
 * housekeeping: :meth:`apply_retention`.
 
 Which database, and the engine that reaches it, is :mod:`mlinfra.store_engine`'s.
@@ -493,6 +493,45 @@ class MetricsStore:
             [s.id for s in series], start, end, include_start=include_start, stale=stale
         )
         return [(s, points[s.id]) for s in series if points[s.id]]
+
+    def current_samples(
+        self, names: Iterable[str], start: float | datetime, end: float | datetime
+    ) -> list[Sample]:
+        """The newest sample in ``[start, end]`` of every series of the metrics ``names``, in one read.
+
+        Each sample carries its own timestamp. A series whose newest sample is a staleness
+        marker (its target went away) is not current and is left out. Ordered by series id.
+        """
+        lo, hi = to_ms(start), to_ms(end)
+        later = samples_table.alias("later")
+        # Only each series' newest row in the window comes back (a seek on the primary key
+        # per series), not every row of the window.
+        newest_ts = (
+            sa.select(sa.func.max(later.c.ts))
+            .where(later.c.series_id == series_table.c.id, later.c.ts >= lo, later.c.ts <= hi)
+            .scalar_subquery()
+        )
+        rows: list[Any] = []
+        with self.begin() as conn:
+            for chunk in _chunks(sorted(set(names)), _CHUNK):
+                rows += conn.execute(
+                    sa.select(
+                        samples_table.c.series_id,
+                        series_table.c.name,
+                        series_table.c.labels,
+                        samples_table.c.ts,
+                        samples_table.c.value,
+                    )
+                    .join(series_table, series_table.c.id == samples_table.c.series_id)
+                    .where(series_table.c.name.in_(chunk), samples_table.c.ts == newest_ts)
+                ).all()
+        rows.sort(key=lambda r: r[0])
+        out = []
+        for _, name, labels, t, v in rows:
+            value = from_db(v)
+            if not is_stale_nan(value):
+                out.append(Sample(name, json.loads(labels), value, t / 1000.0))
+        return out
 
     def sweeps(self, start: float | datetime, end: float | datetime) -> list[SweepRecord]:
         """Sweeps written with a logical time in ``[start, end)``."""

@@ -15,7 +15,7 @@ import yaml
 from mlinfra.config import Fleet, load_fleet, parse_fleet
 from mlinfra.deploy.canary.records import CanaryRecords
 from mlinfra.store import MetricsStore
-from mlinfra.ui.canary_panel import RECENT_S, canary_panel, waiting_for
+from mlinfra.ui.canary_panel import RECENT_S, canary_panel, canary_panels, waiting_for
 from mlinfra.ui.fleet import read_fleet_view
 
 FLEET = Path(__file__).resolve().parents[2] / "include" / "fleet.yaml"
@@ -232,3 +232,22 @@ def test_steps_the_fleet_file_no_longer_has_are_not_described(records: CanaryRec
     assert run is not None
     records.save_state(RUN, phase="running", gate=None)
     assert waiting_for(records.get(RUN), None, now=time.time())["kind"] == "step"  # type: ignore[arg-type]
+
+
+def test_the_fleet_s_panels_in_one_read_are_each_model_s_panel(records: CanaryRecords) -> None:
+    at_the_first_gate(records, "manual__old")
+    records.finish("manual__old", "aborted", reason="old")
+    at_the_first_gate(records, "manual__new")
+    records.start("manual__r", model="resnet50-classifier", stable_version=1, canary_version=2, steps=5)
+    records.finish("manual__r", "promoted", reason="done")
+    fleet = canary_fleet()
+    now = time.time()
+
+    for when in (now, now + RECENT_S + 60):
+        panels = canary_panels(records, fleet.models, now=when)
+        assert panels == {m.name: canary_panel(records, m, now=when) for m in fleet.models}
+    assert panels == {"half-plus-two": panels["half-plus-two"], "resnet50-classifier": None}
+    now_panels = canary_panels(records, fleet.models, now=now)
+    assert now_panels["half-plus-two"]["run_id"] == "manual__new"  # type: ignore[index]
+    assert len(now_panels["half-plus-two"]["measurements"]) == 2  # type: ignore[index]
+    assert now_panels["resnet50-classifier"]["phase"] == "promoted"  # type: ignore[index]

@@ -151,3 +151,30 @@ def test_audit_and_report_lookups(filled: dict[str, Any]) -> None:
         "status": "complete",
         "run_id": newest["run_id"],
     }
+
+
+def test_the_sample_index_finds_what_a_scan_of_the_samples_finds() -> None:
+    from mlinfra.ui.fleet import SampleIndex, _matching
+
+    samples = [
+        *cluster_samples(),
+        Sample("kube_deployment_spec_replicas", {"namespace": "b", "deployment": "x"}, 1),
+        Sample("kube_deployment_spec_replicas", {"namespace": "a", "deployment": "x"}, 2),
+        Sample("kube_deployment_spec_replicas", {"namespace": "a", "deployment": "y", "extra": "1"}, 3),
+        Sample("mlinfra_serving_up", {"model": "x"}, 1),
+    ]
+    index = SampleIndex(samples)
+    lookups = [
+        ("kube_deployment_spec_replicas", {"namespace": "a", "deployment": "x"}),
+        ("kube_deployment_spec_replicas", {"deployment": "x"}),
+        ("kube_deployment_spec_replicas", {"namespace": "a"}),
+        ("kube_deployment_spec_replicas", {"namespace": "a", "deployment": "y"}),
+        ("kube_deployment_spec_replicas", {"extra": "1"}),
+        ("kube_deployment_spec_replicas", {}),
+        ("mlinfra_serving_up", {"model": "x"}),
+        ("mlinfra_serving_up", {"model": "none"}),
+        ("no_such_metric", {"model": "x"}),
+    ]
+    for name, labels in lookups:
+        assert _matching(index, name, **labels) == _matching(samples, name, **labels), (name, labels)
+    assert [s.value for s in _matching(index, "kube_deployment_spec_replicas", deployment="x")] == [1, 2]

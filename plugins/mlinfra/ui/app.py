@@ -212,12 +212,14 @@ class _Pages:
     templates: Environment
 
     def render(self, name: str, request: Request, **context: Any) -> HTMLResponse:
+        # Read Airflow's configuration once per page: a fleet page links ~1000 runs.
+        airflow = airflow_base_path()
         html = self.templates.get_template(name).render(
             prefix=str(request.scope.get("root_path", "")).rstrip("/") or URL_PREFIX,
-            airflow=airflow_base_path(),
+            airflow=airflow,
             demo=demo_mode(),
             now=time.time(),
-            run_url=lambda dag_id, run_id: dag_run_url(airflow_base_path(), dag_id, run_id),
+            run_url=lambda dag_id, run_id: dag_run_url(airflow, dag_id, run_id),
             trigger_dags=TRIGGER_DAGS,
             **context,
         )

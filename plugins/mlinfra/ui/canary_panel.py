@@ -18,6 +18,7 @@ verdict, the promote/abort reason, and for a run that has not ended what it wait
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -38,14 +39,33 @@ REQUIRED_ACTIONS_PATH = "/required_actions?response_received=false"
 def canary_panel(records: CanaryRecords, model: Model, *, now: float) -> dict[str, Any] | None:
     """The panel of ``model``'s latest canary run, or None (no run, or ended over a day ago)."""
     runs = records.runs_for_model(model.name, limit=1)
-    if not runs:
+    if not runs or not _shown(runs[0], now):
         return None
-    run = runs[0]
+    return _panel(model, runs[0], records.measurements(runs[0].run_id), now=now)
+
+
+def canary_panels(
+    records: CanaryRecords, models: Sequence[Model], *, now: float
+) -> dict[str, dict[str, Any] | None]:
+    """model name -> :func:`canary_panel` of each of ``models``, in two reads for the whole fleet."""
+    latest = records.latest_runs()
+    runs = {m.name: latest[m.name] for m in models if m.name in latest and _shown(latest[m.name], now)}
+    measured = records.measurements_of_runs(run.run_id for run in runs.values())
+    return {
+        m.name: _panel(m, runs[m.name], measured[runs[m.name].run_id], now=now) if m.name in runs else None
+        for m in models
+    }
+
+
+def _shown(run: CanaryRun, now: float) -> bool:
+    return run.ended_at is None or now - run.ended_at.timestamp() <= RECENT_S
+
+
+def _panel(
+    model: Model, run: CanaryRun, measurements: Sequence[CanaryMeasurement], *, now: float
+) -> dict[str, Any]:
     ended = run.ended_at.timestamp() if run.ended_at is not None else None
-    if ended is not None and now - ended > RECENT_S:
-        return None
     steps = _fleet_steps(model, run)
-    measurements = records.measurements(run.run_id)
     stable = run.stable_replicas or 0
     return {
         "run_id": run.run_id,

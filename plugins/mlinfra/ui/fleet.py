@@ -41,10 +41,10 @@ from mlinfra.deploy.canary.records import CanaryRecords
 from mlinfra.deploy.records import DeploymentRecord, DeploymentRecords
 from mlinfra.reports.records import report_record_of_day, report_records
 from mlinfra.rules.state import StoreAlertStates
-from mlinfra.samples import Sample, is_stale_nan
+from mlinfra.samples import Sample
 from mlinfra.scaling.records import ScaleEvent, ScaleRecords
 from mlinfra.store import LabelMatcher
-from mlinfra.ui.canary_panel import canary_panel
+from mlinfra.ui.canary_panel import canary_panels
 
 if TYPE_CHECKING:
     from mlinfra.config import Fleet, Model
@@ -59,6 +59,14 @@ MAX_POINTS = 120
 # (a collector skipped in the latest sweep still shows its last reading, marked by its age).
 CURRENT_WINDOW_S = 15 * 60
 RECENT_ROWS = 20
+# What a model's row shows from the sweep (replicas, serving up, versions AVAILABLE).
+CURRENT_METRICS = (
+    "kube_deployment_spec_replicas",
+    "kube_deployment_status_replicas_available",
+    "kube_deployment_status_replicas_ready",
+    "mlinfra_serving_up",
+    "mlinfra_serving_model_version_available",
+)
 
 GPU_METRICS = {
     "utilization": "ml_gpu_utilization_percent",
@@ -93,9 +101,9 @@ def read_fleet_view(
     firing = [a for a in alerts if a["state"] == "firing"]
     snapshot_ts = sweep["ts"] if sweep else None
     models = [_model_view(m, current, deployments, firing, scale_events, snapshot_ts) for m in fleet.models]
-    canaries = CanaryRecords(store)
+    panels = canary_panels(CanaryRecords(store), fleet.models, now=now)
     for model, view in zip(fleet.models, models, strict=True):
-        view["canary"] = canary_panel(canaries, model, now=now)
+        view["canary"] = panels[model.name]
     return {
         "generated_at": now,
         "window": {"start": end - hours * 3600, "end": end, "hours": hours},
@@ -244,19 +252,7 @@ def _current_samples(store: MetricsStore, latest: float | None) -> list[Sample]:
     """
     if latest is None:
         return []
-    out = []
-    for name in (
-        "kube_deployment_spec_replicas",
-        "kube_deployment_status_replicas_available",
-        "kube_deployment_status_replicas_ready",
-        "mlinfra_serving_up",
-        "mlinfra_serving_model_version_available",
-    ):
-        for series, points in store.query_range(name, (), latest - CURRENT_WINDOW_S, latest, stale=True):
-            t, v = points[-1]
-            if not is_stale_nan(v):
-                out.append(Sample(series.name, series.labels, v, t))
-    return out
+    return store.current_samples(CURRENT_METRICS, latest - CURRENT_WINDOW_S, latest)
 
 
 def latest_sweep_samples(store: MetricsStore) -> tuple[float | None, list[Sample]]:
@@ -271,10 +267,11 @@ def latest_sweep_samples(store: MetricsStore) -> tuple[float | None, list[Sample
 
 
 class SampleIndex:
-    """The sweep's current samples, indexed by name and by one label's value.
+    """The sweep's current samples, indexed by name and by the values of the labels looked up.
 
     A fleet page looks up ~5 figures per model; scanning every current sample for each
-    made a 500-model page cost models x samples. A lookup here costs what it returns.
+    made a 500-model page cost models x samples. A lookup here costs what it returns
+    (an index on the first label alone still scanned a namespace's 50 models per lookup).
     """
 
     def __init__(self, samples: Iterable[Sample]):
@@ -282,7 +279,8 @@ class SampleIndex:
         self._by_name: dict[str, list[Sample]] = {}
         for s in self.samples:
             self._by_name.setdefault(s.name, []).append(s)
-        self._by_label: dict[tuple[str, str], dict[str | None, list[Sample]]] = {}
+        # (name, label names) -> their values -> samples, built on the first lookup of that kind.
+        self._by_labels: dict[tuple[str, tuple[str, ...]], dict[tuple[str | None, ...], list[Sample]]] = {}
 
     def __iter__(self) -> Iterator[Sample]:
         return iter(self.samples)
@@ -293,13 +291,13 @@ class SampleIndex:
     def matching(self, name: str, labels: Mapping[str, str]) -> list[Sample]:
         if not labels:
             return list(self._by_name.get(name, ()))
-        key, value = next(iter(labels.items()))
-        table = self._by_label.get((name, key))
+        keys = tuple(sorted(labels))
+        table = self._by_labels.get((name, keys))
         if table is None:
-            table = self._by_label[(name, key)] = {}
+            table = self._by_labels[(name, keys)] = {}
             for s in self._by_name.get(name, ()):
-                table.setdefault(s.labels.get(key), []).append(s)
-        return [s for s in table.get(value, ()) if all(s.labels.get(k) == v for k, v in labels.items())]
+                table.setdefault(tuple(s.labels.get(k) for k in keys), []).append(s)
+        return list(table.get(tuple(labels[k] for k in keys), ()))
 
 
 def _matching(samples: Iterable[Sample], name: str, **labels: str) -> list[Sample]:

@@ -107,3 +107,29 @@ def test_runs_for_model_newest_first(records: CanaryRecords) -> None:
         )
     assert [r.run_id for r in records.runs_for_model("m")] == ["c", "a"]
     assert records.runs_for_model("m", limit=1)[0].to_dict()["run_id"] == "c"
+
+
+def test_latest_runs_is_each_model_s_newest(records: CanaryRecords) -> None:
+    assert records.latest_runs() == {}
+    for run_id, model in (("a", "m"), ("b", "other"), ("c", "m")):
+        records.start(run_id, model=model, stable_version=1, canary_version=2, steps=1)
+    latest = records.latest_runs()
+    assert {m: r.run_id for m, r in latest.items()} == {"m": "c", "other": "b"}
+    assert latest["m"] == records.runs_for_model("m", limit=1)[0]
+
+
+def test_measurements_of_runs_as_measurements_gives_them(records: CanaryRecords) -> None:
+    for run_id in ("r1", "r2"):
+        records.start(run_id, model="m", stable_version=1, canary_version=2, steps=2)
+    for step, seq, metric in ((1, 1, "latency"), (0, 0, "golden"), (1, 0, "latency")):
+        records.add_measurement(
+            "r1", step=step, seq=seq, metric=metric, verdict="successful", step_kind="analysis", value=1.0
+        )
+    got = records.measurements_of_runs(["r1", "r2", "none"])
+    assert got == {"r1": records.measurements("r1"), "r2": [], "none": []}
+    assert [(m.step, m.metric, m.seq) for m in got["r1"]] == [
+        (0, "golden", 0),
+        (1, "latency", 1),
+        (1, "latency", 0),
+    ]
+    assert records.measurements_of_runs([]) == {}

@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +36,8 @@ import sqlalchemy as sa
 
 from mlinfra.store import MetricsStore, as_utc, metadata
 from mlinfra.store_engine import dialect_insert
+
+_CHUNK = 500  # run ids per IN (...) list, as the store chunks its own
 
 # running: the steps are being walked; paused: waiting at an approval gate (``gate``);
 # promoting / aborting: the end is under way; promoted / aborted: done.
@@ -251,6 +254,23 @@ class CanaryRecords:
         with self.store.begin() as conn:
             return [_run(r._mapping) for r in conn.execute(stmt)]
 
+    def latest_runs(self) -> dict[str, CanaryRun]:
+        """Every model's newest canary run (as :meth:`runs_for_model` with ``limit=1``), in one read.
+
+        The ML Fleet page shows a panel per model: one query for the fleet instead of one per model.
+        """
+        t = canary_runs_table
+        newest = (
+            sa.func.row_number()
+            .over(partition_by=t.c.model, order_by=(t.c.started_at.desc(), t.c.run_id.desc()))
+            .label("newest")
+        )
+        ranked = sa.select(t, newest).subquery()
+        stmt = sa.select(*(ranked.c[c.name] for c in t.columns)).where(ranked.c.newest == 1)
+        with self.store.begin() as conn:
+            runs = [_run(r._mapping) for r in conn.execute(stmt)]
+        return {run.model: run for run in runs}
+
     def add_measurement(
         self,
         run_id: str,
@@ -306,6 +326,24 @@ class CanaryRecords:
         stmt = stmt.order_by(t.c.step, t.c.measured_at, t.c.metric, t.c.seq)
         with self.store.begin() as conn:
             return [_measurement(r._mapping) for r in conn.execute(stmt)]
+
+    def measurements_of_runs(self, run_ids: Iterable[str]) -> dict[str, list[CanaryMeasurement]]:
+        """run id -> its measurements in the order :meth:`measurements` gives them (every id present)."""
+        t = canary_measurements_table
+        wanted = sorted(set(run_ids))
+        out: dict[str, list[CanaryMeasurement]] = {run_id: [] for run_id in wanted}
+        if not wanted:
+            return out
+        with self.store.begin() as conn:
+            for i in range(0, len(wanted), _CHUNK):
+                stmt = (
+                    sa.select(t)
+                    .where(t.c.run_id.in_(wanted[i : i + _CHUNK]))
+                    .order_by(t.c.run_id, t.c.step, t.c.measured_at, t.c.metric, t.c.seq)
+                )
+                for r in conn.execute(stmt):
+                    out[r.run_id].append(_measurement(r._mapping))
+        return out
 
 
 def _finite(value: float | None) -> float | None:
