@@ -352,3 +352,17 @@ def test_extra_links_stay_off_other_tasks_and_runs_without_rows(filled: dict[str
     assert FleetModelLink().get_link(_Op(), ti_key=_key("model_deploy", "validate_request", "manual__x")) == (
         "/mlinfra/fleet"
     )
+
+
+def test_the_templates_read_a_dict_s_keys_as_jinja_does() -> None:
+    from types import SimpleNamespace
+
+    from mlinfra.ui.app import _environment
+
+    env = _environment()
+    page = env.from_string(
+        "{{ d.name }}|{{ d.missing }}|{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %}|{{ d.get('name') }}|{{ o.name }}"
+    )
+    # A key named like a dict method does not hide the method, as in Jinja's own lookup.
+    d = {"name": "m", "items": "x", "get": "y"}
+    assert page.render(d=d, o=SimpleNamespace(name="o")) == "m||name=m;items=x;get=y;|m|o"
