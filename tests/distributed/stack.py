@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,8 @@ class DistributedStack:
     engine: sa.Engine
     admin_password: str
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # When launch() started the scheduler: it creates no scheduled run before this.
+    launched_at: datetime | None = None
     _token: str | None = None
 
     # ------------------------------------------------------------------ processes
@@ -88,6 +90,7 @@ class DistributedStack:
     def launch(self) -> None:
         """The compose file's commands: ``api-server``, ``scheduler``, ``dag-processor``,
         ``triggerer`` and ``celery worker`` (twice, each with its own Celery node name)."""
+        self.launched_at = datetime.now(UTC)
         self.start("airflow-apiserver", ["api-server", "--workers", "1"])
         self.start("airflow-scheduler", ["scheduler"])
         self.start("airflow-dag-processor", ["dag-processor"])

@@ -12,7 +12,7 @@ group for the sweep job, whichever worker pushed.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -30,6 +30,7 @@ COLLECTORS = {"gpu", "host", "kubernetes", "serving"}
 # Written by write_sweep from this sweep and the previous one, not by a collector.
 DERIVED = {"ml_cpu_usage_percent"}
 LOAD_DELAY_S = 20.0
+SWEEP_STEP = timedelta(minutes=5)  # infra_health_sweep's schedule, */5 * * * *
 
 
 def _wait_runs(
@@ -70,9 +71,17 @@ def test_the_compose_stack_runs_sweeps_on_both_workers_without_losing_a_sample(
     stack.wait_for_dags(DAG_IDS)
     stack.wait_for_workers()
 
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
-    latest = now - timedelta(minutes=now.minute % 5)
-    sweep_times = [latest - timedelta(minutes=5 * k) for k in range(1, SWEEPS + 1)]
+    # Logical dates the scheduler never creates. The DAG is un-paused (as in the compose
+    # stack) with catchup=False: the scheduler runs the latest 5-minute tick when it first
+    # sees the DAG, then every tick after, and dag_run is unique on (dag_id, logical_date):
+    # a manual run at one of those ticks is refused with 409. Counted back from "now", the
+    # newest of these dates was that first scheduled tick whenever a tick passed between
+    # the scheduler's first run and "now" (a rehearsal's crossed midnight); counted back
+    # from the tick before the launch, they all precede every run the scheduler makes.
+    assert stack.launched_at is not None
+    launched = stack.launched_at.replace(second=0, microsecond=0)
+    first_tick = launched - timedelta(minutes=launched.minute % 5)
+    sweep_times = [first_tick - k * SWEEP_STEP for k in range(1, SWEEPS + 1)]
     ensure_version(cluster.deploy.base_path, 2)
     # The new pod loads version 2 for a while (not Ready meanwhile), so the deploy's waits
     # find the rollout still progressing when Celery hands them out, and defer.
@@ -92,6 +101,11 @@ def test_the_compose_stack_runs_sweeps_on_both_workers_without_losing_a_sample(
         timeout=900,
         deferred=deferred,
     )
+    # What the dates above rely on: every run the scheduler made is at the launch's tick or later.
+    scheduled = stack.db(
+        "SELECT logical_date FROM dag_run WHERE dag_id = 'infra_health_sweep' AND run_type = 'scheduled'"
+    )
+    assert all(d >= first_tick for (d,) in scheduled), (first_tick, scheduled)
 
     # Both workers ran sweep tasks (a task instance records the host that ran it).
     hosts = stack.db(
