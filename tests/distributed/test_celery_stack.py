@@ -7,21 +7,35 @@ then the checks that only a distributed run can fail: tasks landed on both worke
 every sample every collector staged on whichever worker reached the store exactly
 once, the deploy's trigger ran in the triggerer process, and the Pushgateway holds one
 group for the sweep job, whichever worker pushed.
+
+At the same time a 7-day backfill of ``metrics_report`` (through the REST API, as the
+UI's backfill dialog does) reports on generated history seeded into the store; its
+reports must equal, byte for byte, those the embedded default (``make run``: a SQLite
+store, the same report code in one process) writes from the same history.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from datetime import timedelta
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from airflow.sdk import ObjectStoragePath
 
+from mlinfra.config import load_fleet
 from mlinfra.export import DEFAULT_INSTANCE, DEFAULT_JOB
+from mlinfra.reports.publish import publish_report
+from mlinfra.reports.records import report_records
 from mlinfra.store import MetricsStore
 from tests.deploy.environment import ensure_version
 from tests.distributed.conftest import DAG_IDS, Cluster
 from tests.distributed.stack import WORKERS, DistributedStack
+from tests.reports.conftest import fill, make_history
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -31,6 +45,57 @@ COLLECTORS = {"gpu", "host", "kubernetes", "serving"}
 DERIVED = {"ml_cpu_usage_percent"}
 LOAD_DELAY_S = 20.0
 SWEEP_STEP = timedelta(minutes=5)  # infra_health_sweep's schedule, */5 * * * *
+REPORT_DAYS = 7
+REPORT_FILES = ("report.csv", "report.html", "report.json")
+
+
+def _history_start(stack: DistributedStack) -> datetime:
+    """Midnight UTC of the seeded history's first day (a baseline day, then the report days).
+
+    The scheduler runs ``metrics_report`` (un-paused, catchup=False) for the day before
+    the one it starts on, and each later day as it ends: the backfilled days end before
+    the day before the launch, so the backfill never meets a run the scheduler made.
+    """
+    assert stack.launched_at is not None
+    launch_day = stack.launched_at.replace(hour=0, minute=0, second=0, microsecond=0)
+    return launch_day - timedelta(days=REPORT_DAYS + 2)
+
+
+def _report_rows(store: MetricsStore, days: list[datetime]) -> list[dict[str, Any]]:
+    """The store's report rows of ``days``, less where the files went (two folders) and when
+    the row was written (two clocks): the two things that differ by design."""
+    rows = report_records(store, days[0], days[-1] + timedelta(days=1))
+    return [{k: v for k, v in r.items() if k not in ("path", "written_at")} for r in rows]
+
+
+def _embedded_reports(
+    history_start: datetime, fleet_file: Path, folder: Path, run_ids: dict[datetime, str]
+) -> list[dict[str, Any]]:
+    """The embedded default's reports of the backfilled days: the same history in a SQLite
+    store, each day published in this process by what ``metrics_report``'s task calls.
+    Files go to ``folder/reports``; returns the store's report rows.
+
+    Each day gets the distributed run's id: a backfill of the embedded default names its
+    runs after the same logical dates, and the id is printed in the HTML only.
+    """
+    store = MetricsStore.from_url(f"sqlite:///{folder / 'store.db'}")
+    try:
+        fill(store, make_history(history_start.timestamp(), days=REPORT_DAYS + 1))
+        fleet = load_fleet(fleet_file)
+        base = ObjectStoragePath((folder / "reports").as_uri())
+        for day, run_id in run_ids.items():
+            publish_report(store, fleet, day, day + timedelta(days=1), base=base, run_id=run_id)
+        return _report_rows(store, list(run_ids))
+    finally:
+        store.engine.dispose()
+
+
+@pytest.fixture
+def store(cluster: Cluster) -> Iterator[MetricsStore]:
+    """The stack's store (PostgreSQL), as the test reads and seeds it."""
+    store = MetricsStore.from_url(cluster.store_url)
+    yield store
+    store.engine.dispose()
 
 
 def _wait_runs(
@@ -64,9 +129,15 @@ def _wait_runs(
 
 @pytest.mark.timeout(1500)
 def test_the_compose_stack_runs_sweeps_on_both_workers_without_losing_a_sample(
-    stack: DistributedStack, cluster: Cluster
+    stack: DistributedStack, cluster: Cluster, store: MetricsStore, tmp_path: Path
 ) -> None:
     started = time.monotonic()
+    # The history the backfill reports on, in the store before any run can read it
+    # (while the stack boots: its own sweeps write today's samples, never these days').
+    history_start = _history_start(stack)
+    fill(store, make_history(history_start.timestamp(), days=REPORT_DAYS + 1))
+    seeded = time.monotonic() - started
+
     stack.wait("the API server", stack.api_up, timeout=300, interval=2.0)
     stack.wait_for_dags(DAG_IDS)
     stack.wait_for_workers()
@@ -93,14 +164,34 @@ def test_the_compose_stack_runs_sweeps_on_both_workers_without_losing_a_sample(
     scale = stack.trigger(
         "model_scale", conf={"model": "resnet50-classifier", "replicas": 3, "reason": "distributed test"}
     )
+    # Day 0 of the history is the counters' baseline; the report days follow it.
+    days = [history_start + timedelta(days=i) for i in range(1, REPORT_DAYS + 1)]
+    # Two days at a time, the most the backfill dialog allows (the DAG's max_active_runs).
+    backfill = stack.backfill("metrics_report", days[0], days[-1], max_active_runs=2)
+    report_runs = stack.backfill_runs(backfill)
+    assert [start for start, _ in report_runs] == days, report_runs
+
+    # Meanwhile (the stack works on its own), the embedded default's reports of those days.
+    embedded_started = time.monotonic()
+    embedded = _embedded_reports(
+        history_start, cluster.deploy.fleet_file, tmp_path / "embedded", dict(report_runs)
+    )
+    embedded_s = time.monotonic() - embedded_started
 
     deferred: set[tuple[str, str]] = set()
+    runs_started = time.monotonic()
     _wait_runs(
         stack,
-        {"infra_health_sweep": set(sweeps), "model_deploy": {deploy}, "model_scale": {scale}},
+        {
+            "infra_health_sweep": set(sweeps),
+            "model_deploy": {deploy},
+            "model_scale": {scale},
+            "metrics_report": {run_id for _, run_id in report_runs},
+        },
         timeout=900,
         deferred=deferred,
     )
+    runs_s = time.monotonic() - runs_started
     # What the dates above rely on: every run the scheduler made is at the launch's tick or later.
     scheduled = stack.db(
         "SELECT logical_date FROM dag_run WHERE dag_id = 'infra_health_sweep' AND run_type = 'scheduled'"
@@ -114,43 +205,69 @@ def test_the_compose_stack_runs_sweeps_on_both_workers_without_losing_a_sample(
         runs=list(sweeps),
     )
     assert {h for (h,) in hosts} >= set(WORKERS), hosts
+    # Every report run's task ran, and on a Celery worker.
+    report_tis = stack.db(
+        "SELECT run_id, hostname, state FROM task_instance WHERE dag_id = 'metrics_report' "
+        "AND run_id = ANY(:runs)",
+        runs=[run_id for _, run_id in report_runs],
+    )
+    assert {r for r, _, _ in report_tis} == {run_id for _, run_id in report_runs}, report_tis
+    assert {(h, s) for _, h, s in report_tis} <= {(w, "success") for w in WORKERS}, report_tis
 
     # Every sample each collector staged (on whichever worker) is in the store once.
-    store = MetricsStore.from_url(cluster.store_url)
-    try:
-        for run_id, at in sweeps.items():
-            ts = at.timestamp()
-            (sweep,) = store.sweeps(ts, ts + 1)
-            assert sweep.run_id == run_id
-            staged = store.staged(run_id)
-            assert set(staged) == COLLECTORS, run_id
-            keys = {s.series_key for samples in staged.values() for s in samples}
-            stored = [s.series_key for s in store.sweep_samples(ts)]
-            assert len(stored) == len(set(stored)) == sweep.samples, run_id
-            # Nothing lost; the only samples not staged are those derived at write time.
-            assert keys <= set(stored), sorted(keys - set(stored))[:5]
-            assert {name for name, _ in set(stored) - keys} <= DERIVED, run_id
-            assert len(keys) > 50
+    for run_id, at in sweeps.items():
+        ts = at.timestamp()
+        (sweep,) = store.sweeps(ts, ts + 1)
+        assert sweep.run_id == run_id
+        staged = store.staged(run_id)
+        assert set(staged) == COLLECTORS, run_id
+        keys = {s.series_key for samples in staged.values() for s in samples}
+        stored = [s.series_key for s in store.sweep_samples(ts)]
+        assert len(stored) == len(set(stored)) == sweep.samples, run_id
+        # Nothing lost; the only samples not staged are those derived at write time.
+        assert keys <= set(stored), sorted(keys - set(stored))[:5]
+        assert {name for name, _ in set(stored) - keys} <= DERIVED, run_id
+        assert len(keys) > 50
 
-        # The deploy: version 2 serves, and its waits ran as triggers in the triggerer.
-        cluster.deploy.wait_serving(2, 1)
-        assert deferred, "no model_deploy task was seen deferred on a triggerer"
-        assert {host for _, host in deferred} == {"airflow-triggerer"}, deferred
-        from mlinfra.deploy.records import DeploymentRecords
+    # The deploy: version 2 serves, and its waits ran as triggers in the triggerer.
+    cluster.deploy.wait_serving(2, 1)
+    assert deferred, "no model_deploy task was seen deferred on a triggerer"
+    assert {host for _, host in deferred} == {"airflow-triggerer"}, deferred
+    from mlinfra.deploy.records import DeploymentRecords
 
-        record = DeploymentRecords(store).get(deploy)
-        assert record is not None
-        assert record.outcome == "succeeded", record
+    record = DeploymentRecords(store).get(deploy)
+    assert record is not None
+    assert record.outcome == "succeeded", record
 
-        # The manual scale: patched, waited for, audited.
-        from mlinfra.scaling.records import ScaleRecords
+    # The manual scale: patched, waited for, audited.
+    from mlinfra.scaling.records import ScaleRecords
 
-        (event,) = [e for e in ScaleRecords(store).events("resnet50-classifier") if e["run_id"] == scale]
-        assert (event["from_replicas"], event["to_replicas"], event["outcome"]) == (2, 3, "available")
-    finally:
-        store.engine.dispose()
+    (event,) = [e for e in ScaleRecords(store).events("resnet50-classifier") if e["run_id"] == scale]
+    assert (event["from_replicas"], event["to_replicas"], event["outcome"]) == (2, 3, "available")
+
+    # The reports: the same files as the embedded default's, byte for byte (the JSON is
+    # compared parsed first, for a readable difference), and the same rows in the store.
+    statuses = []
+    for day in days:
+        name = day.strftime("%Y-%m-%d")
+        ours, theirs = cluster.reports / name, tmp_path / "embedded" / "reports" / name
+        assert sorted(p.name for p in ours.iterdir()) == list(REPORT_FILES), name
+        report = json.loads((ours / "report.json").read_bytes())
+        assert report == json.loads((theirs / "report.json").read_bytes()), name
+        for file in REPORT_FILES:
+            assert (ours / file).read_bytes() == (theirs / file).read_bytes(), f"{name}/{file}"
+        statuses.append(report["status"])
+    # Reports with data in them (day 1 has a gap, so it is partial): equal is not "both empty".
+    assert statuses == ["partial"] + ["complete"] * (REPORT_DAYS - 1), statuses
+    rows = _report_rows(store, days)
+    assert rows == embedded
+    assert [r["run_id"] for r in rows] == [run_id for _, run_id in report_runs]
 
     # One Pushgateway group for the sweep job, whichever worker pushed each sweep.
     groups = httpx.get(f"{cluster.pushgateway.url}/api/v1/metrics", timeout=10).json()["data"]
     assert [g["labels"] for g in groups] == [{"job": DEFAULT_JOB, "instance": DEFAULT_INSTANCE}], groups
-    print(f"distributed stack: {time.monotonic() - started:.0f}s from launch to the last check")
+    print(
+        f"distributed stack: {time.monotonic() - started:.0f}s from launch to the last check "
+        f"(seeding the store {seeded:.0f}s, the embedded default's reports {embedded_s:.0f}s, "
+        f"then waiting for the runs {runs_s:.0f}s)"
+    )
