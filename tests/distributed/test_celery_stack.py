@@ -17,23 +17,21 @@ store, the same report code in one process) writes from the same history.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from airflow.sdk import ObjectStoragePath
 
-from mlinfra.config import load_fleet
 from mlinfra.export import DEFAULT_INSTANCE, DEFAULT_JOB
-from mlinfra.reports.publish import publish_report
-from mlinfra.reports.records import report_records
 from mlinfra.store import MetricsStore
 from tests.deploy.environment import ensure_version
 from tests.distributed.conftest import DAG_IDS, Cluster
+from tests.distributed.embedded import backfill_run_id, embedded_reports, report_rows
 from tests.distributed.stack import WORKERS, DistributedStack
 from tests.reports.conftest import fill, make_history
 
@@ -59,35 +57,6 @@ def _history_start(stack: DistributedStack) -> datetime:
     assert stack.launched_at is not None
     launch_day = stack.launched_at.replace(hour=0, minute=0, second=0, microsecond=0)
     return launch_day - timedelta(days=REPORT_DAYS + 2)
-
-
-def _report_rows(store: MetricsStore, days: list[datetime]) -> list[dict[str, Any]]:
-    """The store's report rows of ``days``, less where the files went (two folders) and when
-    the row was written (two clocks): the two things that differ by design."""
-    rows = report_records(store, days[0], days[-1] + timedelta(days=1))
-    return [{k: v for k, v in r.items() if k not in ("path", "written_at")} for r in rows]
-
-
-def _embedded_reports(
-    history_start: datetime, fleet_file: Path, folder: Path, run_ids: dict[datetime, str]
-) -> list[dict[str, Any]]:
-    """The embedded default's reports of the backfilled days: the same history in a SQLite
-    store, each day published in this process by what ``metrics_report``'s task calls.
-    Files go to ``folder/reports``; returns the store's report rows.
-
-    Each day gets the distributed run's id: a backfill of the embedded default names its
-    runs after the same logical dates, and the id is printed in the HTML only.
-    """
-    store = MetricsStore.from_url(f"sqlite:///{folder / 'store.db'}")
-    try:
-        fill(store, make_history(history_start.timestamp(), days=REPORT_DAYS + 1))
-        fleet = load_fleet(fleet_file)
-        base = ObjectStoragePath((folder / "reports").as_uri())
-        for day, run_id in run_ids.items():
-            publish_report(store, fleet, day, day + timedelta(days=1), base=base, run_id=run_id)
-        return _report_rows(store, list(run_ids))
-    finally:
-        store.engine.dispose()
 
 
 @pytest.fixture
@@ -132,9 +101,19 @@ def test_the_compose_stack_runs_sweeps_on_both_workers_without_losing_a_sample(
     stack: DistributedStack, cluster: Cluster, store: MetricsStore, tmp_path: Path
 ) -> None:
     started = time.monotonic()
-    # The history the backfill reports on, in the store before any run can read it
-    # (while the stack boots: its own sweeps write today's samples, never these days').
+    # The history the backfill reports on: day 0 is the counters' baseline, the report days
+    # follow it. The embedded default's reports of it are written in a process of their own
+    # meanwhile: they need nothing from the stack, so they run while it boots, not while
+    # the runs it is timed on share its CPU.
     history_start = _history_start(stack)
+    days = [history_start + timedelta(days=i) for i in range(1, REPORT_DAYS + 1)]
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    embedded = pool.submit(
+        embedded_reports, history_start, days, cluster.deploy.fleet_file, tmp_path / "embedded"
+    )
+    pool.shutdown(wait=False)
+    # In the stack's store before any run can read it (while the stack boots: its own
+    # sweeps write today's samples, never these days').
     fill(store, make_history(history_start.timestamp(), days=REPORT_DAYS + 1))
     seeded = time.monotonic() - started
 
@@ -164,19 +143,11 @@ def test_the_compose_stack_runs_sweeps_on_both_workers_without_losing_a_sample(
     scale = stack.trigger(
         "model_scale", conf={"model": "resnet50-classifier", "replicas": 3, "reason": "distributed test"}
     )
-    # Day 0 of the history is the counters' baseline; the report days follow it.
-    days = [history_start + timedelta(days=i) for i in range(1, REPORT_DAYS + 1)]
     # Two days at a time, the most the backfill dialog allows (the DAG's max_active_runs).
     backfill = stack.backfill("metrics_report", days[0], days[-1], max_active_runs=2)
     report_runs = stack.backfill_runs(backfill)
-    assert [start for start, _ in report_runs] == days, report_runs
-
-    # Meanwhile (the stack works on its own), the embedded default's reports of those days.
-    embedded_started = time.monotonic()
-    embedded = _embedded_reports(
-        history_start, cluster.deploy.fleet_file, tmp_path / "embedded", dict(report_runs)
-    )
-    embedded_s = time.monotonic() - embedded_started
+    # One run per day, named as the embedded default's backfill names it.
+    assert report_runs == [(day, backfill_run_id(day)) for day in days], report_runs
 
     deferred: set[tuple[str, str]] = set()
     runs_started = time.monotonic()
@@ -245,6 +216,7 @@ def test_the_compose_stack_runs_sweeps_on_both_workers_without_losing_a_sample(
     (event,) = [e for e in ScaleRecords(store).events("resnet50-classifier") if e["run_id"] == scale]
     assert (event["from_replicas"], event["to_replicas"], event["outcome"]) == (2, 3, "available")
 
+    embedded_rows, embedded_s = embedded.result(timeout=600)
     # The reports: the same files as the embedded default's, byte for byte (the JSON is
     # compared parsed first, for a readable difference), and the same rows in the store.
     statuses = []
@@ -259,8 +231,8 @@ def test_the_compose_stack_runs_sweeps_on_both_workers_without_losing_a_sample(
         statuses.append(report["status"])
     # Reports with data in them (day 1 has a gap, so it is partial): equal is not "both empty".
     assert statuses == ["partial"] + ["complete"] * (REPORT_DAYS - 1), statuses
-    rows = _report_rows(store, days)
-    assert rows == embedded
+    rows = report_rows(store, days)
+    assert rows == embedded_rows
     assert [r["run_id"] for r in rows] == [run_id for _, run_id in report_runs]
 
     # One Pushgateway group for the sweep job, whichever worker pushed each sweep.
@@ -268,6 +240,7 @@ def test_the_compose_stack_runs_sweeps_on_both_workers_without_losing_a_sample(
     assert [g["labels"] for g in groups] == [{"job": DEFAULT_JOB, "instance": DEFAULT_INSTANCE}], groups
     print(
         f"distributed stack: {time.monotonic() - started:.0f}s from launch to the last check "
-        f"(seeding the store {seeded:.0f}s, the embedded default's reports {embedded_s:.0f}s, "
+        f"(seeding the store {seeded:.0f}s, the embedded default's reports {embedded_s:.0f}s "
+        "in a process of their own meanwhile, "
         f"then waiting for the runs {runs_s:.0f}s)"
     )
