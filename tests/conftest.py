@@ -29,6 +29,17 @@ from tests.support.services import (
 from tests.support.tf_serving_standin import tf_serving_standin  # noqa: F401  (session fixture)
 
 
+@pytest.fixture
+def airflow_loaded() -> None:
+    """Airflow imported, on the suite's AIRFLOW_HOME, before a test points AIRFLOW_HOME elsewhere.
+
+    Airflow reads AIRFLOW_HOME once, at its first import, and configures its metadata DB
+    from it. A test that changed it before that import left every later test of the
+    process on an empty DB in that test's folder ("no such table: revoked_token").
+    """
+    import airflow.settings  # noqa: F401
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """Airflow's metadata DB (SQLite) under the test AIRFLOW_HOME, migrated once per session."""

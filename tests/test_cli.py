@@ -111,6 +111,7 @@ def test_fleet_check_of_a_recursive_alias_is_an_error_message(tmp_path: Path, ca
     assert "models[0]: input should be a valid dictionary" in capsys.readouterr().err
 
 
+@pytest.mark.usefixtures("airflow_loaded")
 def test_every_command_says_which_store_airflow_and_fleet_it_uses(
     tmp_path: Path, capsys, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
@@ -124,6 +125,7 @@ def test_every_command_says_which_store_airflow_and_fleet_it_uses(
     )
 
 
+@pytest.mark.usefixtures("airflow_loaded")
 def test_reading_a_store_that_does_not_exist_names_it_instead_of_creating_it(
     tmp_path: Path, capsys, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]

@@ -216,6 +216,7 @@ def test_urls_from_connections(tmp_path) -> None:
         url_from_connection(_Conn("mysql", host="db"))
 
 
+@pytest.mark.usefixtures("airflow_loaded")
 def test_from_connection_without_connection_uses_sqlite_under_airflow_home(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
     monkeypatch.delenv("AIRFLOW_CONN_MLINFRA_STORE", raising=False)

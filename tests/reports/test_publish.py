@@ -90,6 +90,7 @@ def test_unreachable_store_fails_naming_the_connection(filled: Filled, tmp_path:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.usefixtures("airflow_loaded")
 def test_reports_base_lookup_order(monkeypatch, tmp_path: Path) -> None:
     variables = {"mlinfra_reports_base": "file:///srv/from-variable/"}
     got = reports_base(variable_get=lambda key, default=None: variables.get(key, default))
