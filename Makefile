@@ -34,6 +34,13 @@ help:
 
 setup: $(STAMP)
 
+# A thin .venv whose shared environment is gone (a cleaned ~/.cache) is set up again.
+ifneq ($(wildcard $(VENV)/.mlinfra-shared-env),)
+ifeq ($(wildcard $(shell cat $(VENV)/.mlinfra-shared-env)/.complete),)
+$(shell rm -f $(STAMP))
+endif
+endif
+
 # Re-install only when a requirements file changed. The pins are installed and compiled once
 # per set of pins in a shared environment (~/.cache/mlinfra/envs), which .venv sits on top of
 # (scripts/install_env.sh says how; MLINFRA_SHARED_ENV=0 installs everything into .venv). uv
