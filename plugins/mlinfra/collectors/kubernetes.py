@@ -212,6 +212,9 @@ def run(
             skipped.append(f"{conn_id}: no Airflow connection")
 
     def collect() -> list[Sample]:
+        from mlinfra.kube_import import import_kubernetes
+
+        import_kubernetes()  # before the first kubernetes import: its client then loads name by name
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 

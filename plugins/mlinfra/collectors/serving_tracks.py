@@ -46,11 +46,10 @@ CANARY_SELECTOR = "track=canary"
 @cache
 def core_v1_for(conn_id: str) -> Any:
     """A ``CoreV1Api`` on the provider's hook for ``conn_id`` (one per connection and process)."""
-    from kubernetes.client import CoreV1Api
+    from mlinfra.kube_import import import_kubernetes, kubernetes_hook_class
 
-    from mlinfra.kube_import import kubernetes_hook_class
-
-    return CoreV1Api(kubernetes_hook_class()(conn_id=conn_id).api_client)
+    client = import_kubernetes().client
+    return client.CoreV1Api(kubernetes_hook_class()(conn_id=conn_id).api_client)
 
 
 def canaries_in_progress() -> set[str]:

@@ -235,16 +235,18 @@ def _connection_secrets(conn_id: str | None) -> list[str]:
 
 
 def _check_claim(model: Model, location: ArtifactLocation, api_client: Any | None) -> str:
+    from urllib3.exceptions import HTTPError
+
+    from mlinfra.kube_import import import_kubernetes, kubernetes_hook_class
+
+    import_kubernetes()  # before the first kubernetes import: its client then loads name by name
     from kubernetes.client import CoreV1Api
     from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
 
     namespace, claim = model.kubernetes.namespace, str(location.bucket_or_claim)
     uri = f"{namespace}/{claim}"
     what = f"model {model.name!r}: PersistentVolumeClaim {uri}"
     if api_client is None:
-        from mlinfra.kube_import import kubernetes_hook_class
-
         api_client = kubernetes_hook_class()(conn_id=model.kubernetes.conn_id).api_client
     try:
         found = CoreV1Api(api_client).read_namespaced_persistent_volume_claim(

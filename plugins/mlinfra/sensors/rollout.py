@@ -84,8 +84,9 @@ class DeploymentRolloutSensor(BaseSensorOperator):
 
     def check(self) -> RolloutStatus:
         """One synchronous look at the rollout."""
-        from kubernetes import client
+        from mlinfra.kube_import import import_kubernetes
 
+        client = import_kubernetes().client
         api = self.hook.api_client
 
         dep = api.sanitize_for_serialization(

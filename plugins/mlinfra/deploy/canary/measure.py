@@ -87,11 +87,10 @@ class Round:
 
     @cached_property
     def core_v1(self) -> Any:
-        from kubernetes.client import CoreV1Api
+        from mlinfra.kube_import import import_kubernetes, kubernetes_hook_class
 
-        from mlinfra.kube_import import kubernetes_hook_class
-
-        return CoreV1Api(kubernetes_hook_class()(conn_id=self.plan["kubernetes_conn_id"]).api_client)
+        client = import_kubernetes().client
+        return client.CoreV1Api(kubernetes_hook_class()(conn_id=self.plan["kubernetes_conn_id"]).api_client)
 
     def pods(self, track: Track) -> list[PodAddress]:
         return track_pods(self.core_v1, self.plan["namespace"], self.plan["deployment"], track)
