@@ -245,7 +245,8 @@ def main(rounds: int = 5, tasks: tuple[str, ...] = TASKS, task_rounds: int = 3) 
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
             "AIRFLOW_CONN_MLINFRA_STORE": json.dumps({"conn_type": "sqlite", "host": str(tmp / "store.db")}),
-            "PYTHONPATH": str(ROOT),
+            # The checkout's own package first: an environment may have another copy on its path.
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins")]),
         }
         env.update(dict([serving.connection_env("tf_serving_half_plus_two")]))
         subprocess.run(
