@@ -152,6 +152,18 @@ ENVIRONMENT: tuple[EnvSetting, ...] = (
         "GPU collector",
     ),
     EnvSetting("MLINFRA_INSTALLER", "uv", "`uv` or `pip`: what `make setup` installs with", "`make setup`"),
+    EnvSetting(
+        "MLINFRA_ENV_CACHE",
+        "~/.cache/mlinfra/envs",
+        "where the shared environments (one per set of pins) live",
+        "`make setup`",
+    ),
+    EnvSetting(
+        "MLINFRA_SHARED_ENV",
+        "1",
+        "`0`: install everything into `.venv` instead of a thin venv on a shared environment",
+        "`make setup`",
+    ),
     EnvSetting("MLINFRA_VENV", ".venv", "the virtualenv the scripts run from", "`make demo`, scripts"),
     EnvSetting("MLINFRA_DEMO_DIR", ".demo", "the demo's state folder", "`make demo`"),
     EnvSetting(

@@ -56,7 +56,7 @@ from mlinfra.store_engine import (
     engine_for,
     url_from_connection,
 )
-from mlinfra.store_values import from_db, stale_sql, to_db
+from mlinfra.store_values import chunks, from_db, stale_sql, to_ms, value_rows
 
 log = logging.getLogger(__name__)
 
@@ -149,27 +149,6 @@ class SweepRecord:
     run_id: str | None
     samples: int
     summary: dict[str, Any] | None
-
-
-def to_ms(t: float | datetime) -> int:
-    """Seconds (or an aware datetime) -> integer milliseconds, the stored unit."""
-    if isinstance(t, datetime):
-        if t.tzinfo is None:
-            raise ValueError(f"naive datetime {t!r}: pass an aware datetime (UTC)")
-        return round(t.timestamp() * 1000)
-    return round(float(t) * 1000)
-
-
-def from_ms(ms: int | None) -> float | None:
-    """Stored integer milliseconds -> seconds (None stays None): the inverse of :func:`to_ms`."""
-    return None if ms is None else ms / 1000.0
-
-
-def as_utc(t: datetime | None) -> datetime | None:
-    """A stored ``DateTime(timezone=True)`` as an aware UTC datetime (SQLite hands it back naive)."""
-    if t is None:
-        return None
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def _fingerprint(name: str, labels_json: str) -> str:
@@ -289,7 +268,7 @@ class MetricsStore:
         with self.begin() as conn:
             ids = self._series_ids(conn, by_series.values())
             conn.execute(sa.delete(samples_table).where(samples_table.c.ts == t))
-            rows, markers = _value_rows((ids[key], t, s.value) for key, s in by_series.items())
+            rows, markers = value_rows((ids[key], t, s.value) for key, s in by_series.items())
             if rows:
                 conn.execute(sa.insert(samples_table), rows)
             if markers:
@@ -328,13 +307,13 @@ class MetricsStore:
     def _write_samples(self, rows_by_key: dict[tuple[Any, int], Sample]) -> int:
         with self.begin() as conn:
             ids = self._series_ids(conn, rows_by_key.values())
-            rows, markers = _value_rows((ids[key], t, s.value) for (key, t), s in rows_by_key.items())
+            rows, markers = value_rows((ids[key], t, s.value) for (key, t), s in rows_by_key.items())
             plain = dialect_insert(conn)(samples_table)
             for stmt, batch in ((plain, rows), (plain.values(value=stale_sql(conn)), markers)):
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["series_id", "ts"], set_={"value": stmt.excluded.value}
                 )
-                for chunk in _chunks(batch, 5000):
+                for chunk in chunks(batch, 5000):
                     conn.execute(stmt, chunk)
         return len(rows_by_key)
 
@@ -357,7 +336,7 @@ class MetricsStore:
     @staticmethod
     def _lookup_fingerprints(conn: Connection, fingerprints: list[str]) -> dict[str, int]:
         out: dict[str, int] = {}
-        for chunk in _chunks(fingerprints, _CHUNK):
+        for chunk in chunks(fingerprints, _CHUNK):
             rows = conn.execute(
                 sa.select(series_table.c.fingerprint, series_table.c.id).where(
                     series_table.c.fingerprint.in_(chunk)
@@ -464,7 +443,7 @@ class MetricsStore:
         out: dict[int, list[tuple[float, float]]] = {sid: [] for sid in series_ids}
         lower = samples_table.c.ts >= lo if include_start else samples_table.c.ts > lo
         with self.begin() as conn:
-            for chunk in _chunks(list(series_ids), _CHUNK):
+            for chunk in chunks(list(series_ids), _CHUNK):
                 rows = conn.execute(
                     sa.select(samples_table.c.series_id, samples_table.c.ts, samples_table.c.value)
                     .where(samples_table.c.series_id.in_(chunk), lower, samples_table.c.ts <= hi)
@@ -513,7 +492,7 @@ class MetricsStore:
         )
         rows: list[Any] = []
         with self.begin() as conn:
-            for chunk in _chunks(sorted(set(names)), _CHUNK):
+            for chunk in chunks(sorted(set(names)), _CHUNK):
                 rows += conn.execute(
                     sa.select(
                         samples_table.c.series_id,
@@ -592,7 +571,7 @@ class MetricsStore:
         wanted = None if names is None else sorted(set(names))
         rows: list[Any] = []
         with self.begin() as conn:
-            for chunk in [None] if wanted is None else _chunks(wanted, _CHUNK):
+            for chunk in [None] if wanted is None else chunks(wanted, _CHUNK):
                 where = stmt if chunk is None else stmt.where(series_table.c.name.in_(chunk))
                 rows += conn.execute(where).all()
         rows.sort(key=lambda r: (r[0], r[1]))
@@ -619,20 +598,3 @@ class MetricsStore:
             )
             n_series = conn.execute(sa.delete(series_table).where(~sa.exists(still_used))).rowcount or 0
         return n_samples, n_series
-
-
-def _value_rows(items: Iterable[tuple[int, int, float]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(series id, ts ms, value) -> rows with plain values, rows of staleness markers (no value)."""
-    rows: list[dict[str, Any]] = []
-    markers: list[dict[str, Any]] = []
-    for sid, t, v in items:
-        if is_stale_nan(v):
-            markers.append({"series_id": sid, "ts": t})
-        else:
-            rows.append({"series_id": sid, "ts": t, "value": to_db(v)})
-    return rows, markers
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mlinfra.samples import STALE_NAN
+from mlinfra.samples import STALE_NAN, is_stale_nan
 
 __all__ = ["STALE_BYTES", "from_db", "stale_sql", "to_db"]
 
@@ -56,3 +58,42 @@ def from_db(value: Any) -> float:
     if isinstance(value, bytes | memoryview):
         return STALE_NAN
     return float(value)
+
+
+def to_ms(t: float | datetime) -> int:
+    """Seconds (or an aware datetime) -> integer milliseconds, the stored unit."""
+    if isinstance(t, datetime):
+        if t.tzinfo is None:
+            raise ValueError(f"naive datetime {t!r}: pass an aware datetime (UTC)")
+        return round(t.timestamp() * 1000)
+    return round(float(t) * 1000)
+
+
+def from_ms(ms: int | None) -> float | None:
+    """Stored integer milliseconds -> seconds (None stays None): the inverse of :func:`to_ms`."""
+    return None if ms is None else ms / 1000.0
+
+
+def as_utc(t: datetime | None) -> datetime | None:
+    """A stored ``DateTime(timezone=True)`` as an aware UTC datetime (SQLite hands it back naive)."""
+    if t is None:
+        return None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def value_rows(items: Iterable[tuple[int, int, float]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(series id, ts ms, value) -> rows with plain values, rows of staleness markers (no value)."""
+    rows: list[dict[str, Any]] = []
+    markers: list[dict[str, Any]] = []
+    for sid, t, v in items:
+        if is_stale_nan(v):
+            markers.append({"series_id": sid, "ts": t})
+        else:
+            rows.append({"series_id": sid, "ts": t, "value": to_db(v)})
+    return rows, markers
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """``items`` in slices of at most ``size`` (the store's IN (...) lists)."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -84,7 +84,7 @@ def derive_cpu_usage(store: MetricsStore, ts: float | datetime, samples: Sequenc
     """
     from mlinfra.collectors.host import cpu_usage_from_counters
     from mlinfra.samples import Sample
-    from mlinfra.store import to_ms
+    from mlinfra.store_values import to_ms
 
     current = [s for s in samples if s.name == "ml_cpu_seconds_total"]
     if not current:

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mlinfra.samples import Sample
-from mlinfra.store import MetricsStore, to_ms
+from mlinfra.store import MetricsStore
+from mlinfra.store_values import to_ms
 
 STEP = 300.0
 HOURS = 6

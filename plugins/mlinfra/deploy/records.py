@@ -24,8 +24,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mlinfra.store import MetricsStore, as_utc, metadata
+from mlinfra.store import MetricsStore, metadata
 from mlinfra.store_engine import dialect_insert
+from mlinfra.store_values import as_utc
 
 # "partial": the apply or the rollback failed part-way and the rollback could not restore
 # the previous spec; the record's ``applied.changed`` and ``rollback`` say what the cluster has.

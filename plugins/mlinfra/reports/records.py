@@ -20,8 +20,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mlinfra.store import MetricsStore, as_utc, metadata, to_ms
+from mlinfra.store import MetricsStore, metadata
 from mlinfra.store_engine import dialect_insert
+from mlinfra.store_values import as_utc, to_ms
 
 reports_table = sa.Table(
     "mlinfra_reports",

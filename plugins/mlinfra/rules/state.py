@@ -46,7 +46,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import sqlalchemy as sa
 
 from mlinfra.rules.alerts import ActiveAlert, Transition
-from mlinfra.store import from_ms, metadata, to_ms
+from mlinfra.store import metadata
+from mlinfra.store_values import from_ms, to_ms
 
 if TYPE_CHECKING:
     from mlinfra.store import MetricsStore

@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from mlinfra.scaling.decision import Recommendation, ScaleDecision
-from mlinfra.store import MetricsStore, as_utc, metadata, to_ms
+from mlinfra.store import MetricsStore, metadata
 from mlinfra.store_engine import dialect_insert
+from mlinfra.store_values import as_utc, to_ms
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection

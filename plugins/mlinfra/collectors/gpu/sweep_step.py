@@ -47,7 +47,8 @@ def xid_counters(
     Previous values are each series' last sample before ``ts`` within ``lookback``
     seconds, for the hosts whose GPU collector reported in this sweep.
     """
-    from mlinfra.store import LabelMatcher, to_ms
+    from mlinfra.store import LabelMatcher
+    from mlinfra.store_values import to_ms
 
     hosts = sorted({s.labels["host"] for s in samples if s.name == "ml_gpu_count" and "host" in s.labels})
     observed = [s for s in samples if s.name == "ml_gpu_xid_events_observed"]

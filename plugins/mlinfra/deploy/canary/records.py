@@ -34,8 +34,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mlinfra.store import MetricsStore, as_utc, metadata
+from mlinfra.store import MetricsStore, metadata
 from mlinfra.store_engine import dialect_insert
+from mlinfra.store_values import as_utc
 
 _CHUNK = 500  # run ids per IN (...) list, as the store chunks its own
 
