@@ -23,6 +23,7 @@ Prints each figure and, side by side, their ratios to the next-clone one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -113,7 +114,23 @@ def main(port: int, cold: bool, timeout: float, env_cache: Path, label: str, ins
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+            _wait_group_gone(proc.pid)
             log.close()
+
+
+def _wait_group_gone(pgid: int, timeout: float = 30.0) -> None:
+    """Until no process of the group is left: Airflow's processes outlive `make` for a moment
+    and still write under the clone, which the temporary folder's removal would race."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    time.sleep(1)
 
 
 if __name__ == "__main__":
