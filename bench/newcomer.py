@@ -23,10 +23,8 @@ Prints each figure and, side by side, their ratios to the next-clone one.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +33,9 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.process_group import stop_group  # noqa: E402 - after the path
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
@@ -109,28 +110,10 @@ def main(port: int, cold: bool, timeout: float, env_cache: Path, label: str, ins
                 f"not ready after {timeout}s:\n{(Path(tmp) / 'make-run.log').read_text()[-3000:]}"
             )
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-            _wait_group_gone(proc.pid)
+            # Airflow's processes outlive `make` for a moment and still write under the clone,
+            # which the temporary folder's removal would race: the whole group must be gone.
+            stop_group(proc.pid, timeout=30, leader=proc)
             log.close()
-
-
-def _wait_group_gone(pgid: int, timeout: float = 30.0) -> None:
-    """Until no process of the group is left: Airflow's processes outlive `make` for a moment
-    and still write under the clone, which the temporary folder's removal would race."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-    time.sleep(1)
 
 
 if __name__ == "__main__":

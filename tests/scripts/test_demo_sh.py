@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.process_group import group_alive
+
 ROOT = Path(__file__).resolve().parents[2]
 # The demo starts the Kubernetes stand-in and Airflow stand-ins as processes on loopback ports.
 pytestmark = pytest.mark.integration
@@ -74,14 +76,6 @@ def _listening(ports: Path) -> list[int]:
     return out
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize(
     ("via_make", "sig"), [(False, signal.SIGTERM), (False, signal.SIGINT), (True, signal.SIGTERM)]
 )
@@ -122,7 +116,7 @@ def test_the_demo_stops_everything_it_started(tmp_path: Path, via_make: bool, si
         # Nothing it recorded is left either (the DAG unpauser listens on no port).
         recorded = [int(g) for g in (demo_dir / "pgids").read_text().split()]
         assert len(recorded) == 4, recorded  # cluster, TF Serving, Airflow, unpauser
-        assert [g for g in recorded if _group_alive(g)] == []
+        assert [g for g in recorded if group_alive(g)] == []
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.support.integration import require_binary, unavailable
+from tests.support.process_group import stop_group
 from tests.ui.browser_support import (
     ARTIFACTS,
     CHROMIUM_ARGS,
@@ -30,7 +31,6 @@ from tests.ui.browser_support import (
     Demo,
     free_port,
     sign_in,
-    stop_group,
     wait_for,
     write_demo_fleet,
 )
@@ -119,7 +119,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory, postgres: Any) -> Iterator[De
             )
         yield handle
     finally:
-        stop_group(process.pid)
+        stop_group(process.pid, leader=process)
         pgids = directory / "pgids"
         for pgid in pgids.read_text().split() if pgids.exists() else []:
             stop_group(int(pgid), timeout=10)

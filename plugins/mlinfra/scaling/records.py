@@ -28,7 +28,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -38,7 +38,7 @@ import sqlalchemy as sa
 from mlinfra.scaling.decision import Recommendation, ScaleDecision
 from mlinfra.store import MetricsStore, metadata
 from mlinfra.store_engine import dialect_insert
-from mlinfra.store_values import as_utc, to_ms
+from mlinfra.store_values import as_utc, chunks, to_ms
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -116,11 +116,6 @@ class ScaleEvent:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
 
 
-def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 class ScaleRecords:
     """Scale events and recommendations over a :class:`MetricsStore`."""
 
@@ -160,7 +155,7 @@ class ScaleRecords:
                 index_elements=["model", "ts"],
                 set_={c: stmt.excluded[c] for c in rows[0] if c not in ("model", "ts")},
             )
-            for chunk in _chunks(rows):
+            for chunk in chunks(rows, 500):
                 conn.execute(stmt, list(chunk))
         return len(rows)
 

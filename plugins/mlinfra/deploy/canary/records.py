@@ -36,7 +36,7 @@ import sqlalchemy as sa
 
 from mlinfra.store import MetricsStore, metadata
 from mlinfra.store_engine import dialect_insert
-from mlinfra.store_values import as_utc
+from mlinfra.store_values import as_utc, chunks
 
 _CHUNK = 500  # run ids per IN (...) list, as the store chunks its own
 
@@ -336,10 +336,10 @@ class CanaryRecords:
         if not wanted:
             return out
         with self.store.begin() as conn:
-            for i in range(0, len(wanted), _CHUNK):
+            for chunk in chunks(wanted, _CHUNK):
                 stmt = (
                     sa.select(t)
-                    .where(t.c.run_id.in_(wanted[i : i + _CHUNK]))
+                    .where(t.c.run_id.in_(chunk))
                     .order_by(t.c.run_id, t.c.step, t.c.measured_at, t.c.metric, t.c.seq)
                 )
                 for r in conn.execute(stmt):
