@@ -37,11 +37,17 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support.process_group import stop_group  # noqa: E402 - after the path
 
+# A request waits for its answer: the API server accepts connections before its app has
+# finished starting, and a short timeout would give up on a request about to be answered
+# and add its timeout and the poll interval to the figure.
+REQUEST_TIMEOUT = 60
+POLL_INTERVAL = 0.5
+
 
 def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(req, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, b""
@@ -59,7 +65,7 @@ def _token(base: str, home: Path) -> str | None:
         f"{base}/auth/token", data=body, headers={"Content-Type": "application/json"}
     )
     try:
-        with urllib.request.urlopen(req, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT) as r:
             return json.loads(r.read())["access_token"]
     except OSError:
         return None
@@ -105,7 +111,7 @@ def main(port: int, cold: bool, timeout: float, env_cache: Path, label: str, ins
                             flush=True,
                         )
                         return elapsed
-                time.sleep(2)
+                time.sleep(POLL_INTERVAL)
             raise TimeoutError(
                 f"not ready after {timeout}s:\n{(Path(tmp) / 'make-run.log').read_text()[-3000:]}"
             )

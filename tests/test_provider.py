@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -79,10 +80,13 @@ def test_tf_serving_form_fields_are_the_extras_the_hook_reads(monkeypatch: pytes
 def test_airflow_lists_the_provider_and_its_hooks(tmp_path: Path) -> None:
     """Build the package's metadata as `make setup` installs it, and ask the Airflow CLI."""
     wheels = tmp_path / "wheels"
+    # The backend (uv_build) runs the uv-build program it finds on PATH: the venv's own.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", wheels, ROOT],
         check=True,
         cwd=tmp_path,
+        env={**os.environ, "PATH": path},
     )
     site = tmp_path / "site"
     with zipfile.ZipFile(next(wheels.glob("mlinfra-*.whl"))) as wheel:
