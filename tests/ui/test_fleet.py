@@ -178,3 +178,20 @@ def test_the_sample_index_finds_what_a_scan_of_the_samples_finds() -> None:
     for name, labels in lookups:
         assert _matching(index, name, **labels) == _matching(samples, name, **labels), (name, labels)
     assert [s.value for s in _matching(index, "kube_deployment_spec_replicas", deployment="x")] == [1, 2]
+
+
+def test_alerts_are_grouped_by_rule_with_the_rest_counted() -> None:
+    from mlinfra.ui.fleet import group_alerts
+
+    rows = [{"alert": "Slow", "state": "firing", "labels": {"model": "m0"}}]
+    rows += [{"alert": "Slow", "state": "pending", "labels": {"model": f"m{i}"}} for i in range(1, 25)]
+    rows += [{"alert": "Down", "state": "pending", "labels": {"model": "m3"}}]
+
+    slow, down = group_alerts(rows, 10)
+    assert (slow["alert"], slow["firing"], slow["pending"], slow["hidden"]) == ("Slow", 1, 24, 15)
+    # The first ten in the view's order: the firing one first.
+    assert [a["labels"]["model"] for a in slow["alerts"]] == [f"m{i}" for i in range(10)]
+    assert (down["alert"], down["pending"], down["hidden"], len(down["alerts"])) == ("Down", 1, 0, 1)
+    every = group_alerts(rows, None)
+    assert [len(g["alerts"]) for g in every] == [25, 1]
+    assert all(g["hidden"] == 0 for g in every)

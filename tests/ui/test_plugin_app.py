@@ -200,6 +200,39 @@ def test_fleet_page_shows_versions_replicas_alerts_and_links_to_dag_runs(
     assert "Simulated cluster" not in html
 
 
+def test_a_rule_firing_for_many_models_shows_ten_and_a_link_to_all(
+    client: Any, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from mlinfra.rules.alerts import ActiveAlert
+    from mlinfra.rules.state import StoreAlertStates
+
+    store = use_store(monkeypatch, tmp_path / "store.db")
+    now = time.time()
+    pending = [
+        ActiveAlert(
+            labels={"alertname": "SlowModel", "severity": "warning", "model": f"model-{i:02d}"},
+            annotations={"summary": f"model-{i:02d} is slow"},
+            state="pending",
+            active_at=now - 60,
+            value=0.5,
+        )
+        for i in range(25)
+    ]
+    StoreAlertStates(store).save("serving.yaml", "serving", now, {a.fingerprint: a for a in pending}, [])
+
+    grouped = client.get("/mlinfra/fleet?hours=1", headers=auth).text
+    every = client.get("/mlinfra/fleet?hours=1&alerts=all", headers=auth).text
+
+    assert grouped.count('<div class="alert">') == 10
+    assert "15 more SlowModel alerts" in grouped
+    assert 'href="/mlinfra/fleet?hours=1&amp;alerts=all#alerts"' in grouped
+    assert 'Alerts <span class="count">(25 firing or pending)' in grouped
+    assert every.count('<div class="alert">') == 25
+    assert "more SlowModel" not in every
+    assert len(client.get("/mlinfra/api/fleet", headers=auth).json()["alerts"]) == 25
+    assert client.get("/mlinfra/fleet?alerts=some", headers=auth).status_code == 422
+
+
 def test_demo_mode_says_the_cluster_is_simulated(
     client: Any, auth: dict[str, str], filled: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,7 +4,7 @@ Routes (all behind Airflow's own authentication: the UI's session cookie or an
 ``Authorization: Bearer <JWT>`` from ``POST /auth/token``; 401/403 otherwise):
 
 =================================  =====================================================
-``GET /mlinfra/fleet``              the "ML Fleet" page (``?hours=1|6|24``)
+``GET /mlinfra/fleet``              the "ML Fleet" page (``?hours=1|6|24``, ``&alerts=all``)
 ``GET /mlinfra/api/fleet``          the same data as JSON
 ``GET /mlinfra/metrics``            the latest sweep in the Prometheus text format
 ``GET /mlinfra/audit/{ns}/{name}``  every deploy and scale event of one Deployment
@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -54,7 +54,16 @@ from mlinfra.samples import Sample
 from mlinfra.store import MetricsStore
 from mlinfra.ui.chart import time_chart
 from mlinfra.ui.decision_rows import decision_rows
-from mlinfra.ui.fleet import DEFAULT_HOURS, find_report, latest_sweep_samples, read_audit, read_fleet_view
+from mlinfra.ui.fleet import (
+    ALERTS_SHOWN_PER_RULE,
+    DEFAULT_HOURS,
+    find_report,
+    group_alerts,
+    latest_sweep_samples,
+    read_audit,
+    read_fleet_view,
+)
+from mlinfra.ui.gc_pause import collection_paused
 from mlinfra.ui.trigger import TRIGGER_DAGS
 
 log = logging.getLogger(__name__)
@@ -273,13 +282,23 @@ def _add_fleet_routes(app: FastAPI, pages: _Pages) -> None:
         return RedirectResponse(f"{request.scope.get('root_path', '')}/fleet")
 
     @app.get("/fleet", response_class=HTMLResponse)
-    def fleet_page(request: Request, hours: float = Query(DEFAULT_HOURS, gt=0, le=24 * 14)) -> HTMLResponse:
+    def fleet_page(
+        request: Request,
+        hours: float = Query(DEFAULT_HOURS, gt=0, le=24 * 14),
+        alerts: Literal["grouped", "all"] = Query("grouped", description="all: every alert of every rule"),
+    ) -> HTMLResponse:
         s = pages.store()
-        return pages.render("fleet.html", request, view=pages.view(hours), store_description=s.description)
+        with collection_paused():
+            view = pages.view(hours)
+            groups = group_alerts(view["alerts"], None if alerts == "all" else ALERTS_SHOWN_PER_RULE)
+            return pages.render(
+                "fleet.html", request, view=view, alert_groups=groups, store_description=s.description
+            )
 
     @app.get("/api/fleet")
     def fleet_json(hours: float = Query(DEFAULT_HOURS, gt=0, le=24 * 14)) -> JSONResponse:
-        return JSONResponse(_json_safe(pages.view(hours)), headers={"Cache-Control": "no-store"})
+        with collection_paused():
+            return JSONResponse(_json_safe(pages.view(hours)), headers={"Cache-Control": "no-store"})
 
     @app.get("/metrics")
     def metrics() -> Response:
