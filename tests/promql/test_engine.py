@@ -420,6 +420,35 @@ def test_overlapping_windows_read_once_give_the_same_answers(
     assert alone[3] == [InstantSample({}, 11.0)]
 
 
+def test_many_selectors_of_one_metric_use_the_label_index_and_answer_as_alone(
+    store: MetricsStore, engine: LocalEngine
+) -> None:
+    """A scaling plan's shape: one selector per model over the same metric (the label
+    index and one whole-metric read), next to matchers the index cannot answer."""
+    for i in range(40):
+        for gpu in ("0", "1"):
+            put(store, "util", {"model": f"m{i}", "gpu": gpu}, [(0, float(i)), (60, float(i + 1))])
+    put(store, "util", {"gpu": "0"}, [(60, 99.0)])  # no model label
+    exprs = [f'avg(util{{model="m{i}"}})' for i in range(40)]
+    exprs += [
+        'util{model="m3", gpu="1"}',  # two equalities: the smaller bucket, then every matcher
+        'util{model="nobody"}',
+        'util{model=""}',  # absent label: not in the index, matched by the test
+        'util{model="m5", gpu!="0"}',
+        'count(util{model=~"m1.*"})',
+        'sum(rate(util{model="m7"}[5m]))',
+    ]
+    shared = engine.instant_many(exprs, T + 60)
+    alone = [engine.instant(e, T + 60) for e in exprs]
+    assert shared == alone
+    assert shared[12] == [InstantSample({}, 13.0)]  # avg of m12's two GPUs at 60 s
+    assert [s.labels for s in shared[40]] == [{"__name__": "util", "model": "m3", "gpu": "1"}]  # type: ignore[union-attr]
+    assert shared[41] == []
+    assert [s.value for s in shared[42]] == [99.0]  # type: ignore[union-attr]
+    assert [s.labels["gpu"] for s in shared[43]] == ["1"]  # type: ignore[union-attr]
+    assert shared[44] == [InstantSample({}, 22.0)]  # m1 and m10..m19, two GPUs each
+
+
 # ---------------------------------------------------------------------- the store's side
 
 

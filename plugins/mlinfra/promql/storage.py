@@ -148,6 +148,7 @@ class EvaluationContext:
         self._spans: dict[tuple[Any, ...], list[Span]] = {}
         self._series: dict[str | None, list[SeriesRef]] = {}
         self._selected: dict[tuple[Any, ...], list[SeriesRef]] = {}
+        self._index: dict[tuple[str | None, str], dict[str, list[SeriesRef]]] = {}
         self._reads: dict[tuple[Any, ...], dict[int, Points]] = {}
         self._windows: dict[str, list[Window]] = {}
         self._wanted: dict[str, list[tuple[int, int]]] = {}
@@ -178,6 +179,7 @@ class EvaluationContext:
         other._spans = {k: list(v) for k, v in self._spans.items()}
         other._series = dict(self._series)
         other._selected = dict(self._selected)
+        other._index = dict(self._index)
         other._reads = {}
         other._windows = {}
         other._wanted = {}
@@ -227,6 +229,7 @@ class EvaluationContext:
         if name is None:
             self._series.clear()
             self._selected.clear()
+            self._index.clear()
             self._reads.clear()
             self._windows.clear()
             self._spans.clear()
@@ -237,6 +240,8 @@ class EvaluationContext:
         self._series.pop(None, None)
         for key in [k for k in self._selected if k[0] in (name, None)]:
             del self._selected[key]
+        for key in [k for k in self._index if k[0] in (name, None)]:
+            del self._index[key]
         for key in [k for k in self._reads if k[0] in (name, None)]:
             del self._reads[key]
         for key in [k for k in self._spans if k[0] in (name, None)]:
@@ -257,11 +262,33 @@ class EvaluationContext:
         if refs is None:
             candidates = self.series_named(sel.name)
             tests = sel.tests
-            refs = (
-                [r for r in candidates if all(test(r.labels_dict) for test in tests)] if tests else candidates
-            )
+            if tests:
+                # An equality matcher narrows the candidates to one bucket of the label
+                # index before every matcher is tested: 500 selectors ``{model="m-i"}`` over
+                # the same metric cost one pass over its series, not 500.
+                equal = [(label, value) for op, label, value in sel.matchers if op == "=" and value]
+                if equal:
+                    candidates = min(
+                        (self._label_index(sel.name, label).get(value, []) for label, value in equal), key=len
+                    )
+                refs = [r for r in candidates if all(test(r.labels_dict) for test in tests)]
+            else:
+                refs = candidates
             self._selected[key] = refs
         return refs
+
+    def _label_index(self, name: str | None, label: str) -> dict[str, list[SeriesRef]]:
+        """The series of metric ``name`` by their value of ``label`` (those without it left
+        out), each bucket in the catalog's order; built once per evaluation session."""
+        index = self._index.get((name, label))
+        if index is None:
+            index = {}
+            for r in self.series_named(name):
+                value = r.labels_dict.get(label)
+                if value is not None:
+                    index.setdefault(value, []).append(r)
+            self._index[(name, label)] = index
+        return index
 
     # ------------------------------------------------------------ samples
 
@@ -286,8 +313,14 @@ class EvaluationContext:
                 got = self._reads[key] = _slice_span(data, times, lo, hi)
                 return refs, got
         everything = self.series_named(sel.name)
+        # One read of the whole metric when the selectors announced for it (prepare/want)
+        # are likely to select a quarter of its series between them (500 selectors of one
+        # series each, as a scaling plan has: one read, not 500); by id otherwise.
+        selectors = max(1, len(self._wanted.get(sel.name, ()))) if sel.name is not None else 1
         by_name = sel.name is not None and (
-            len(refs) > _BY_ID_LIMIT or len(refs) * 4 > len(everything) or len(refs) == len(everything)
+            len(refs) > _BY_ID_LIMIT
+            or len(refs) * selectors * 4 > len(everything)
+            or len(refs) == len(everything)
         )
         wide = self._covering(sel.name, lo, hi, read=by_name)
         if wide is None:
