@@ -181,7 +181,7 @@ def test_the_sample_index_finds_what_a_scan_of_the_samples_finds() -> None:
 
 
 def test_alerts_are_grouped_by_rule_with_the_rest_counted() -> None:
-    from mlinfra.ui.fleet import group_alerts
+    from mlinfra.ui.alert_groups import group_alerts
 
     rows = [{"alert": "Slow", "state": "firing", "labels": {"model": "m0"}}]
     rows += [{"alert": "Slow", "state": "pending", "labels": {"model": f"m{i}"}} for i in range(1, 25)]

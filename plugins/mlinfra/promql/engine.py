@@ -26,11 +26,11 @@ against :class:`~mlinfra.store.MetricsStore`::
 
 from __future__ import annotations
 
-import gc
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 
+from mlinfra.gc_pause import collection_paused
 from mlinfra.promql.compile import Plan, compile_expr
 from mlinfra.promql.interface import EvalError, InstantSample, QueryError, QueryEvaluationError, QueryResult
 from mlinfra.promql.plan import Node
@@ -42,36 +42,6 @@ __all__ = ["DEFAULT_LOOKBACK", "EvaluationSession", "LocalEngine", "RangeSession
 
 DEFAULT_LOOKBACK = 300.0  # seconds: Prometheus's --query.lookback-delta default
 _PLAN_CACHE_SIZE = 4096
-
-_gc_lock = threading.Lock()
-_gc_pauses = 0
-_gc_was_enabled = True
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while evaluating.
-
-    An evaluation allocates one small tuple or list per sample and makes no
-    reference cycles (reference counting frees everything), but each allocation
-    burst triggers collections that walk every long-lived object, the series cache
-    included: at 100k series that was 40% of the time and made the cost grow
-    faster than the series count. Pauses nest across threads; the last one out
-    restores the collector (only if it was on).
-    """
-    global _gc_pauses, _gc_was_enabled
-    with _gc_lock:
-        if _gc_pauses == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_pauses += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pauses -= 1
-            if _gc_pauses == 0 and _gc_was_enabled:
-                gc.enable()
 
 
 class LocalEngine:
@@ -153,7 +123,7 @@ class LocalEngine:
         ctx = EvaluationContext(
             self.store, self._catalog, round(float(at) * 1000), self.lookback_ms, self.subquery_step_ms
         )
-        with _gc_paused(), ctx.connected():
+        with collection_paused(), ctx.connected():
             yield EvaluationSession(self, ctx)
 
     @contextmanager
@@ -166,7 +136,7 @@ class LocalEngine:
         widest window the expressions read); it bounds the memory, never the results.
         """
         ranged = RangeSession(self, exprs, start, end, chunk)
-        with _gc_paused():
+        with collection_paused():
             try:
                 yield ranged
             finally:

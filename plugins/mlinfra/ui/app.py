@@ -49,21 +49,14 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from mlinfra.config import Fleet, load_fleet
+from mlinfra.gc_pause import collection_paused
 from mlinfra.metric_families import typed_exposition
 from mlinfra.samples import Sample
 from mlinfra.store import MetricsStore
+from mlinfra.ui.alert_groups import ALERTS_SHOWN_PER_RULE, group_alerts
 from mlinfra.ui.chart import time_chart
 from mlinfra.ui.decision_rows import decision_rows
-from mlinfra.ui.fleet import (
-    ALERTS_SHOWN_PER_RULE,
-    DEFAULT_HOURS,
-    find_report,
-    group_alerts,
-    latest_sweep_samples,
-    read_audit,
-    read_fleet_view,
-)
-from mlinfra.ui.gc_pause import collection_paused
+from mlinfra.ui.fleet import DEFAULT_HOURS, find_report, latest_sweep_samples, read_audit, read_fleet_view
 from mlinfra.ui.trigger import TRIGGER_DAGS
 
 log = logging.getLogger(__name__)

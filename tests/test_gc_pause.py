@@ -1,4 +1,4 @@
-"""mlinfra.ui.gc_pause: the pause is counted across threads and never turns on a collector that was off."""
+"""mlinfra.gc_pause: the pause is counted across threads and never turns on a collector that was off."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mlinfra.ui.gc_pause import collection_paused
+from mlinfra.gc_pause import collection_paused
 
 
 @pytest.fixture(autouse=True)
