@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 
 from mlinfra.gc_pause import collection_paused
+from mlinfra.promql.batching import batches
 from mlinfra.promql.compile import Plan, compile_expr
 from mlinfra.promql.interface import EvalError, InstantSample, QueryError, QueryEvaluationError, QueryResult
 from mlinfra.promql.plan import Node
@@ -102,11 +103,30 @@ class LocalEngine:
             return session.instant(expr)
 
     def instant_many(self, exprs: Sequence[str], at: float) -> list[QueryResult | QueryError]:
-        """Evaluate several expressions at one instant, sharing reads; errors are returned in place."""
+        """Evaluate several expressions at one instant, sharing reads; errors are returned in place.
+
+        Families of expressions that differ only in one label's value (one per model, as
+        a scaling plan has) are evaluated as one grouped expression
+        (:mod:`mlinfra.promql.batching`), with the same answers; a family whose grouped
+        expression fails is evaluated member by member, so errors stay in place.
+        """
         out: list[QueryResult | QueryError] = []
+        family = batches(exprs)
+        grouped: dict[str, dict[str, list[InstantSample]] | None] = {}
         with self.session(at) as session:
-            session.prepare(exprs)
+            # The members of a family are not planned: their family's expression reads for them.
+            session.prepare(
+                dict.fromkeys([e for e in exprs if e not in family] + [b.expr for b in family.values()])
+            )
             for expr in exprs:
+                batch = family.get(expr)
+                if batch is not None:
+                    if batch.expr not in grouped:
+                        grouped[batch.expr] = _by_label(session, batch.expr, batch.label)
+                    groups = grouped[batch.expr]
+                    if groups is not None:
+                        out.append(list(groups.get(batch.value, [])))
+                        continue
                 try:
                     out.append(session.instant(expr))
                 except QueryError as e:
@@ -141,6 +161,17 @@ class LocalEngine:
                 yield ranged
             finally:
                 ranged.close()
+
+
+def _by_label(session: EvaluationSession, expr: str, label: str) -> dict[str, list[InstantSample]] | None:
+    """A grouped expression's samples by their ``label``, each as its member's answer (no labels)."""
+    try:
+        result = session.instant(expr)
+    except QueryError:
+        return None
+    if not isinstance(result, list):  # pragma: no cover - an aggregation is always a vector
+        return None
+    return {s.labels.get(label, ""): [InstantSample({}, s.value)] for s in result}
 
 
 class EvaluationSession:
