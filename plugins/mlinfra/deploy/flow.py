@@ -105,7 +105,7 @@ def _choose_strategy_task() -> Any:
 
 def _canary(plan: Any, rendered: Any, settings: DeploySettings, measure_step: str) -> tuple[Any, Any]:
     """segment 0 -> gate 1 -> segment 1 -> ... -> segment 3; every segment -> canary_conclude."""
-    from mlinfra.deploy.canary.rollout import MAX_GATES
+    from mlinfra.deploy.canary import MAX_APPROVAL_GATES
 
     common: dict[str, Any] = {
         "plan": plan,
@@ -115,9 +115,9 @@ def _canary(plan: Any, rendered: Any, settings: DeploySettings, measure_step: st
     }
     segments = [
         CanaryRolloutOperator(task_id=f"canary_segment_{i}", segment=i, measure_step=measure_step, **common)
-        for i in range(MAX_GATES + 1)
+        for i in range(MAX_APPROVAL_GATES + 1)
     ]
-    for gate in range(1, MAX_GATES + 1):
+    for gate in range(1, MAX_APPROVAL_GATES + 1):
         approval = CanaryApprovalOperator(
             task_id=f"approve_{gate}",
             gate=gate,

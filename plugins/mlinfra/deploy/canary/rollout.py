@@ -2,7 +2,7 @@
 
 A model's steps (``deploy.steps`` of the fleet file) are walked in order; each
 ``pause: approval`` splits them into *segments*, one Airflow task each, with an
-approval gate between (the ``model_deploy`` DAG has :data:`MAX_GATES` gates, so
+approval gate between (the ``model_deploy`` DAG has :data:`MAX_APPROVAL_GATES` gates, so
 segments 0..3)::
 
     >>> steps = parse_steps([{"weight": 20}, {"analysis": "errors"}, {"pause": "approval"},
@@ -35,13 +35,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from mlinfra.deploy.canary import MAX_APPROVAL_GATES
 from mlinfra.deploy.canary.replicas import canary_replicas
 from mlinfra.durations import parse_duration
 
 StepKind = Literal["weight", "pause", "approval", "analysis"]
-# Fixed in the DAG (approve_1..approve_3 between segments 0..3); the fleet validation
-# (spec.MAX_APPROVAL_GATES) refuses more.
-MAX_GATES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +93,8 @@ def parse_step(raw: Any) -> Step:
 def parse_steps(raw: list[Any]) -> list[Step]:
     steps = [parse_step(s) for s in raw]
     gates = sum(s.kind == "approval" for s in steps)
-    if gates > MAX_GATES:
-        raise ValueError(f"at most {MAX_GATES} 'pause: approval' steps, got {gates}")
+    if gates > MAX_APPROVAL_GATES:
+        raise ValueError(f"at most {MAX_APPROVAL_GATES} 'pause: approval' steps, got {gates}")
     return steps
 
 

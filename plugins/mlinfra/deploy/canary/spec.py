@@ -41,12 +41,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mlinfra.deploy.canary import MAX_APPROVAL_GATES
 from mlinfra.deploy.canary.conditions import Condition
 from mlinfra.durations import parse_duration
 
-# The deploy DAG has a fixed number of approval tasks (Airflow's ApprovalOperator is a
-# task, and a DAG's tasks are fixed at parse time): a strategy may not ask for more.
-MAX_APPROVAL_GATES = 3
 StepKind = Literal["weight", "pause", "approval", "analysis"]
 PLACEHOLDERS = ("track", "model", "version", "namespace")
 # Values the fleet check substitutes before asking the engine whether a query parses.
