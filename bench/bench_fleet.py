@@ -1,4 +1,5 @@
-"""A generated fleet of 50 and 500 models: sweep wall time, fleet page p95, bytes per sample.
+"""A generated fleet of 50 and 500 models: sweep wall time, plan_scaling against raw reads,
+fleet page p95, bytes per sample.
 
 Stand-ins (tests/support/): the Kubernetes API (a process, seeded with one Deployment
 and its pod per model) and the serving fleet (one process, one TF Serving endpoint per
@@ -22,6 +23,9 @@ full 30 days of every series of 500 models is 260 million rows). p95 and median 
 requests each against the issue's 300 ms, the CPU time per request and the load average
 (on a shared machine the wall time is the CPU time plus the wait for a core), and the
 SQL statements one request issues: their count, and each distinct one with how often.
+
+plan_scaling against reading the metrics it plans on: bench_scaling's measurement
+(its own store: one sample a minute of every model's target series), at each size.
 
 Bytes per stored sample: the samples table and its indexes (SQLite's ``dbstat``)
 divided by the rows, on the sweeps' own data (before the synthetic history); on
@@ -55,6 +59,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_scaling import measure_plan  # noqa: E402 - after the path
+from bench_scaling import report as report_plan  # noqa: E402
 
 CADENCE_S = 300.0
 TARGET_S = 60.0
@@ -468,6 +476,9 @@ def main(
         else:
             res = measure(size, sweeps, postgres, save)
             report(res)
+            print(f"\nplan_scaling vs reading the metrics it plans on, {size} models (bench_scaling):")
+            res["plan"] = measure_plan(size)
+            report_plan(res["plan"])
         results.append(res)
     print_queries(max(results, key=lambda r: r["models"]))
     return results

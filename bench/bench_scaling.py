@@ -109,12 +109,11 @@ def store_alone(store: MetricsStore, f: Fleet) -> int:
     return n
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=7)
-    args = parser.parse_args()
-    f = fleet(args.models)
+def measure_plan(models: int, rounds: int = 7) -> dict[str, float]:
+    """Medians (seconds) of the store alone, the engine alone and plan_scaling, side by side."""
+    from mlinfra.rules.engines import engine_for_fleet, evaluate_many
+
+    f = fleet(models)
     with tempfile.TemporaryDirectory() as tmp:
         store = MetricsStore.from_url(f"sqlite:///{Path(tmp) / 'store.db'}")
         load(store, f)
@@ -125,12 +124,10 @@ def main() -> None:
             plan_scaling(fleet=f, store=store, at=AT - 300 * k, cluster=lambda c: cluster, records=records)
         plan_scaling(fleet=f, store=store, at=AT, cluster=lambda c: cluster, records=records)  # warm-up
         store_alone(store, f)
-        from mlinfra.rules.engines import engine_for_fleet, evaluate_many
-
         exprs = sorted({m.scaling.target.expr for m in f.models if m.scaling.target is not None})
         t_store, t_plan, t_engine = [], [], []
-        decisions = 0
-        for _ in range(args.rounds):
+        decisions = points = 0
+        for _ in range(rounds):
             t0 = time.perf_counter()
             points = store_alone(store, f)
             t_store.append(time.perf_counter() - t0)
@@ -142,17 +139,37 @@ def main() -> None:
             t0 = time.perf_counter()
             evaluate_many(engine, exprs, AT)
             t_engine.append(time.perf_counter() - t0)
-        s, p, e = statistics.median(t_store), statistics.median(t_plan), statistics.median(t_engine)
-        print(
-            f"models: {args.models}, decisions per plan: {decisions}, points read by the store alone: {points}"
-        )
-        print(
-            f"store alone: median {s * 1000:.1f} ms   engine alone: {e * 1000:.1f} ms   "
-            f"plan_scaling: {p * 1000:.1f} ms   plan without the engine: {(p - e) * 1000:.1f} ms"
-        )
-        print(f"ratio plan / store = {p / s:.2f} (target <= 1.5)")
-        print(f"ratio engine / store = {e / s:.2f}; (plan - engine) / store = {(p - e) / s:.2f}")
         store.engine.dispose()
+    return {
+        "models": models,
+        "decisions": decisions,
+        "points": points,
+        "store": statistics.median(t_store),
+        "plan": statistics.median(t_plan),
+        "engine": statistics.median(t_engine),
+    }
+
+
+def report(res: dict[str, float]) -> None:
+    s, p, e = res["store"], res["plan"], res["engine"]
+    print(
+        f"models: {res['models']}, decisions per plan: {res['decisions']}, "
+        f"points read by the store alone: {res['points']}"
+    )
+    print(
+        f"store alone: median {s * 1000:.1f} ms   engine alone: {e * 1000:.1f} ms   "
+        f"plan_scaling: {p * 1000:.1f} ms   plan without the engine: {(p - e) * 1000:.1f} ms"
+    )
+    print(f"ratio plan / store = {p / s:.2f} (target <= 1.5)")
+    print(f"ratio engine / store = {e / s:.2f}; (plan - engine) / store = {(p - e) / s:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    report(measure_plan(args.models, args.rounds))
 
 
 if __name__ == "__main__":
