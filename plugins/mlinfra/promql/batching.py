@@ -31,6 +31,7 @@ from typing import Any
 
 import promql_parser as pp
 
+from mlinfra.promql.interface import QueryError
 from mlinfra.promql.parse import NAME, _match_op, parse, to_ms
 
 __all__ = ["BATCH_MIN", "Batch", "batches"]
@@ -66,14 +67,15 @@ def batches(exprs: Sequence[str], minimum: int = BATCH_MIN) -> dict[str, Batch]:
     >>> out['sum(rate(req{job="a", model="m1"}[5m]))']
     Batch(expr='sum by (model) (rate(req{job="a",model!=""}[300000ms]))', label='model', value='m1')
     """
+    if len(exprs) < minimum:
+        return {}
     candidates: dict[str, list[tuple[tuple[Any, ...], str]]] = {}
     sizes: dict[tuple[Any, ...], int] = defaultdict(int)
     for expr in dict.fromkeys(exprs):
         shape = _shape(expr)
         if shape is None:
             continue
-        keys = [(key, value) for key, value in _families(shape)]
-        candidates[expr] = keys
+        keys = candidates[expr] = _families(shape)
         for key, _value in keys:
             sizes[key] += 1
     out: dict[str, Batch] = {}
@@ -102,7 +104,7 @@ class _Shape:
 def _shape(expr: str) -> _Shape | None:
     try:
         tree = parse(expr)
-    except Exception:
+    except QueryError:  # evaluated alone, where it reports
         return None
     if not isinstance(tree, pp.AggregateExpr) or tree.modifier is not None or tree.param is not None:
         return None

@@ -42,7 +42,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -105,17 +104,15 @@ class ScaleDecision:
         Built field by field (``dataclasses.asdict`` deep-copies every nested value,
         which dominated planning 500 models).
         """
-        out = {name: getattr(self, name) for name in _decision_fields()}
+        out = {name: getattr(self, name) for name in _DECISION_FIELDS}
         out["inputs"] = dict(self.inputs)
         out["policy"] = dict(self.policy)
         out["steps"] = list(self.steps)
         return out
 
 
-@cache
-def _decision_fields() -> tuple[str, ...]:
-    # dataclasses.fields() rebuilds its tuple on every call: once per decision was a tenth of a plan.
-    return tuple(f.name for f in fields(ScaleDecision))
+# dataclasses.fields() rebuilds its tuple on every call: once per decision was a tenth of a plan.
+_DECISION_FIELDS = tuple(f.name for f in fields(ScaleDecision))
 
 
 def _fmt(value: float) -> str:
