@@ -8,8 +8,9 @@ store. Each child reports the wall time of ``dag.test()`` itself and its peak RS
 Targets: wall ratio <= 1.3; peak memory ratio <= 1.2 (no TensorFlow in the sweep).
 
 It also prints the GPU collector's cost per GPU per sweep against the raw NVML calls it
-makes (recorded from one collection, replayed bare on the scripted fake; target <= 1.2),
-alone with ``--gpu``; the per-task peak RSS ratios alone with ``--tasks``:
+makes (bench/bench_gpu.py: on the scripted fake, and on the real pynvml over the C
+driver stand-in; target <= 1.2), alone with ``--gpu``; the per-task peak RSS ratios
+alone with ``--tasks``:
 
     PYTHONPATH=. .venv/bin/python bench/bench_sweep.py --rounds 5
     PYTHONPATH=.:plugins .venv/bin/python bench/bench_sweep.py --gpu
@@ -19,7 +20,6 @@ alone with ``--gpu``; the per-task peak RSS ratios alone with ``--tasks``:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shlex
@@ -31,6 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench import bench_gpu  # noqa: E402 - after ROOT is importable
 
 NOOP_DAG = """
 from datetime import datetime, timedelta
@@ -79,106 +81,6 @@ print("BENCH " + json.dumps({"wall": elapsed, "state": str(run.state),
       "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
       "tensorflow": "tensorflow" in sys.modules}))
 """
-
-
-def gpu_collector_cost(rounds: int = 300, scenario: str = "eight_gpus") -> dict[str, float]:
-    """Seconds per GPU per sweep: the collector vs the bare NVML calls it makes, same fake.
-
-    The calls (name and arguments, in order) are recorded from one collection and
-    replayed on a fresh fake each round, so the difference is the collector's own
-    work: labels, conversions, samples. The replay is the cheapest caller there is
-    (functions looked up once, a bare try per call): an earlier replay that looked each
-    function up on the fake per call and wrapped each call in ``contextlib.suppress``
-    made the raw side slower and the ratio lower than it is. Blocks of rounds
-    alternate between the sides (and which goes first); the median of the 30 blocks'
-    ratios counts.
-
-    The fake answers a call in about a microsecond. Real NVML goes through pynvml's
-    ctypes wrapper into the driver, and ``nvmlDeviceGetPcieThroughput`` alone samples a
-    counter over 20 ms (nvml.h), twice per GPU: against real calls the collector's own
-    work is a far smaller share. scripts/gpu_check.sh measures that on a GPU.
-    """
-    import gc
-    import time
-
-    from mlinfra.collectors.gpu.nvml import collect_gpu_samples
-    from tests.support.fake_pynvml import FakeNVML, NVMLError
-
-    class Recording:
-        def __init__(self, nvml: FakeNVML):
-            self.nvml, self.log = nvml, []
-
-        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
-            value = getattr(self.nvml, name)
-            if not (name.startswith("nvml") and callable(value)):
-                return value
-
-            def call(*args):  # type: ignore[no-untyped-def]
-                self.log.append((name, args))
-                return value(*args)
-
-            return call
-
-    def collect(nvml: object) -> None:
-        # A partial collection costs the same as a full one.
-        with contextlib.suppress(Exception):
-            collect_gpu_samples(nvml, host="bench", process_name=str, proc_root=None, window=0)
-
-    recorder = Recording(FakeNVML.scenario(scenario))
-    collect(recorder)
-    calls = recorder.log
-    gpus = len(FakeNVML.scenario(scenario).gpus)
-
-    names = sorted({name for name, _ in calls})
-
-    def replay(nvml: FakeNVML) -> None:
-        # As a caller of NVML would at best: each function looked up once (the collector does
-        # too; the fake's attribute look-up is far slower than a module's), errors caught
-        # with a bare try (no context manager per call).
-        fns = {name: getattr(nvml, name) for name in names}
-        for name, args in calls:
-            try:  # noqa: SIM105 - a suppress() per call is the cost this avoids
-                fns[name](*args)
-            except NVMLError:
-                pass
-
-    # Side by side in small blocks that alternate which side goes first, so a change of machine
-    # load hits both sides alike; the ratio is the median of the blocks' own ratios.
-    blocks_collector, blocks_raw, ratios = [], [], []
-    block = max(1, rounds // 10)
-    for b in range(30):
-        sides = [(collect, blocks_collector), (replay, blocks_raw)]
-        spent = {}
-        for run, out in sides if b % 2 == 0 else sides[::-1]:
-            fakes = [FakeNVML.scenario(scenario) for _ in range(block)]
-            # As timeit does: no garbage collection inside the timed loop (a collection
-            # triggered by the fakes' objects lands on whichever side happens to run).
-            gc.collect()
-            gc.disable()
-            try:
-                t = time.perf_counter()
-                for nvml in fakes:
-                    run(nvml)
-                spent[run] = (time.perf_counter() - t) / block / gpus
-            finally:
-                gc.enable()
-            out.append(spent[run])
-        ratios.append(spent[collect] / spent[replay])
-    res = {
-        "collector_s_per_gpu": statistics.median(blocks_collector),
-        "raw_nvml_s_per_gpu": statistics.median(blocks_raw),
-        "nvml_calls_per_gpu": len(calls) / gpus,
-        "ratio": statistics.median(ratios),
-    }
-    q = statistics.quantiles(ratios, n=4)
-    res["ratio_q1"], res["ratio_q3"] = q[0], q[2]
-    print(
-        f"GPU collector ({scenario}, fake NVML): {res['collector_s_per_gpu'] * 1e6:.0f} us per GPU per sweep vs "
-        f"{res['raw_nvml_s_per_gpu'] * 1e6:.0f} us for its {res['nvml_calls_per_gpu']:.0f} raw NVML calls per GPU "
-        f"-> ratio {res['ratio']:.2f} (median of 30 alternating blocks; quartiles "
-        f"{res['ratio_q1']:.2f}-{res['ratio_q3']:.2f}; target <= 1.2)"
-    )
-    return res
 
 
 def child(env: dict[str, str], folder: Path, dag_id: str, k: int) -> dict[str, float]:
@@ -232,7 +134,7 @@ def main(rounds: int = 5, tasks: tuple[str, ...] = TASKS, task_rounds: int = 3) 
     from tests.support.tf_serving_standin import start_tf_serving_standin
 
     if rounds:
-        gpu_collector_cost()
+        bench_gpu.main()
 
     with tempfile.TemporaryDirectory() as tmp_s, start_tf_serving_standin() as serving:
         tmp = Path(tmp_s)
@@ -331,7 +233,7 @@ if __name__ == "__main__":
     parser.add_argument("--task-rounds", type=int, default=3)
     args = parser.parse_args()
     if args.gpu:
-        gpu_collector_cost()
+        bench_gpu.main()
     elif args.tasks:
         main(0, tuple(args.tasks), args.task_rounds)
     else:

@@ -84,3 +84,6 @@ print(f"== collector cost: {elapsed:.3f} s for {gpus} GPU(s) with a 1 s listenin
       f"-> {(elapsed - 1.0) / gpus * 1000:.1f} ms per GPU per sweep besides the window")
 print(f"== differences beyond tolerance: {differences} (live figures move between the two reads)")
 PYEOF
+
+echo "== the collector against the raw NVML calls it makes, on this driver (bench/bench_gpu.py --real)"
+"$PY" bench/bench_gpu.py --real

@@ -1,0 +1,97 @@
+"""The GPU collector through the real pynvml, over a stand-in for the driver's NVML library.
+
+Every other GPU test hands the collector ``fake_pynvml``, which replaces pynvml. Here the
+collector imports pynvml itself, and pynvml loads ``tests/support/nvml_driver``'s C
+library as ``libnvidia-ml.so.1``: pynvml's structs, string decoding, version checks and
+"function not found" run for real. The stand-in answers with the fake's ``eight_gpus``
+values, so both paths must give the same samples; where they differ, the fake has
+drifted from what pynvml does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlinfra.collectors.gpu import collect_gpu_samples
+from mlinfra.samples import Sample
+from tests.support.fake_pynvml import NVML_ERROR_FUNCTION_NOT_FOUND, NVML_ERROR_GPU_IS_LOST, FakeNVML
+from tests.support.integration import require_binary
+from tests.support.nvml_driver import build, collect_through_pynvml
+
+pytest.importorskip("pynvml")
+
+
+@pytest.fixture(scope="module")
+def drivers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    cc = require_binary("a C compiler (builds the NVML driver stand-in)", ["cc", "gcc"])
+    root = tmp_path_factory.mktemp("nvml-driver")
+    return {
+        "current": build(root / "current", cc=cc),
+        "before_r535": build(root / "before_r535", old_driver=True, cc=cc),
+    }
+
+
+def through_the_fake(overrides: dict[int, dict[str, object]] | None = None) -> list[Sample]:
+    nvml = FakeNVML.scenario("eight_gpus", overrides=overrides)
+    return collect_gpu_samples(nvml, host="node-a", process_name=lambda pid: f"proc-{pid}", window=0)
+
+
+def canonical(samples: list[Sample]) -> list[tuple[str, tuple[tuple[str, str], ...], float]]:
+    return sorted((s.name, tuple(sorted(s.labels.items())), s.value) for s in samples)
+
+
+def through_pynvml(libdir: Path, **script: int) -> list[Sample]:
+    result = collect_through_pynvml(libdir, **script)
+    # The library the process mapped is the stand-in, loaded by the installed pynvml.
+    assert result["loaded"] == [str(libdir / "libnvidia-ml.so.1")]
+    assert "site-packages" in result["pynvml"]
+    assert result["problems"] == []
+    return result["samples"]
+
+
+def test_eight_gpus_read_through_pynvml_equal_the_fakes(drivers: dict[str, Path]) -> None:
+    real = through_pynvml(drivers["current"])
+    assert canonical(real) == canonical(through_the_fake())
+    # Not two empty lists: every GPU is up with its processes and its own figures.
+    ups = {s.labels["gpu_id"]: s.value for s in real if s.name == "ml_gpu_up"}
+    assert ups == {str(i): 1.0 for i in range(8)}
+    temps = {s.labels["gpu_id"]: s.value for s in real if s.name == "ml_gpu_temperature_celsius"}
+    assert temps == {str(i): 45.0 + i for i in range(8)}
+    procs = [s for s in real if s.name == "ml_gpu_process_memory_used_bytes"]
+    assert sorted(s.labels["pid"] for s in procs) == ["4000", "4002", "4004", "4006"]
+    # pynvml decodes the driver's C strings; a bytes value would show as "b'...'".
+    assert {s.labels["name"] for s in real if s.name == "ml_gpu_up"} == {"NVIDIA H100 80GB HBM3"}
+    driver = [s.labels for s in real if s.name == "ml_gpu_driver_info"]
+    assert driver == [{"driver_version": "550.54.15", "cuda_version": "12.4", "host": "node-a"}]
+
+
+def test_a_gpu_lost_on_open_through_pynvml(drivers: dict[str, Path]) -> None:
+    real = through_pynvml(drivers["current"], lost_on_open=2)
+    fake = through_the_fake({2: {"errors": {"nvmlDeviceGetHandleByIndex": NVML_ERROR_GPU_IS_LOST}}})
+    assert canonical(real) == canonical(fake)
+    assert [s.value for s in real if s.name == "ml_gpu_up" and s.labels["gpu_id"] == "2"] == [0.0]
+    assert not [s for s in real if s.labels.get("gpu_id") == "2" and s.name != "ml_gpu_up"]
+
+
+def test_a_gpu_lost_mid_sweep_through_pynvml(drivers: dict[str, Path]) -> None:
+    real = through_pynvml(drivers["current"], lost_midway=5)
+    fake = through_the_fake({5: {"errors": {"nvmlDeviceGetUtilizationRates": NVML_ERROR_GPU_IS_LOST}}})
+    assert canonical(real) == canonical(fake)
+    gpu5 = [s for s in real if s.labels.get("gpu_id") == "5"]
+    assert [(s.name, s.value) for s in gpu5] == [("ml_gpu_up", 0.0)]
+    assert sum(1 for s in real if s.name == "ml_gpu_up" and s.value == 1.0) == 7
+
+
+def test_a_driver_before_r535_through_pynvml(drivers: dict[str, Path]) -> None:
+    """Without the newer symbols pynvml raises FunctionNotFound (clock event reasons) and, for
+    the unversioned process call, NVMLLibraryMismatchError: the collector falls back to the
+    older calls and reads the same figures."""
+    real = through_pynvml(drivers["before_r535"])
+    missing = {
+        "nvmlDeviceGetCurrentClocksEventReasons": NVML_ERROR_FUNCTION_NOT_FOUND,
+        "nvmlDeviceGetComputeRunningProcesses": NVML_ERROR_FUNCTION_NOT_FOUND,
+    }
+    fake = through_the_fake({i: {"errors": dict(missing)} for i in range(8)})
+    assert canonical(real) == canonical(fake) == canonical(through_the_fake())
