@@ -11,6 +11,7 @@ drifted from what pynvml does.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,7 +43,7 @@ def canonical(samples: list[Sample]) -> list[tuple[str, tuple[tuple[str, str], .
     return sorted((s.name, tuple(sorted(s.labels.items())), s.value) for s in samples)
 
 
-def through_pynvml(libdir: Path, **script: int) -> list[Sample]:
+def through_pynvml(libdir: Path, **script: Any) -> list[Sample]:
     result = collect_through_pynvml(libdir, **script)
     # The library the process mapped is the stand-in, loaded by the installed pynvml.
     assert result["loaded"] == [str(libdir / "libnvidia-ml.so.1")]
@@ -95,3 +96,18 @@ def test_a_driver_before_r535_through_pynvml(drivers: dict[str, Path]) -> None:
     }
     fake = through_the_fake({i: {"errors": dict(missing)} for i in range(8)})
     assert canonical(real) == canonical(fake) == canonical(through_the_fake())
+
+
+def test_xid_events_through_pynvml(drivers: dict[str, Path]) -> None:
+    """Events come back as pynvml's c_nvmlEventData_t, whose device is a ctypes pointer the
+    collector hands back to nvmlDeviceGetUUID to find the GPU."""
+    raised = [(3, 79), (5, 13), (3, 79), (3, 48)]
+    real = through_pynvml(drivers["current"], xids=raised)
+    fake = through_the_fake({3: {"xid_events": [79, 79, 48]}, 5: {"xid_events": [13]}})
+    assert canonical(real) == canonical(fake)
+    seen = {
+        (s.labels["gpu_id"], s.labels["xid"]): s.value for s in real if s.name == "ml_gpu_xid_events_observed"
+    }
+    assert seen == {("3", "79"): 2.0, ("3", "48"): 1.0, ("5", "13"): 1.0}
+    last = {s.labels["gpu_id"]: s.value for s in real if s.name == "ml_gpu_xid_last_code"}
+    assert last == {"3": 48.0, "5": 13.0}

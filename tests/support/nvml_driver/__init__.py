@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +52,14 @@ def build(dest: Path, *, old_driver: bool = False, cc: str | None = None) -> Pat
 
 
 def environment(
-    libdir: Path, *, lost_on_open: int | None = None, lost_midway: int | None = None
+    libdir: Path,
+    *,
+    lost_on_open: int | None = None,
+    lost_midway: int | None = None,
+    xids: Sequence[tuple[int, int]] = (),
 ) -> dict[str, str]:
-    """This process's environment with ``libdir`` first on the loader's path and the stand-in's script."""
+    """This process's environment with ``libdir`` first on the loader's path and the stand-in's
+    script (``xids``: (GPU index, XID) raised in that order)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLINFRA_NVML_STUB_")}
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(libdir), env.get("LD_LIBRARY_PATH")]))
     env["PYTHONPATH"] = os.pathsep.join(
@@ -63,6 +69,8 @@ def environment(
         env["MLINFRA_NVML_STUB_LOST_ON_OPEN"] = str(lost_on_open)
     if lost_midway is not None:
         env["MLINFRA_NVML_STUB_LOST_MIDWAY"] = str(lost_midway)
+    if xids:
+        env["MLINFRA_NVML_STUB_XIDS"] = ",".join(f"{gpu}:{xid}" for gpu, xid in xids)
     return env
 
 

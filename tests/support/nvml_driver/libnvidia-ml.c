@@ -28,6 +28,10 @@
  *   MLINFRA_NVML_STUB_LOST_MIDWAY=<index>   that GPU opens (handle, UUID, name, events,
  *                                           MIG mode), then answers GPU_IS_LOST to every
  *                                           reading (lost during the sweep)
+ *   MLINFRA_NVML_STUB_XIDS=<gpu>:<xid>,...  XID critical errors raised, in this order, once
+ *                                           the GPU's events are registered: the event set
+ *                                           queues them (nvmlEventSetWait_v2 returns one
+ *                                           per call, a timeout of 0 included)
  * Built with -DMLINFRA_OLD_DRIVER it lacks the symbols drivers before r535 lack
  * (nvmlDeviceGetCurrentClocksEventReasons, nvmlDeviceGetComputeRunningProcesses_v3).
  */
@@ -53,7 +57,7 @@ enum {
 
 struct device { unsigned index; };
 typedef struct device *nvmlDevice_t;
-struct event_set { int registered; };
+struct event_set { unsigned registered; /* bit per GPU */ };
 typedef struct event_set *nvmlEventSet_t;
 
 typedef struct { unsigned int gpu, memory; } nvmlUtilization_t;
@@ -75,6 +79,28 @@ static struct device devices[GPUS] = {{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}};
 static struct event_set the_event_set;
 static int initialized;
 static int lost_on_open = -1, lost_midway = -1;
+
+#define MAX_XIDS 64
+static struct { unsigned gpu; unsigned long long xid; int delivered; } xids[MAX_XIDS];
+static int xid_count;
+
+static void read_xids(void) {
+    const char *v = getenv("MLINFRA_NVML_STUB_XIDS");
+    unsigned gpu;
+    unsigned long long xid;
+    int used;
+    xid_count = 0;
+    while (v && *v && xid_count < MAX_XIDS && sscanf(v, "%u:%llu%n", &gpu, &xid, &used) == 2) {
+        if (gpu < 8) {
+            xids[xid_count].gpu = gpu;
+            xids[xid_count].xid = xid;
+            xids[xid_count].delivered = 0;
+            xid_count++;
+        }
+        v += used;
+        if (*v == ',') v++;
+    }
+}
 
 static int env_index(const char *name) {
     const char *v = getenv(name);
@@ -110,6 +136,7 @@ nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
     (void)flags;
     lost_on_open = env_index("MLINFRA_NVML_STUB_LOST_ON_OPEN");
     lost_midway = env_index("MLINFRA_NVML_STUB_LOST_MIDWAY");
+    if (!initialized) read_xids();
     initialized++;
     return NVML_SUCCESS;
 }
@@ -374,16 +401,26 @@ nvmlReturn_t nvmlEventSetCreate(nvmlEventSet_t *set) {
 nvmlReturn_t nvmlDeviceRegisterEvents(nvmlDevice_t d, unsigned long long eventTypes, nvmlEventSet_t set) {
     OPENED(d);
     if (set != &the_event_set) return NVML_ERROR_INVALID_ARGUMENT;
-    (void)eventTypes;
-    set->registered++;
+    if (eventTypes & ~0x8ULL) return NVML_ERROR_NOT_SUPPORTED; /* XID critical errors (0x8) only here */
+    set->registered |= 1u << d->index;
     return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data, unsigned int timeoutms) {
     if (!initialized) return NVML_ERROR_UNINITIALIZED;
     if (set != &the_event_set) return NVML_ERROR_INVALID_ARGUMENT;
-    (void)data, (void)timeoutms;
-    return NVML_ERROR_TIMEOUT; /* no XID in the stub (the Python fake scripts them) */
+    (void)timeoutms; /* the scripted XIDs are all queued already: no waiting */
+    /* nvml.h: only events of registered devices, raised after registration, are delivered. */
+    for (int i = 0; i < xid_count; i++) {
+        if (xids[i].delivered || !(set->registered & (1u << xids[i].gpu))) continue;
+        xids[i].delivered = 1;
+        data->device = &devices[xids[i].gpu];
+        data->eventType = 0x8; /* nvmlEventTypeXidCriticalError */
+        data->eventData = xids[i].xid;
+        data->gpuInstanceId = data->computeInstanceId = NO_INSTANCE;
+        return NVML_SUCCESS;
+    }
+    return NVML_ERROR_TIMEOUT;
 }
 
 nvmlReturn_t nvmlEventSetFree(nvmlEventSet_t set) {
