@@ -41,7 +41,7 @@ def build(dest: Path, *, old_driver: bool = False, cc: str | None = None) -> Pat
     if cc is None:
         raise RuntimeError("no C compiler (cc or gcc) on PATH to build the NVML driver stand-in")
     dest.mkdir(parents=True, exist_ok=True)
-    flags = ["-DMLINFRA_OLD_DRIVER"] if old_driver else []
+    flags = ["-DNVML_STUB_BEFORE_R535"] if old_driver else []
     subprocess.run(
         [cc, *_CFLAGS, *flags, "-o", str(dest / LIBRARY), str(SOURCE)],
         check=True,
@@ -60,17 +60,17 @@ def environment(
 ) -> dict[str, str]:
     """This process's environment with ``libdir`` first on the loader's path and the stand-in's
     script (``xids``: (GPU index, XID) raised in that order)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLINFRA_NVML_STUB_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NVML_STUB_")}
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(libdir), env.get("LD_LIBRARY_PATH")]))
     env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(ROOT / "plugins"), str(ROOT), env.get("PYTHONPATH")])
     )
     if lost_on_open is not None:
-        env["MLINFRA_NVML_STUB_LOST_ON_OPEN"] = str(lost_on_open)
+        env["NVML_STUB_LOST_ON_OPEN"] = str(lost_on_open)
     if lost_midway is not None:
-        env["MLINFRA_NVML_STUB_LOST_MIDWAY"] = str(lost_midway)
+        env["NVML_STUB_LOST_MIDWAY"] = str(lost_midway)
     if xids:
-        env["MLINFRA_NVML_STUB_XIDS"] = ",".join(f"{gpu}:{xid}" for gpu, xid in xids)
+        env["NVML_STUB_XIDS"] = ",".join(f"{gpu}:{xid}" for gpu, xid in xids)
     return env
 
 

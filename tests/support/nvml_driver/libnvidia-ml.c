@@ -23,16 +23,16 @@
  *   - nvmlEventSetWait_v2 answers NVML_ERROR_TIMEOUT when no event came in time.
  *
  * Scripted through the environment, read at nvmlInit:
- *   MLINFRA_NVML_STUB_LOST_ON_OPEN=<index>  that GPU answers NVML_ERROR_GPU_IS_LOST to
+ *   NVML_STUB_LOST_ON_OPEN=<index>  that GPU answers NVML_ERROR_GPU_IS_LOST to
  *                                           nvmlDeviceGetHandleByIndex (fell off the bus)
- *   MLINFRA_NVML_STUB_LOST_MIDWAY=<index>   that GPU opens (handle, UUID, name, events,
+ *   NVML_STUB_LOST_MIDWAY=<index>   that GPU opens (handle, UUID, name, events,
  *                                           MIG mode), then answers GPU_IS_LOST to every
  *                                           reading (lost during the sweep)
- *   MLINFRA_NVML_STUB_XIDS=<gpu>:<xid>,...  XID critical errors raised, in this order, once
+ *   NVML_STUB_XIDS=<gpu>:<xid>,...  XID critical errors raised, in this order, once
  *                                           the GPU's events are registered: the event set
  *                                           queues them (nvmlEventSetWait_v2 returns one
  *                                           per call, a timeout of 0 included)
- * Built with -DMLINFRA_OLD_DRIVER it lacks the symbols drivers before r535 lack
+ * Built with -DNVML_STUB_BEFORE_R535 it lacks the symbols drivers before r535 lack
  * (nvmlDeviceGetCurrentClocksEventReasons, nvmlDeviceGetComputeRunningProcesses_v3).
  */
 #include <stdlib.h>
@@ -85,7 +85,7 @@ static struct { unsigned gpu; unsigned long long xid; int delivered; } xids[MAX_
 static int xid_count;
 
 static void read_xids(void) {
-    const char *v = getenv("MLINFRA_NVML_STUB_XIDS");
+    const char *v = getenv("NVML_STUB_XIDS");
     unsigned gpu;
     unsigned long long xid;
     int used;
@@ -134,8 +134,8 @@ static nvmlReturn_t copy_string(char *out, unsigned int length, const char *s) {
 
 nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
     (void)flags;
-    lost_on_open = env_index("MLINFRA_NVML_STUB_LOST_ON_OPEN");
-    lost_midway = env_index("MLINFRA_NVML_STUB_LOST_MIDWAY");
+    lost_on_open = env_index("NVML_STUB_LOST_ON_OPEN");
+    lost_midway = env_index("NVML_STUB_LOST_MIDWAY");
     if (!initialized) read_xids();
     initialized++;
     return NVML_SUCCESS;
@@ -270,7 +270,7 @@ static unsigned long long clock_reasons(nvmlDevice_t d) {
     return (d->index == 0 ? 0x1ULL : 0) | (d->index == 7 ? 0x4ULL : 0);
 }
 
-#ifndef MLINFRA_OLD_DRIVER
+#ifndef NVML_STUB_BEFORE_R535
 nvmlReturn_t nvmlDeviceGetCurrentClocksEventReasons(nvmlDevice_t d, unsigned long long *reasons) {
     READ(d);
     *reasons = clock_reasons(d);
@@ -369,7 +369,7 @@ static nvmlReturn_t processes(nvmlDevice_t d, unsigned int *count, nvmlProcessIn
     return NVML_SUCCESS;
 }
 
-#ifndef MLINFRA_OLD_DRIVER
+#ifndef NVML_STUB_BEFORE_R535
 nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t d, unsigned int *count,
                                                      nvmlProcessInfo_t *infos) {
     return processes(d, count, infos);
