@@ -185,3 +185,33 @@ def test_day_interval() -> None:
         day_interval("2027-02-01", now)
     with pytest.raises(MlinfraError, match="use today, yesterday or a date"):
         day_interval("last week", now)
+
+
+def test_store_retention_prunes_samples_recommendations_and_rule_snapshots(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from mlinfra.config import ScalingPolicy
+    from mlinfra.rules.state import StoreAlertStates
+    from mlinfra.scaling.decision import decide
+    from mlinfra.scaling.records import ScaleRecords
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = MetricsStore.from_url(url)
+    now = float(int(time.time()))  # whole seconds: the store keeps milliseconds
+    old, recent = now - 3 * 3600, now - 600
+    policy = ScalingPolicy.model_validate(
+        {"min_replicas": 1, "max_replicas": 4, "target": {"expr": "m", "value": 1}}
+    )
+    records, states = ScaleRecords(store), StoreAlertStates(store)
+    for ts in (old, recent):
+        store.write_sweep(ts, [Sample("ml_cpu_usage_percent", {"core": "all", "host": "h"}, 1.0)])
+        records.save_decisions([decide(policy, model="m", at=ts, current=1, metric=1.0)])
+        # Two snapshots of one group: the older is pruned, the group's latest always stays.
+        states.save("rules.yaml", "g", ts, {}, [])
+    assert main(["store", "retention", "--keep", "1h", "--store-url", url]) == 0
+    out = capsys.readouterr().out
+    assert "deleted 1 samples, 0 empty series, 1 scale recommendations and 1 rule-group snapshots" in out
+    assert [d["at"] for d in records.decisions("m")] == [recent]
+    assert [p[0] for _, points in store.query_range("ml_cpu_usage_percent", [], 0, now) for p in points] == [
+        recent
+    ]

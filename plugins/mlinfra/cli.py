@@ -350,10 +350,17 @@ def _store_retention(args: argparse.Namespace) -> int:
 
     store = _store(args.store_url, must_exist=False)
     keep = _duration_option("--keep", args.keep) if args.keep else load_fleet().store.retention
-    deleted, series = store.apply_retention(time.time() - keep)
+    cutoff = time.time() - keep
+    deleted, series = store.apply_retention(cutoff)
+    # The per-sweep records the sweep's own tasks prune with the same retention.
+    from mlinfra.rules.state import StoreAlertStates
+    from mlinfra.scaling.records import ScaleRecords
+
+    recommendations = ScaleRecords(store).prune_recommendations(cutoff)
+    snapshots = StoreAlertStates(store).prune(cutoff)
     print(
-        f"deleted {deleted} samples and {series} empty series older than {format_duration(keep)} "
-        f"(before {rfc3339(time.time() - keep)})"
+        f"deleted {deleted} samples, {series} empty series, {recommendations} scale recommendations "
+        f"and {snapshots} rule-group snapshots older than {format_duration(keep)} (before {rfc3339(cutoff)})"
     )
     return 0
 

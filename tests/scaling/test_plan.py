@@ -194,3 +194,29 @@ def test_a_later_manual_scale_without_hold_or_a_dry_run_changes_what_holds(
     )
     _manual_scale(records, "manual__3", T + 180, to=4, hold_until=None)
     assert records.active_holds(["resnet50-classifier"], at=T + 240) == {}
+
+
+def test_plan_deletes_recommendations_older_than_the_stores_retention(sqlite_store: MetricsStore) -> None:
+    fleet = load_fleet()
+    records = ScaleRecords(sqlite_store)
+    cluster = Cluster({m.kubernetes.deployment: 2 for m in fleet.models})
+    retention = fleet.store.retention
+    plan_scaling(fleet=fleet, store=sqlite_store, at=T, cluster=lambda c: cluster, records=records)
+    # A sweep a retention later keeps the sweep before it...
+    later = T + retention
+    plan_scaling(
+        fleet=fleet,
+        store=sqlite_store,
+        at=later,
+        cluster=lambda c: cluster,
+        records=records,
+        now=lambda: later,
+    )
+    assert {d["at"] for d in records.decisions()} == {T, later}
+    # ...and one more sweep later deletes it, whatever the models decided.
+    last = later + 300
+    plan_scaling(
+        fleet=fleet, store=sqlite_store, at=last, cluster=lambda c: cluster, records=records, now=lambda: last
+    )
+    assert {d["at"] for d in records.decisions()} == {later, last}
+    assert len(records.decisions()) == 2 * len(fleet.models)

@@ -88,3 +88,14 @@ def test_scale_events_of_a_run_a_deployment_and_the_newest(sqlite_store: Metrics
     assert len(records.scale_events(namespace="serving", deployment="m", models=["x"])) == 3
     assert records.scale_events(since=150, until=300)[0].run_id == "scheduled__2"
     assert records.events("m")[0]["decision"] == {"desired": 2}
+
+
+def test_recommendations_older_than_the_retention_are_pruned(sqlite_store: MetricsStore) -> None:
+    records = ScaleRecords(sqlite_store)
+    for k in range(4):  # four sweeps, five minutes apart
+        records.save_decisions([decide(POLICY, model="m", at=T + 300 * k, current=2, metric=400)])
+    event(records, "run-old", T, "patched")
+    assert records.prune_recommendations(T + 600) == 2  # before, not at, the cutoff
+    assert [d["at"] for d in records.decisions("m")] == [T + 600, T + 900]
+    assert records.prune_recommendations(T + 600) == 0  # a retry deletes nothing more
+    assert len(records.events("m")) == 1  # the actions' audit trail is kept

@@ -13,13 +13,15 @@ expression evaluated at ``at`` with the fleet's engine (all expressions together
 the local engine reads each metric once), the firing alerts that name the model
 (:func:`~mlinfra.scaling.decision.alert_matches_model`), the recommendation history
 of the stabilization window and the last scale action (the store). Every decision
-is written to ``mlinfra_scale_recommendations`` in one transaction.
+is written to ``mlinfra_scale_recommendations`` in one transaction, and those older than
+the store's retention are deleted.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -118,12 +120,14 @@ def plan_scaling(
     engine: QueryEngine | None = None,
     cluster: Callable[[str], ClusterReader | None] = cluster_from_connection,
     records: ScaleRecords | None = None,
+    now: Callable[[], float] = time.time,
 ) -> dict[str, Any]:
     """Decide every model of the fleet at ``at``; see the module docstring.
 
     ``cluster(conn_id)`` gives the reader of a Kubernetes connection (None: not
-    configured, its models are skipped). Returns ``{"at", "decisions", "scale",
-    "unmatched_alerts"}``, JSON-safe for XCom.
+    configured, its models are skipped). Recommendations older than the store's
+    retention (from ``now()``, as the sweep's samples) are deleted. Returns ``{"at",
+    "decisions", "scale", "unmatched_alerts"}``, JSON-safe for XCom.
     """
     records = records or ScaleRecords(store)
     decisions: dict[str, ScaleDecision] = {}
@@ -134,6 +138,9 @@ def plan_scaling(
 
     ordered = [decisions[m.name] for m in fleet.models]
     records.save_decisions(ordered, run_id=run_id)
+    pruned = records.prune_recommendations(now() - fleet.store.retention)
+    if pruned:
+        log.info("retention: deleted %d scale recommendations", pruned)
     unmatched = _unmatched_scale_alerts(alerts, fleet)
     for d in ordered:
         log.info("scaling %s: %s", d.model, d.reason)

@@ -159,6 +159,17 @@ class ScaleRecords:
                 conn.execute(stmt, list(chunk))
         return len(rows)
 
+    def prune_recommendations(self, older_than: float) -> int:
+        """Delete recommendations before ``older_than`` (the store's retention); returns rows deleted.
+
+        One row per model per sweep (500 models: 144,000 rows, about 130 MB, a day): kept
+        as long as the samples they were decided on, not for ever. Scale events (the
+        actions) are the audit trail and are kept.
+        """
+        t = scale_recommendations_table
+        with self.store.begin() as conn:
+            return conn.execute(sa.delete(t).where(t.c.ts < to_ms(older_than))).rowcount or 0
+
     def history(
         self, models: Sequence[str], *, since: float, until: float
     ) -> dict[str, list[Recommendation]]:
