@@ -34,9 +34,11 @@ def drivers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def through_the_fake(overrides: dict[int, dict[str, object]] | None = None) -> list[Sample]:
+def through_the_fake(
+    overrides: dict[int, dict[str, object]] | None = None, window: float = 0
+) -> list[Sample]:
     nvml = FakeNVML.scenario("eight_gpus", overrides=overrides)
-    return collect_gpu_samples(nvml, host="node-a", process_name=lambda pid: f"proc-{pid}", window=0)
+    return collect_gpu_samples(nvml, host="node-a", process_name=lambda pid: f"proc-{pid}", window=window)
 
 
 def canonical(samples: list[Sample]) -> list[tuple[str, tuple[tuple[str, str], ...], float]]:
@@ -62,6 +64,11 @@ def test_eight_gpus_read_through_pynvml_equal_the_fakes(drivers: dict[str, Path]
     assert temps == {str(i): 45.0 + i for i in range(8)}
     procs = [s for s in real if s.name == "ml_gpu_process_memory_used_bytes"]
     assert sorted(s.labels["pid"] for s in procs) == ["4000", "4002", "4004", "4006"]
+    # Per-process utilisation came through pynvml's c_nvmlProcessUtilizationSample_t.
+    sm = {s.labels["pid"]: s.value for s in real if s.name == "ml_gpu_process_sm_utilization_percent"}
+    assert sm == {"4000": 20.0, "4002": 22.0, "4004": 24.0, "4006": 26.0}
+    assert len([s for s in real if s.name == "ml_gpu_nvlink_up"]) == 8 * 18
+    assert {s.value for s in real if s.name == "ml_gpu_mig_mode_enabled"} == {0.0}
     # pynvml decodes the driver's C strings; a bytes value would show as "b'...'".
     assert {s.labels["name"] for s in real if s.name == "ml_gpu_up"} == {"NVIDIA H100 80GB HBM3"}
     driver = [s.labels for s in real if s.name == "ml_gpu_driver_info"]
@@ -111,3 +118,12 @@ def test_xid_events_through_pynvml(drivers: dict[str, Path]) -> None:
     assert seen == {("3", "79"): 2.0, ("3", "48"): 1.0, ("5", "13"): 1.0}
     last = {s.labels["gpu_id"]: s.value for s in real if s.name == "ml_gpu_xid_last_code"}
     assert last == {"3": 48.0, "5": 13.0}
+
+
+def test_gpm_activity_over_a_window_through_pynvml(drivers: dict[str, Path]) -> None:
+    """With a listening window: the event set waits it out, and GPM's two samples span it,
+    through pynvml's c_nvmlGpmMetricsGet_t (one struct of NVML_GPM_METRIC_MAX metrics)."""
+    real = through_pynvml(drivers["current"], window=0.2)
+    assert canonical(real) == canonical(through_the_fake(window=0.2))
+    tensor = {s.labels["gpu_id"]: s.value for s in real if s.name == "ml_gpu_tensor_active_percent"}
+    assert tensor == {str(i): 3.0 * i + 1 for i in range(8)}

@@ -323,6 +323,11 @@ class _EventSet:
 
 
 def _eight_gpus() -> list[FakeGPU]:
+    """Eight H100 SXM5 boards: passively cooled, 18 NVLinks up, MIG-capable with MIG off, GPM.
+
+    tests/support/nvml_driver/libnvidia-ml.c answers with the same values through the
+    real pynvml; tests/collectors/test_gpu_driver_stub.py keeps the two equal.
+    """
     gpus = []
     for i in range(8):
         gpus.append(
@@ -341,9 +346,21 @@ def _eight_gpus() -> list[FakeGPU]:
                 ecc_corrected_aggregate=100 + i,
                 pcie_tx=1000 * (i + 1),
                 pcie_rx=2000 * (i + 1),
-                processes=[FakeProcess(pid=4000 + i, used_memory=(i + 1) * 4 * 1024**3)]
+                processes=[
+                    FakeProcess(
+                        pid=4000 + i, used_memory=(i + 1) * 4 * 1024**3, sm_util=20 + i, mem_util=10 + i
+                    )
+                ]
                 if i % 2 == 0
                 else [],
+                nvlink=[1] * 18,
+                mig_enabled=False,
+                gpm={
+                    NVML_GPM_METRIC_GRAPHICS_UTIL: 10.0 * i + 5,
+                    NVML_GPM_METRIC_SM_UTIL: 8.0 * i + 4,
+                    NVML_GPM_METRIC_SM_OCCUPANCY: 5.0 * i + 2,
+                    NVML_GPM_METRIC_ANY_TENSOR_UTIL: 3.0 * i + 1,
+                },
             )
         )
     return gpus

@@ -79,8 +79,10 @@ _CHILD = """
 import json, sys
 from mlinfra.collectors.base import PartialCollection
 from mlinfra.collectors.gpu.nvml import collect_gpu_samples
+window = float(sys.argv[1])
 try:
-    samples, problems = collect_gpu_samples(host="node-a", process_name=lambda pid: f"proc-{pid}", window=0), []
+    samples = collect_gpu_samples(host="node-a", process_name=lambda pid: f"proc-{pid}", window=window)
+    problems = []
 except PartialCollection as e:
     samples, problems = e.samples, e.errors
 import pynvml
@@ -91,14 +93,14 @@ print(json.dumps({"samples": [s.to_json() for s in samples], "problems": problem
 """
 
 
-def collect_through_pynvml(libdir: Path, **script: Any) -> dict[str, Any]:
-    """One ``collect_gpu_samples()`` through the real pynvml over the stand-in in ``libdir``.
+def collect_through_pynvml(libdir: Path, *, window: float = 0.0, **script: Any) -> dict[str, Any]:
+    """One ``collect_gpu_samples(window=window)`` through the real pynvml over the stand-in in ``libdir``.
 
     Returns ``{"samples": [Sample], "problems": [str], "loaded": [the library files the
     process mapped], "pynvml": its module file}``.
     """
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD],
+        [sys.executable, "-c", _CHILD, str(window)],
         env=environment(libdir, **script),
         capture_output=True,
         text=True,

@@ -5,39 +5,50 @@
  * string decoding, version checks, "function not found" for a symbol the library
  * lacks) instead of through tests/support/fake_pynvml.py, which replaces pynvml.
  *
- * It answers with the values of fake_pynvml's "eight_gpus" scenario, so the same
+ * Eight H100 SXM5 boards (HBM3, passively cooled, 18 NVLinks, MIG-capable with MIG
+ * off, GPM) with the values of fake_pynvml's "eight_gpus" scenario, so the same
  * collection through either stand-in must give the same samples
  * (tests/collectors/test_gpu_driver_stub.py). Signatures, struct layouts, units and
  * return codes follow nvml.h (NVML API reference, r550):
  *
  *   - every call before nvmlInit* (or after the matching nvmlShutdown) answers
  *     NVML_ERROR_UNINITIALIZED; init and shutdown nest (a reference count);
- *   - array queries (running processes, retired pages) answer
+ *   - a NULL output pointer, a handle or event set that is not the library's, an
+ *     unknown enum value: NVML_ERROR_INVALID_ARGUMENT;
+ *   - a string buffer shorter than the answer: NVML_ERROR_INSUFFICIENT_SIZE;
+ *   - array queries (running processes, process utilisation) answer
  *     NVML_ERROR_INSUFFICIENT_SIZE with the count needed when the caller's buffer is
- *     NULL or too small, NVML_SUCCESS with *count = 0 when there is nothing;
- *   - a query the board does not support answers NVML_ERROR_NOT_SUPPORTED (fan speed
- *     on a passively cooled board, NVLink without NVLink, MIG mode before Ampere,
- *     retired pages on Ampere and later);
+ *     NULL (count 0) or too small, NVML_SUCCESS with *count = 0 when there is nothing;
+ *   - what this board does not have answers NVML_ERROR_NOT_SUPPORTED: fan speed
+ *     (passively cooled), retired pages (Ampere and later remap rows instead);
  *   - nvmlDeviceGetProcessUtilization answers NVML_ERROR_NOT_FOUND when no sample is
- *     newer than the time asked about (here: never one);
- *   - nvmlEventSetWait_v2 answers NVML_ERROR_TIMEOUT when no event came in time.
+ *     newer than lastSeenTimeStamp (microseconds, CPU clock);
+ *   - nvmlEventSetWait_v2 sleeps up to timeoutms for an event, then answers
+ *     NVML_ERROR_TIMEOUT; a queued event comes back at once, a timeout of 0 included;
+ *   - versioned structs (nvmlGpmSupport_t, nvmlGpmMetricsGet_t) of another version:
+ *     NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+ *   - a GPU lost answers NVML_ERROR_GPU_IS_LOST to every call from then on and raises
+ *     no more events.
  *
- * Scripted through the environment, read at nvmlInit:
- *   NVML_STUB_LOST_ON_OPEN=<index>  that GPU answers NVML_ERROR_GPU_IS_LOST to
- *                                           nvmlDeviceGetHandleByIndex (fell off the bus)
- *   NVML_STUB_LOST_MIDWAY=<index>   that GPU opens (handle, UUID, name, events,
- *                                           MIG mode), then answers GPU_IS_LOST to every
- *                                           reading (lost during the sweep)
- *   NVML_STUB_XIDS=<gpu>:<xid>,...  XID critical errors raised, in this order, once
- *                                           the GPU's events are registered: the event set
- *                                           queues them (nvmlEventSetWait_v2 returns one
- *                                           per call, a timeout of 0 included)
- * Built with -DNVML_STUB_BEFORE_R535 it lacks the symbols drivers before r535 lack
- * (nvmlDeviceGetCurrentClocksEventReasons, nvmlDeviceGetComputeRunningProcesses_v3).
+ * Scripted through the environment, read at the first nvmlInit:
+ *   NVML_STUB_LOST_ON_OPEN=<index>  that GPU is lost from the start
+ *                                   (nvmlDeviceGetHandleByIndex answers GPU_IS_LOST)
+ *   NVML_STUB_LOST_MIDWAY=<index>   that GPU opens (handle, UUID, name, events, MIG
+ *                                   mode, GPM support), and is lost at its first reading
+ *   NVML_STUB_XIDS=<gpu>:<xid>,...  XID critical errors raised, in this order, once the
+ *                                   GPU's events are registered: the event set queues them
+ *
+ * Built with -DNVML_STUB_BEFORE_R535 it lacks two symbols the collector has fallbacks
+ * for: nvmlDeviceGetCurrentClocksEventReasons (r535) and
+ * nvmlDeviceGetComputeRunningProcesses_v3 (r510). The board stays the same, so the two
+ * builds' samples can be compared (no real H100 runs a driver that old): the build is
+ * there for pynvml's missing-symbol paths, not as a model of an old driver.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdio.h>
+#include <sys/time.h>
+#include <time.h>
 
 typedef int nvmlReturn_t;
 enum {
@@ -49,16 +60,21 @@ enum {
     NVML_ERROR_INSUFFICIENT_SIZE = 7,
     NVML_ERROR_TIMEOUT = 10,
     NVML_ERROR_GPU_IS_LOST = 15,
+    NVML_ERROR_ARGUMENT_VERSION_MISMATCH = 25,
 };
 
 #define GPUS 8
+#define NVLINKS 18 /* H100 SXM5 */
 #define GiB (1024ULL * 1024ULL * 1024ULL)
 #define NO_INSTANCE 0xFFFFFFFFu
+#define XID_CRITICAL_ERROR 0x8ULL /* nvmlEventTypeXidCriticalError */
 
 struct device { unsigned index; };
 typedef struct device *nvmlDevice_t;
-struct event_set { unsigned registered; /* bit per GPU */ };
+struct event_set { int in_use; unsigned registered; /* bit per GPU */ };
 typedef struct event_set *nvmlEventSet_t;
+struct gpm_sample { int in_use; int taken; unsigned gpu; };
+typedef struct gpm_sample *nvmlGpmSample_t;
 
 typedef struct { unsigned int gpu, memory; } nvmlUtilization_t;
 typedef struct { unsigned long long total, free, used; } nvmlMemory_t;
@@ -69,29 +85,56 @@ typedef struct {
     unsigned int gpuInstanceId, computeInstanceId;
 } nvmlProcessInfo_t;
 typedef struct {
+    unsigned int pid;
+    unsigned long long timeStamp;
+    unsigned int smUtil, memUtil, encUtil, decUtil;
+} nvmlProcessUtilizationSample_t;
+typedef struct {
     nvmlDevice_t device;
     unsigned long long eventType, eventData;
     unsigned int gpuInstanceId, computeInstanceId;
 } nvmlEventData_t;
 typedef struct { unsigned int version, isSupportedDevice; } nvmlGpmSupport_t;
+typedef struct { char *shortName, *longName, *unit; } nvmlGpmMetricInfo_t;
+typedef struct {
+    unsigned int metricId;
+    nvmlReturn_t nvmlReturn;
+    double value;
+    nvmlGpmMetricInfo_t metricInfo;
+} nvmlGpmMetric_t;
+typedef struct {
+    unsigned int version, numMetrics;
+    nvmlGpmSample_t sample1, sample2;
+    nvmlGpmMetric_t metrics[]; /* NVML_GPM_METRIC_MAX of them; only numMetrics are read */
+} nvmlGpmMetricsGet_t;
 
 static struct device devices[GPUS] = {{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}};
-static struct event_set the_event_set;
+static struct event_set event_sets[4];
+static struct gpm_sample gpm_samples[64];
 static int initialized;
-static int lost_on_open = -1, lost_midway = -1;
+static int lost[GPUS];
+static int lost_midway = -1;
 
 #define MAX_XIDS 64
 static struct { unsigned gpu; unsigned long long xid; int delivered; } xids[MAX_XIDS];
 static int xid_count;
 
-static void read_xids(void) {
+static int env_index(const char *name) {
+    const char *v = getenv(name);
+    return v && *v ? atoi(v) : -1;
+}
+
+static void read_script(void) {
     const char *v = getenv("NVML_STUB_XIDS");
     unsigned gpu;
     unsigned long long xid;
-    int used;
+    int used, on_open = env_index("NVML_STUB_LOST_ON_OPEN");
+    memset(lost, 0, sizeof lost);
+    if (on_open >= 0 && on_open < GPUS) lost[on_open] = 1;
+    lost_midway = env_index("NVML_STUB_LOST_MIDWAY");
     xid_count = 0;
     while (v && *v && xid_count < MAX_XIDS && sscanf(v, "%u:%llu%n", &gpu, &xid, &used) == 2) {
-        if (gpu < 8) {
+        if (gpu < GPUS) {
             xids[xid_count].gpu = gpu;
             xids[xid_count].xid = xid;
             xids[xid_count].delivered = 0;
@@ -102,41 +145,46 @@ static void read_xids(void) {
     }
 }
 
-static int env_index(const char *name) {
-    const char *v = getenv(name);
-    return v && *v ? atoi(v) : -1;
-}
-
-/* The start of every device call: initialised and a handle of ours. */
+/* The start of every device call: initialised, a handle of ours, not lost. */
 static nvmlReturn_t opened(nvmlDevice_t d) {
     if (!initialized) return NVML_ERROR_UNINITIALIZED;
     if (d < devices || d >= devices + GPUS) return NVML_ERROR_INVALID_ARGUMENT;
+    if (lost[d->index]) return NVML_ERROR_GPU_IS_LOST;
     return NVML_SUCCESS;
 }
 
-/* ... and of every reading: the GPU lost mid-sweep answers GPU_IS_LOST from here on. */
+/* ... and of every reading: the GPU scripted to be lost mid-sweep is lost from here on. */
 static nvmlReturn_t reading(nvmlDevice_t d) {
     nvmlReturn_t r = opened(d);
-    if (r == NVML_SUCCESS && (int)d->index == lost_midway) return NVML_ERROR_GPU_IS_LOST;
+    if (r == NVML_SUCCESS && (int)d->index == lost_midway) {
+        lost[d->index] = 1;
+        return NVML_ERROR_GPU_IS_LOST;
+    }
     return r;
 }
 
 #define OPENED(d) do { nvmlReturn_t r_ = opened(d); if (r_ != NVML_SUCCESS) return r_; } while (0)
 #define READ(d) do { nvmlReturn_t r_ = reading(d); if (r_ != NVML_SUCCESS) return r_; } while (0)
+#define OUT(p) do { if ((p) == NULL) return NVML_ERROR_INVALID_ARGUMENT; } while (0)
 
 static nvmlReturn_t copy_string(char *out, unsigned int length, const char *s) {
-    if (!out || strlen(s) + 1 > length) return NVML_ERROR_INSUFFICIENT_SIZE;
+    OUT(out);
+    if (strlen(s) + 1 > length) return NVML_ERROR_INSUFFICIENT_SIZE;
     memcpy(out, s, strlen(s) + 1);
     return NVML_SUCCESS;
+}
+
+static unsigned long long now_us(void) {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (unsigned long long)tv.tv_sec * 1000000ULL + (unsigned long long)tv.tv_usec;
 }
 
 /* -- library ------------------------------------------------------------------------ */
 
 nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
     (void)flags;
-    lost_on_open = env_index("NVML_STUB_LOST_ON_OPEN");
-    lost_midway = env_index("NVML_STUB_LOST_MIDWAY");
-    if (!initialized) read_xids();
+    if (!initialized) read_script();
     initialized++;
     return NVML_SUCCESS;
 }
@@ -160,6 +208,7 @@ const char *nvmlErrorString(nvmlReturn_t r) {
     case 10: return "Timeout";
     case 13: return "Function Not Found";
     case 15: return "GPU is lost";
+    case 25: return "Argument version mismatch";
     default: return "Unknown Error";
     }
 }
@@ -169,14 +218,16 @@ nvmlReturn_t nvmlSystemGetDriverVersion(char *version, unsigned int length) {
     return copy_string(version, length, "550.54.15");
 }
 
+/* nvml.h: answers without nvmlInit too. */
 nvmlReturn_t nvmlSystemGetCudaDriverVersion(int *version) {
-    if (!initialized) return NVML_ERROR_UNINITIALIZED;
+    OUT(version);
     *version = 12040; /* CUDA 12.4 */
     return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *count) {
     if (!initialized) return NVML_ERROR_UNINITIALIZED;
+    OUT(count);
     *count = GPUS;
     return NVML_SUCCESS;
 }
@@ -185,8 +236,9 @@ nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *count) {
 
 nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *device) {
     if (!initialized) return NVML_ERROR_UNINITIALIZED;
+    OUT(device);
     if (index >= GPUS) return NVML_ERROR_INVALID_ARGUMENT;
-    if ((int)index == lost_on_open) return NVML_ERROR_GPU_IS_LOST;
+    if (lost[index]) return NVML_ERROR_GPU_IS_LOST;
     *device = &devices[index];
     return NVML_SUCCESS;
 }
@@ -203,10 +255,27 @@ nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t d, char *name, unsigned int length) 
     return copy_string(name, length, "NVIDIA H100 80GB HBM3");
 }
 
+nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t d, unsigned int *current, unsigned int *pending) {
+    OPENED(d);
+    OUT(current);
+    OUT(pending);
+    *current = *pending = 0; /* NVML_DEVICE_MIG_DISABLE: MIG-capable, not split */
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlGpmQueryDeviceSupport(nvmlDevice_t d, nvmlGpmSupport_t *support) {
+    OPENED(d);
+    OUT(support);
+    if (support->version != 1) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH; /* NVML_GPM_SUPPORT_VERSION */
+    support->isSupportedDevice = 1; /* Hopper */
+    return NVML_SUCCESS;
+}
+
 /* -- readings (values of fake_pynvml's eight_gpus, in NVML's units) ------------------ */
 
 nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t d, nvmlUtilization_t *u) {
     READ(d);
+    OUT(u);
     u->gpu = 10 * d->index + 5;
     u->memory = 5 * d->index + 1;
     return NVML_SUCCESS;
@@ -214,6 +283,7 @@ nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t d, nvmlUtilization_t *u)
 
 nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t d, nvmlMemory_t *m) {
     READ(d);
+    OUT(m);
     m->total = 80 * GiB;
     m->used = (d->index + 1) * 8 * GiB;
     m->free = m->total - m->used;
@@ -222,46 +292,56 @@ nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t d, nvmlMemory_t *m) {
 
 nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t d, int sensor, unsigned int *temp) {
     READ(d);
-    if (sensor != 0) return NVML_ERROR_INVALID_ARGUMENT; /* NVML_TEMPERATURE_GPU */
+    OUT(temp);
+    if (sensor != 0) return NVML_ERROR_INVALID_ARGUMENT; /* NVML_TEMPERATURE_GPU is the only sensor */
     *temp = 45 + d->index;
     return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlDeviceGetPowerUsage(nvmlDevice_t d, unsigned int *mw) {
     READ(d);
+    OUT(mw);
     *mw = (100 + 20 * d->index) * 1000;
     return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlDeviceGetEnforcedPowerLimit(nvmlDevice_t d, unsigned int *mw) {
     READ(d);
+    OUT(mw);
     *mw = 700000;
     return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t d, unsigned long long *mj) {
     READ(d);
+    OUT(mj);
     *mj = 1000000; /* millijoules since the driver loaded */
     return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t d, int type, unsigned int *mhz) {
     READ(d);
-    if (type == 1) *mhz = 1980 - 10 * d->index; /* NVML_CLOCK_SM */
-    else if (type == 2) *mhz = 2619;            /* NVML_CLOCK_MEM */
-    else return NVML_ERROR_INVALID_ARGUMENT;
+    OUT(mhz);
+    switch (type) {
+    case 0: /* NVML_CLOCK_GRAPHICS */
+    case 1: *mhz = 1980 - 10 * d->index; break; /* NVML_CLOCK_SM */
+    case 2: *mhz = 2619; break;                 /* NVML_CLOCK_MEM */
+    case 3: *mhz = 1755; break;                 /* NVML_CLOCK_VIDEO */
+    default: return NVML_ERROR_INVALID_ARGUMENT;
+    }
     return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlDeviceGetPerformanceState(nvmlDevice_t d, int *pstate) {
     READ(d);
+    OUT(pstate);
     *pstate = 0; /* P0 */
     return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlDeviceGetFanSpeed(nvmlDevice_t d, unsigned int *speed) {
     READ(d);
-    (void)speed;
+    OUT(speed);
     return NVML_ERROR_NOT_SUPPORTED; /* passively cooled */
 }
 
@@ -273,6 +353,7 @@ static unsigned long long clock_reasons(nvmlDevice_t d) {
 #ifndef NVML_STUB_BEFORE_R535
 nvmlReturn_t nvmlDeviceGetCurrentClocksEventReasons(nvmlDevice_t d, unsigned long long *reasons) {
     READ(d);
+    OUT(reasons);
     *reasons = clock_reasons(d);
     return NVML_SUCCESS;
 }
@@ -281,6 +362,7 @@ nvmlReturn_t nvmlDeviceGetCurrentClocksEventReasons(nvmlDevice_t d, unsigned lon
 /* The name before r535; drivers keep it (deprecated). */
 nvmlReturn_t nvmlDeviceGetCurrentClocksThrottleReasons(nvmlDevice_t d, unsigned long long *reasons) {
     READ(d);
+    OUT(reasons);
     *reasons = clock_reasons(d);
     return NVML_SUCCESS;
 }
@@ -288,17 +370,19 @@ nvmlReturn_t nvmlDeviceGetCurrentClocksThrottleReasons(nvmlDevice_t d, unsigned 
 nvmlReturn_t nvmlDeviceGetTotalEccErrors(nvmlDevice_t d, int errorType, int counterType,
                                          unsigned long long *count) {
     READ(d);
-    if (errorType == 0 && counterType == 0) *count = d->index;                 /* corrected, volatile */
-    else if (errorType == 1 && counterType == 0) *count = d->index == 5;       /* uncorrected, volatile */
-    else if (errorType == 0 && counterType == 1) *count = 100 + d->index;      /* corrected, aggregate */
-    else if (errorType == 1 && counterType == 1) *count = 0;                   /* uncorrected, aggregate */
+    OUT(count);
+    if (errorType == 0 && counterType == 0) *count = d->index;            /* corrected, volatile */
+    else if (errorType == 1 && counterType == 0) *count = d->index == 5;  /* uncorrected, volatile */
+    else if (errorType == 0 && counterType == 1) *count = 100 + d->index; /* corrected, aggregate */
+    else if (errorType == 1 && counterType == 1) *count = 0;              /* uncorrected, aggregate */
     else return NVML_ERROR_INVALID_ARGUMENT;
     return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlDeviceGetPcieThroughput(nvmlDevice_t d, int counter, unsigned int *kbps) {
     READ(d);
-    /* A real driver samples a byte counter over 20 ms here; the stub answers at once. */
+    OUT(kbps);
+    /* A real driver samples a byte counter over 20 ms here; the stand-in answers at once. */
     if (counter == 0) *kbps = 1000 * (d->index + 1);      /* NVML_PCIE_UTIL_TX_BYTES */
     else if (counter == 1) *kbps = 2000 * (d->index + 1); /* NVML_PCIE_UTIL_RX_BYTES */
     else return NVML_ERROR_INVALID_ARGUMENT;
@@ -307,19 +391,26 @@ nvmlReturn_t nvmlDeviceGetPcieThroughput(nvmlDevice_t d, int counter, unsigned i
 
 nvmlReturn_t nvmlDeviceGetPcieReplayCounter(nvmlDevice_t d, unsigned int *value) {
     READ(d);
+    OUT(value);
     *value = 0;
     return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlDeviceGetNvLinkState(nvmlDevice_t d, unsigned int link, int *isActive) {
     READ(d);
-    (void)link, (void)isActive;
-    return NVML_ERROR_NOT_SUPPORTED; /* no NVLink */
+    OUT(isActive);
+    if (link >= NVLINKS) return NVML_ERROR_INVALID_ARGUMENT; /* a link this board lacks */
+    *isActive = 1;                                           /* NVML_FEATURE_ENABLED */
+    return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlDeviceGetRemappedRows(nvmlDevice_t d, unsigned int *corrRows, unsigned int *uncRows,
                                        unsigned int *isPending, unsigned int *failureOccurred) {
     READ(d);
+    OUT(corrRows);
+    OUT(uncRows);
+    OUT(isPending);
+    OUT(failureOccurred);
     *corrRows = *uncRows = *isPending = *failureOccurred = 0;
     return NVML_SUCCESS;
 }
@@ -327,38 +418,32 @@ nvmlReturn_t nvmlDeviceGetRemappedRows(nvmlDevice_t d, unsigned int *corrRows, u
 nvmlReturn_t nvmlDeviceGetRetiredPages(nvmlDevice_t d, int cause, unsigned int *pageCount,
                                        unsigned long long *addresses) {
     READ(d);
-    (void)cause, (void)pageCount, (void)addresses;
+    OUT(pageCount);
+    (void)cause, (void)addresses;
     return NVML_ERROR_NOT_SUPPORTED; /* Ampere and later remap rows instead */
 }
 
 nvmlReturn_t nvmlDeviceGetRetiredPagesPendingStatus(nvmlDevice_t d, int *isPending) {
     READ(d);
-    (void)isPending;
+    OUT(isPending);
     return NVML_ERROR_NOT_SUPPORTED;
-}
-
-nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t d, unsigned int *current, unsigned int *pending) {
-    OPENED(d);
-    (void)current, (void)pending;
-    return NVML_ERROR_NOT_SUPPORTED; /* not MIG-capable */
-}
-
-nvmlReturn_t nvmlGpmQueryDeviceSupport(nvmlDevice_t d, nvmlGpmSupport_t *support) {
-    OPENED(d);
-    support->isSupportedDevice = 0; /* before Hopper's GPM */
-    return NVML_SUCCESS;
 }
 
 /* -- processes ------------------------------------------------------------------------ */
 
+static unsigned processes_of(nvmlDevice_t d) { return d->index % 2 == 0 ? 1 : 0; /* one on each even GPU */ }
+
 static nvmlReturn_t processes(nvmlDevice_t d, unsigned int *count, nvmlProcessInfo_t *infos) {
     READ(d);
-    unsigned int n = d->index % 2 == 0 ? 1 : 0; /* one process on each even GPU */
+    OUT(count);
+    unsigned int n = processes_of(d);
+    /* nvml.h: infos may be NULL only to ask for the count (*count = 0). */
+    if (infos == NULL && *count != 0) return NVML_ERROR_INVALID_ARGUMENT;
     if (n == 0) {
         *count = 0;
         return NVML_SUCCESS;
     }
-    if (infos == NULL || *count < n) {
+    if (*count < n) {
         *count = n;
         return NVML_ERROR_INSUFFICIENT_SIZE;
     }
@@ -381,51 +466,142 @@ nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v2(nvmlDevice_t d, unsigned in
     return processes(d, count, infos);
 }
 
-nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t d, void *samples, unsigned int *count,
-                                             unsigned long long lastSeenTimeStamp) {
+nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t d, nvmlProcessUtilizationSample_t *samples,
+                                             unsigned int *count, unsigned long long lastSeenTimeStamp) {
     READ(d);
-    (void)samples, (void)lastSeenTimeStamp;
-    *count = 0;
-    return NVML_ERROR_NOT_FOUND; /* no sample newer than lastSeenTimeStamp */
+    OUT(count);
+    /* One sample per process, stamped now: newer than any time in the past asked about. */
+    unsigned long long now = now_us();
+    unsigned int n = now > lastSeenTimeStamp ? processes_of(d) : 0;
+    if (n == 0) return NVML_ERROR_NOT_FOUND;
+    if (samples == NULL || *count < n) {
+        *count = n;
+        return NVML_ERROR_INSUFFICIENT_SIZE;
+    }
+    samples[0].pid = 4000 + d->index;
+    samples[0].timeStamp = now;
+    samples[0].smUtil = 20 + d->index;
+    samples[0].memUtil = 10 + d->index;
+    samples[0].encUtil = samples[0].decUtil = 0;
+    *count = n;
+    return NVML_SUCCESS;
+}
+
+/* -- GPM (Hopper): activity between two samples ---------------------------------------- */
+
+nvmlReturn_t nvmlGpmSampleAlloc(nvmlGpmSample_t *sample) {
+    if (!initialized) return NVML_ERROR_UNINITIALIZED;
+    OUT(sample);
+    for (unsigned i = 0; i < sizeof gpm_samples / sizeof *gpm_samples; i++) {
+        if (!gpm_samples[i].in_use) {
+            gpm_samples[i].in_use = 1;
+            gpm_samples[i].taken = 0;
+            *sample = &gpm_samples[i];
+            return NVML_SUCCESS;
+        }
+    }
+    return NVML_ERROR_INSUFFICIENT_SIZE; /* the stand-in's pool: a sweep frees what it took */
+}
+
+static int our_sample(nvmlGpmSample_t s) {
+    return s >= gpm_samples && s < gpm_samples + sizeof gpm_samples / sizeof *gpm_samples && s->in_use;
+}
+
+nvmlReturn_t nvmlGpmSampleFree(nvmlGpmSample_t sample) {
+    if (!initialized) return NVML_ERROR_UNINITIALIZED;
+    if (!our_sample(sample)) return NVML_ERROR_INVALID_ARGUMENT; /* freed twice, or not ours */
+    sample->in_use = 0;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlGpmSampleGet(nvmlDevice_t d, nvmlGpmSample_t sample) {
+    READ(d);
+    if (!our_sample(sample)) return NVML_ERROR_INVALID_ARGUMENT;
+    sample->taken = 1;
+    sample->gpu = d->index;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlGpmMigSampleGet(nvmlDevice_t d, unsigned int gpuInstanceId, nvmlGpmSample_t sample) {
+    READ(d);
+    (void)gpuInstanceId, (void)sample;
+    return NVML_ERROR_INVALID_ARGUMENT; /* MIG is off: no GPU instance */
+}
+
+nvmlReturn_t nvmlGpmMetricsGet(nvmlGpmMetricsGet_t *request) {
+    if (!initialized) return NVML_ERROR_UNINITIALIZED;
+    OUT(request);
+    if (request->version != 1) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH; /* NVML_GPM_METRICS_GET_VERSION */
+    nvmlGpmSample_t first = request->sample1, second = request->sample2;
+    if (!our_sample(first) || !our_sample(second) || !first->taken || !second->taken || first->gpu != second->gpu)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned g = second->gpu;
+    for (unsigned i = 0; i < request->numMetrics; i++) {
+        nvmlGpmMetric_t *m = &request->metrics[i];
+        m->nvmlReturn = NVML_SUCCESS;
+        switch (m->metricId) {
+        case 1: m->value = 10.0 * g + 5; break; /* NVML_GPM_METRIC_GRAPHICS_UTIL */
+        case 2: m->value = 8.0 * g + 4; break;  /* NVML_GPM_METRIC_SM_UTIL */
+        case 3: m->value = 5.0 * g + 2; break;  /* NVML_GPM_METRIC_SM_OCCUPANCY */
+        case 5: m->value = 3.0 * g + 1; break;  /* NVML_GPM_METRIC_ANY_TENSOR_UTIL */
+        default: m->nvmlReturn = NVML_ERROR_NOT_SUPPORTED; m->value = 0;
+        }
+    }
+    return NVML_SUCCESS;
 }
 
 /* -- events ------------------------------------------------------------------------------ */
 
+static int our_set(nvmlEventSet_t set) {
+    return set >= event_sets && set < event_sets + sizeof event_sets / sizeof *event_sets && set->in_use;
+}
+
 nvmlReturn_t nvmlEventSetCreate(nvmlEventSet_t *set) {
     if (!initialized) return NVML_ERROR_UNINITIALIZED;
-    the_event_set.registered = 0;
-    *set = &the_event_set;
-    return NVML_SUCCESS;
+    OUT(set);
+    for (unsigned i = 0; i < sizeof event_sets / sizeof *event_sets; i++) {
+        if (!event_sets[i].in_use) {
+            event_sets[i].in_use = 1;
+            event_sets[i].registered = 0;
+            *set = &event_sets[i];
+            return NVML_SUCCESS;
+        }
+    }
+    return NVML_ERROR_INSUFFICIENT_SIZE; /* the stand-in's pool */
 }
 
 nvmlReturn_t nvmlDeviceRegisterEvents(nvmlDevice_t d, unsigned long long eventTypes, nvmlEventSet_t set) {
     OPENED(d);
-    if (set != &the_event_set) return NVML_ERROR_INVALID_ARGUMENT;
-    if (eventTypes & ~0x8ULL) return NVML_ERROR_NOT_SUPPORTED; /* XID critical errors (0x8) only here */
+    if (!our_set(set) || eventTypes == 0) return NVML_ERROR_INVALID_ARGUMENT;
+    if (eventTypes & ~XID_CRITICAL_ERROR) return NVML_ERROR_NOT_SUPPORTED; /* XIDs only in the stand-in */
     set->registered |= 1u << d->index;
     return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data, unsigned int timeoutms) {
     if (!initialized) return NVML_ERROR_UNINITIALIZED;
-    if (set != &the_event_set) return NVML_ERROR_INVALID_ARGUMENT;
-    (void)timeoutms; /* the scripted XIDs are all queued already: no waiting */
+    if (!our_set(set)) return NVML_ERROR_INVALID_ARGUMENT;
+    OUT(data);
     /* nvml.h: only events of registered devices, raised after registration, are delivered. */
     for (int i = 0; i < xid_count; i++) {
-        if (xids[i].delivered || !(set->registered & (1u << xids[i].gpu))) continue;
+        unsigned gpu = xids[i].gpu;
+        if (xids[i].delivered || !(set->registered & (1u << gpu)) || lost[gpu]) continue;
         xids[i].delivered = 1;
-        data->device = &devices[xids[i].gpu];
-        data->eventType = 0x8; /* nvmlEventTypeXidCriticalError */
+        data->device = &devices[gpu];
+        data->eventType = XID_CRITICAL_ERROR;
         data->eventData = xids[i].xid;
         data->gpuInstanceId = data->computeInstanceId = NO_INSTANCE;
         return NVML_SUCCESS;
     }
+    /* Nothing queued: the scripted XIDs were all raised already, so wait out the timeout. */
+    struct timespec t = {timeoutms / 1000, (long)(timeoutms % 1000) * 1000000L};
+    nanosleep(&t, NULL);
     return NVML_ERROR_TIMEOUT;
 }
 
 nvmlReturn_t nvmlEventSetFree(nvmlEventSet_t set) {
     if (!initialized) return NVML_ERROR_UNINITIALIZED;
-    if (set != &the_event_set) return NVML_ERROR_INVALID_ARGUMENT;
-    set->registered = 0;
+    if (!our_set(set)) return NVML_ERROR_INVALID_ARGUMENT;
+    set->in_use = 0;
     return NVML_SUCCESS;
 }
