@@ -17,7 +17,13 @@ import pytest
 
 from mlinfra.collectors.gpu import collect_gpu_samples
 from mlinfra.samples import Sample
-from tests.support.fake_pynvml import NVML_ERROR_FUNCTION_NOT_FOUND, NVML_ERROR_GPU_IS_LOST, FakeNVML
+from tests.support.fake_pynvml import (
+    NVML_ERROR_FUNCTION_NOT_FOUND,
+    NVML_ERROR_GPU_IS_LOST,
+    FakeMIG,
+    FakeNVML,
+    FakeProcess,
+)
 from tests.support.integration import require_binary
 from tests.support.nvml_driver import build, collect_through_pynvml
 
@@ -127,3 +133,56 @@ def test_gpm_activity_over_a_window_through_pynvml(drivers: dict[str, Path]) -> 
     assert canonical(real) == canonical(through_the_fake(window=0.2))
     tensor = {s.labels["gpu_id"]: s.value for s in real if s.name == "ml_gpu_tensor_active_percent"}
     assert tensor == {str(i): 3.0 * i + 1 for i in range(8)}
+
+
+GiB = 1024**3
+
+
+def test_mig_through_pynvml(drivers: dict[str, Path]) -> None:
+    """GPU 1 split into MIG devices: pynvml's MIG handles, instance ids and per-instance GPM,
+    against the fake's mig layout on the same GPU."""
+    real = through_pynvml(drivers["current"], window=0.2, mig=1)
+    migs = [
+        FakeMIG(
+            slot=0,
+            gpu_instance=1,
+            profile="3g.40gb",
+            memory_total=40 * GiB,
+            memory_used=30 * GiB,
+            gpm={1: 97.0, 2: 96.5, 5: 60.0},
+        ),
+        FakeMIG(
+            slot=1,
+            gpu_instance=5,
+            profile="2g.20gb",
+            memory_total=20 * GiB,
+            memory_used=GiB,
+            gpm={1: 3.0, 2: 2.0},
+        ),
+        FakeMIG(slot=3, gpu_instance=6, profile="2g.20gb", memory_total=20 * GiB, memory_used=0, gpm=None),
+    ]
+    split = {
+        "mig_enabled": True,
+        "migs": migs,
+        "processes": [FakeProcess(pid=500, used_memory=30 * GiB, gpu_instance=1, compute_instance=0)],
+    }
+    assert canonical(real) == canonical(through_the_fake({1: split}, window=0.2))
+    gpu1 = [s for s in real if s.labels.get("gpu_id") == "1"]
+    # NVML has no utilisation for a MIG-enabled GPU: absent, not a copy of anything.
+    assert not [s for s in gpu1 if s.name == "ml_gpu_utilization_percent"]
+    used = {s.labels["gpu_instance"]: s.value for s in gpu1 if s.name == "ml_gpu_mig_memory_used_bytes"}
+    assert used == {"1": 30 * GiB, "5": float(GiB), "6": 0.0}
+    profiles = {
+        s.labels["gpu_instance"]: s.labels["mig_profile"]
+        for s in gpu1
+        if s.name == "ml_gpu_mig_memory_total_bytes"
+    }
+    assert profiles == {"1": "3g.40gb", "5": "2g.20gb", "6": "2g.20gb"}
+    sm = {s.labels["gpu_instance"]: s.value for s in gpu1 if s.name == "ml_gpu_mig_sm_active_percent"}
+    assert sm == {"1": 96.5, "5": 2.0}  # instance 6 has no GPM: absent
+    (proc,) = [s for s in gpu1 if s.name == "ml_gpu_process_memory_used_bytes"]
+    assert (proc.labels["pid"], proc.labels["gpu_instance"], proc.labels["compute_instance"]) == (
+        "500",
+        "1",
+        "0",
+    )

@@ -57,9 +57,11 @@ def environment(
     lost_on_open: int | None = None,
     lost_midway: int | None = None,
     xids: Sequence[tuple[int, int]] = (),
+    mig: int | None = None,
 ) -> dict[str, str]:
     """This process's environment with ``libdir`` first on the loader's path and the stand-in's
-    script (``xids``: (GPU index, XID) raised in that order)."""
+    script (``xids``: (GPU index, XID) raised in that order; ``mig``: the GPU split into
+    MIG devices, see libnvidia-ml.c)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NVML_STUB_")}
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(libdir), env.get("LD_LIBRARY_PATH")]))
     env["PYTHONPATH"] = os.pathsep.join(
@@ -69,6 +71,8 @@ def environment(
         env["NVML_STUB_LOST_ON_OPEN"] = str(lost_on_open)
     if lost_midway is not None:
         env["NVML_STUB_LOST_MIDWAY"] = str(lost_midway)
+    if mig is not None:
+        env["NVML_STUB_MIG"] = str(mig)
     if xids:
         env["NVML_STUB_XIDS"] = ",".join(f"{gpu}:{xid}" for gpu, xid in xids)
     return env

@@ -37,6 +37,16 @@
  *                                   mode, GPM support), and is lost at its first reading
  *   NVML_STUB_XIDS=<gpu>:<xid>,...  XID critical errors raised, in this order, once the
  *                                   GPU's events are registered: the event set queues them
+ *   NVML_STUB_MIG=<index>           that GPU has MIG on, split into 3g.40gb (GPU instance 1,
+ *                                   30 GiB used, GPM), 2g.20gb (instance 5, GPM without
+ *                                   occupancy or tensor) and 2g.20gb (instance 6, no GPM) in
+ *                                   MIG device slots 0, 1 and 3 (slot 2 empty), and runs
+ *                                   process 500 in instance 1 (fake_pynvml's "mig" layout)
+ *
+ * MIG (nvml.h "Multi Instance GPU Management"): on a MIG-enabled GPU utilisation, process
+ * utilisation and whole-GPU GPM samples are NOT_SUPPORTED; a MIG device handle answers
+ * its UUID, name ("<GPU name> MIG <profile>"), memory, instance ids and attributes, and
+ * NOT_SUPPORTED to the device queries that only a whole GPU answers.
  *
  * Built with -DNVML_STUB_BEFORE_R535 it lacks two symbols the collector has fallbacks
  * for: nvmlDeviceGetCurrentClocksEventReasons (r535) and
@@ -69,11 +79,11 @@ enum {
 #define NO_INSTANCE 0xFFFFFFFFu
 #define XID_CRITICAL_ERROR 0x8ULL /* nvmlEventTypeXidCriticalError */
 
-struct device { unsigned index; };
+struct device { unsigned index; int slot; /* MIG device slot; -1 for the GPU itself */ };
 typedef struct device *nvmlDevice_t;
 struct event_set { int in_use; unsigned registered; /* bit per GPU */ };
 typedef struct event_set *nvmlEventSet_t;
-struct gpm_sample { int in_use; int taken; unsigned gpu; };
+struct gpm_sample { int in_use; int taken; unsigned gpu; int slot; /* -1: the whole GPU */ };
 typedef struct gpm_sample *nvmlGpmSample_t;
 
 typedef struct { unsigned int gpu, memory; } nvmlUtilization_t;
@@ -95,6 +105,11 @@ typedef struct {
     unsigned int gpuInstanceId, computeInstanceId;
 } nvmlEventData_t;
 typedef struct { unsigned int version, isSupportedDevice; } nvmlGpmSupport_t;
+typedef struct {
+    unsigned int multiprocessorCount, sharedCopyEngineCount, sharedDecoderCount, sharedEncoderCount,
+        sharedJpegCount, sharedOfaCount, gpuInstanceSliceCount, computeInstanceSliceCount;
+    unsigned long long memorySizeMB;
+} nvmlDeviceAttributes_t;
 typedef struct { char *shortName, *longName, *unit; } nvmlGpmMetricInfo_t;
 typedef struct {
     unsigned int metricId;
@@ -108,7 +123,26 @@ typedef struct {
     nvmlGpmMetric_t metrics[]; /* NVML_GPM_METRIC_MAX of them; only numMetrics are read */
 } nvmlGpmMetricsGet_t;
 
-static struct device devices[GPUS] = {{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}};
+static struct device devices[GPUS] = {{0, -1}, {1, -1}, {2, -1}, {3, -1}, {4, -1}, {5, -1}, {6, -1}, {7, -1}};
+
+/* The MIG layout of NVML_STUB_MIG's GPU. GPM values by metric id 1, 2, 3, 5 (< 0: not offered). */
+#define MIG_SLOTS 7 /* nvmlDeviceGetMaxMigDeviceCount on an H100 */
+struct mig {
+    int present;
+    unsigned gpu_instance, compute_instance, slices;
+    const char *profile;
+    unsigned long long total, used;
+    int gpm; /* has GPM at all */
+    double gpm_values[4];
+};
+static const struct mig mig_layout[MIG_SLOTS] = {
+    {1, 1, 0, 3, "3g.40gb", 40 * GiB, 30 * GiB, 1, {97.0, 96.5, -1, 60.0}},
+    {1, 5, 0, 2, "2g.20gb", 20 * GiB, 1 * GiB, 1, {3.0, 2.0, -1, -1}},
+    {0, 0, 0, 0, "", 0, 0, 0, {0}},
+    {1, 6, 0, 2, "2g.20gb", 20 * GiB, 0, 0, {0}},
+};
+static struct device mig_devices[MIG_SLOTS];
+static int mig_gpu = -1;
 static struct event_set event_sets[4];
 static struct gpm_sample gpm_samples[64];
 static int initialized;
@@ -132,6 +166,11 @@ static void read_script(void) {
     memset(lost, 0, sizeof lost);
     if (on_open >= 0 && on_open < GPUS) lost[on_open] = 1;
     lost_midway = env_index("NVML_STUB_LOST_MIDWAY");
+    mig_gpu = env_index("NVML_STUB_MIG");
+    for (int i = 0; i < MIG_SLOTS; i++) {
+        mig_devices[i].index = (unsigned)mig_gpu;
+        mig_devices[i].slot = i;
+    }
     xid_count = 0;
     while (v && *v && xid_count < MAX_XIDS && sscanf(v, "%u:%llu%n", &gpu, &xid, &used) == 2) {
         if (gpu < GPUS) {
@@ -145,12 +184,26 @@ static void read_script(void) {
     }
 }
 
-/* The start of every device call: initialised, a handle of ours, not lost. */
-static nvmlReturn_t opened(nvmlDevice_t d) {
+static int mig_on(unsigned gpu) { return (int)gpu == mig_gpu; }
+
+static const struct mig *mig_of(nvmlDevice_t d) { return d->slot >= 0 ? &mig_layout[d->slot] : NULL; }
+
+/* The start of every call with a handle, a MIG device's included: initialised, a handle
+   of ours, not lost (a MIG device is lost with its GPU). */
+static nvmlReturn_t any_handle(nvmlDevice_t d) {
     if (!initialized) return NVML_ERROR_UNINITIALIZED;
-    if (d < devices || d >= devices + GPUS) return NVML_ERROR_INVALID_ARGUMENT;
+    int gpu = d >= devices && d < devices + GPUS;
+    int mig = d >= mig_devices && d < mig_devices + MIG_SLOTS && mig_gpu >= 0 && mig_layout[d->slot].present;
+    if (!gpu && !mig) return NVML_ERROR_INVALID_ARGUMENT;
     if (lost[d->index]) return NVML_ERROR_GPU_IS_LOST;
     return NVML_SUCCESS;
+}
+
+/* ... of the calls only a whole GPU answers (NOT_SUPPORTED for a MIG device handle)... */
+static nvmlReturn_t opened(nvmlDevice_t d) {
+    nvmlReturn_t r = any_handle(d);
+    if (r == NVML_SUCCESS && d->slot >= 0) return NVML_ERROR_NOT_SUPPORTED;
+    return r;
 }
 
 /* ... and of every reading: the GPU scripted to be lost mid-sweep is lost from here on. */
@@ -163,6 +216,7 @@ static nvmlReturn_t reading(nvmlDevice_t d) {
     return r;
 }
 
+#define ANY_HANDLE(d) do { nvmlReturn_t r_ = any_handle(d); if (r_ != NVML_SUCCESS) return r_; } while (0)
 #define OPENED(d) do { nvmlReturn_t r_ = opened(d); if (r_ != NVML_SUCCESS) return r_; } while (0)
 #define READ(d) do { nvmlReturn_t r_ = reading(d); if (r_ != NVML_SUCCESS) return r_; } while (0)
 #define OUT(p) do { if ((p) == NULL) return NVML_ERROR_INVALID_ARGUMENT; } while (0)
@@ -245,21 +299,69 @@ nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *dev
 
 nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t d, char *uuid, unsigned int length) {
     char s[96];
-    OPENED(d);
-    snprintf(s, sizeof s, "GPU-00000000-0000-0000-0000-%012u", d->index);
+    ANY_HANDLE(d);
+    if (d->slot >= 0) snprintf(s, sizeof s, "MIG-00000000-0000-0000-%04u-%012d", d->index, d->slot);
+    else snprintf(s, sizeof s, "GPU-00000000-0000-0000-0000-%012u", d->index);
     return copy_string(uuid, length, s);
 }
 
 nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t d, char *name, unsigned int length) {
-    OPENED(d);
-    return copy_string(name, length, "NVIDIA H100 80GB HBM3");
+    char s[96];
+    ANY_HANDLE(d);
+    /* A MIG device is named "<GPU name> MIG <profile>", as nvidia-smi -L shows. */
+    if (d->slot >= 0) snprintf(s, sizeof s, "NVIDIA H100 80GB HBM3 MIG %s", mig_of(d)->profile);
+    else snprintf(s, sizeof s, "NVIDIA H100 80GB HBM3");
+    return copy_string(name, length, s);
 }
 
 nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t d, unsigned int *current, unsigned int *pending) {
     OPENED(d);
     OUT(current);
     OUT(pending);
-    *current = *pending = 0; /* NVML_DEVICE_MIG_DISABLE: MIG-capable, not split */
+    *current = *pending = mig_on(d->index) ? 1 : 0; /* NVML_DEVICE_MIG_ENABLE / _DISABLE */
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t d, unsigned int *count) {
+    OPENED(d);
+    OUT(count);
+    *count = mig_on(d->index) ? MIG_SLOTS : 0;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t d, unsigned int index, nvmlDevice_t *mig) {
+    OPENED(d);
+    OUT(mig);
+    if (!mig_on(d->index) || index >= MIG_SLOTS) return NVML_ERROR_INVALID_ARGUMENT;
+    if (!mig_layout[index].present) return NVML_ERROR_NOT_FOUND; /* the slots have gaps */
+    *mig = &mig_devices[index];
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetGpuInstanceId(nvmlDevice_t d, unsigned int *id) {
+    ANY_HANDLE(d);
+    OUT(id);
+    if (d->slot < 0) return NVML_ERROR_INVALID_ARGUMENT; /* not a MIG device handle */
+    *id = mig_of(d)->gpu_instance;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetComputeInstanceId(nvmlDevice_t d, unsigned int *id) {
+    ANY_HANDLE(d);
+    OUT(id);
+    if (d->slot < 0) return NVML_ERROR_INVALID_ARGUMENT;
+    *id = mig_of(d)->compute_instance;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetAttributes_v2(nvmlDevice_t d, nvmlDeviceAttributes_t *attrs) {
+    ANY_HANDLE(d);
+    OUT(attrs);
+    memset(attrs, 0, sizeof *attrs);
+    attrs->multiprocessorCount = d->slot >= 0 ? 18 * mig_of(d)->slices : 132;
+    attrs->gpuInstanceSliceCount = d->slot >= 0 ? mig_of(d)->slices : 0;
+    attrs->computeInstanceSliceCount = attrs->gpuInstanceSliceCount;
+    attrs->memorySizeMB = (d->slot >= 0 ? mig_of(d)->total : 80 * GiB) / (1024 * 1024);
     return NVML_SUCCESS;
 }
 
@@ -276,12 +378,23 @@ nvmlReturn_t nvmlGpmQueryDeviceSupport(nvmlDevice_t d, nvmlGpmSupport_t *support
 nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t d, nvmlUtilization_t *u) {
     READ(d);
     OUT(u);
+    /* nvml.h: "On MIG-enabled GPUs, querying device utilization rates is not currently supported." */
+    if (mig_on(d->index)) return NVML_ERROR_NOT_SUPPORTED;
     u->gpu = 10 * d->index + 5;
     u->memory = 5 * d->index + 1;
     return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t d, nvmlMemory_t *m) {
+    if (d >= mig_devices && d < mig_devices + MIG_SLOTS) {
+        /* nvml.h: on a MIG device handle, the memory of that GPU instance. */
+        ANY_HANDLE(d);
+        OUT(m);
+        m->total = mig_of(d)->total;
+        m->used = mig_of(d)->used;
+        m->free = m->total - m->used;
+        return NVML_SUCCESS;
+    }
     READ(d);
     OUT(m);
     m->total = 80 * GiB;
@@ -431,7 +544,8 @@ nvmlReturn_t nvmlDeviceGetRetiredPagesPendingStatus(nvmlDevice_t d, int *isPendi
 
 /* -- processes ------------------------------------------------------------------------ */
 
-static unsigned processes_of(nvmlDevice_t d) { return d->index % 2 == 0 ? 1 : 0; /* one on each even GPU */ }
+/* One process on each even GPU; on the MIG GPU one in GPU instance 1. */
+static unsigned processes_of(nvmlDevice_t d) { return d->index % 2 == 0 || mig_on(d->index) ? 1 : 0; }
 
 static nvmlReturn_t processes(nvmlDevice_t d, unsigned int *count, nvmlProcessInfo_t *infos) {
     READ(d);
@@ -447,9 +561,16 @@ static nvmlReturn_t processes(nvmlDevice_t d, unsigned int *count, nvmlProcessIn
         *count = n;
         return NVML_ERROR_INSUFFICIENT_SIZE;
     }
-    infos[0].pid = 4000 + d->index;
-    infos[0].usedGpuMemory = (d->index + 1) * 4 * GiB;
-    infos[0].gpuInstanceId = infos[0].computeInstanceId = NO_INSTANCE;
+    if (mig_on(d->index)) {
+        infos[0].pid = 500;
+        infos[0].usedGpuMemory = 30 * GiB;
+        infos[0].gpuInstanceId = 1;
+        infos[0].computeInstanceId = 0;
+    } else {
+        infos[0].pid = 4000 + d->index;
+        infos[0].usedGpuMemory = (d->index + 1) * 4 * GiB;
+        infos[0].gpuInstanceId = infos[0].computeInstanceId = NO_INSTANCE;
+    }
     *count = n;
     return NVML_SUCCESS;
 }
@@ -470,6 +591,7 @@ nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t d, nvmlProcessUtilizat
                                              unsigned int *count, unsigned long long lastSeenTimeStamp) {
     READ(d);
     OUT(count);
+    if (mig_on(d->index)) return NVML_ERROR_NOT_SUPPORTED; /* nvml.h: not on MIG-enabled GPUs */
     /* One sample per process, stamped now: newer than any time in the past asked about. */
     unsigned long long now = now_us();
     unsigned int n = now > lastSeenTimeStamp ? processes_of(d) : 0;
@@ -517,15 +639,25 @@ nvmlReturn_t nvmlGpmSampleFree(nvmlGpmSample_t sample) {
 nvmlReturn_t nvmlGpmSampleGet(nvmlDevice_t d, nvmlGpmSample_t sample) {
     READ(d);
     if (!our_sample(sample)) return NVML_ERROR_INVALID_ARGUMENT;
+    if (mig_on(d->index)) return NVML_ERROR_NOT_SUPPORTED; /* a MIG-enabled GPU: per instance only */
     sample->taken = 1;
     sample->gpu = d->index;
+    sample->slot = -1;
     return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlGpmMigSampleGet(nvmlDevice_t d, unsigned int gpuInstanceId, nvmlGpmSample_t sample) {
     READ(d);
-    (void)gpuInstanceId, (void)sample;
-    return NVML_ERROR_INVALID_ARGUMENT; /* MIG is off: no GPU instance */
+    if (!our_sample(sample)) return NVML_ERROR_INVALID_ARGUMENT;
+    for (int i = 0; mig_on(d->index) && i < MIG_SLOTS; i++) {
+        if (!mig_layout[i].present || mig_layout[i].gpu_instance != gpuInstanceId) continue;
+        if (!mig_layout[i].gpm) return NVML_ERROR_NOT_SUPPORTED;
+        sample->taken = 1;
+        sample->gpu = d->index;
+        sample->slot = i;
+        return NVML_SUCCESS;
+    }
+    return NVML_ERROR_INVALID_ARGUMENT; /* no such GPU instance */
 }
 
 nvmlReturn_t nvmlGpmMetricsGet(nvmlGpmMetricsGet_t *request) {
@@ -533,19 +665,20 @@ nvmlReturn_t nvmlGpmMetricsGet(nvmlGpmMetricsGet_t *request) {
     OUT(request);
     if (request->version != 1) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH; /* NVML_GPM_METRICS_GET_VERSION */
     nvmlGpmSample_t first = request->sample1, second = request->sample2;
-    if (!our_sample(first) || !our_sample(second) || !first->taken || !second->taken || first->gpu != second->gpu)
+    if (!our_sample(first) || !our_sample(second) || !first->taken || !second->taken ||
+        first->gpu != second->gpu || first->slot != second->slot)
         return NVML_ERROR_INVALID_ARGUMENT;
     unsigned g = second->gpu;
+    /* NVML_GPM_METRIC_GRAPHICS_UTIL (1), SM_UTIL (2), SM_OCCUPANCY (3), ANY_TENSOR_UTIL (5) */
+    double whole[4] = {10.0 * g + 5, 8.0 * g + 4, 5.0 * g + 2, 3.0 * g + 1};
+    const double *values = second->slot >= 0 ? mig_layout[second->slot].gpm_values : whole;
     for (unsigned i = 0; i < request->numMetrics; i++) {
         nvmlGpmMetric_t *m = &request->metrics[i];
-        m->nvmlReturn = NVML_SUCCESS;
-        switch (m->metricId) {
-        case 1: m->value = 10.0 * g + 5; break; /* NVML_GPM_METRIC_GRAPHICS_UTIL */
-        case 2: m->value = 8.0 * g + 4; break;  /* NVML_GPM_METRIC_SM_UTIL */
-        case 3: m->value = 5.0 * g + 2; break;  /* NVML_GPM_METRIC_SM_OCCUPANCY */
-        case 5: m->value = 3.0 * g + 1; break;  /* NVML_GPM_METRIC_ANY_TENSOR_UTIL */
-        default: m->nvmlReturn = NVML_ERROR_NOT_SUPPORTED; m->value = 0;
-        }
+        unsigned id = m->metricId;
+        int k = id == 1 ? 0 : id == 2 ? 1 : id == 3 ? 2 : id == 5 ? 3 : -1;
+        /* Each metric has its own return code: one the GPU (instance) lacks is NOT_SUPPORTED. */
+        m->nvmlReturn = k >= 0 && values[k] >= 0 ? NVML_SUCCESS : NVML_ERROR_NOT_SUPPORTED;
+        m->value = m->nvmlReturn == NVML_SUCCESS ? values[k] : 0;
     }
     return NVML_SUCCESS;
 }
