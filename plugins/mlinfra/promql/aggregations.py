@@ -12,13 +12,16 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from mlinfra.promql.functions import quantile
 from mlinfra.promql.gonum import go_float_f
 from mlinfra.promql.interface import EvalError
 from mlinfra.promql.parse import NAME, Labels
 from mlinfra.promql.plan import Node, Vector
-from mlinfra.promql.storage import EvaluationContext
+
+if TYPE_CHECKING:
+    from mlinfra.promql.storage import EvaluationContext
 
 __all__ = ["AGGREGATIONS", "Aggregate"]
 

@@ -10,7 +10,7 @@ Prometheus 2.42's ``VectorBinop``, ``VectorscalarBinop`` and the set operators
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import promql_parser as pp
 
@@ -19,7 +19,9 @@ from mlinfra.promql.goport import go_atan2, go_pow
 from mlinfra.promql.interface import EvalError
 from mlinfra.promql.parse import NAME, Labels
 from mlinfra.promql.plan import Node, Value, Vector, check_unique, drop_name, labels_str
-from mlinfra.promql.storage import EvaluationContext
+
+if TYPE_CHECKING:
+    from mlinfra.promql.storage import EvaluationContext
 
 __all__ = ["ARITH", "COMPARE", "SET_OPS", "Binary"]
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from mlinfra.promql.gomath import go_floor, kahan_inc
 from mlinfra.promql.interface import EvalError
-from mlinfra.promql.storage import Points
+from mlinfra.promql.parse import Points
 
 __all__ = ["KEEPS_NAME", "RANGE_FUNCTIONS", "RANGE_PARAMS", "RangeFn", "quantile"]
 

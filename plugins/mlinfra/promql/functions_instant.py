@@ -14,7 +14,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlinfra.promql.gomath import go_floor
 from mlinfra.promql.gonum import go_div, go_max, go_min, parse_le
@@ -23,7 +23,9 @@ from mlinfra.promql.interface import EvalError
 from mlinfra.promql.parse import NAME, Labels, absent_labels, compile_promql_regex
 from mlinfra.promql.plan import InstantSelector, Node, Value, Vector, check_unique, drop_name
 from mlinfra.promql.quantile import bucket_quantile
-from mlinfra.promql.storage import EvaluationContext
+
+if TYPE_CHECKING:
+    from mlinfra.promql.storage import EvaluationContext
 
 __all__ = [
     "DATE_FUNCTIONS",

@@ -37,6 +37,7 @@ __all__ = [
 NAME = "__name__"
 # A label set as Prometheus keeps it: sorted (name, value) pairs, no empty values.
 Labels = tuple[tuple[str, str], ...]
+Points = list[tuple[int, float]]  # (timestamp ms, value), time-ordered
 
 
 def _register_holt_winters() -> None:

@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import promql_parser as pp
 
 from mlinfra.promql.functions import RangeFn
 from mlinfra.promql.interface import EvalError
-from mlinfra.promql.parse import NAME, At, Labels, Selector, absent_labels, at_modifier, to_ms
-from mlinfra.promql.storage import EvaluationContext, Points
+from mlinfra.promql.parse import NAME, At, Labels, Points, Selector, absent_labels, at_modifier, to_ms
 from mlinfra.samples import is_stale_nan
+
+if TYPE_CHECKING:
+    from mlinfra.promql.storage import EvaluationContext
 
 __all__ = [
     "AbsentOverTime",

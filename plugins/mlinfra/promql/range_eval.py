@@ -26,10 +26,13 @@ reads.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from mlinfra.promql.parse import Selector
 from mlinfra.promql.plan import InstantSelector, Node, SelectorRange, Subquery
-from mlinfra.promql.storage import EvaluationContext
+
+if TYPE_CHECKING:
+    from mlinfra.promql.storage import EvaluationContext
 
 __all__ = ["CHUNK_MS", "chunk_length", "merged_spans", "prefetch_chunk", "selector_spans"]
 

@@ -28,14 +28,13 @@ import sqlalchemy as sa
 
 from mlinfra.exceptions import StoreError
 from mlinfra.promql.interface import EvalError, QueryEvaluationError
-from mlinfra.promql.parse import NAME, Labels, Selector
+from mlinfra.promql.parse import NAME, Labels, Points, Selector
 from mlinfra.samples import is_stale_nan
 from mlinfra.store import MetricsStore, samples_table, series_table
 from mlinfra.store_values import from_db
 
 __all__ = ["EvaluationContext", "Points", "SeriesCatalog", "SeriesRef"]
 
-Points = list[tuple[int, float]]  # (timestamp ms, value), time-ordered
 # A whole-metric read: (lo ms, hi ms, series id -> points).
 Window = tuple[int, int, dict[int, Points]]
 # A selector's read over a wide span: (lo ms, hi ms, series id -> points, series id -> timestamps).
