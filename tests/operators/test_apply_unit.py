@@ -234,11 +234,6 @@ def test_a_retry_after_the_deployment_was_written_still_knows_the_old_version(
     assert kept["spec"]["template"]["metadata"]["labels"]["version"] == "1"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the record's applied.changed misses a write whose reply was lost: progress is recorded "
-    "only after client.apply returns, and the retry finds the object in place (reported to the lead)",
-)
 def test_a_write_whose_reply_was_lost_is_recorded_as_changed(cluster: Cluster, records: Records) -> None:
     for obj in manifests(version=1):
         cluster.put(live(obj))

@@ -11,7 +11,8 @@
 Server-side apply with field manager ``mlinfra``; objects already as rendered are
 not written. Before the first write the live objects are kept in the run's deploy
 record (``previous``): that is what a rollback re-applies. A retry of the task keeps
-the spec the *first* attempt saw, not the half-applied one.
+the spec the *first* attempt saw, not the half-applied one, and counts as changed every
+object that differed from it, including one whose write landed but whose answer was lost.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class ApplyManifestsOperator(BaseOperator):
             ManifestClient,
             apply_objects,
             deployed_version,
+            needs_apply,
             snapshot,
         )
 
@@ -127,12 +129,22 @@ class ApplyManifestsOperator(BaseOperator):
 
         result = apply_objects(client, objects, live, on_written=progress)
         out = {**result.to_dict(), "previous_version": deployed_version(previous.get("Deployment"))}
+        # A retry: an object the first attempt saw differ from its rendered form and that is
+        # as rendered now was written by an earlier attempt, whether or not the answer to
+        # that write arrived (a connection reset after the server applied it).
+        written_earlier = [
+            f"{o['kind']}/{o['metadata']['name']}"
+            for o in objects
+            if previous is not live
+            and f"{o['kind']}/{o['metadata']['name']}" in result.unchanged
+            and needs_apply(o, previous.get(o["kind"]))
+        ]
         if records is not None and self.deploy_run_id:
             records.update(
                 self.deploy_run_id,
                 applied={
                     **out,
-                    "changed": _union(earlier, result.changed),
+                    "changed": _union(_union(earlier, written_earlier), result.changed),
                     "objects": identities,
                     "complete": True,
                     # The exact objects: what a manual rollback to this version re-applies.
