@@ -152,13 +152,13 @@ def loaded_pynvml_cost(block: int = 30) -> dict[str, float]:
 
 
 def pynvml_cost() -> dict[str, float] | None:
-    from tests.support.nvml_driver import build, compiler, environment
+    from tests.support.nvml_driver import build, compiler, environment, nvml_header
 
     if compiler() is None:
         print("GPU collector (pynvml over the driver stand-in): skipped, no C compiler to build the stand-in")
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        libdir = build(Path(tmp))
+        libdir = build(Path(tmp), header=nvml_header())
         out = subprocess.run(
             [sys.executable, str(Path(__file__).resolve()), "--child"],
             env=environment(libdir),

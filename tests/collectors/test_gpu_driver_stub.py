@@ -24,8 +24,8 @@ from tests.support.fake_pynvml import (
     FakeNVML,
     FakeProcess,
 )
-from tests.support.integration import require_binary
-from tests.support.nvml_driver import build, collect_through_pynvml
+from tests.support.integration import require_binary, unavailable
+from tests.support.nvml_driver import SOURCE, build, collect_through_pynvml, nvml_header
 
 pytest.importorskip("pynvml")
 
@@ -33,11 +33,34 @@ pytest.importorskip("pynvml")
 @pytest.fixture(scope="module")
 def drivers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     cc = require_binary("a C compiler (builds the NVML driver stand-in)", ["cc", "gcc"])
+    header = nvml_header()
+    if header is None:
+        unavailable(
+            "NVIDIA's nvml.h", "not found in the tensorflow package (the stand-in is checked against it)"
+        )
     root = tmp_path_factory.mktemp("nvml-driver")
+    # Compiled against nvml.h: a signature or struct that differs from NVIDIA's fails the build.
     return {
-        "current": build(root / "current", cc=cc),
-        "before_r535": build(root / "before_r535", old_driver=True, cc=cc),
+        "current": build(root / "current", cc=cc, header=header),
+        "before_r535": build(root / "before_r535", old_driver=True, cc=cc, header=header),
     }
+
+
+def test_the_build_checks_the_stand_in_against_nvml_h(tmp_path: Path) -> None:
+    """Not a formality: a stand-in whose signature differs from nvml.h's does not build."""
+    cc = require_binary("a C compiler (builds the NVML driver stand-in)", ["cc", "gcc"])
+    header = nvml_header()
+    if header is None:
+        unavailable("NVIDIA's nvml.h", "not found in the tensorflow package")
+    assert header is not None
+    drifted = tmp_path / "libnvidia-ml.c"
+    source = SOURCE.read_text()
+    signature = "nvmlTemperatureSensors_t sensor, unsigned int *temp)"
+    assert signature in source
+    drifted.write_text(source.replace(signature, "nvmlTemperatureSensors_t sensor, int *temp)"))
+    with pytest.raises(RuntimeError, match="conflicting types for .nvmlDeviceGetTemperature"):
+        build(tmp_path / "out", cc=cc, header=header, source=drifted)
+    build(tmp_path / "without-header", cc=cc, source=drifted)  # the local declarations cannot tell
 
 
 def through_the_fake(

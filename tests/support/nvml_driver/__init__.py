@@ -7,12 +7,13 @@ the driver's ABI that pynvml loads as ``libnvidia-ml.so.1`` through ``LD_LIBRARY
 pynvml keeps the library it loaded for the life of the process, so collections through
 it run in a child process (:func:`collect_through_pynvml`).
 
-    libdir = build(tmp_path)                       # or build(tmp_path, old_driver=True)
+    libdir = build(tmp_path, header=nvml_header())  # or old_driver=True
     samples = collect_through_pynvml(libdir, lost_midway=5)
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -31,23 +32,49 @@ ROOT = Path(__file__).resolve().parents[3]
 _CFLAGS = ("-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror")
 
 
+# Where TensorFlow's wheel ships NVIDIA's nvml.h (its CUDA headers), under the package.
+_TF_NVML_H = "include/third_party/gpus/cuda/nvml/include/nvml.h"
+
+
 def compiler() -> str | None:
     return shutil.which("cc") or shutil.which("gcc")
 
 
-def build(dest: Path, *, old_driver: bool = False, cc: str | None = None) -> Path:
-    """Compile the stand-in into ``dest/libnvidia-ml.so.1``; returns ``dest`` (the directory to load from)."""
+def nvml_header() -> Path | None:
+    """NVIDIA's ``nvml.h`` as TensorFlow ships it (a pinned dependency), found without importing it."""
+    spec = importlib.util.find_spec("tensorflow")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        header = Path(root) / _TF_NVML_H
+        if header.is_file():
+            return header
+    return None
+
+
+def build(
+    dest: Path,
+    *,
+    old_driver: bool = False,
+    cc: str | None = None,
+    header: Path | None = None,
+    source: Path = SOURCE,
+) -> Path:
+    """Compile the stand-in into ``dest/libnvidia-ml.so.1``; returns ``dest`` (the directory to load from).
+
+    With ``header`` (NVIDIA's ``nvml.h``) the stand-in is compiled against it, so any
+    signature or struct that differs from NVIDIA's declarations fails the build.
+    """
     cc = cc or compiler()
     if cc is None:
         raise RuntimeError("no C compiler (cc or gcc) on PATH to build the NVML driver stand-in")
     dest.mkdir(parents=True, exist_ok=True)
     flags = ["-DNVML_STUB_BEFORE_R535"] if old_driver else []
-    subprocess.run(
-        [cc, *_CFLAGS, *flags, "-o", str(dest / LIBRARY), str(SOURCE)],
-        check=True,
-        capture_output=True,
-        text=True,
+    if header is not None:
+        flags += ["-DNVML_STUB_WITH_HEADER", f"-I{header.parent}"]
+    out = subprocess.run(
+        [cc, *_CFLAGS, *flags, "-o", str(dest / LIBRARY), str(source)], capture_output=True, text=True
     )
+    if out.returncode != 0:
+        raise RuntimeError(f"building the NVML driver stand-in failed:\n{out.stderr[-4000:]}")
     return dest
 
 

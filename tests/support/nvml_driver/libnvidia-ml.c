@@ -60,8 +60,16 @@
 #include <sys/time.h>
 #include <time.h>
 
-typedef int nvmlReturn_t;
-enum {
+#ifdef NVML_STUB_WITH_HEADER
+/* Compiled against NVIDIA's own nvml.h (tests/support/nvml_driver finds the one that
+   ships with TensorFlow's CUDA headers): the compiler then checks every signature and
+   struct below against the real declarations. NVML_NO_UNVERSIONED_FUNC_DEFS declares the
+   versioned names as they are (and nvmlDeviceGetComputeRunningProcesses_v2). */
+#define NVML_NO_UNVERSIONED_FUNC_DEFS
+#include <nvml.h>
+#else
+/* The same declarations, written out, where no nvml.h is at hand. */
+typedef enum {
     NVML_SUCCESS = 0,
     NVML_ERROR_UNINITIALIZED = 1,
     NVML_ERROR_INVALID_ARGUMENT = 2,
@@ -71,29 +79,19 @@ enum {
     NVML_ERROR_TIMEOUT = 10,
     NVML_ERROR_GPU_IS_LOST = 15,
     NVML_ERROR_ARGUMENT_VERSION_MISMATCH = 25,
-};
-
-#define GPUS 8
-#define NVLINKS 18 /* H100 SXM5 */
-#define GiB (1024ULL * 1024ULL * 1024ULL)
-#define NO_INSTANCE 0xFFFFFFFFu
-#define XID_CRITICAL_ERROR 0x8ULL /* nvmlEventTypeXidCriticalError */
-
-struct device { unsigned index; int slot; /* MIG device slot; -1 for the GPU itself */ };
-typedef struct device *nvmlDevice_t;
-struct event_set { int in_use; unsigned registered; /* bit per GPU */ };
-typedef struct event_set *nvmlEventSet_t;
-struct gpm_sample { int in_use; int taken; unsigned gpu; int slot; /* -1: the whole GPU */ };
-typedef struct gpm_sample *nvmlGpmSample_t;
-
+} nvmlReturn_t;
+typedef int nvmlTemperatureSensors_t, nvmlClockType_t, nvmlPstates_t, nvmlMemoryErrorType_t,
+    nvmlEccCounterType_t, nvmlPcieUtilCounter_t, nvmlEnableState_t, nvmlPageRetirementCause_t;
+typedef struct nvmlDevice_st *nvmlDevice_t;
+typedef struct nvmlEventSet_st *nvmlEventSet_t;
+typedef struct nvmlGpmSample_st *nvmlGpmSample_t;
 typedef struct { unsigned int gpu, memory; } nvmlUtilization_t;
 typedef struct { unsigned long long total, free, used; } nvmlMemory_t;
-/* nvmlProcessInfo_v2_t == nvmlProcessInfo_t (v3) in layout */
 typedef struct {
     unsigned int pid;
     unsigned long long usedGpuMemory;
     unsigned int gpuInstanceId, computeInstanceId;
-} nvmlProcessInfo_t;
+} nvmlProcessInfo_v2_t, nvmlProcessInfo_t;
 typedef struct {
     unsigned int pid;
     unsigned long long timeStamp;
@@ -110,20 +108,31 @@ typedef struct {
         sharedJpegCount, sharedOfaCount, gpuInstanceSliceCount, computeInstanceSliceCount;
     unsigned long long memorySizeMB;
 } nvmlDeviceAttributes_t;
-typedef struct { char *shortName, *longName, *unit; } nvmlGpmMetricInfo_t;
 typedef struct {
     unsigned int metricId;
     nvmlReturn_t nvmlReturn;
     double value;
-    nvmlGpmMetricInfo_t metricInfo;
+    struct { char *shortName, *longName, *unit; } metricInfo;
 } nvmlGpmMetric_t;
 typedef struct {
     unsigned int version, numMetrics;
     nvmlGpmSample_t sample1, sample2;
-    nvmlGpmMetric_t metrics[]; /* NVML_GPM_METRIC_MAX of them; only numMetrics are read */
+    nvmlGpmMetric_t metrics[98]; /* NVML_GPM_METRIC_MAX in r550; newer pynvml passes more: only numMetrics are read */
 } nvmlGpmMetricsGet_t;
+#endif
 
-static struct device devices[GPUS] = {{0, -1}, {1, -1}, {2, -1}, {3, -1}, {4, -1}, {5, -1}, {6, -1}, {7, -1}};
+#define GPUS 8
+#define NVLINKS 18 /* H100 SXM5 */
+#define GiB (1024ULL * 1024ULL * 1024ULL)
+#define NO_INSTANCE 0xFFFFFFFFu
+#define XID_CRITICAL_ERROR 0x8ULL /* nvmlEventTypeXidCriticalError */
+
+/* The library's side of the opaque handles nvml.h declares. */
+struct nvmlDevice_st { unsigned index; int slot; /* MIG device slot; -1 for the GPU itself */ };
+struct nvmlEventSet_st { int in_use; unsigned registered; /* bit per GPU */ };
+struct nvmlGpmSample_st { int in_use; int taken; unsigned gpu; int slot; /* -1: the whole GPU */ };
+
+static struct nvmlDevice_st devices[GPUS] = {{0, -1}, {1, -1}, {2, -1}, {3, -1}, {4, -1}, {5, -1}, {6, -1}, {7, -1}};
 
 /* The MIG layout of NVML_STUB_MIG's GPU. GPM values by metric id 1, 2, 3, 5 (< 0: not offered). */
 #define MIG_SLOTS 7 /* nvmlDeviceGetMaxMigDeviceCount on an H100 */
@@ -141,10 +150,10 @@ static const struct mig mig_layout[MIG_SLOTS] = {
     {0, 0, 0, 0, "", 0, 0, 0, {0}},
     {1, 6, 0, 2, "2g.20gb", 20 * GiB, 0, 0, {0}},
 };
-static struct device mig_devices[MIG_SLOTS];
+static struct nvmlDevice_st mig_devices[MIG_SLOTS];
 static int mig_gpu = -1;
-static struct event_set event_sets[4];
-static struct gpm_sample gpm_samples[64];
+static struct nvmlEventSet_st event_sets[4];
+static struct nvmlGpmSample_st gpm_samples[64];
 static int initialized;
 static int lost[GPUS];
 static int lost_midway = -1;
@@ -252,7 +261,7 @@ nvmlReturn_t nvmlShutdown(void) {
 }
 
 const char *nvmlErrorString(nvmlReturn_t r) {
-    switch (r) {
+    switch ((int)r) {
     case 0: return "Success";
     case 1: return "Uninitialized";
     case 2: return "Invalid Argument";
@@ -403,7 +412,7 @@ nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t d, nvmlMemory_t *m) {
     return NVML_SUCCESS;
 }
 
-nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t d, int sensor, unsigned int *temp) {
+nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t d, nvmlTemperatureSensors_t sensor, unsigned int *temp) {
     READ(d);
     OUT(temp);
     if (sensor != 0) return NVML_ERROR_INVALID_ARGUMENT; /* NVML_TEMPERATURE_GPU is the only sensor */
@@ -432,7 +441,7 @@ nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t d, unsigned long l
     return NVML_SUCCESS;
 }
 
-nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t d, int type, unsigned int *mhz) {
+nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t d, nvmlClockType_t type, unsigned int *mhz) {
     READ(d);
     OUT(mhz);
     switch (type) {
@@ -445,7 +454,7 @@ nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t d, int type, unsigned int *mhz)
     return NVML_SUCCESS;
 }
 
-nvmlReturn_t nvmlDeviceGetPerformanceState(nvmlDevice_t d, int *pstate) {
+nvmlReturn_t nvmlDeviceGetPerformanceState(nvmlDevice_t d, nvmlPstates_t *pstate) {
     READ(d);
     OUT(pstate);
     *pstate = 0; /* P0 */
@@ -480,7 +489,7 @@ nvmlReturn_t nvmlDeviceGetCurrentClocksThrottleReasons(nvmlDevice_t d, unsigned 
     return NVML_SUCCESS;
 }
 
-nvmlReturn_t nvmlDeviceGetTotalEccErrors(nvmlDevice_t d, int errorType, int counterType,
+nvmlReturn_t nvmlDeviceGetTotalEccErrors(nvmlDevice_t d, nvmlMemoryErrorType_t errorType, nvmlEccCounterType_t counterType,
                                          unsigned long long *count) {
     READ(d);
     OUT(count);
@@ -492,7 +501,7 @@ nvmlReturn_t nvmlDeviceGetTotalEccErrors(nvmlDevice_t d, int errorType, int coun
     return NVML_SUCCESS;
 }
 
-nvmlReturn_t nvmlDeviceGetPcieThroughput(nvmlDevice_t d, int counter, unsigned int *kbps) {
+nvmlReturn_t nvmlDeviceGetPcieThroughput(nvmlDevice_t d, nvmlPcieUtilCounter_t counter, unsigned int *kbps) {
     READ(d);
     OUT(kbps);
     /* A real driver samples a byte counter over 20 ms here; the stand-in answers at once. */
@@ -509,7 +518,7 @@ nvmlReturn_t nvmlDeviceGetPcieReplayCounter(nvmlDevice_t d, unsigned int *value)
     return NVML_SUCCESS;
 }
 
-nvmlReturn_t nvmlDeviceGetNvLinkState(nvmlDevice_t d, unsigned int link, int *isActive) {
+nvmlReturn_t nvmlDeviceGetNvLinkState(nvmlDevice_t d, unsigned int link, nvmlEnableState_t *isActive) {
     READ(d);
     OUT(isActive);
     if (link >= NVLINKS) return NVML_ERROR_INVALID_ARGUMENT; /* a link this board lacks */
@@ -528,7 +537,7 @@ nvmlReturn_t nvmlDeviceGetRemappedRows(nvmlDevice_t d, unsigned int *corrRows, u
     return NVML_SUCCESS;
 }
 
-nvmlReturn_t nvmlDeviceGetRetiredPages(nvmlDevice_t d, int cause, unsigned int *pageCount,
+nvmlReturn_t nvmlDeviceGetRetiredPages(nvmlDevice_t d, nvmlPageRetirementCause_t cause, unsigned int *pageCount,
                                        unsigned long long *addresses) {
     READ(d);
     OUT(pageCount);
@@ -536,7 +545,7 @@ nvmlReturn_t nvmlDeviceGetRetiredPages(nvmlDevice_t d, int cause, unsigned int *
     return NVML_ERROR_NOT_SUPPORTED; /* Ampere and later remap rows instead */
 }
 
-nvmlReturn_t nvmlDeviceGetRetiredPagesPendingStatus(nvmlDevice_t d, int *isPending) {
+nvmlReturn_t nvmlDeviceGetRetiredPagesPendingStatus(nvmlDevice_t d, nvmlEnableState_t *isPending) {
     READ(d);
     OUT(isPending);
     return NVML_ERROR_NOT_SUPPORTED;
@@ -583,7 +592,7 @@ nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t d, unsigned in
 #endif
 
 nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v2(nvmlDevice_t d, unsigned int *count,
-                                                     nvmlProcessInfo_t *infos) {
+                                                     nvmlProcessInfo_v2_t *infos) {
     return processes(d, count, infos);
 }
 
