@@ -86,7 +86,6 @@ class ApplyManifestsOperator(BaseOperator):
             ManifestClient,
             apply_objects,
             deployed_version,
-            needs_apply,
             snapshot,
         )
 
@@ -129,16 +128,9 @@ class ApplyManifestsOperator(BaseOperator):
 
         result = apply_objects(client, objects, live, on_written=progress)
         out = {**result.to_dict(), "previous_version": deployed_version(previous.get("Deployment"))}
-        # A retry: an object the first attempt saw differ from its rendered form and that is
-        # as rendered now was written by an earlier attempt, whether or not the answer to
-        # that write arrived (a connection reset after the server applied it).
-        written_earlier = [
-            f"{o['kind']}/{o['metadata']['name']}"
-            for o in objects
-            if previous is not live
-            and f"{o['kind']}/{o['metadata']['name']}" in result.unchanged
-            and needs_apply(o, previous.get(o["kind"]))
-        ]
+        written_earlier = (
+            _written_earlier(objects, result.unchanged, previous) if previous is not live else []
+        )
         if records is not None and self.deploy_run_id:
             records.update(
                 self.deploy_run_id,
@@ -163,3 +155,22 @@ class ApplyManifestsOperator(BaseOperator):
 
 def _union(first: list[str], second: list[str]) -> list[str]:
     return first + [x for x in second if x not in first]
+
+
+def _written_earlier(
+    objects: list[dict[str, Any]], unchanged: list[str], previous: dict[str, dict[str, Any] | None]
+) -> list[str]:
+    """On a retry: the objects an earlier attempt wrote, though this attempt found them as rendered.
+
+    An object the first attempt saw differ from its rendered form (``previous``) and that
+    is as rendered now was written by this run, whether or not the answer to that write
+    arrived (a connection reset after the server applied it).
+    """
+    from mlinfra.deploy.kube import needs_apply
+
+    labels = [f"{o['kind']}/{o['metadata']['name']}" for o in objects]
+    return [
+        label
+        for o, label in zip(objects, labels, strict=True)
+        if label in unchanged and needs_apply(o, previous.get(o["kind"]))
+    ]
