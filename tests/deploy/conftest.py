@@ -34,7 +34,7 @@ def env(deploy_serving: tuple[StandinProcess, Path], tmp_path: Path) -> Iterator
     """A fresh Kubernetes stand-in whose pods the shared TF Serving stand-in runs, faults off,
     versions 1 and 2 present, nothing deployed yet (integration tests only: it starts servers)."""
     server, base = deploy_serving
-    server.set_faults(version_faults={}, output_offset=0, error_rate=0, predict_delay=0)
+    server.clear_faults()
     ensure_version(base, 2)
     with deploy_env(tmp_path, server, base) as e:
         yield e

@@ -51,6 +51,9 @@ def cluster(tmp_path: Path, deploy_serving: Any, postgres: PostgresServer) -> It
     from tests.deploy.environment import deploy_env
 
     serving, base_path = deploy_serving
+    # The stand-in is the session's: an earlier test may have left a fault set (a failing
+    # version 2 made this test's deploy roll back under one test order).
+    serving.clear_faults()
     store_url = _create_database(postgres, "mlinfra").render_as_string(hide_password=False)
     (tmp_path / "deploy").mkdir()
     with pushgateway_server() as gw, deploy_env(tmp_path / "deploy", serving, base_path) as env:
@@ -60,7 +63,7 @@ def cluster(tmp_path: Path, deploy_serving: Any, postgres: PostgresServer) -> It
         try:
             yield Cluster(env, store_url, gw, tmp_path / "reports")
         finally:
-            serving.set_faults(load_delay=0.0)  # the stand-in is the session's
+            serving.clear_faults()
 
 
 @pytest.fixture

@@ -1302,6 +1302,10 @@ class StandinProcess:
         """Change :class:`Faults` at run time (``set_faults(error_rate=1.0)``)."""
         return _post_json(f"{self.rest_url}/_standin/faults", changes)
 
+    def clear_faults(self) -> dict[str, Any]:
+        """Every fault back to :class:`Faults`' default: what a test sharing the stand-in starts from."""
+        return self.set_faults(**asdict(Faults()))
+
     def set_versions(self, versions: Sequence[int] | None, *, wait: bool = False) -> dict[str, Any]:
         """Serve exactly ``versions`` (``None``: the latest), like a model config reload.
 

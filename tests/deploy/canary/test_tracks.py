@@ -39,7 +39,7 @@ def test_predict_on_no_pods_fails_every_request_without_raising() -> None:
 @pytest.fixture
 def env(deploy_serving: tuple[StandinProcess, Path], tmp_path: Path) -> Iterator[DeployEnv]:
     server, base = deploy_serving
-    server.set_faults(version_faults={}, output_offset=0, error_rate=0, predict_delay=0)
+    server.clear_faults()
     ensure_version(base, 2)
     with deploy_env(tmp_path, server, base) as e:
         yield e
