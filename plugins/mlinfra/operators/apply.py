@@ -128,9 +128,8 @@ class ApplyManifestsOperator(BaseOperator):
 
         result = apply_objects(client, objects, live, on_written=progress)
         out = {**result.to_dict(), "previous_version": deployed_version(previous.get("Deployment"))}
-        written_earlier = (
-            _written_earlier(objects, result.unchanged, previous) if previous is not live else []
-        )
+        # On a first attempt previous is live, so nothing unchanged differs from it.
+        written_earlier = _written_earlier(objects, result.unchanged, previous)
         if records is not None and self.deploy_run_id:
             records.update(
                 self.deploy_run_id,
@@ -168,9 +167,8 @@ def _written_earlier(
     """
     from mlinfra.deploy.kube import needs_apply
 
-    labels = [f"{o['kind']}/{o['metadata']['name']}" for o in objects]
     return [
-        label
-        for o, label in zip(objects, labels, strict=True)
-        if label in unchanged and needs_apply(o, previous.get(o["kind"]))
+        f"{o['kind']}/{o['metadata']['name']}"
+        for o in objects
+        if f"{o['kind']}/{o['metadata']['name']}" in unchanged and needs_apply(o, previous.get(o["kind"]))
     ]
