@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -115,9 +115,14 @@ def test_a_wrong_password_is_a_clear_error(api_server: str, monkeypatch: pytest.
     assert "not-it" not in str(e.value)
 
 
-def _retry_after_answer(run: Any, *, chosen: list[str] | None, state: str) -> int:
-    """Give the run's build_report task a HITL request (answered with ``chosen``), end its try in
-    ``state`` and take it to its next try as Airflow's retry path does; returns the new try number."""
+def _retry_after_answer(run: Any, *, chosen: list[str] | None, state: str, archived: bool = True) -> int:
+    """Give the run's build_report task a HITL request (answered with ``chosen`` a minute after the
+    try started), end its try in ``state`` and take it to its next try as Airflow's retry path does;
+    returns the new try number.
+
+    ``archived=False``: as the scheduler's late-executor-event path does (``handle_failure`` on a
+    ``queued`` task instance): no history entry, the same id, the new try running.
+    """
     from airflow.models.hitl import HITLDetail
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
@@ -138,7 +143,7 @@ def _retry_after_answer(run: Any, *, chosen: list[str] | None, state: str) -> in
                 options=["Approve", "Reject"],
                 subject="Canary approval gate 1",
                 params={},
-                responded_at=datetime(2026, 10, 5, 12, tzinfo=UTC) if answered else None,
+                responded_at=ti.start_date + timedelta(minutes=1) if answered else None,
                 responded_by={"id": "ana", "name": "ana"} if answered else None,
                 chosen_options=chosen,
                 params_input={},
@@ -146,22 +151,34 @@ def _retry_after_answer(run: Any, *, chosen: list[str] | None, state: str) -> in
         )
         ti.state = state
         session.flush()
-        ti.prepare_db_for_next_try(session)
+        if archived:
+            ti.prepare_db_for_next_try(session)
         ti.try_number += 1
-        ti.state = None
+        ti.state = None if archived else "running"
         return int(ti.try_number)
 
 
 @pytest.mark.parametrize(
-    ("day", "chosen", "state", "expected"),
+    ("day", "chosen", "state", "archived", "expected"),
     [
-        (10, ["Reject"], "up_for_retry", ["Reject"]),  # the resumed try was killed: reuse
-        (11, ["Approve"], "failed", ["Approve"]),
-        (12, ["Reject"], "success", None),  # that try acted on it: a clear asks again
-        (13, ["Reject"], "skipped", None),
-        (14, None, "up_for_retry", None),  # asked, never answered
+        (10, ["Reject"], "up_for_retry", True, ["Reject"]),  # the resumed try was killed: reuse
+        (11, ["Approve"], "failed", True, ["Approve"]),
+        (12, ["Reject"], "success", True, None),  # that try acted on it: a clear asks again
+        (13, ["Reject"], "skipped", True, None),
+        (14, None, "up_for_retry", True, None),  # asked, never answered
+        # The late executor event (seen in CI): the answered try failed while queued, unarchived.
+        (15, ["Reject"], "queued", False, ["Reject"]),
+        (16, None, "queued", False, None),
     ],
-    ids=["killed-reject", "failed-approve", "used-success", "used-skipped", "unanswered"],
+    ids=[
+        "killed-reject",
+        "failed-approve",
+        "used-success",
+        "used-skipped",
+        "unanswered",
+        "unarchived-reject",
+        "unarchived-unanswered",
+    ],
 )
 def test_an_earlier_tries_answer_is_read_back_unless_it_was_used(
     api_conn: str,
@@ -171,10 +188,11 @@ def test_an_earlier_tries_answer_is_read_back_unless_it_was_used(
     day: int,
     chosen: list[str] | None,
     state: str,
+    archived: bool,
     expected: list[str] | None,
 ) -> None:
     run = _report_run(tmp_path, monkeypatch, day)
-    try_number = _retry_after_answer(run, chosen=chosen, state=state)
+    try_number = _retry_after_answer(run, chosen=chosen, state=state, archived=archived)
     answer = AirflowApiHook().earlier_hitl_answer(
         run.dag_id, run.run_id, "build_report", try_number=try_number
     )
@@ -185,7 +203,71 @@ def test_an_earlier_tries_answer_is_read_back_unless_it_was_used(
     assert answer["chosen_options"] == expected
     assert answer["responded_by_user"] == {"id": "ana", "name": "ana"}
     assert answer["try_number"] == try_number - 1
-    assert datetime.fromisoformat(answer["responded_at"]) == datetime(2026, 10, 5, 12, tzinfo=UTC)
+    assert datetime.fromisoformat(answer["responded_at"]) == _started(run, try_number - 1) + timedelta(
+        minutes=1
+    )
+
+
+def _started(run: Any, try_number: int) -> datetime:
+    from airflow.models.taskinstancehistory import TaskInstanceHistory
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        started = session.scalar(
+            select(TaskInstanceHistory.start_date).where(
+                TaskInstanceHistory.run_id == run.run_id,
+                TaskInstanceHistory.task_id == "build_report",
+                TaskInstanceHistory.try_number == try_number,
+            )
+        )
+    return started or run.get_task_instance("build_report").start_date
+
+
+def _fail_before_asking(run: Any) -> int:
+    """End the current try of build_report as failed before it asked anything (archived); the next try."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        ti = session.scalar(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == run.dag_id,
+                TaskInstance.run_id == run.run_id,
+                TaskInstance.task_id == "build_report",
+            )
+        )
+        ti.start_date = ti.start_date + timedelta(hours=1)  # it started after the answer
+        ti.state = "failed"
+        session.flush()
+        ti.prepare_db_for_next_try(session)
+        ti.try_number += 1
+        ti.state = None
+        return int(ti.try_number)
+
+
+@pytest.mark.parametrize(("used", "expected"), [("success", None), ("up_for_retry", ["Reject"])])
+def test_an_answer_a_later_try_inherited_is_judged_by_the_try_it_was_given_to(
+    api_conn: str,
+    store_env: MetricsStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    used: str,
+    expected: list[str] | None,
+) -> None:
+    """A task instance keeps one HITL row, which follows it to its next try (the id update
+    cascades), so the history of a try that failed before asking holds a copy of an earlier try's
+    answer. A gate that acted on its answer and was cleared must ask again, even then."""
+    run = _report_run(tmp_path, monkeypatch, 17 if used == "success" else 18)
+    _retry_after_answer(run, chosen=["Reject"], state=used)
+    try_number = _fail_before_asking(run)
+    answer = AirflowApiHook().earlier_hitl_answer(
+        run.dag_id, run.run_id, "build_report", try_number=try_number
+    )
+    assert (answer or {}).get("chosen_options") == expected, answer
+    if answer is not None:
+        assert answer["try_number"] == 1
 
 
 def test_a_first_try_and_a_try_that_never_asked_have_no_earlier_answer(

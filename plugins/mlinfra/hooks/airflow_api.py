@@ -25,6 +25,7 @@ Airflow's message.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -195,31 +196,79 @@ class AirflowApiHook(BaseHook):
         answer yet, or a try that used its answer, i.e. a deliberate clear that asks again).
         The result is shaped as the event Airflow resumes the task with
         (``HITLDetail.as_resume_event_payload``), ``responded_at`` as an ISO string.
+
+        A try can also end without being archived. When the scheduler sees a late
+        "success" event for the try that paused (``AWAITING_INPUT``) after the answer
+        had already resumed it (state ``queued``), it fails that try without Airflow's
+        retry bookkeeping (``TaskInstance.handle_failure`` archives only a ``running``
+        try): no history entry, the same task-instance id, and the answer still on the
+        task instance's own HITL request, which the new try would clear when it asks.
+        So when the previous try has no history entry at all, the task instance's
+        current request is that try's, and its answer (if any) was never acted on.
+
+        The task instance's one HITL row follows it from try to try (its id update
+        cascades), so the history of a try that ended before asking holds a copy of an
+        earlier try's answer: an answer given before its try started belongs to an
+        earlier try, which decides (a used answer is not reused after a clear).
         """
-        base = (
+        task = (
             f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}"
-            f"/taskInstances/{quote(task_id, safe='')}/{map_index}/hitlDetails/tries"
+            f"/taskInstances/{quote(task_id, safe='')}/{map_index}"
         )
         for earlier in range(try_number - 1, 0, -1):
             try:
-                detail = self._request("GET", f"{base}/{earlier}").json()
+                detail = self._request("GET", f"{task}/hitlDetails/tries/{earlier}").json()
             except AirflowApiError as e:
-                if e.status == 404:  # that try asked nothing (it never reached the question)
-                    continue
-                raise
-            state = ((detail.get("task_instance") or {}).get("state") or "").lower()
-            if state in _ANSWER_USED_STATES:
+                if e.status != 404:
+                    raise
+                if earlier == try_number - 1 and not self._archived(task, earlier):
+                    return self._unarchived_answer(task, earlier)
+                continue  # that try asked nothing (it never reached the question)
+            ti = detail.get("task_instance") or {}
+            if (ti.get("state") or "").lower() in _ANSWER_USED_STATES:
                 return None
             if detail.get("response_received") and detail.get("chosen_options"):
-                return {
-                    "chosen_options": list(detail["chosen_options"]),
-                    "params_input": detail.get("params_input") or {},
-                    "responded_at": detail.get("responded_at"),
-                    "responded_by_user": detail.get("responded_by_user"),
-                    "timedout": False,
-                    "try_number": earlier,
-                }
+                if _answered_before(detail, ti.get("start_date")):
+                    continue  # a copy inherited from an earlier try: that try decides
+                return _resume_event(detail, earlier)
         return None
+
+    def _archived(self, task: str, try_number: int) -> bool:
+        """Whether ``try_number`` (an earlier try) is in the task instance's tries: its history entry."""
+        tries = self._request("GET", f"{task}/tries").json().get("task_instances") or []
+        return any(t.get("try_number") == try_number for t in tries)
+
+    def _unarchived_answer(self, task: str, earlier: int) -> dict[str, Any] | None:
+        """The answer on the task instance's own HITL request, left there by try ``earlier``."""
+        try:
+            detail = self._request("GET", f"{task}/hitlDetails").json()
+        except AirflowApiError as e:
+            if e.status == 404:  # no request at all: that try never asked
+                return None
+            raise
+        if detail.get("response_received") and detail.get("chosen_options"):
+            return _resume_event(detail, earlier)
+        return None
+
+
+def _answered_before(detail: dict[str, Any], started: str | None) -> bool:
+    """Whether the HITL detail's answer predates ``started`` (its try's start, ISO 8601)."""
+    answered = detail.get("responded_at")
+    if not (answered and started):
+        return False
+    return datetime.fromisoformat(answered) < datetime.fromisoformat(started)
+
+
+def _resume_event(detail: dict[str, Any], try_number: int) -> dict[str, Any]:
+    """A HITL detail's answer as the event Airflow resumes the task with, and the try it was given to."""
+    return {
+        "chosen_options": list(detail["chosen_options"]),
+        "params_input": detail.get("params_input") or {},
+        "responded_at": detail.get("responded_at"),
+        "responded_by_user": detail.get("responded_by_user"),
+        "timedout": False,
+        "try_number": try_number,
+    }
 
 
 class _ServerError(Exception):

@@ -23,8 +23,10 @@ tasks by raising, so it never returns a value ``canary_conclude`` could read.
 
 A retry of a gate that was answered does not ask again. Under a real scheduler a gate
 answered within seconds of asking can have its resumed try killed (a late executor
-event: "Server indicated the task shouldn't be running anymore", apache/airflow#72716),
-and the retry would ask a question already answered and wait out ``approval_timeout``.
+event: "Server indicated the task shouldn't be running anymore", apache/airflow#72716;
+or the paused try's own late "success" event, seen after the answer had queued it, fails
+it without archiving it), and the retry would ask a question already answered and wait
+out ``approval_timeout``.
 The Task SDK cannot read an earlier try's answer; Airflow's REST API keeps it in the
 task's HITL history, so with the connection ``mlinfra_airflow_api``
 (:mod:`mlinfra.hooks.airflow_api`) a retry takes the answer of the newest earlier try
