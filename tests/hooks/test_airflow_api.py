@@ -115,6 +115,19 @@ def test_a_wrong_password_is_a_clear_error(api_server: str, monkeypatch: pytest.
     assert "not-it" not in str(e.value)
 
 
+def _build_report_ti(session: Any, run: Any) -> Any:
+    from airflow.models.taskinstance import TaskInstance
+    from sqlalchemy import select
+
+    return session.scalar(
+        select(TaskInstance).where(
+            TaskInstance.dag_id == run.dag_id,
+            TaskInstance.run_id == run.run_id,
+            TaskInstance.task_id == "build_report",
+        )
+    )
+
+
 def _retry_after_answer(run: Any, *, chosen: list[str] | None, state: str, archived: bool = True) -> int:
     """Give the run's build_report task a HITL request (answered with ``chosen`` a minute after the
     try started), end its try in ``state`` and take it to its next try as Airflow's retry path does;
@@ -124,18 +137,10 @@ def _retry_after_answer(run: Any, *, chosen: list[str] | None, state: str, archi
     ``queued`` task instance): no history entry, the same id, the new try running.
     """
     from airflow.models.hitl import HITLDetail
-    from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
-    from sqlalchemy import select
 
     with create_session() as session:
-        ti = session.scalar(
-            select(TaskInstance).where(
-                TaskInstance.dag_id == run.dag_id,
-                TaskInstance.run_id == run.run_id,
-                TaskInstance.task_id == "build_report",
-            )
-        )
+        ti = _build_report_ti(session, run)
         answered = chosen is not None
         session.add(
             HITLDetail(
@@ -226,18 +231,10 @@ def _started(run: Any, try_number: int) -> datetime:
 
 def _fail_before_asking(run: Any) -> int:
     """End the current try of build_report as failed before it asked anything (archived); the next try."""
-    from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
-    from sqlalchemy import select
 
     with create_session() as session:
-        ti = session.scalar(
-            select(TaskInstance).where(
-                TaskInstance.dag_id == run.dag_id,
-                TaskInstance.run_id == run.run_id,
-                TaskInstance.task_id == "build_report",
-            )
-        )
+        ti = _build_report_ti(session, run)
         ti.start_date = ti.start_date + timedelta(hours=1)  # it started after the answer
         ti.state = "failed"
         session.flush()
