@@ -139,6 +139,7 @@ def measure_plan(models: int, rounds: int = 7) -> dict[str, float]:
             t0 = time.perf_counter()
             evaluate_many(engine, exprs, AT)
             t_engine.append(time.perf_counter() - t0)
+        row_bytes = recommendation_bytes(store, f, cluster, records)
         store.engine.dispose()
     return {
         "models": models,
@@ -147,7 +148,25 @@ def measure_plan(models: int, rounds: int = 7) -> dict[str, float]:
         "store": statistics.median(t_store),
         "plan": statistics.median(t_plan),
         "engine": statistics.median(t_engine),
+        "row_bytes": row_bytes,
     }
+
+
+def recommendation_bytes(store: MetricsStore, f: Fleet, cluster: Cluster, records: ScaleRecords) -> float:
+    """Bytes the SQLite file grows by per stored recommendation, over 12 more sweeps (an hour)."""
+
+    def used() -> int:
+        with store.begin() as conn:
+            pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
+            free = conn.exec_driver_sql("PRAGMA freelist_count").scalar_one()
+            size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
+        return int((pages - free) * size)
+
+    before = used()
+    sweeps = 12
+    for k in range(1, sweeps + 1):
+        plan_scaling(fleet=f, store=store, at=AT + 300 * k, cluster=lambda c: cluster, records=records)
+    return (used() - before) / (sweeps * len(f.models))
 
 
 def report(res: dict[str, float]) -> None:
@@ -162,6 +181,7 @@ def report(res: dict[str, float]) -> None:
     )
     print(f"ratio plan / store = {p / s:.2f} (target <= 1.5)")
     print(f"ratio engine / store = {e / s:.2f}; (plan - engine) / store = {(p - e) / s:.2f}")
+    print(f"store growth per recommendation (SQLite, 12 more sweeps): {res['row_bytes']:.0f} bytes")
 
 
 def main() -> None:

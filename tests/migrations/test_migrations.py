@@ -228,6 +228,41 @@ def test_downgrade_to_the_first_release_and_back(empty_url: str) -> None:
     assert _schema_diff(engine) == []
 
 
+def test_scale_recommendations_keep_their_policy_through_0009_and_back(empty_url: str) -> None:
+    """0009 stores a recommendation's policy once, by digest: rows written before and after it,
+    and after a downgrade to 0008, read back as the same whole decisions."""
+    from mlinfra.config import ScalingPolicy
+    from mlinfra.scaling.decision import decide, skipped
+    from mlinfra.scaling.records import ScaleRecords
+
+    policy = ScalingPolicy.model_validate(
+        {"min_replicas": 1, "max_replicas": 6, "target": {"expr": "up", "value": 50}}
+    )
+    decisions = [
+        decide(policy, model="m", at=T0, current=2, metric=90.0),
+        skipped("n", T0, "no Airflow connection 'k8s'", namespace="serving", deployment="n"),
+    ]
+    engine = sa.create_engine(empty_url, poolclass=sa.pool.NullPool)
+    migrations.upgrade(engine)
+    records = ScaleRecords(MetricsStore.from_url(empty_url))
+    records.save_decisions(decisions, run_id="r1")
+    expected = [{**d.to_dict(), "run_id": "r1"} for d in decisions]
+    assert records.decisions() == expected
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT decision FROM mlinfra_scale_recommendations")).scalars().all()
+        assert conn.execute(sa.text("SELECT count(*) FROM mlinfra_scale_policies")).scalar_one() == 2  # and {}
+    assert all('"max_replicas"' not in row for row in stored), stored  # the policy is not repeated
+
+    migrations.downgrade(engine, "0008_canary")
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT decision FROM mlinfra_scale_recommendations ORDER BY model"))
+        assert [json.loads(r) for (r,) in rows] == [d.to_dict() for d in decisions]  # as 0008 wrote them
+
+    migrations.upgrade(engine)
+    assert _schema_diff(engine) == []
+    assert records.decisions() == expected  # rows from before 0009 keep their policy in the JSON
+
+
 def test_cli_current_and_upgrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from mlinfra.cli import main
 

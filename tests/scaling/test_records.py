@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from mlinfra.config import ScalingPolicy
@@ -99,3 +101,28 @@ def test_recommendations_older_than_the_retention_are_pruned(sqlite_store: Metri
     assert [d["at"] for d in records.decisions("m")] == [T + 600, T + 900]
     assert records.prune_recommendations(T + 600) == 0  # a retry deletes nothing more
     assert len(records.events("m")) == 1  # the actions' audit trail is kept
+
+
+def test_a_policy_is_stored_once_and_pruned_with_the_last_recommendation_naming_it(
+    sqlite_store: MetricsStore,
+) -> None:
+    records = ScaleRecords(sqlite_store)
+    wider = POLICY.model_copy(update={"max_replicas": 12})
+    for k in range(4):  # the policy changes after the second sweep
+        policy = POLICY if k < 2 else wider
+        records.save_decisions([decide(policy, model="m", at=T + 300 * k, current=2, metric=400)])
+
+    def stored() -> list[int]:
+        with sqlite_store.begin() as conn:
+            rows = conn.exec_driver_sql("SELECT policy FROM mlinfra_scale_policies").scalars()
+            return sorted(json.loads(r)["max_replicas"] for r in rows)
+
+    assert stored() == [8, 12]  # four rows, two policies
+    assert [d["policy"]["max_replicas"] for d in records.decisions("m")] == [8, 8, 12, 12]
+    assert records.prune_recommendations(T + 600) == 2
+    assert stored() == [12]  # the old policy went with its last recommendation
+    assert [d["policy"]["max_replicas"] for d in records.decisions("m")] == [12, 12]
+    records.save_decisions([decide(POLICY, model="m", at=T + 1200, current=2, metric=400)])
+    assert stored() == [8, 12]  # back in use: stored again
+    assert records.prune_recommendations(T + 1200) == 2
+    assert stored() == [8]

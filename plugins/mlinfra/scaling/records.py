@@ -8,7 +8,11 @@
 * ``mlinfra_scale_recommendations``: every decision of every sweep, including "no
   change" and "skipped", with its raw recommendation; keyed by (model, time), so a
   re-run of a sweep replaces its own rows. The scale-down stabilization window reads
-  the recommendations from here.
+  the recommendations from here. One row per model per sweep is the store's largest
+  writer after the samples, so a row holds each field once: the columns, a ``decision``
+  JSON of the rest (inputs, steps, trigger), and the policy by digest.
+* ``mlinfra_scale_policies``: each policy a recommendation was decided under, once
+  (digest -> JSON); :meth:`ScaleRecords.decisions` puts it back into the decision.
 
 ::
 
@@ -27,6 +31,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -87,9 +92,50 @@ scale_recommendations_table = sa.Table(
     sa.Column("action", sa.String(16), nullable=False),
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("run_id", sa.String(250), nullable=True),
+    # JSON: the decision's fields that have no column (rows before 0009: the whole decision).
     sa.Column("decision", sa.Text, nullable=True),
+    sa.Column("policy_digest", sa.String(64), nullable=True),  # -> mlinfra_scale_policies
     sa.Index("ix_mlinfra_scale_recommendations_ts", "ts"),
+    sa.Index("ix_mlinfra_scale_recommendations_policy", "policy_digest"),
 )
+
+scale_policies_table = sa.Table(
+    "mlinfra_scale_policies",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("policy", sa.Text, nullable=False),  # JSON: ScalingPolicy.model_dump(mode="json")
+    sa.Column("first_seen", sa.BigInteger, nullable=False),  # ms; retention prunes unused ones
+)
+
+# A recommendation's fields kept in columns (name in the decision -> column); the rest is JSON.
+_COLUMNS = {
+    "model": "model",
+    "namespace": "namespace",
+    "deployment": "deployment",
+    "from_replicas": "current",
+    "to_replicas": "desired",
+    "recommendation": "recommendation",
+    "action": "action",
+    "reason": "reason",
+}
+
+
+_policy_json_cache: dict[int, tuple[dict[str, Any], str, str]] = {}
+_NO_POLICY = (hashlib.sha256(b"{}").hexdigest()[:32], "{}")
+
+
+def _policy_json(policy: dict[str, Any]) -> tuple[str, str]:
+    """(digest, JSON) of a decision's policy dict; decisions share one dict per policy, so each
+    policy is encoded once per process (:func:`mlinfra.scaling.decision._policy_dict`)."""
+    if not policy:  # skipped decisions: each has its own empty dict
+        return _NO_POLICY
+    hit = _policy_json_cache.get(id(policy))
+    if hit is None or hit[0] is not policy:
+        if len(_policy_json_cache) > 10_000:
+            _policy_json_cache.clear()
+        text = json.dumps(policy, sort_keys=True, default=str)
+        hit = _policy_json_cache[id(policy)] = (policy, hashlib.sha256(text.encode()).hexdigest()[:32], text)
+    return hit[1], hit[2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,24 +178,36 @@ class ScaleRecords:
         """Keep every decision of a sweep (one transaction; replaces a re-run's rows)."""
         if not decisions:
             return 0
-        rows = [
-            {
-                "model": d.model,
-                "ts": to_ms(d.at),
-                "namespace": d.namespace,
-                "deployment": d.deployment,
-                "current": d.from_replicas,
-                "recommendation": d.recommendation,
-                "desired": d.to_replicas,
-                "action": d.action,
-                "reason": d.reason,
-                "run_id": run_id,
-                "decision": json.dumps(d.to_dict(), sort_keys=True, default=str),
+        policies: dict[str, str] = {}
+        rows = []
+        for d in decisions:
+            digest, policies[digest] = _policy_json(d.policy)  # a skipped decision's is {}: stored too
+            rest = {
+                "at": d.at,
+                "dry_run": d.dry_run,
+                "inputs": d.inputs,
+                "steps": d.steps,
+                "trigger": d.trigger,
             }
-            for d in decisions
-        ]
+            rows.append(
+                {
+                    "model": d.model,
+                    "ts": to_ms(d.at),
+                    "namespace": d.namespace,
+                    "deployment": d.deployment,
+                    "current": d.from_replicas,
+                    "recommendation": d.recommendation,
+                    "desired": d.to_replicas,
+                    "action": d.action,
+                    "reason": d.reason,
+                    "run_id": run_id,
+                    "decision": json.dumps(rest, sort_keys=True, default=str),
+                    "policy_digest": digest,
+                }
+            )
         t = scale_recommendations_table
         with self.store.begin() as conn:
+            self._save_policies(conn, policies, first_seen=to_ms(decisions[0].at))
             stmt = dialect_insert(conn)(t)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["model", "ts"],
@@ -159,16 +217,38 @@ class ScaleRecords:
                 conn.execute(stmt, list(chunk))
         return len(rows)
 
+    @staticmethod
+    def _save_policies(conn: Connection, policies: dict[str, str], *, first_seen: int) -> None:
+        """Store the policies not stored yet (a fleet's policies change rarely: usually none)."""
+        t = scale_policies_table
+        digests = list(policies)
+        known: set[str] = set()
+        for chunk in chunks(digests, 500):
+            known.update(conn.execute(sa.select(t.c.digest).where(t.c.digest.in_(list(chunk)))).scalars())
+        new = [
+            {"digest": k, "policy": policies[k], "first_seen": first_seen} for k in digests if k not in known
+        ]
+        if new:
+            stmt = dialect_insert(conn)(t).on_conflict_do_nothing(index_elements=["digest"])
+            for chunk in chunks(new, 500):
+                conn.execute(stmt, list(chunk))
+
     def prune_recommendations(self, older_than: float) -> int:
         """Delete recommendations before ``older_than`` (the store's retention); returns rows deleted.
 
-        One row per model per sweep (500 models: 144,000 rows, about 130 MB, a day): kept
-        as long as the samples they were decided on, not for ever. Scale events (the
-        actions) are the audit trail and are kept.
+        One row per model per sweep (500 models: 144,000 rows a day): kept as long as the
+        samples they were decided on, not for ever. Policies first stored before then that
+        no recommendation names any more go with them. Scale events (the actions) are the
+        audit trail and are kept.
         """
-        t = scale_recommendations_table
+        t, p = scale_recommendations_table, scale_policies_table
+        cutoff = to_ms(older_than)
         with self.store.begin() as conn:
-            return conn.execute(sa.delete(t).where(t.c.ts < to_ms(older_than))).rowcount or 0
+            deleted = conn.execute(sa.delete(t).where(t.c.ts < cutoff)).rowcount or 0
+            if deleted:
+                used = sa.select(t.c.policy_digest).where(t.c.policy_digest == p.c.digest).exists()
+                conn.execute(sa.delete(p).where(p.c.first_seen < cutoff, ~used))
+        return deleted
 
     def history(
         self, models: Sequence[str], *, since: float, until: float
@@ -191,13 +271,26 @@ class ScaleRecords:
         self, model: str | None = None, *, since: float = 0, until: float = 2**42
     ) -> list[dict[str, Any]]:
         """Stored decisions (newest last), each the decision dict with ``run_id``."""
-        t = scale_recommendations_table
-        stmt = sa.select(t.c.run_id, t.c.decision).where(t.c.ts >= to_ms(since), t.c.ts < to_ms(until))
+        t, p = scale_recommendations_table, scale_policies_table
+        columns = [t.c[c] for c in _COLUMNS.values()]
+        stmt = (
+            sa.select(t.c.run_id, t.c.decision, p.c.policy, *columns)
+            .select_from(t.outerjoin(p, p.c.digest == t.c.policy_digest))
+            .where(t.c.ts >= to_ms(since), t.c.ts < to_ms(until))
+        )
         if model is not None:
             stmt = stmt.where(t.c.model == model)
         with self.store.begin() as conn:
-            rows = conn.execute(stmt.order_by(t.c.ts, t.c.model)).all()
-        return [{**json.loads(decision), "run_id": run_id} for run_id, decision in rows]
+            rows = conn.execute(stmt.order_by(t.c.ts, t.c.model)).mappings().all()
+        out = []
+        for r in rows:
+            d = json.loads(r["decision"]) if r["decision"] else {}
+            d.update({name: r[column] for name, column in _COLUMNS.items()})
+            if r["policy"] is not None:  # else a row from before 0009: the policy is in the JSON
+                d["policy"] = json.loads(r["policy"])
+            d["run_id"] = r["run_id"]
+            out.append(d)
+        return out
 
     # ------------------------------------------------------------------ events
 
