@@ -34,20 +34,10 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
 
-FAULTS_OFF = {
-    "predict_delay": 0,
-    "error_rate": 0,
-    "load_delay": 0,
-    "fail_load_versions": [],
-    "output_offset": 0,
-    "version_faults": {},
-}
-
-
 @pytest.fixture
 def env(airflow_db: Path, deploy_serving: tuple[StandinProcess, Path], tmp_path: Path) -> Iterator[DeployEnv]:
     server, base = deploy_serving
-    server.set_faults(**FAULTS_OFF)
+    server.clear_faults()
     for version in range(1, 9):  # the artifacts the tests deploy exist (version 42 does not)
         ensure_version(base, version)
     with deploy_env(tmp_path, server, base) as e:

@@ -26,15 +26,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CANARY = f"{DEPLOYMENT}-canary"
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-FAULTS_OFF = {
-    "predict_delay": 0,
-    "error_rate": 0,
-    "load_delay": 0,
-    "fail_load_versions": [],
-    "output_offset": 0,
-    "version_faults": {},
-}
-
 # Analyses with short intervals (the stand-in's cluster runs 10x faster than a real one).
 ANALYSES = {
     "errors": {
@@ -86,7 +77,7 @@ def canary_fleet(env: DeployEnv, steps: list[dict[str, Any]], *, approval_timeou
 @pytest.fixture
 def env(airflow_db: Path, deploy_serving: tuple[StandinProcess, Path], tmp_path: Path) -> Iterator[DeployEnv]:
     server, base = deploy_serving
-    server.set_faults(**FAULTS_OFF)
+    server.clear_faults()
     for version in range(1, 4):
         ensure_version(base, version)
     with deploy_env(tmp_path, server, base) as e:

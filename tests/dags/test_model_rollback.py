@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from tests.dags.test_model_deploy import (
-    FAULTS_OFF,
     asset_events,
     deploy,
     predict,
@@ -26,7 +25,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def env(airflow_db: Path, deploy_serving: tuple[StandinProcess, Path], tmp_path: Path) -> Iterator[DeployEnv]:
     server, base = deploy_serving
-    server.set_faults(**FAULTS_OFF)
+    server.clear_faults()
     for version in range(1, 5):
         ensure_version(base, version)
     with deploy_env(tmp_path, server, base) as e:
