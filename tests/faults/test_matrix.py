@@ -122,7 +122,7 @@ RULE_TABLES = (
     "mlinfra_samples",
     "mlinfra_series",
 )
-SCALE_TABLES = ("mlinfra_scale_recommendations",)
+SCALE_TABLES = ("mlinfra_scale_recommendations", "mlinfra_scale_policies")
 
 
 # ---------------------------------------------------------------------- steps as the DAG runs them

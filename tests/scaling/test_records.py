@@ -126,3 +126,17 @@ def test_a_policy_is_stored_once_and_pruned_with_the_last_recommendation_naming_
     assert stored() == [8, 12]  # back in use: stored again
     assert records.prune_recommendations(T + 1200) == 2
     assert stored() == [8]
+
+
+def test_a_rerun_leaves_no_policy_only_its_first_attempt_named(sqlite_store: MetricsStore) -> None:
+    """A failed attempt's skipped decisions name the empty policy; the retry replaces those rows,
+    and the store ends as if only the retry had run."""
+    from mlinfra.scaling.decision import skipped
+
+    records = ScaleRecords(sqlite_store)
+    records.save_decisions([skipped("m", T, "cannot read namespace serving")], run_id="r")
+    records.save_decisions([decide(POLICY, model="m", at=T, current=2, metric=400)], run_id="r")
+    with sqlite_store.begin() as conn:
+        rows = conn.exec_driver_sql("SELECT policy FROM mlinfra_scale_policies").scalars().all()
+    assert [json.loads(r)["max_replicas"] for r in rows] == [8]
+    assert [d["action"] for d in records.decisions("m")] == ["scale"]

@@ -138,6 +138,13 @@ def _policy_json(policy: dict[str, Any]) -> tuple[str, str]:
     return hit[1], hit[2]
 
 
+def _delete_unnamed_policies(conn: Connection, among: sa.ColumnElement[bool]) -> None:
+    """Delete the policies matching ``among`` that no recommendation names."""
+    t, p = scale_recommendations_table, scale_policies_table
+    named = sa.select(t.c.policy_digest).where(t.c.policy_digest == p.c.digest).exists()
+    conn.execute(sa.delete(p).where(among, ~named))
+
+
 @dataclass(frozen=True, slots=True)
 class ScaleEvent:
     """One row of ``mlinfra_scale_events``: ``ts`` in epoch seconds, ``decision`` parsed."""
@@ -205,9 +212,10 @@ class ScaleRecords:
                     "policy_digest": digest,
                 }
             )
-        t = scale_recommendations_table
+        t, p = scale_recommendations_table, scale_policies_table
+        first_seen = to_ms(decisions[0].at)
         with self.store.begin() as conn:
-            self._save_policies(conn, policies, first_seen=to_ms(decisions[0].at))
+            self._save_policies(conn, policies, first_seen=first_seen)
             stmt = dialect_insert(conn)(t)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["model", "ts"],
@@ -215,6 +223,9 @@ class ScaleRecords:
             )
             for chunk in chunks(rows, 500):
                 conn.execute(stmt, list(chunk))
+            # A re-run replaces its rows, and the policies only the replaced rows named (a failed
+            # attempt's skipped decisions), so that it ends as an undisturbed run would.
+            _delete_unnamed_policies(conn, p.c.first_seen == first_seen)
         return len(rows)
 
     @staticmethod
@@ -246,8 +257,7 @@ class ScaleRecords:
         with self.store.begin() as conn:
             deleted = conn.execute(sa.delete(t).where(t.c.ts < cutoff)).rowcount or 0
             if deleted:
-                used = sa.select(t.c.policy_digest).where(t.c.policy_digest == p.c.digest).exists()
-                conn.execute(sa.delete(p).where(p.c.first_seen < cutoff, ~used))
+                _delete_unnamed_policies(conn, p.c.first_seen < cutoff)
         return deleted
 
     def history(
