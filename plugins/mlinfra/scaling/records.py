@@ -196,22 +196,14 @@ class ScaleRecords:
                 "steps": d.steps,
                 "trigger": d.trigger,
             }
-            rows.append(
-                {
-                    "model": d.model,
-                    "ts": to_ms(d.at),
-                    "namespace": d.namespace,
-                    "deployment": d.deployment,
-                    "current": d.from_replicas,
-                    "recommendation": d.recommendation,
-                    "desired": d.to_replicas,
-                    "action": d.action,
-                    "reason": d.reason,
-                    "run_id": run_id,
-                    "decision": json.dumps(rest, sort_keys=True, default=str),
-                    "policy_digest": digest,
-                }
+            row = {column: getattr(d, name) for name, column in _COLUMNS.items()}
+            row.update(
+                ts=to_ms(d.at),
+                run_id=run_id,
+                decision=json.dumps(rest, sort_keys=True, default=str),
+                policy_digest=digest,
             )
+            rows.append(row)
         t, p = scale_recommendations_table, scale_policies_table
         first_seen = to_ms(decisions[0].at)
         with self.store.begin() as conn:
