@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 
 from mlinfra.config import load_fleet
 from mlinfra.samples import Sample
-from mlinfra.scaling.plan import metric_value, plan_scaling
+from mlinfra.scaling.plan import log_decisions, metric_value, plan_scaling
 from mlinfra.scaling.records import ScaleRecords
 from mlinfra.store import MetricsStore
 from tests.support.k8s_standin import KubeStandIn
@@ -72,9 +73,39 @@ def test_missing_deployment_and_unreadable_namespace(kube: KubeStandIn, store_en
     }
 
 
-def test_without_a_kubernetes_connection_everything_is_skipped(sqlite_store: MetricsStore) -> None:
+def test_without_a_kubernetes_connection_everything_is_skipped(
+    sqlite_store: MetricsStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mlinfra.scaling.plan")
     plan = plan_scaling(fleet=load_fleet(), store=sqlite_store, at=T, cluster=lambda conn_id: None)
     assert {d["reason"] for d in plan["decisions"]} == {"skipped: no Airflow connection 'kubernetes_default'"}
+    # The log says it once for both models, not once per model.
+    assert [r.getMessage() for r in caplog.records if r.name == "mlinfra.scaling.plan"] == [
+        "scaling 2 models: 0 to scale, 0 unchanged, 2 skipped",
+        "scaling half-plus-two, resnet50-classifier: skipped: no Airflow connection 'kubernetes_default'",
+    ]
+
+
+def test_the_log_names_each_scale_counts_no_change_and_groups_skips(caplog: pytest.LogCaptureFixture) -> None:
+    from mlinfra.scaling.decision import ScaleDecision, skipped
+
+    decisions = [
+        ScaleDecision("a", T, "scale", "scale up 2 -> 4: metric 140 vs target 70 (ratio 2.00)", 2, 4),
+        ScaleDecision("b", T, "scale", "scale down 3 -> 2: alert Idle", 3, 2, dry_run=True),
+        ScaleDecision("c", T, "none", "no change: metric 70 vs target 70 (ratio 1.00)", 2, 2),
+        *(skipped(f"m{i}", T, "no Airflow connection 'k8s'") for i in range(4)),
+        skipped("d", T, "deployment serving/d not found"),
+    ]
+    caplog.set_level(logging.DEBUG, logger="mlinfra.scaling.plan")
+    log_decisions(decisions, named=3)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", "scaling 8 models: 2 to scale, 1 unchanged, 5 skipped"),
+        ("INFO", "scaling a: scale up 2 -> 4: metric 140 vs target 70 (ratio 2.00)"),
+        ("INFO", "scaling b: scale down 3 -> 2: alert Idle (dry run: recorded only)"),
+        ("DEBUG", "scaling c: no change: metric 70 vs target 70 (ratio 1.00)"),
+        ("INFO", "scaling m0, m1, m2 and 1 more: skipped: no Airflow connection 'k8s'"),
+        ("INFO", "scaling d: skipped: deployment serving/d not found"),
+    ]
 
 
 class Cluster:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -142,8 +143,7 @@ def plan_scaling(
     if pruned:
         log.info("retention: deleted %d scale recommendations", pruned)
     unmatched = _unmatched_scale_alerts(alerts, fleet)
-    for d in ordered:
-        log.info("scaling %s: %s", d.model, d.reason)
+    log_decisions(ordered)
     for a in unmatched:
         log.warning(
             "scale alert %s names no fleet model (no matching 'model' or 'deployment' label): ignored %s",
@@ -157,6 +157,36 @@ def plan_scaling(
         "scale": [_operator_kwargs(d, by_name[d.model]) for d in ordered if d.changes],
         "unmatched_alerts": unmatched,
     }
+
+
+def log_decisions(decisions: Sequence[ScaleDecision], *, named: int = 5) -> None:
+    """The task log's account of a sweep: a count, each scale, each reason for skipping.
+
+    One line per model at fleet size (500 lines every five minutes) buried the few that
+    matter. A scale gets its own line; models skipped for the same reason share one (a
+    missing connection skips every model of it); "no change" is only counted (each one
+    is logged at DEBUG). Every decision stays whole in the ``decisions`` XCom and in
+    ``mlinfra_scale_recommendations``.
+    """
+    counts = Counter(d.action for d in decisions)
+    log.info(
+        "scaling %d models: %d to scale, %d unchanged, %d skipped",
+        len(decisions),
+        counts["scale"],
+        counts["none"],
+        counts["skipped"],
+    )
+    skipped_for: dict[str, list[str]] = {}
+    for d in decisions:
+        if d.action == "scale":
+            log.info("scaling %s: %s%s", d.model, d.reason, " (dry run: recorded only)" if d.dry_run else "")
+        elif d.action == "skipped":
+            skipped_for.setdefault(d.reason, []).append(d.model)
+        else:
+            log.debug("scaling %s: %s", d.model, d.reason)
+    for reason, models in skipped_for.items():
+        more = f" and {len(models) - named} more" if len(models) > named else ""
+        log.info("scaling %s%s: %s", ", ".join(models[:named]), more, reason)
 
 
 def _read_cluster(
