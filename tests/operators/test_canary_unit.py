@@ -1,7 +1,7 @@
 """CanaryRolloutOperator / CanaryConcludeOperator with a fake cluster and real SQLite records.
 
 Every branch without servers: the deferrals, what a retry does, abort (the stable is never
-written) and promotion.
+written before a promotion, and put back after one) and promotion.
 """
 
 from __future__ import annotations
@@ -358,3 +358,91 @@ def test_a_retry_during_an_abort_finishes_the_abort(
     assert e.value.method_name == "resume_aborted"
     assert cluster.objects[("Deployment", NS, "half-plus-two-canary")]["spec"]["replicas"] == 0
     assert stable_writes(cluster) == []
+
+
+def _promote_to_version_2(canary: CanaryRecords, cluster: FakeCluster) -> CanaryRolloutOperator:
+    """A run at its last step whose segment has written the stable at version 2 (deferred on it)."""
+    canary.start(RUN, model="half-plus-two", stable_version=1, canary_version=2, steps=5, stable_replicas=3)
+    canary.save_state(RUN, step=5, weight=50, canary_replicas=3)
+    for obj in RENDERED["canary"]["objects"]:
+        cluster.put(obj)
+    op = operator(segment=1)
+    with pytest.raises(TaskDeferred):
+        op.execute({})
+    assert stable_version(cluster) == "2"
+    return op
+
+
+def stable_version(cluster: FakeCluster) -> str:
+    return cluster.objects[("Deployment", NS, "half-plus-two")]["spec"]["template"]["metadata"]["labels"][
+        "version"
+    ]
+
+
+def test_conclude_after_a_promotion_whose_task_failed_for_good_restores_the_stable(
+    cluster: FakeCluster, stores: tuple[CanaryRecords, DeploymentRecords]
+) -> None:
+    from mlinfra.deploy.steps import finish
+    from mlinfra.exceptions import DeployFailed
+
+    canary, deploys = stores
+    stable_before = copy.deepcopy(cluster.objects[("Deployment", NS, "half-plus-two")])
+    _promote_to_version_2(canary, cluster)
+    # Every try of the segment failed after the write (the API or the store down, the worker
+    # lost): the run is left "promoting", and canary_conclude ends it.
+    with pytest.raises(TaskDeferred) as e:
+        operator(cls=CanaryConcludeOperator).execute({"ti": mock.Mock()})
+    assert e.value.method_name == "resume_aborted"
+    assert cluster.objects[("Deployment", NS, "half-plus-two")]["spec"] == stable_before["spec"]
+    summary = operator(cls=CanaryConcludeOperator).resume_aborted({}, {"status": "success"})
+    assert summary["phase"] == "aborted"
+    assert summary["reason"].startswith("step 5 (promotion) did not complete: its task failed (promoting)")
+    assert "the previous stable spec was re-applied" in summary["reason"]
+    record = deploys.get(RUN)
+    assert record is not None
+    assert (record.outcome, record.rollback["performed"]) == ("aborted", True)
+    with pytest.raises(DeployFailed, match=r"the stable Deployment is back at its previous spec"):
+        finish(deploys, RUN)
+
+
+def test_a_try_lost_while_restoring_the_stable_is_retried_as_the_abort_not_the_promotion(
+    cluster: FakeCluster, stores: tuple[CanaryRecords, DeploymentRecords]
+) -> None:
+    from mlinfra.exceptions import StoreError
+
+    canary, deploys = stores
+    stable_before = copy.deepcopy(cluster.objects[("Deployment", NS, "half-plus-two")])
+    op = _promote_to_version_2(canary, cluster)
+    update = deploys.update
+
+    def store_down_for_the_rollback(run_id: str, **fields: Any) -> None:
+        if "rollback" in fields:
+            raise StoreError("store down")
+        update(run_id, **fields)
+
+    with (
+        mock.patch.object(deploys, "update", side_effect=store_down_for_the_rollback),
+        pytest.raises(StoreError),
+    ):
+        op.resume_promoted({}, {"status": "failed", "message": "ProgressDeadlineExceeded"})
+    # The retry (a fresh try of the segment) finishes the abort: version 2 is never written again.
+    stable_applied: list[str] = []
+    apply = cluster.apply
+
+    def spy(obj: dict[str, Any]) -> dict[str, Any]:
+        if (obj["kind"], obj["metadata"]["name"]) == ("Deployment", "half-plus-two"):
+            stable_applied.append(obj["spec"]["template"]["metadata"]["labels"]["version"])
+        return apply(obj)
+
+    with mock.patch.object(cluster, "apply", side_effect=spy), pytest.raises(TaskDeferred) as e:
+        operator(segment=1).execute({})
+    assert e.value.method_name == "resume_aborted"
+    assert stable_applied == ["1"]  # the restore, again (its first try's was never recorded)
+    assert cluster.objects[("Deployment", NS, "half-plus-two")]["spec"] == stable_before["spec"]
+    run = canary.get(RUN)
+    assert run is not None
+    assert run.phase == "aborting"
+    assert run.reason is not None
+    assert run.reason.startswith("promotion: the stable rollout did not complete: ProgressDeadlineExceeded")
+    assert "the previous stable spec was re-applied" in run.reason
+    assert deploys.get(RUN).rollback["performed"] is True  # type: ignore[union-attr]

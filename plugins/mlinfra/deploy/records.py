@@ -30,7 +30,8 @@ from mlinfra.store_values import as_utc
 
 # "partial": the apply or the rollback failed part-way and the rollback could not restore
 # the previous spec; the record's ``applied.changed`` and ``rollback`` say what the cluster has.
-# "aborted": a canary was stopped (analysis, approval, its rollout); the stable was never written.
+# "aborted": a canary was stopped (analysis, approval, its rollout); the stable was never written,
+# or, when the promotion had begun, its kept spec re-applied (``rollback`` says which).
 OUTCOMES = ("succeeded", "rolled_back", "failed", "partial", "dry_run", "aborted")
 
 deployments_table = sa.Table(

@@ -25,7 +25,7 @@ from mlinfra.deploy.manifests import (
     render_manifests,
 )
 from mlinfra.deploy.params import replica_bounds, validate_request
-from mlinfra.deploy.records import DeploymentRecords
+from mlinfra.deploy.records import DeploymentRecord, DeploymentRecords
 from mlinfra.exceptions import DeployFailed, DeployRequestError
 
 log = logging.getLogger(__name__)
@@ -247,6 +247,19 @@ def record_canary_outcome(records: DeploymentRecords, run_id: str, phase: str, r
         raise ValueError(f"a canary ends promoted or aborted, not {phase!r}")
 
 
+def stable_after_abort(record: DeploymentRecord | None) -> str:
+    """What an aborted canary left of the stable Deployment, for the failure's message."""
+    rollback = (record.rollback if record is not None else None) or {}
+    if rollback.get("performed"):
+        return " (the stable Deployment is back at its previous spec)"
+    if "performed" in rollback:
+        return (
+            " (the promotion changed the stable Deployment and restoring its previous spec FAILED: "
+            f"{rollback.get('error') or 'unknown error'})"
+        )
+    return " (the stable Deployment was not changed)"
+
+
 def record_success(records: DeploymentRecords, run_id: str, smoke: dict[str, Any] | None) -> None:
     records.finish(run_id, "succeeded", smoke=smoke)
 
@@ -276,7 +289,7 @@ def finish(records: DeploymentRecords, run_id: str, *, smoke: dict[str, Any] | N
         )
     detail = ""
     if record.outcome == "aborted":
-        detail = " (the stable Deployment was not changed)"
+        detail = stable_after_abort(record)
     if record.outcome == "rolled_back":
         detail = " (rolled back"
         if rollback.get("previous_version_available") is False:

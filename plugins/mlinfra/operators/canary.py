@@ -28,8 +28,9 @@ measurement is kept (rows keyed by run, step, metric, seq). What each step does
 * the last step done: promote (apply the stable objects at the new version with the
   apply operator's client calls, keeping the previous spec in the deploy record, wait
   for the stable's rollout, delete the canary objects).
-* abort: scale the canary Deployment to 0, wait, delete its Deployment, Service and
-  ConfigMap. The stable is never written.
+* abort: re-apply the stable's kept spec if a promotion began (it is kept before the
+  stable is written), scale the canary Deployment to 0, wait, delete its Deployment,
+  Service and ConfigMap. Before a promotion the stable is never written.
 
 XCom (``return_value``) of both operators, also the approval gates' body::
 
@@ -204,7 +205,9 @@ class CanaryRolloutOperator(BaseOperator):
         from mlinfra.deploy.steps import record_canary_outcome
 
         if event.get("status") != "success":
-            return self._abort(context, self._restore_stable(event))
+            return self._abort(
+                context, f"promotion: the stable rollout did not complete: {event.get('message')}"
+            )
         self._delete_canary()
         reason = f"promoted to version {self.plan['version']} after {len(self.steps)} step(s)"
         self.records.finish(self.run_id, "promoted", reason=reason)
@@ -381,15 +384,19 @@ class CanaryRolloutOperator(BaseOperator):
         )
         self._defer_rollout(self._deployment_of(objects), result.generation, "resume_promoted", None)
 
-    def _restore_stable(self, event: dict[str, Any]) -> str:
-        """The promotion's rollout failed: re-apply the stable spec kept before it; returns the reason."""
+    def _restore_stable(self, reason: str) -> str:
+        """Re-apply the stable spec kept before the promotion wrote it; returns ``reason`` with the outcome.
+
+        Every abort calls it, on every try: the spec is kept once a promotion began (before the
+        stable is written), so an abort after that (its rollout failed, or its task for good and
+        ``canary_conclude`` ends the run) leaves the previous version serving. Idempotent.
+        """
         from mlinfra.deploy.kube import describe_api_error, execute_rollback, rollback_plan
 
-        reason = f"promotion: the stable rollout did not complete: {event.get('message')}"
         record = self.deploy_records.get(self.run_id)
         previous = record.previous if record is not None else None
-        if not previous:
-            return reason + "; no kept stable spec to restore"
+        if not previous or (record is not None and (record.rollback or {}).get("performed")):
+            return reason  # no promotion began (the stable was never written), or already restored
         try:
             done = execute_rollback(self.client, rollback_plan(previous, list(self.rendered["objects"])))
         except Exception as e:  # the abort goes on: the canary must still be removed
@@ -406,12 +413,22 @@ class CanaryRolloutOperator(BaseOperator):
     # ------------------------------------------------------------------ abort
 
     def _abort(self, context: Any, reason: str) -> dict[str, Any]:
-        """Scale the canary to 0 and wait; :meth:`_finish_abort` deletes it. The stable is never written."""
+        """Restore the stable if a promotion began, scale the canary to 0, wait; then :meth:`_finish_abort`.
+
+        ``aborting`` is saved before anything is written: a try that dies part-way is retried
+        as this abort, never as the step it aborted (nor as the promotion again).
+        """
         run = self._run()
         if run.phase in ("promoted", "aborted"):
             return self._summary()
         if run.phase != "aborting":
             self.records.save_state(self.run_id, phase="aborting", reason=reason, gate=None)
+        else:
+            reason = run.reason or reason
+        restored = self._restore_stable(reason)
+        if restored != reason:
+            reason = restored
+            self.records.save_state(self.run_id, reason=reason)
         self.log.error("aborting the canary: %s", reason)
         deployment = self._deployment_of(self._canary_objects(0))
         meta = deployment["metadata"]
@@ -423,7 +440,7 @@ class CanaryRolloutOperator(BaseOperator):
         return self._finish_abort()
 
     def _finish_abort(self) -> dict[str, Any]:
-        from mlinfra.deploy.steps import record_canary_outcome
+        from mlinfra.deploy.steps import record_canary_outcome, stable_after_abort
 
         self._delete_canary()
         run = self._run()
@@ -433,8 +450,8 @@ class CanaryRolloutOperator(BaseOperator):
         if self.fail_on_abort:
             raise fail_without_retry(
                 CanaryAborted(
-                    f"canary of {self.plan['model']} version {self.plan['version']} aborted: {reason} "
-                    "(the stable Deployment was not changed)"
+                    f"canary of {self.plan['model']} version {self.plan['version']} aborted: {reason}"
+                    + stable_after_abort(self.deploy_records.get(self.run_id))
                 )
             )
         return self._summary()
