@@ -306,19 +306,7 @@ def test_a_failed_promotion_restores_the_stable_and_aborts(
 ) -> None:
     canary, deploys = stores
     stable_before = copy.deepcopy(cluster.objects[("Deployment", NS, "half-plus-two")])
-    canary.start(RUN, model="half-plus-two", stable_version=1, canary_version=2, steps=5, stable_replicas=3)
-    canary.save_state(RUN, step=5, weight=50, canary_replicas=3)
-    for obj in RENDERED["canary"]["objects"]:
-        cluster.put(obj)
-    op = operator(segment=1)
-    with pytest.raises(TaskDeferred):
-        op.execute({})  # promotion: the stable at version 2
-    assert (
-        cluster.objects[("Deployment", NS, "half-plus-two")]["spec"]["template"]["metadata"]["labels"][
-            "version"
-        ]
-        == "2"
-    )
+    op = _promote_to_version_2(canary, cluster)
     with pytest.raises(TaskDeferred) as e:
         op.resume_promoted({}, {"status": "failed", "message": "ProgressDeadlineExceeded"})
     assert e.value.method_name == "resume_aborted"
