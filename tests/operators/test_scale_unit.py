@@ -8,6 +8,7 @@ provider's operator tests do with its hook patched.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -16,6 +17,8 @@ from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from mlinfra.exceptions import ScaleFailed, ScaleForbidden
 from mlinfra.operators.scale import ScaleDeploymentOperator
+from mlinfra.scaling.records import ScaleRecords
+from mlinfra.store import MetricsStore
 from mlinfra.triggers.scale import DeploymentScaleTrigger
 
 CONTEXT = {"run_id": "scheduled__2026-11-20T12:00:00+00:00"}
@@ -44,6 +47,8 @@ class Cluster:
         self.available = available
         self.patched: list[int] = []
         self.error: Exception | None = None
+        self.rollout_errors: list[Exception] = []  # raised by the next reads of the rollout, in turn
+        self.tries = 1  # operators (tries of the task) a test runs against this cluster
 
     def owners(self, namespace: str) -> dict[str, str]:
         return {"hpt": self.owner} if self.owner else {}
@@ -59,6 +64,8 @@ class Cluster:
         return previous, {}
 
     def rollout_objects(self, namespace: str, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        if self.rollout_errors:
+            raise self.rollout_errors.pop(0)
         available = self.live if self.available is None else self.available
         return deployment(self.live, available), []
 
@@ -71,9 +78,9 @@ def cluster() -> Iterator[Cluster]:
         mock.patch("mlinfra.scaling.kube.ScaleClient", return_value=standin) as client_class,
     ):
         yield standin
-        # One hook and one client per task, however many calls the task made.
-        assert hook_class.call_count <= 1
-        assert client_class.call_count <= 1
+        # One hook and one client per try of the task, however many calls the try made.
+        assert hook_class.call_count <= standin.tries
+        assert client_class.call_count <= standin.tries
 
 
 @pytest.fixture
@@ -96,6 +103,16 @@ def operator(**kwargs: Any) -> ScaleDeploymentOperator:
         "decided_at": "1800000000.0",
     }
     return ScaleDeploymentOperator(**{**args, **kwargs})
+
+
+def forbidden(verb: str, resource: str, api_group: str) -> ScaleForbidden:
+    return ScaleForbidden(
+        f"403: cannot {verb} {resource} in serving",
+        verb=verb,
+        resource=resource,
+        api_group=api_group,
+        namespace="serving",
+    )
 
 
 def recorded(records: mock.MagicMock) -> list[tuple[str, int | None, str | None]]:
@@ -211,13 +228,7 @@ def test_owned_by_an_autoscaler_fails_a_person_without_retry(
 
 
 def test_forbidden_fails_without_retry_and_is_recorded(cluster: Cluster, records: mock.MagicMock) -> None:
-    cluster.error = ScaleForbidden(
-        "403: cannot patch deployments/scale in serving",
-        verb="patch",
-        resource="deployments/scale",
-        api_group="apps",
-        namespace="serving",
-    )
+    cluster.error = forbidden("patch", "deployments/scale", "apps")
     with pytest.raises(AirflowFailException, match="cannot patch deployments/scale"):
         operator().execute(CONTEXT)
     assert recorded(records) == [("failed", 2, "403: cannot patch deployments/scale in serving")]
@@ -235,7 +246,7 @@ def test_other_api_failures_are_retried(cluster: Cluster, records: mock.MagicMoc
     [
         ("success", None, "available"),
         ("superseded", None, "superseded"),
-        ("error", ScaleFailed, "failed"),
+        ("error", ScaleFailed, "patched"),  # the count is set: its cooldown must count; a retry waits
         ("timeout", AirflowFailException, "timeout"),
         ("failed", AirflowFailException, "failed"),
     ],
@@ -278,3 +289,45 @@ def test_a_manual_hold_never_holds_back_a_person(cluster: Cluster, records: mock
     assert manual is not None
     assert manual["outcome"] == "available"
     assert cluster.patched == [4]
+
+
+@pytest.fixture
+def real_records(tmp_path: Path) -> Iterator[ScaleRecords]:
+    store = MetricsStore.from_url(f"sqlite:///{tmp_path / 'store.db'}")
+    with mock.patch("mlinfra.scaling.records.ScaleRecords.from_connection", return_value=ScaleRecords(store)):
+        yield ScaleRecords(store)
+
+
+@pytest.mark.parametrize("trigger", ["manual", "metric"])
+def test_a_failure_after_the_patch_keeps_its_cooldown_and_a_retry_ends_as_an_undisturbed_run(
+    trigger: str, cluster: Cluster, real_records: ScaleRecords
+) -> None:
+    from_replicas = None if trigger == "manual" else 2  # a person's request names no count to start from
+    after_the_patch = ScaleFailed("HTTP 503 from the API server")
+    cluster.rollout_errors = [after_the_patch]
+    cluster.tries = 2
+    with pytest.raises(ScaleFailed):
+        operator(trigger=trigger, from_replicas=from_replicas).execute(CONTEXT)
+    (event,) = real_records.scale_events(model="hpt")
+    assert (event.outcome, event.from_replicas, event.to_replicas) == ("patched", 2, 4)
+    assert event.message == f"the new count is set; then: {after_the_patch}"
+    # The count was changed: the next sweep's cooldown counts from it (a "failed" row does not).
+    assert "hpt" in real_records.last_actions(["hpt"], before=2_000_000_000.0)
+
+    result = operator(trigger=trigger, from_replicas=from_replicas).execute(CONTEXT)  # the retry
+    assert cluster.patched == [4]
+    assert result is not None
+    assert (result["outcome"], result["from"], result["to"]) == ("available", 2, 4)
+    (event,) = real_records.scale_events(model="hpt")
+    assert (event.outcome, event.from_replicas, event.to_replicas) == ("available", 2, 4)
+
+
+def test_forbidden_after_the_patch_fails_for_good_and_the_row_stays_patched(
+    cluster: Cluster, real_records: ScaleRecords
+) -> None:
+    cluster.rollout_errors = [forbidden("list", "pods", "")]
+    with pytest.raises(AirflowFailException, match="cannot list pods"):
+        operator(trigger="manual", from_replicas=None).execute(CONTEXT)
+    (event,) = real_records.scale_events(model="hpt")
+    assert (event.outcome, event.from_replicas, event.to_replicas) == ("patched", 2, 4)
+    assert event.message == "the new count is set; then: 403: cannot list pods in serving"

@@ -209,6 +209,7 @@ class ScaleDeploymentOperator(BaseOperator):
         request = self._request()
         where = f"{self.namespace}/{self.deployment}"
         client = self.client
+        landed = False  # the new count is set: from here a failure leaves the row "patched"
         try:
             settled = self._owned_or_held(context, request, where)
             if settled is not None:
@@ -218,6 +219,8 @@ class ScaleDeploymentOperator(BaseOperator):
             )
             action = scale_action(request, where=where, live=live, dry_run=self._flag())
             before = action.before
+            if request.from_replicas is None and live == self._target and action.outcome == "patched":
+                before = self._earlier_before(context, before)  # a retry after this run's own patch
             if action.outcome != "patched":
                 self._record(context, action.outcome, before=before, message=action.message)
                 log = self.log.info if action.outcome == "dry_run" else self.log.warning
@@ -233,15 +236,33 @@ class ScaleDeploymentOperator(BaseOperator):
             else:
                 self.log.info("%s", action.message)
             self._record(context, "patched", before=before)
+            landed = True
             deployment, pods = client.rollout_objects(self.namespace, self.deployment)
         except ScaleForbidden as e:
-            self._record(context, "failed", before=request.from_replicas, message=str(e))
+            self._record_failure(context, request, landed, str(e))
             raise fail_without_retry(e) from e
         except ScaleFailed as e:
-            self._record(context, "failed", before=request.from_replicas, message=str(e))
+            self._record_failure(context, request, landed, str(e))
             raise
 
         return self._finish_or_defer(context, deployment, pods, before, where)
+
+    def _record_failure(self, context: Any, request: ScaleRequest, landed: bool, message: str) -> None:
+        """``failed`` when the count was not changed; once it was, the row stays ``patched``
+        (the cooldown and a manual hold count from it) and says what failed after."""
+        if landed:
+            self.records.update_outcome(
+                context["run_id"], self.model, "patched", f"the new count is set; then: {message}"
+            )
+        else:
+            self._record(context, "failed", before=request.from_replicas, message=message)
+
+    def _earlier_before(self, context: Any, live: int | None) -> int | None:
+        """The count an earlier try of this run patched from (a manual request names none)."""
+        earlier = self.records.scale_events(run_id=context["run_id"], model=self.model)
+        if earlier and earlier[-1].outcome == "patched" and earlier[-1].from_replicas is not None:
+            return earlier[-1].from_replicas
+        return live
 
     def _owned_or_held(self, context: Any, request: ScaleRequest, where: str) -> dict[str, Any] | None:
         """The result when another controller owns the Deployment or a manual hold keeps it; else None."""
@@ -316,7 +337,10 @@ class ScaleDeploymentOperator(BaseOperator):
             before = event.get("from", getattr(self, "_before", None))
         status = event.get("status")
         message = str(event.get("message") or f"scale wait ended with status {status!r}")
-        self.records.update_outcome(context["run_id"], self.model, wait_outcome(status), message)
+        # An API error while waiting: the new count is set all the same, so the row stays
+        # "patched" (its cooldown, its hold) until a retry's wait ends.
+        outcome = "patched" if status == "error" else wait_outcome(status)
+        self.records.update_outcome(context["run_id"], self.model, outcome, message)
         if status == "success":
             self.log.info("%s", message)
             return self._result("available", before, message)

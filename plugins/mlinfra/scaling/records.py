@@ -48,9 +48,10 @@ from mlinfra.store_values import as_utc, chunks, to_ms
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-# What the operator saw: patched (waiting), available (the new count is up), dry_run
-# (recorded, not patched), timeout, failed (the API refused), superseded (the count
-# changed under us), skipped (another autoscaler owns it), unchanged (already there).
+# What the operator saw: patched (the count is set: waiting, or what came after failed),
+# available (the new count is up), dry_run (recorded, not patched), timeout, failed (the
+# API refused), superseded (the count changed under us), skipped (another autoscaler owns
+# it), unchanged (already there).
 OUTCOMES = ("patched", "available", "dry_run", "timeout", "failed", "superseded", "skipped", "unchanged")
 # Outcomes that start a cooldown: the replica count was changed (or, in a dry run of
 # the sweep, would have been).
