@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
 
 from mlinfra.config import load_fleet
 from mlinfra.promql.engine import LocalEngine
@@ -192,3 +196,52 @@ def test_an_alertmanager_outage_is_reported_and_the_firing_alerts_still_go_to_xc
     assert "unreachable" in out["post_error"]
     assert {a["alertname"] for a in out["firing"]} == {"HostHot", "After"}
     assert StoreAlertStates(sqlite_store).current(state="firing")
+
+
+@pytest.mark.parametrize("failing_write", [0, 1], ids=["recording rule output", "ALERTS series"])
+def test_a_store_write_failure_fails_the_evaluation_and_the_retry_ends_as_an_undisturbed_one(
+    failing_write: int, tmp_path: Path, sqlite_store: MetricsStore
+) -> None:
+    """A store failure is not the rule's: nothing of the group is saved, and the retry gives it whole."""
+    import sqlalchemy as sa
+
+    engine = LocalEngine(sqlite_store)
+    _load(sqlite_store, T0)
+    states = StoreAlertStates(sqlite_store)
+    write = sqlite_store.write_samples
+    calls = 0
+
+    def locked_once(samples: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == failing_write + 1:
+            raise sa.exc.OperationalError("INSERT", {}, Exception("database is locked"))
+        return write(samples, *args, **kwargs)
+
+    groups = _rules(tmp_path, engine)
+    with (
+        mock.patch.object(sqlite_store, "write_samples", side_effect=locked_once),
+        pytest.raises(sa.exc.OperationalError, match="database is locked"),
+    ):
+        evaluate_groups(groups, engine, at=T0, store=sqlite_store, states=states)
+    assert states.load(groups[0].file, "chain", before=T0 + 1) == {}  # the failed try saved no state
+    retried = evaluate_groups(_rules(tmp_path, engine), engine, at=T0, store=sqlite_store, states=states)
+
+    undisturbed_store = MetricsStore.from_url(f"sqlite:///{tmp_path / 'undisturbed.db'}")
+    undisturbed_engine = LocalEngine(undisturbed_store)
+    _load(undisturbed_store, T0)
+    undisturbed = evaluate_groups(
+        _rules(tmp_path, undisturbed_engine),
+        undisturbed_engine,
+        at=T0,
+        store=undisturbed_store,
+        states=StoreAlertStates(undisturbed_store),
+    )
+    assert retried.recorded == undisturbed.recorded == 2
+    assert sorted((a.alertname, sorted(a.labels.items()), a.state) for a in retried.alerts) == sorted(
+        (a.alertname, sorted(a.labels.items()), a.state) for a in undisturbed.alerts
+    )
+    for name in ("host:cpu:max", "ALERTS"):
+        assert [(s.labels, p) for s, p in sqlite_store.query_range(name, [], T0, T0)] == [
+            (s.labels, p) for s, p in undisturbed_store.query_range(name, [], T0, T0)
+        ]

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlinfra.exceptions import AlertmanagerError
+from mlinfra.exceptions import AlertmanagerError, StoreError
 from mlinfra.promql.interface import InstantSample, QueryError, QueryResult
 from mlinfra.rules.alert_series import (
     RestoreSettings,
@@ -340,6 +340,11 @@ def _evaluate_group(
                 else:
                     result.recorded += _evaluate_record(rule, group, evaluator, at, store)
             except Exception as e:
+                if _is_store_failure(e):
+                    # Not this rule's fault: fail the task before anything of this group is
+                    # saved, so that the retry evaluates it whole (a swallowed write would
+                    # lose the recorded point, and delay the alert's state, for good).
+                    raise
                 if not isinstance(e, _RuleFailed):
                     # A bug in rendering or state handling must cost this rule only, never
                     # the other rules and groups (nor, by failing the task, the scaling after).
@@ -370,12 +375,21 @@ def _evaluate_group(
         )
 
 
+def _is_store_failure(e: BaseException) -> bool:
+    """The metrics store failed (a write, or a read part-way): the task's failure, not a rule's."""
+    from sqlalchemy.exc import DBAPIError
+
+    return isinstance(e, StoreError | DBAPIError)
+
+
 def _query(evaluator: _Evaluator, rule: Rule) -> list[InstantSample]:
     try:
         return _as_vector(evaluator.instant(rule.expr))
     except QueryError as e:
         raise _RuleFailed(str(e)) from None
     except Exception as e:  # an engine bug must not stop the other rules either
+        if _is_store_failure(e):
+            raise
         log.exception("rule %s: unexpected engine failure", rule.name)
         raise _RuleFailed(f"{type(e).__name__}: {e}") from None
 
