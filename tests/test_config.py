@@ -85,7 +85,7 @@ BAD_FILES = [
     (
         "bad-k8s-name",
         _set("models.0.kubernetes.deployment", "Half_Plus_Two"),
-        "models[0].kubernetes.deployment: got 'Half_Plus_Two', which does not match",
+        "models[0].kubernetes.deployment: got 'Half_Plus_Two', which is not a DNS-1035 label",
     ),
     (
         "bad-duration",
@@ -116,6 +116,14 @@ BAD_FILES = [
         "shared-deployment",
         _set("models.1.kubernetes.deployment", "half-plus-two"),
         "models[1].kubernetes.deployment: deployment serving/half-plus-two is already used by models[0]",
+    ),
+    (
+        # The model's Service takes the Deployment's name, and a Service's name starts with a letter.
+        "deployment-starting-with-a-digit",
+        _set("models.1.kubernetes.deployment", "2stage-ranker"),
+        "models[1].kubernetes.deployment: got '2stage-ranker', which is not a DNS-1035 label: at most 63 "
+        "lowercase letters, digits and '-', starting with a letter (the model's Service is named after its "
+        "Deployment)",
     ),
     ("no-models", _set("models", []), "models: list should have at least 1 item"),
     ("missing-cost", _set("cost", _DELETE), "cost: required field is missing"),

@@ -35,7 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from mlinfra.config_messages import FieldError, describe_error, line_index, problem_line
+from mlinfra.config_messages import FieldError, describe_error, line_index, named_pattern, problem_line
 from mlinfra.deploy.canary.spec import AnalysisTemplate, DeployStrategy, canary_problem
 from mlinfra.deploy.schema import DEFAULT_KUBERNETES_VERSION, kubernetes_version_problem
 from mlinfra.durations import parse_duration
@@ -46,6 +46,13 @@ DEFAULT_FLEET_FILE = PROJECT_ROOT / "include" / "fleet.yaml"
 FLEET_FILE_ENV = "MLINFRA_FLEET_FILE"
 
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+# A Service's name is a DNS-1035 label (it starts with a letter): the model's Service is
+# named after its Deployment, so the Deployment's name must be one too.
+DNS1035_LABEL = named_pattern(
+    r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$",
+    "a DNS-1035 label: at most 63 lowercase letters, digits and '-', starting with a letter "
+    "(the model's Service is named after its Deployment)",
+)
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # Kubernetes resource quantities: 500m, 2, 1.5, 4Gi, 512Mi, 1e3
 K8S_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|e[0-9]+)?$"
@@ -71,7 +78,7 @@ def _duration(value: Any) -> float:
 class KubernetesTarget(_Strict):
     conn_id: str = Field(default="kubernetes_default", pattern=CONN_ID)
     namespace: str = Field(pattern=DNS1123_LABEL)
-    deployment: str = Field(pattern=DNS1123_LABEL)
+    deployment: str = Field(pattern=DNS1035_LABEL)
 
 
 # --------------------------------------------------------------------------- model artifacts

@@ -51,6 +51,15 @@ def located(loc: tuple[str | int, ...], message: str, lines: dict[tuple[str | in
     return f"{_path_text(loc)}: {message}"
 
 
+_PATTERN_MEANINGS: dict[str, str] = {}
+
+
+def named_pattern(pattern: str, meaning: str) -> str:
+    """``pattern``, registered so that a value it refuses is told what it must be, not only the regex."""
+    _PATTERN_MEANINGS[pattern] = meaning
+    return pattern
+
+
 def describe_error(err: Any, lines: dict[tuple[str | int, ...], int], root: type[BaseModel]) -> str:
     """One pydantic error of validating ``root`` as a located sentence."""
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
@@ -62,7 +71,11 @@ def describe_error(err: Any, lines: dict[tuple[str | int, ...], int], root: type
         accepted = ", ".join(parent.model_fields) if parent else "see the documentation"
         msg = f"unknown field; accepted here: {accepted}"
     elif kind == "string_pattern_mismatch":
-        msg = f"got {_short_repr(got)}, which does not match {ctx.get('pattern')}"
+        pattern = ctx.get("pattern")
+        meaning = _PATTERN_MEANINGS.get(str(pattern))
+        msg = f"got {_short_repr(got)}, which does not match {pattern}"
+        if meaning:
+            msg = f"got {_short_repr(got)}, which is not {meaning} ({pattern})"
     elif kind == "literal_error":
         msg = f"must be one of {ctx.get('expected')}, got {_short_repr(got)}"
     elif kind == "value_error":

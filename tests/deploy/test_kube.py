@@ -6,6 +6,7 @@ resourceVersion, immutable selectors, merge patches, and the rollout controller.
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any
 
@@ -145,6 +146,23 @@ def test_stale_resource_version_is_a_conflict(kube: KubeStandIn, client: Manifes
         client.core.replace_namespaced_config_map(name, "serving", stale)
     assert e.value.status == 409
     assert "the object has been modified" in e.value.body
+
+
+def test_a_service_name_must_start_with_a_letter(
+    kube: KubeStandIn, client: ManifestClient, fleet: Any
+) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    service = copy.deepcopy(rendered(fleet)[1])
+    assert service["kind"] == "Service"
+    service["metadata"]["name"] = "2stage-ranker"
+    with pytest.raises(ApiException) as e:
+        client.apply(service)
+    assert e.value.status == 422
+    assert "a DNS-1035 label must consist of lower case alphanumeric characters" in e.value.body
+    config = copy.deepcopy(rendered(fleet)[0])
+    config["metadata"]["name"] = "2stage-ranker-config"  # any other kind: a DNS-1123 subdomain will do
+    assert client.apply(config)["metadata"]["name"] == "2stage-ranker-config"
 
 
 def test_create_twice_is_already_exists(kube: KubeStandIn, client: ManifestClient, fleet: Any) -> None:

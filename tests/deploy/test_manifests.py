@@ -162,6 +162,11 @@ def test_structured_fields_with_hostile_values_are_refused_or_inert(
 def test_names_must_be_dns_1123(values: ManifestValues) -> None:
     with pytest.raises(ManifestError, match="DNS-1123"):
         render_manifests(replace(values, name="Bad_Name"))
+    # A Service's name is a DNS-1035 label: refused here, before the ConfigMap is applied.
+    with pytest.raises(
+        ManifestError, match=r"Service '2stage-ranker': metadata.name must be a DNS-1035 label"
+    ):
+        render_manifests(replace(values, name="2stage-ranker"))
     with pytest.raises(ManifestError, match="metadata.namespace"):
         render_manifests(replace(values, namespace="a" * 64))
 

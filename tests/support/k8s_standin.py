@@ -1204,6 +1204,20 @@ class KubeStandIn:
                 meta["name"],
                 [f"metadata.name: Invalid value: {meta['name']!r}: a lowercase RFC 1123 subdomain"],
             )
+        # A Service's name is a DNS-1035 label (ValidateServiceName): it starts with a letter
+        # and has at most 63 characters, stricter than the other kinds' subdomains.
+        # https://kubernetes.io/docs/concepts/overview/working-with-objects/names/#rfc-1035-label-names
+        if r.kind == "Service" and not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", meta["name"]):
+            return self._invalid(
+                r,
+                meta["name"],
+                [
+                    f"metadata.name: Invalid value: {meta['name']!r}: a DNS-1035 label must consist of lower "
+                    "case alphanumeric characters or '-', start with an alphabetic character, and end with "
+                    "an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is "
+                    "'[a-z]([-a-z0-9]*[a-z0-9])?')"
+                ],
+            )
         return None
 
     def _store_written(self, r: ResourceType, namespace: str, obj: Obj, old: Obj | None) -> Obj:

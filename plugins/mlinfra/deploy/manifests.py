@@ -71,6 +71,13 @@ RUN_ANNOTATIONS = frozenset(
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")  # a Service's name: starts with a letter
+# Names as the API server validates them: ConfigMap a DNS-1123 subdomain, Service a DNS-1035
+# label (ValidateServiceName), Deployment a DNS-1123 label here (its pods' names derive from it).
+NAME_RULES = {
+    "ConfigMap": (DNS1123_SUBDOMAIN, "a DNS-1123 subdomain"),
+    "Service": (DNS1035_LABEL, "a DNS-1035 label (lowercase letters, digits, '-'; starts with a letter)"),
+}
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
 LABEL_KEY = re.compile(
     r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
@@ -425,11 +432,9 @@ def check_manifests(objects: list[dict[str, Any]], values: ManifestValues) -> No
         if kind in KINDS and obj.get("apiVersion") != KINDS[kind]:
             problems.append(f"{where}: apiVersion must be {KINDS[kind]}, got {obj.get('apiVersion')!r}")
         name = meta.get("name")
-        pattern = DNS1123_SUBDOMAIN if kind == "ConfigMap" else DNS1123_LABEL
+        pattern, rule = NAME_RULES.get(str(kind), (DNS1123_LABEL, "a DNS-1123 label"))
         if not isinstance(name, str) or not pattern.match(name):
-            problems.append(
-                f"{where}: metadata.name must be a DNS-1123 {'subdomain' if kind == 'ConfigMap' else 'label'}"
-            )
+            problems.append(f"{where}: metadata.name must be {rule}")
         expected_name = (
             config_map_name(values.object_name, obj.get("data"))
             if kind == "ConfigMap"
