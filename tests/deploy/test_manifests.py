@@ -72,7 +72,17 @@ def test_renders_the_three_objects_with_what_the_issue_asks_for(values: Manifest
         "path": "/v1/models/resnet50/versions/3/metadata",
         "port": "http",
     }
-    assert "livenessProbe" in container
+    # Liveness starts only once the port answers, which TF Serving opens after the initial
+    # load: the startup probe waits as long as the progress deadline (600 s) for it.
+    assert (
+        container["livenessProbe"]["tcpSocket"] == container["startupProbe"]["tcpSocket"] == {"port": "grpc"}
+    )
+    startup = container["startupProbe"]
+    assert (
+        startup["periodSeconds"] * startup["failureThreshold"]
+        == dep["spec"]["progressDeadlineSeconds"]
+        == 600
+    )
     assert "--monitoring_config_file=/etc/tf-serving/monitoring.config" in container["args"]
     assert dep["spec"]["template"]["metadata"]["labels"] == {
         "app": "resnet50-classifier",
