@@ -46,7 +46,8 @@ def ours(version: int, fleet: Any, records: Any, client: Any, poll: float) -> in
     """mlinfra's steps; returns how many predictions the smoke test sent."""
     from mlinfra.deploy.kube import apply_objects, collect_config_maps, snapshot
     from mlinfra.deploy.params import validate_request
-    from mlinfra.deploy.smoke import load_smoke_spec, run_smoke
+    from mlinfra.deploy.smoke import load_smoke_spec
+    from mlinfra.deploy.smoke_run import run_smoke
     from mlinfra.deploy.steps import render_plan, validate_and_record
     from mlinfra.hooks.tf_serving import TFServingHook
     from mlinfra.triggers.model import ModelVersionAvailableTrigger

@@ -15,8 +15,8 @@ from mlinfra.deploy.smoke import (
     load_smoke_spec,
     min_samples,
     percentile,
-    run_smoke,
 )
+from mlinfra.deploy.smoke_run import run_smoke
 from mlinfra.exceptions import SmokeFileError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,6 +192,30 @@ def test_a_slow_version_fails_on_p99_and_every_row_says_the_same() -> None:
         "verdict: FAIL",
         "  grpc: p99 latency 300.0 ms exceeds the SLO of 50 ms (100 requests)",
     ]
+
+
+def test_requests_the_time_budget_leaves_unsent_fail_the_test_and_say_so() -> None:
+    clock = FakeClock()
+    # Every answer takes 1 s: a budget of 10.5 s starts the warm-up and 10 measured requests.
+    hook = ScriptedHook(clock, [], default_ms=1000.0)
+    report = run_smoke(
+        hook, "m", 1, _spec(repetitions=100, warmup=1), slo_p99_ms=5000, budget_s=10.5, clock=clock
+    )
+    (result,) = report.results
+    assert (result.warmup, result.requests, result.not_sent) == (1, 10, 90)
+    assert len(result.latencies_ms) == 10  # the unsent have no latency to count
+    assert not report.passed
+    assert report.problems[0] == (
+        "grpc case 'zeros': 0 error(s), 0 mismatch(es) in 10 requests, 90 not sent; "
+        "first: not sent: the smoke test's time budget of 10.5 s ran out"
+    )
+    assert report.to_dict()["cases"][0]["not_sent"] == 90
+    # Within its budget the same run passes.
+    clock = FakeClock()
+    hook = ScriptedHook(clock, [], default_ms=1000.0)
+    assert run_smoke(
+        hook, "m", 1, _spec(repetitions=100, warmup=1), slo_p99_ms=5000, budget_s=200, clock=clock
+    ).passed
 
 
 def test_a_wrong_answer_during_warm_up_still_fails() -> None:

@@ -570,7 +570,8 @@ def test_tf_serving_rest_collector(cell: Cell, world, serving_fronts) -> None:  
 
 
 def _smoke(protocol: str) -> Callable[[MetricsStore], Any]:
-    from mlinfra.deploy.smoke import load_smoke_spec, run_smoke
+    from mlinfra.deploy.smoke import load_smoke_spec
+    from mlinfra.deploy.smoke_run import run_smoke
     from mlinfra.hooks.tf_serving import TFServingHook
 
     spec = load_smoke_spec(Path(__file__).resolve().parents[2] / "include" / "smoke" / "half_plus_two.json")

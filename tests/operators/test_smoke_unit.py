@@ -139,6 +139,23 @@ def test_an_unreachable_server_fails_without_retry(serving: Serving, smoke_file:
     assert serving.closed == 1
 
 
+def test_the_task_timeout_fails_without_retry(serving: Serving, smoke_file: Path) -> None:
+    """A retry of a version too slow to be tested in time could pass and promote it."""
+    from datetime import timedelta
+
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+
+    serving.error = AirflowTaskTimeout()  # what execution_timeout's alarm raises in the task
+    op = operator(smoke_file, execution_timeout=timedelta(minutes=10))
+    assert op.budget_s == 480  # no request starts after 80% of the timeout
+    with pytest.raises(
+        AirflowFailException, match=r"did not finish within the task's execution_timeout"
+    ) as e:
+        op.execute({"ti": TI()})
+    assert isinstance(e.value.__cause__, SmokeTestFailed)
+    assert serving.closed == 1
+
+
 def test_the_hook_is_closed_even_when_the_run_breaks(serving: Serving, smoke_file: Path) -> None:
     ti = mock.Mock()
     ti.xcom_push.side_effect = RuntimeError("XCom backend down")

@@ -199,7 +199,8 @@ def _smoke_test(plan: Any) -> TFServingSmokeTestOperator:
         model=plan["model"],
         version=plan["version"],
         run_smoke=plan["run_smoke"],
-        # A smoke test that failed must not pass on a second try.
+        # A smoke test that failed must not pass on a second try: no request starts after 8
+        # minutes (the unsent fail the test), and the timeout fails it without retry too.
         execution_timeout=timedelta(minutes=10),
     )
 

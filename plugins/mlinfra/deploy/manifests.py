@@ -24,13 +24,11 @@ versions with the TF Serving version labels ``stable`` and ``canary``::
     >>> canary.by_kind("Deployment")["spec"]["selector"]["matchLabels"]
     {'app': 'half-plus-two', 'track': 'canary'}
 
-A model version owns its configuration: the ConfigMap's name carries a hash of its
-content (``<deployment>-config-<sha256[:10]>``) and it is ``immutable: true``, so a
-deploy creates a new one that only the new pod template mounts. Running pods keep
-theirs until they are gone: a kubelet re-projecting a rewritten ConfigMap into old
-pods (which then re-read their model config and drop the version they serve) cannot
-happen. :func:`mlinfra.deploy.kube.collect_config_maps` deletes the ones no pod
-template of the Deployment or of its kept ReplicaSets mounts any more.
+A model version owns its configuration: an ``immutable: true`` ConfigMap named by a hash
+of its content (``<deployment>-config-<sha256[:10]>``) that only the new pod template
+mounts, so no kubelet can re-project a rewritten config into running pods (which would
+drop the version they serve). :func:`mlinfra.deploy.kube.collect_config_maps` deletes
+those no pod template of the Deployment or of its kept ReplicaSets mounts any more.
 
 :class:`~mlinfra.exceptions.ManifestError` names the object and field of any problem.
 """
@@ -71,12 +69,9 @@ RUN_ANNOTATIONS = frozenset(
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")  # a Service's name: starts with a letter
-# Names as the API server validates them: ConfigMap a DNS-1123 subdomain, Service a DNS-1035
-# label (ValidateServiceName), Deployment a DNS-1123 label here (its pods' names derive from it).
-NAME_RULES = {
+NAME_RULES = {  # names as the API server checks them (a Service's: ValidateServiceName)
     "ConfigMap": (DNS1123_SUBDOMAIN, "a DNS-1123 subdomain"),
-    "Service": (DNS1035_LABEL, "a DNS-1035 label (lowercase letters, digits, '-'; starts with a letter)"),
+    "Service": (re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"), "a DNS-1035 label (starts with a letter)"),
 }
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
 LABEL_KEY = re.compile(

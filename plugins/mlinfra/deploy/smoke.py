@@ -22,7 +22,7 @@ An expected output is a nested list (every element within tolerance) or an objec
 with any of ``shape``, ``sum`` and ``values``. A value ``e`` accepts ``a`` when
 ``|a - e| <= abs_tol + rel_tol * |e|`` (numpy's ``isclose``).
 
-:func:`run_smoke` sends every case ``warmup`` times and then ``repetitions`` times over
+:func:`mlinfra.deploy.smoke_run.run_smoke` sends every case ``warmup`` times and then ``repetitions`` times over
 each protocol and checks every answer; :class:`SmokeReport` says whether the version
 passes and renders the table the task log shows.
 
@@ -41,16 +41,13 @@ from __future__ import annotations
 
 import json
 import math
-import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mlinfra.exceptions import SmokeFileError, TFServingError
+from mlinfra.exceptions import SmokeFileError
 
 Protocol = Literal["grpc", "rest"]
 PROTOCOLS: tuple[Protocol, ...] = ("grpc", "rest")
@@ -240,11 +237,12 @@ class CaseResult:
     mismatches: int = 0
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     first_problem: str | None = None
+    not_sent: int = 0  # requests (warm-up or measured) the time budget left unsent
 
     @property
     def failed(self) -> bool:
-        """Any wrong answer or error, warm-up included."""
-        return bool(self.errors or self.mismatches or self.warmup_failures)
+        """Any wrong answer or error, warm-up included, or a request left unsent."""
+        return bool(self.errors or self.mismatches or self.warmup_failures or self.not_sent)
 
     @property
     def p50_ms(self) -> float | None:
@@ -342,9 +340,10 @@ class SmokeReport:
                 warm = (
                     f" (and {r.warmup_failures} of {r.warmup} warm-up requests)" if r.warmup_failures else ""
                 )
+                unsent = f", {r.not_sent} not sent" if r.not_sent else ""
                 out.append(
                     f"{r.protocol} case {r.case!r}: {r.errors} error(s), {r.mismatches} mismatch(es) "
-                    f"in {r.requests} requests{warm}; first: {r.first_problem}"
+                    f"in {r.requests} requests{warm}{unsent}; first: {r.first_problem}"
                 )
         for protocol in self._protocols():
             out.extend(v.describe() for v in self.latency_verdicts(protocol) if v.verdict == "over SLO")
@@ -463,6 +462,7 @@ class SmokeReport:
                     "warmup_failures": r.warmup_failures,
                     "errors": r.errors,
                     "mismatches": r.mismatches,
+                    "not_sent": r.not_sent,
                     "p50_ms": r.p50_ms,
                     "p99_ms": r.p99_ms,
                     "first_problem": r.first_problem,
@@ -494,84 +494,3 @@ def _rest_outputs(body: Any, expected_names: list[str]) -> dict[str, Any]:
     if len(expected_names) == 1:
         return {expected_names[0]: outputs}
     return outputs if isinstance(outputs, dict) else {}
-
-
-def run_smoke(
-    hook: Any,
-    model_name: str,
-    version: int,
-    spec: SmokeSpec,
-    *,
-    slo_p99_ms: float,
-    protocols: list[str] | None = None,
-    clock: Callable[[], float] = time.monotonic,
-) -> SmokeReport:
-    """Send every case of ``spec`` to ``version`` of ``model_name`` through ``hook`` (a ``TFServingHook``)."""
-    started = clock()
-    results: list[CaseResult] = []
-    for protocol in protocols or spec.protocols:
-        for case in spec.cases:
-            result = CaseResult(protocol, case.name)
-            results.append(result)
-            inputs = {k: _materialize(v) for k, v in case.inputs.items()}
-            signature = case.signature_name or spec.signature_name
-            abs_tol = spec.abs_tol if case.abs_tol is None else case.abs_tol
-            rel_tol = spec.rel_tol if case.rel_tol is None else case.rel_tol
-            names = list(case.expected)
-
-            def call(
-                _: int,
-                inputs: dict[str, Any] = inputs,
-                signature: str = signature,
-                case: SmokeCase = case,
-                protocol: str = protocol,
-                names: list[str] = names,
-            ) -> tuple[float, Any, str | None]:
-                t0 = clock()
-                try:
-                    if protocol == "grpc":
-                        outputs = hook.predict(
-                            model_name, inputs, version, signature, dtypes=case.dtypes or None
-                        )
-                    else:
-                        body = hook.rest_predict(
-                            model_name, inputs=inputs, version=version, signature_name=signature
-                        )
-                        outputs = _rest_outputs(body, names)
-                except TFServingError as e:
-                    return (clock() - t0) * 1000, None, f"error: {e.status}: {e.server_message or e}"
-                return (clock() - t0) * 1000, outputs, None
-
-            # Warm-up runs one at a time and before any measured request, so the measured
-            # ones never queue behind a channel being set up.
-            warm = [call(i) for i in range(spec.warmup)]
-            with ThreadPoolExecutor(max_workers=spec.concurrency, thread_name_prefix="smoke") as pool:
-                measured = list(pool.map(call, range(spec.repetitions)))
-            for i, (elapsed_ms, outputs, error) in enumerate(warm + measured):
-                warming = i < len(warm)
-                if warming:
-                    result.warmup += 1
-                else:
-                    result.requests += 1
-                    result.latencies_ms.append(elapsed_ms)
-                if error is not None:
-                    if warming:
-                        result.warmup_failures += 1
-                    else:
-                        result.errors += 1
-                    result.first_problem = result.first_problem or error
-                    continue
-                for name, expected in case.expected.items():
-                    problem: str | None
-                    if name not in outputs:
-                        problem = f"output {name!r} missing; got {sorted(outputs)}"
-                    else:
-                        problem = compare(outputs[name], expected, abs_tol, rel_tol)
-                    if problem is not None:
-                        if warming:
-                            result.warmup_failures += 1
-                        else:
-                            result.mismatches += 1
-                        result.first_problem = result.first_problem or f"output {name!r}: {problem}"
-                        break
-    return SmokeReport(model_name, version, slo_p99_ms, results, duration_s=clock() - started)

@@ -43,6 +43,10 @@ class TFServingSmokeTestOperator(BaseOperator):
     :param protocols: ``["grpc", "rest"]`` subset; default: the smoke file's.
     :param smoke_file: a smoke file path overriding the fleet's (relative to include/).
     :param run_smoke: ``False`` skips the task (templated, e.g. ``{{ params.run_smoke }}``).
+    :param budget_s: no request starts after this many seconds; the ones left unsent fail the
+        test without retry (default: 80% of ``execution_timeout``, when it has one). The
+        task's own timeout fails it without retry too: a version too slow to be tested in
+        time must not be promoted by a second try that happens to be faster.
     """
 
     template_fields: Sequence[str] = ("model", "version", "run_smoke")
@@ -56,9 +60,13 @@ class TFServingSmokeTestOperator(BaseOperator):
         protocols: list[str] | None = None,
         smoke_file: str | None = None,
         run_smoke: bool | str = True,
+        budget_s: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if budget_s is None and self.execution_timeout is not None:
+            budget_s = 0.8 * self.execution_timeout.total_seconds()
+        self.budget_s = budget_s
         self.model = model
         self.version = version
         self.protocols = protocols
@@ -97,8 +105,17 @@ class TFServingSmokeTestOperator(BaseOperator):
             spec = load_smoke_spec(self.fleet.include_path(self.smoke_file or model.smoke_file))
         except SmokeFileError as e:
             raise fail_without_retry(e) from e
+        from airflow.sdk.exceptions import AirflowTaskTimeout
+
         try:
             return self._run(context, model, version, spec)
+        except AirflowTaskTimeout as e:
+            failure = SmokeTestFailed(
+                f"smoke test of {model.name} version {version} did not finish within the task's "
+                f"execution_timeout ({self.execution_timeout})"
+            )
+            failure.__cause__ = e
+            raise fail_without_retry(failure) from failure
         finally:
             if "hook" in self.__dict__:
                 self.hook.close()
@@ -106,7 +123,7 @@ class TFServingSmokeTestOperator(BaseOperator):
 
     def _run(self, context: Any, model: Model, version: int, spec: Any) -> dict[str, Any]:
         """Predict, log the table, push the report; a failed test fails without retry."""
-        from mlinfra.deploy.smoke import run_smoke
+        from mlinfra.deploy.smoke_run import run_smoke
 
         report = run_smoke(
             self.hook,
@@ -115,6 +132,7 @@ class TFServingSmokeTestOperator(BaseOperator):
             spec,
             slo_p99_ms=model.slo.p99_latency_ms,
             protocols=self.protocols,
+            budget_s=self.budget_s,
         )
         self.log.info("smoke test of %s version %s:\n%s", model.name, version, report.table())
         for note in report.not_judged:
