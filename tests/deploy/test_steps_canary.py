@@ -121,6 +121,17 @@ def test_a_canary_lower_than_the_stable_is_refused_and_recorded(
     assert "higher version" in (record.reason or "")
 
 
+def test_a_deploy_whose_promote_failed_says_its_version_serves(records: DeploymentRecords) -> None:
+    records.start("r3", model=MODEL, version=2)
+    with pytest.raises(
+        DeployFailed, match=r"version 2 is serving \(its smoke test passed\), but promote did not"
+    ):
+        finish(records, "r3", smoke={"passed": True})
+    records.start("r4", model=MODEL, version=2)  # failed before: nothing says it serves
+    with pytest.raises(DeployFailed, match=r"version 2 failed: the deploy did not complete"):
+        finish(records, "r4", smoke={"passed": False})
+
+
 def test_canary_outcomes_close_the_deploy(records: DeploymentRecords) -> None:
     records.start("r1", model=MODEL, version=2)
     record_canary_outcome(records, "r1", "promoted", "promoted to version 2")

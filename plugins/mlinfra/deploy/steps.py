@@ -273,7 +273,15 @@ def finish(records: DeploymentRecords, run_id: str, *, smoke: dict[str, Any] | N
         records.update(run_id, smoke=smoke)
     if record.outcome is None:
         # Nothing set an outcome: the run failed where no rollback could help (or was not allowed).
-        records.finish(run_id, "failed", reason="the deploy did not complete")
+        reason = "the deploy did not complete"
+        if smoke is not None and smoke.get("passed") and not record.rollback:
+            # Everything up to promote passed and nothing was rolled back: promote failed (the
+            # store down past its retries). The version serves: say so, and how to finish.
+            reason = (
+                f"version {record.version} is serving (its smoke test passed), but promote did not "
+                "record it or announce its asset: clear promote with its downstream tasks to finish the deploy"
+            )
+        records.finish(run_id, "failed", reason=reason)
         record = records.get(run_id)
         if record is None:  # pragma: no cover - deleted concurrently
             raise DeployFailed(f"run {run_id}: the deploy record disappeared")
