@@ -87,6 +87,26 @@ def test_progress_deadline_exceeded_fails() -> None:
     assert "timed out progressing" in status.message
 
 
+@pytest.mark.parametrize(("observed", "min_generation"), [(1, None), (2, 3)])
+def test_a_deadline_of_a_generation_before_this_one_is_not_this_rollouts(
+    observed: int, min_generation: int | None
+) -> None:
+    """Right after a rollback's write the status is still the failed rollout's, deadline included."""
+    stale = {
+        "type": "Progressing",
+        "status": "False",
+        "reason": "ProgressDeadlineExceeded",
+        "message": 'ReplicaSet "m-2" has timed out progressing.',
+    }
+    status = evaluate_rollout(
+        deployment(observed=observed, conditions=[stale], updatedReplicas=1, replicas=3),
+        [],
+        min_generation=min_generation,
+    )
+    assert status.state == "progressing"
+    assert "waiting for the controller" in status.message
+
+
 @pytest.mark.parametrize(
     "reason", ["CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError"]
 )

@@ -88,12 +88,6 @@ def evaluate_rollout(
     def result(state: str, message: str) -> RolloutStatus:
         return RolloutStatus(state, message, desired, updated, available, total)
 
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
-            return result(
-                "failed",
-                f"{where}: ProgressDeadlineExceeded: {condition.get('message') or 'the rollout made no progress'}",
-            )
     images = [
         c.get("image") for c in ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
     ]
@@ -117,6 +111,15 @@ def evaluate_rollout(
             "progressing",
             f"{where}: waiting for the controller (generation {wanted_generation}, observed {observed})",
         )
+    # Conditions describe the generation the controller observed: until it has seen this one,
+    # a ProgressDeadlineExceeded is the previous rollout's (a rollback right after a deadline
+    # failure re-applies while it is still there). kubectl rollout status checks in this order.
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
+            return result(
+                "failed",
+                f"{where}: ProgressDeadlineExceeded: {condition.get('message') or 'the rollout made no progress'}",
+            )
     if updated == desired and available >= desired and total == desired:
         return result("complete", f"{where}: rolled out, {desired}/{desired} replicas updated and available")
     return result(
