@@ -155,7 +155,10 @@ SCENARIOS: tuple[Scenario, ...] = (
         "scale",
         "kubernetes-scale",
         "the failure is recorded in `mlinfra_scale_events` (outcome `failed`, with the reason); the "
-        "retry patches the scale subresource once and records `patched`",
+        "retry patches the scale subresource once and records `patched`. A failure after the patch "
+        "landed (reading or waiting for the rollout) leaves the row `patched`, with what failed after, "
+        "so that the cooldown and a manual hold count from it; the retry keeps the count it was patched "
+        "from",
         {
             "refused": Expect("fails", r"ScaleFailed: .*cannot reach the API server"),
             "timeout": Expect("fails", r"ScaleFailed: .*cannot reach the API server"),
