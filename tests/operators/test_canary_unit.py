@@ -305,13 +305,11 @@ def test_a_failed_promotion_restores_the_stable_and_aborts(
     cluster: FakeCluster, stores: tuple[CanaryRecords, DeploymentRecords]
 ) -> None:
     canary, deploys = stores
-    stable_before = copy.deepcopy(cluster.objects[("Deployment", NS, "half-plus-two")])
-    op = _promote_to_version_2(canary, cluster)
+    op, before = _promote_to_version_2(canary, cluster)
     with pytest.raises(TaskDeferred) as e:
         op.resume_promoted({}, {"status": "failed", "message": "ProgressDeadlineExceeded"})
     assert e.value.method_name == "resume_aborted"
-    restored = cluster.objects[("Deployment", NS, "half-plus-two")]
-    assert restored["spec"] == stable_before["spec"]
+    assert stable_spec(cluster) == before
     with pytest.raises(AirflowFailException, match="previous stable spec was re-applied"):
         op.resume_aborted({}, {"status": "success"})
     record = deploys.get(RUN)
@@ -348,8 +346,12 @@ def test_a_retry_during_an_abort_finishes_the_abort(
     assert stable_writes(cluster) == []
 
 
-def _promote_to_version_2(canary: CanaryRecords, cluster: FakeCluster) -> CanaryRolloutOperator:
-    """A run at its last step whose segment has written the stable at version 2 (deferred on it)."""
+def _promote_to_version_2(
+    canary: CanaryRecords, cluster: FakeCluster
+) -> tuple[CanaryRolloutOperator, dict[str, Any]]:
+    """A run at its last step whose segment has written the stable at version 2 (deferred on it),
+    and the stable's spec before."""
+    before = stable_spec(cluster)
     canary.start(RUN, model="half-plus-two", stable_version=1, canary_version=2, steps=5, stable_replicas=3)
     canary.save_state(RUN, step=5, weight=50, canary_replicas=3)
     for obj in RENDERED["canary"]["objects"]:
@@ -358,7 +360,11 @@ def _promote_to_version_2(canary: CanaryRecords, cluster: FakeCluster) -> Canary
     with pytest.raises(TaskDeferred):
         op.execute({})
     assert stable_version(cluster) == "2"
-    return op
+    return op, before
+
+
+def stable_spec(cluster: FakeCluster) -> dict[str, Any]:
+    return copy.deepcopy(cluster.objects[("Deployment", NS, "half-plus-two")]["spec"])
 
 
 def stable_version(cluster: FakeCluster) -> str:
@@ -374,14 +380,13 @@ def test_conclude_after_a_promotion_whose_task_failed_for_good_restores_the_stab
     from mlinfra.exceptions import DeployFailed
 
     canary, deploys = stores
-    stable_before = copy.deepcopy(cluster.objects[("Deployment", NS, "half-plus-two")])
-    _promote_to_version_2(canary, cluster)
+    _, before = _promote_to_version_2(canary, cluster)
     # Every try of the segment failed after the write (the API or the store down, the worker
     # lost): the run is left "promoting", and canary_conclude ends it.
     with pytest.raises(TaskDeferred) as e:
         operator(cls=CanaryConcludeOperator).execute({"ti": mock.Mock()})
     assert e.value.method_name == "resume_aborted"
-    assert cluster.objects[("Deployment", NS, "half-plus-two")]["spec"] == stable_before["spec"]
+    assert stable_spec(cluster) == before
     summary = operator(cls=CanaryConcludeOperator).resume_aborted({}, {"status": "success"})
     assert summary["phase"] == "aborted"
     assert summary["reason"].startswith("step 5 (promotion) did not complete: its task failed (promoting)")
@@ -399,8 +404,7 @@ def test_a_try_lost_while_restoring_the_stable_is_retried_as_the_abort_not_the_p
     from mlinfra.exceptions import StoreError
 
     canary, deploys = stores
-    stable_before = copy.deepcopy(cluster.objects[("Deployment", NS, "half-plus-two")])
-    op = _promote_to_version_2(canary, cluster)
+    op, before = _promote_to_version_2(canary, cluster)
     update = deploys.update
 
     def store_down_for_the_rollback(run_id: str, **fields: Any) -> None:
@@ -426,7 +430,7 @@ def test_a_try_lost_while_restoring_the_stable_is_retried_as_the_abort_not_the_p
         operator(segment=1).execute({})
     assert e.value.method_name == "resume_aborted"
     assert stable_applied == ["1"]  # the restore, again (its first try's was never recorded)
-    assert cluster.objects[("Deployment", NS, "half-plus-two")]["spec"] == stable_before["spec"]
+    assert stable_spec(cluster) == before
     run = canary.get(RUN)
     assert run is not None
     assert run.phase == "aborting"

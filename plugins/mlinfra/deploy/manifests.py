@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from mlinfra.config import PROJECT_ROOT
+from mlinfra.config import DNS1035_LABEL, PROJECT_ROOT
 from mlinfra.exceptions import ManifestError
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 NAME_RULES = {  # names as the API server checks them (a Service's: ValidateServiceName)
     "ConfigMap": (DNS1123_SUBDOMAIN, "a DNS-1123 subdomain"),
-    "Service": (re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"), "a DNS-1035 label (starts with a letter)"),
+    "Service": (re.compile(DNS1035_LABEL), "a DNS-1035 label (starts with a letter)"),
 }
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
 LABEL_KEY = re.compile(

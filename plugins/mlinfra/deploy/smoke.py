@@ -22,9 +22,9 @@ An expected output is a nested list (every element within tolerance) or an objec
 with any of ``shape``, ``sum`` and ``values``. A value ``e`` accepts ``a`` when
 ``|a - e| <= abs_tol + rel_tol * |e|`` (numpy's ``isclose``).
 
-:func:`mlinfra.deploy.smoke_run.run_smoke` sends every case ``warmup`` times and then ``repetitions`` times over
-each protocol and checks every answer; :class:`SmokeReport` says whether the version
-passes and renders the table the task log shows.
+:func:`mlinfra.deploy.smoke_run.run_smoke` sends every case ``warmup`` times and then
+``repetitions`` times over each protocol and checks every answer; :class:`SmokeReport`
+says whether the version passes and renders the table the task log shows.
 
 Latency is measured the way load testers measure it. Warm-up answers are checked but
 their latency is not counted: the first requests pay for channel set-up and the

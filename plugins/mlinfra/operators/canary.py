@@ -395,7 +395,7 @@ class CanaryRolloutOperator(BaseOperator):
 
         record = self.deploy_records.get(self.run_id)
         previous = record.previous if record is not None else None
-        if not previous or (record is not None and (record.rollback or {}).get("performed")):
+        if record is None or not previous or (record.rollback or {}).get("performed"):
             return reason  # no promotion began (the stable was never written), or already restored
         try:
             done = execute_rollback(self.client, rollback_plan(previous, list(self.rendered["objects"])))
